@@ -1,0 +1,225 @@
+"""ObjectDB: content-addressed objects over any backend, in packs.
+
+This is where ids are computed and checked, payloads compressed and verified, and packs
+written and indexed; the backend below only moves bytes. Objects written by this process
+are readable at once, and visible to other processes after ``flush()`` publishes the pack.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from typing import Iterable, Iterator
+
+from . import codec
+from .backend import Backend
+from .errors import AmbiguousIdError, IntegrityError, ObjectNotFoundError
+from .oid import check_prefix, hash_bytes
+from .pack import (
+    MAX_PACK_SIZE,
+    PREFIX,
+    Entry,
+    PackWriter,
+    decode_index,
+    idx_key,
+    name_of_idx_key,
+    pack_key,
+)
+
+
+class ObjectDB:
+    def __init__(self, backend: Backend, tmp_dir: str | None = None, max_pack_size: int = MAX_PACK_SIZE):
+        self.backend = backend
+        self.tmp_dir = tmp_dir or getattr(backend, "tmp_dir", tempfile.gettempdir)()
+        self.max_pack_size = max_pack_size
+        self._index: dict[bytes, Entry] | None = None
+        self._packs: set[str] = set()
+        self._writer: PackWriter | None = None
+        self._lock = threading.RLock()
+
+    # -- index ---------------------------------------------------------------------------
+
+    @property
+    def index(self) -> dict[bytes, Entry]:
+        if self._index is None:
+            self._index = {}
+            self.refresh()
+        return self._index
+
+    def refresh(self) -> None:
+        """Pick up packs published since the index was loaded (by us or another process)."""
+        index = self._index if self._index is not None else {}
+        self._index = index
+        for key in self.backend.list(PREFIX):
+            name = name_of_idx_key(key)
+            if name is None or name in self._packs:
+                continue
+            self._load_pack_index(name, self.backend.get(key))
+
+    def reload(self) -> None:
+        """Forget the loaded index (packs were deleted) and read it again."""
+        self._index = None
+        self._packs = set()
+        self.refresh()
+
+    def _load_pack_index(self, name: str, data: bytes) -> None:
+        index = self._index
+        assert index is not None
+        for oid, off, length, kind, size in decode_index(name, data):
+            if oid not in index:
+                index[oid] = Entry(name, off, length, kind, size)
+        self._packs.add(name)
+
+    def packs(self) -> set[str]:
+        self.index  # noqa: B018 - loads the index
+        return set(self._packs)
+
+    def _lookup(self, oid: bytes) -> Entry | None:
+        e = self.index.get(oid)
+        if e is None and self._writer is not None:
+            w = self._writer.entries.get(oid)
+            if w is not None:
+                e = Entry("", *w)
+        return e
+
+    def has(self, oid: bytes) -> bool:
+        return self._lookup(oid) is not None
+
+    def entry(self, oid: bytes) -> Entry:
+        e = self._lookup(oid)
+        if e is None:
+            self.refresh()
+            e = self._lookup(oid)
+            if e is None:
+                raise ObjectNotFoundError(oid.hex())
+        return e
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(list(self.index))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def resolve(self, text: str) -> bytes:
+        """The id a user means by a full id or a unique prefix of at least 4 hex digits."""
+        prefix = check_prefix(text)
+        if len(prefix) == 64:
+            oid = bytes.fromhex(prefix)
+            self.entry(oid)
+            return oid
+        matches = self._matches(prefix)
+        if not matches:
+            self.refresh()
+            matches = self._matches(prefix)
+        if not matches:
+            raise ObjectNotFoundError(prefix)
+        if len(matches) > 1:
+            raise AmbiguousIdError(prefix, len(matches))
+        return matches[0]
+
+    def _matches(self, prefix: str) -> list[bytes]:
+        lo = bytes.fromhex(prefix.ljust(64, "0"))
+        hi = bytes.fromhex(prefix.ljust(64, "f"))
+        pending = self._writer.entries if self._writer else {}
+        found = {o for o in self.index if lo <= o <= hi}
+        found.update(o for o in pending if lo <= o <= hi)
+        return sorted(found)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def put(self, kind: int, payload, oid: bytes | None = None, size: int | None = None) -> bytes:
+        """Store a payload (if absent) and return its id.
+
+        ``oid`` and ``size`` are given only for a chunked manifest, which is stored under its
+        file's id and stands for the file's size.
+        """
+        if oid is None:
+            oid = hash_bytes(payload)
+        if not self.has(oid):
+            n = len(payload) if size is None else size
+            self.put_record(oid, kind, n, codec.encode(kind, payload))
+        return oid
+
+    def put_record(self, oid: bytes, kind: int, size: int, record: bytes) -> None:
+        """Append an already-encoded record (workers encode in parallel, one thread appends)."""
+        with self._lock:
+            if self._writer is None:
+                self._writer = PackWriter(self.tmp_dir)
+            self._writer.add(oid, kind, size, record)
+            if self._writer.size >= self.max_pack_size:
+                self.flush()
+
+    def flush(self) -> str | None:
+        """Publish the pack being written: pack first, index last. Returns the pack name."""
+        with self._lock:
+            w, self._writer = self._writer, None
+            if w is None or not w.entries:
+                if w is not None:
+                    w.abort()
+                return None
+            try:
+                name, idx = w.finish()
+                self.backend.put_file(pack_key(name), w.path)
+                self.backend.put(idx_key(name), idx)
+            except BaseException:
+                w.abort()
+                raise
+            if self._index is not None:
+                self._load_pack_index(name, idx)
+            return name
+
+    def abort(self) -> None:
+        """Drop everything written since the last flush (an error happened mid-command)."""
+        with self._lock:
+            w, self._writer = self._writer, None
+            if w is not None:
+                w.abort()
+
+    def close(self) -> None:
+        self.flush()
+        close = getattr(self.backend, "close", None)
+        if close:
+            close()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read_record(self, oid: bytes, e: Entry | None = None) -> bytes:
+        e = e or self.entry(oid)
+        if e.pack == "":
+            assert self._writer is not None
+            return self._writer.read(e.offset, e.length)
+        try:
+            data = self.backend.get_range(pack_key(e.pack), e.offset, e.length)
+        except ObjectNotFoundError:
+            # gc may have repacked it since the index was loaded: look again, once.
+            self.reload()
+            e = self.entry(oid)
+            data = self.backend.get_range(pack_key(e.pack), e.offset, e.length)
+        if len(data) != e.length:
+            raise IntegrityError(oid.hex(), f"pack {e.pack[:12]} is truncated")
+        return data
+
+    def get(self, oid: bytes) -> tuple[int, bytes]:
+        """(kind, payload), verified: a chunked manifest's chunks are checked on assembly."""
+        e = self.entry(oid)
+        kind, payload = codec.decode(oid.hex(), self.read_record(oid, e))
+        if kind != e.kind:
+            raise IntegrityError(oid.hex(), "kind differs from the pack index")
+        if kind != codec.KIND_CHUNKED:
+            got = hash_bytes(payload)
+            if got != oid:
+                raise IntegrityError(oid.hex(), "content hash mismatch", oid.hex(), got.hex())
+        return kind, payload
+
+    def get_bytes(self, oid: bytes) -> bytes:
+        """A blob's or large file's whole content, verified against its id."""
+        kind, payload = self.get(oid)
+        if kind != codec.KIND_CHUNKED:
+            return payload
+        from .chunking import assemble
+
+        return assemble(self, oid, payload)
+
+    def iter_entries(self) -> Iterable[tuple[bytes, Entry]]:
+        return list(self.index.items())

@@ -1,0 +1,86 @@
+"""Error types of the object store.
+
+Every error inherits from ``ZcasError`` and, where one fits, from a builtin too, so callers
+can catch either zcas's type or the usual Python one. Each carries the fields a caller needs
+to act on it; ``str()`` is a one-line message fit for a terminal.
+"""
+
+from __future__ import annotations
+
+
+class ZcasError(Exception):
+    """Root of every error zcas raises on purpose (the CLI prints these as one line)."""
+
+    exit_code = 1
+
+
+class UsageError(ZcasError, ValueError):
+    """The caller asked for something malformed (a bad id, a bad name, a bad option)."""
+
+    exit_code = 2
+
+
+class NotARepositoryError(ZcasError, FileNotFoundError):
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(f"not a zcas repository (or any parent up to /): {path}; run 'zcas init'")
+
+
+class StoreError(ZcasError, OSError):
+    """A failure of the store itself (I/O, backend, full disk)."""
+
+
+class ObjectNotFoundError(StoreError, LookupError):
+    def __init__(self, oid: str, what: str = "object"):
+        self.oid = oid
+        super().__init__(f"{what} not found: {oid}")
+
+
+class AmbiguousIdError(UsageError, LookupError):
+    def __init__(self, prefix: str, count: int):
+        self.prefix = prefix
+        self.count = count
+        super().__init__(f"ambiguous id prefix {prefix!r}: matches {count} objects")
+
+
+class IntegrityError(StoreError):
+    """Stored bytes do not hash to their id, or do not decode as their header says."""
+
+    def __init__(self, oid: str, reason: str, expected: str | None = None, got: str | None = None):
+        self.oid = oid
+        self.reason = reason
+        self.expected = expected
+        self.got = got
+        super().__init__(f"object {oid} is corrupt: {reason}")
+
+
+class UnsafePathError(ZcasError, ValueError):
+    """A stored tree names a path that would land outside the checkout folder."""
+
+    def __init__(self, name: str, reason: str):
+        self.name = name
+        self.reason = reason
+        super().__init__(f"refusing unsafe tree entry {name!r}: {reason}")
+
+
+class ConflictError(ZcasError, FileExistsError):
+    """Checkout would overwrite a file whose content differs from what is stored."""
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(f"would overwrite changed file {path} (use --force to overwrite)")
+
+
+class ChangedWhileReadingError(ZcasError, OSError):
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(f"file changed while being added: {path}")
+
+
+class InputPathError(ZcasError, OSError):
+    """A path given to zcas cannot be read (missing, permission, special file)."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot read {path}: {reason}")

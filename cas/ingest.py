@@ -1,0 +1,177 @@
+"""Adding files and folders: walk, consult the stat cache, hash and compress what changed.
+
+Small files are read, hashed and compressed in batches on every core and appended to the
+current pack by one thread; large files are chunked (see chunking.py). A file whose stat
+changes between the walk and the end of its read is an error, not a silently wrong id.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as st_
+from collections import deque
+
+from . import codec
+from .chunking import CHUNK_THRESHOLD, pool, store_chunked
+from .errors import ChangedWhileReadingError, InputPathError
+from .oid import hash_bytes
+from .statcache import StatCache, stat_key
+from .tree import MODE_EXEC, MODE_FILE, MODE_LINK, MODE_TREE, TreeEntry, encode_tree
+
+SKIP_NAMES = frozenset({".zcas"})
+_BATCH = 32
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def _read_small(path: str, key: tuple) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise InputPathError(path, _reason(e)) from None
+    try:
+        chunks = []
+        remaining = key[1] + 1
+        while remaining > 0:
+            b = os.read(fd, remaining)
+            if not b:
+                break
+            chunks.append(b)
+            remaining -= len(b)
+        if stat_key(os.fstat(fd)) != key:
+            raise ChangedWhileReadingError(path)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+    if len(data) != key[1]:
+        raise ChangedWhileReadingError(path)
+    return data
+
+
+def _encode_files(db, batch):
+    out = []
+    for path, key in batch:
+        data = _read_small(path, key)
+        oid = hash_bytes(data)
+        out.append((path, key, oid, None if db.has(oid) else codec.encode(codec.KIND_BLOB, data)))
+    return out
+
+
+class Ingester:
+    """One ``add``: shares the stat cache and the pool of workers across every path given."""
+
+    def __init__(self, db, cache: StatCache):
+        self.db = db
+        self.cache = cache
+        self._inflight: deque = deque()
+        self._batch: list = []
+        self._results: dict[str, bytes] = {}
+        self.files = 0
+        self.bytes = 0
+
+    def add(self, path: str) -> tuple[bytes, int]:
+        """Store a file, symlink or folder; returns (id, kind) with kind a tree mode."""
+        try:
+            st = os.lstat(path)
+        except OSError as e:
+            raise InputPathError(path, _reason(e)) from None
+        if st_.S_ISDIR(st.st_mode):
+            plan = self._walk(path)
+            self._drain(0)
+            return self._build(plan), MODE_TREE
+        mode = self._plan_entry(path, st)
+        self._drain(0)
+        return self._resolve(path, mode), mode
+
+    # Phase 1: walk, answering from the stat cache or queueing work.
+    def _walk(self, top: str):
+        try:
+            it = os.scandir(top)
+        except OSError as e:
+            raise InputPathError(top, _reason(e)) from None
+        entries = []
+        with it:
+            for de in it:
+                if de.name in SKIP_NAMES:
+                    continue
+                path = de.path
+                try:
+                    st = de.stat(follow_symlinks=False)
+                except OSError as e:
+                    raise InputPathError(path, _reason(e)) from None
+                if st_.S_ISDIR(st.st_mode):
+                    entries.append((de.name, MODE_TREE, self._walk(path)))
+                else:
+                    entries.append((de.name, self._plan_entry(path, st), path))
+        return entries
+
+    def _plan_entry(self, path: str, st: os.stat_result) -> int:
+        if st_.S_ISLNK(st.st_mode):
+            try:
+                target = os.fsencode(os.readlink(path))
+            except OSError as e:
+                raise InputPathError(path, _reason(e)) from None
+            self._results[path] = self.db.put(codec.KIND_BLOB, target)
+            return MODE_LINK
+        if not st_.S_ISREG(st.st_mode):
+            raise InputPathError(path, "not a regular file, folder or symlink")
+        mode = MODE_EXEC if st.st_mode & 0o100 else MODE_FILE
+        key = stat_key(st)
+        self.files += 1
+        self.bytes += st.st_size
+        oid = self.cache.get(path, key)
+        if oid is not None:
+            self._results[path] = oid
+        elif st.st_size >= CHUNK_THRESHOLD:
+            self._results[path] = self._add_large(path, key)
+        else:
+            self._batch.append((path, key))
+            if len(self._batch) >= _BATCH:
+                self._flush_batch()
+        return mode
+
+    def _flush_batch(self) -> None:
+        if self._batch:
+            self._inflight.append(pool().submit(_encode_files, self.db, self._batch))
+            self._batch = []
+        self._drain(4 * (os.cpu_count() or 2))
+
+    def _drain(self, keep: int) -> None:
+        if keep == 0 and self._batch:
+            self._inflight.append(pool().submit(_encode_files, self.db, self._batch))
+            self._batch = []
+        while len(self._inflight) > keep:
+            for path, key, oid, record in self._inflight.popleft().result():
+                if record is not None:
+                    self.db.put_record(oid, codec.KIND_BLOB, key[1], record)
+                self.cache.put(path, key, oid)
+                self._results[path] = oid
+
+    def _add_large(self, path: str, key: tuple) -> bytes:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            raise InputPathError(path, _reason(e)) from None
+        try:
+            oid = store_chunked(self.db, fd, key[1])
+            if stat_key(os.fstat(fd)) != key:
+                raise ChangedWhileReadingError(path)
+        except ValueError:
+            raise ChangedWhileReadingError(path) from None
+        finally:
+            os.close(fd)
+        self.cache.put(path, key, oid)
+        return oid
+
+    # Phase 2: every file has an id now; build trees bottom-up.
+    def _resolve(self, path: str, mode: int) -> bytes:
+        return self._results.pop(path)
+
+    def _build(self, plan) -> bytes:
+        entries = []
+        for name, mode, sub in plan:
+            oid = self._build(sub) if mode == MODE_TREE else self._resolve(sub, mode)
+            entries.append(TreeEntry(os.fsencode(name), mode, oid))
+        return self.db.put(codec.KIND_TREE, encode_tree(entries))

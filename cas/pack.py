@@ -1,0 +1,146 @@
+"""Pack files: many objects appended to one file, found through an immutable index.
+
+Creating a file per small object costs more than hashing and compressing it, and one request
+per object is what makes object-storage remotes slow, so objects are appended to a pack and
+the pack is published with its index (the same pair travels to remotes unchanged). A pack
+counts only once its index exists: the pack is stored first, the index last, so a crash
+leaves at worst an unindexed pack (garbage for gc), never a damaged or half-visible object.
+
+Pack: ``ZCASPACK`` + u32 version + u32 reserved, then records (codec header + payload).
+Index: ``ZCASIDX\\x01`` + u32 count, entries sorted by id (id 32, offset u64, length u32,
+kind u8, size u64), then the BLAKE3 of everything before it. A pack is named after the hash
+of its index.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+
+import attrs
+
+from .errors import IntegrityError, StoreError
+from .local import store_error
+from .oid import hash_bytes
+
+PACK_MAGIC = b"ZCASPACK"
+PACK_VERSION = 1
+PACK_HEADER = PACK_MAGIC + struct.pack("<II", PACK_VERSION, 0)
+IDX_MAGIC = b"ZCASIDX\x01"
+ENTRY = struct.Struct("<32sQIBQ")
+_COUNT = struct.Struct("<I")
+PREFIX = "packs/"
+MAX_PACK_SIZE = 256 << 20
+MAX_IDX_ENTRIES = 1 << 24
+
+
+@attrs.frozen(slots=True)
+class Entry:
+    pack: str  # pack name (hex), "" while still being written
+    offset: int
+    length: int  # stored record length, header included
+    kind: int
+    size: int  # logical size: bytes of the file or payload it stands for
+
+
+def pack_key(name: str) -> str:
+    return f"{PREFIX}pack-{name}.pack"
+
+
+def idx_key(name: str) -> str:
+    return f"{PREFIX}pack-{name}.idx"
+
+
+def name_of_idx_key(key: str) -> str | None:
+    """The pack name behind an index key, or None for keys that are not pack indexes."""
+    if not (key.startswith(PREFIX + "pack-") and key.endswith(".idx")):
+        return None
+    name = key[len(PREFIX) + 5 : -4]
+    if len(name) != 64 or any(c not in "0123456789abcdef" for c in name):
+        return None
+    return name
+
+
+def encode_index(entries: dict[bytes, tuple[int, int, int, int]]) -> bytes:
+    parts = [IDX_MAGIC, _COUNT.pack(len(entries))]
+    for oid in sorted(entries):
+        off, length, kind, size = entries[oid]
+        parts.append(ENTRY.pack(oid, off, length, kind, size))
+    body = b"".join(parts)
+    return body + hash_bytes(body)
+
+
+def decode_index(name: str, data: bytes) -> list[tuple[bytes, int, int, int, int]]:
+    """Entries of an index, refusing one whose checksum, size or order is wrong."""
+    if len(data) < 8 + 4 + 32 or data[:8] != IDX_MAGIC:
+        raise IntegrityError(name, "not a pack index")
+    body, digest = data[:-32], data[-32:]
+    if hash_bytes(body) != digest:
+        raise IntegrityError(name, "pack index checksum mismatch")
+    (count,) = _COUNT.unpack_from(body, 8)
+    if count > MAX_IDX_ENTRIES or len(body) != 12 + count * ENTRY.size:
+        raise IntegrityError(name, "pack index has the wrong length")
+    out = list(ENTRY.iter_unpack(memoryview(body)[12:]))
+    for i in range(1, len(out)):
+        if out[i - 1][0] >= out[i][0]:
+            raise IntegrityError(name, "pack index is not sorted")
+    return out
+
+
+class PackWriter:
+    """Appends encoded records to a temporary pack file; ``finish`` returns what to publish."""
+
+    def __init__(self, tmp_dir: str):
+        os.makedirs(tmp_dir, exist_ok=True)
+        self.path = os.path.join(tmp_dir, f"pack-{os.getpid()}-{os.urandom(6).hex()}.tmp")
+        self.entries: dict[bytes, tuple[int, int, int, int]] = {}
+        self._lock = threading.Lock()
+        try:
+            self._f = open(self.path, "wb+")
+            self._f.write(PACK_HEADER)
+        except OSError as e:
+            self.abort()
+            raise store_error(e, "creating a pack") from None
+        self.size = len(PACK_HEADER)
+
+    def add(self, oid: bytes, kind: int, size: int, record: bytes) -> None:
+        with self._lock:
+            if oid in self.entries:
+                return
+            try:
+                self._f.write(record)
+            except OSError as e:
+                raise store_error(e, "writing a pack") from None
+            self.entries[oid] = (self.size, len(record), kind, size)
+            self.size += len(record)
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            self._f.flush()
+            return os.pread(self._f.fileno(), length, offset)
+
+    def finish(self) -> tuple[str, bytes]:
+        """Close the pack; (pack name, index bytes). The temp file is then the caller's."""
+        try:
+            self._f.flush()
+            self._f.close()
+        except OSError as e:
+            self.abort()
+            raise store_error(e, "writing a pack") from None
+        idx = encode_index(self.entries)
+        return hash_bytes(idx).hex(), idx
+
+    def abort(self) -> None:
+        f = getattr(self, "_f", None)
+        if f is not None and not f.closed:
+            f.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def check_entry(name: str, oid: bytes, off: int, length: int, pack_size: int | None) -> None:
+    if off < len(PACK_HEADER) or (pack_size is not None and off + length > pack_size):
+        raise StoreError(0, f"pack {name} index points outside the pack for {oid.hex()}")

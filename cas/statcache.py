@@ -1,0 +1,84 @@
+"""The stat cache: (path, inode, size, mtime_ns, ctime_ns) -> id, so unchanged files are
+never read again.
+
+A file modified within the filesystem's timestamp granularity of being hashed could keep
+the same stat, so entries whose mtime or ctime fall within ``RACY_NS`` of the scan's start
+are not trusted by the next scan ("racily clean", as git calls it): they are hashed again.
+The cache is only an accelerator, kept in one ``marshal`` file replaced atomically; a lost
+or corrupt cache costs a rehash, never a wrong id. gc clears it, since it may name objects
+that gc removed.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import time
+
+VERSION = 1
+RACY_NS = 50_000_000  # coarse kernel clocks tick every 4-10 ms; leave a wide margin
+
+Key = tuple  # (ino, size, mtime_ns, ctime_ns)
+
+
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class StatCache:
+    def __init__(self, path: str | None):
+        self.path = path
+        self.started_ns = time.time_ns()
+        self._old: dict[str, tuple] = {}
+        self._new: dict[str, tuple] = {}
+        self._racy_before = 0
+        self.dirty = False
+        if path:
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                version, racy_before, entries = marshal.load(f)
+        except (OSError, EOFError, ValueError, TypeError):
+            return
+        if version == VERSION and isinstance(entries, dict):
+            self._old = entries
+            self._racy_before = racy_before
+
+    def get(self, path: str, key: tuple) -> bytes | None:
+        hit = self._old.get(path)
+        if hit is None or hit[:4] != key:
+            return None
+        if max(key[2], key[3]) >= self._racy_before:
+            return None
+        self._new[path] = hit
+        return hit[4]
+
+    def put(self, path: str, key: tuple, oid: bytes) -> None:
+        self._new[path] = (*key, oid)
+        self.dirty = True
+
+    def save(self) -> None:
+        """Write the entries seen in this scan merged over the old ones, atomically."""
+        if not self.path or not self.dirty:
+            return
+        merged = dict(self._old)
+        merged.update(self._new)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                marshal.dump((VERSION, self.started_ns - RACY_NS, merged), f)
+            os.replace(tmp, self.path)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    @staticmethod
+    def clear(path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,1 @@
+"""Running steps and pipelines with caching, and the ``zcas`` command line."""
