@@ -10,9 +10,7 @@ each backend's edge.
 from __future__ import annotations
 
 import re
-from typing import Iterator, Protocol, runtime_checkable
-
-import attrs
+from typing import Iterator, NamedTuple, Protocol, runtime_checkable
 
 from .errors import UsageError
 
@@ -26,16 +24,14 @@ def check_key(key: str) -> str:
     return key
 
 
-@attrs.frozen
-class Capabilities:
+class Capabilities(NamedTuple):
     """What a backend can do beyond the basics, as data the store can branch on."""
 
     local: bool = False  # keys are files on this machine (local_path works; reads can pread)
     durable: bool = True  # survives the process (False for memory)
 
 
-@attrs.frozen
-class KeyInfo:
+class KeyInfo(NamedTuple):
     size: int
     mtime: float  # seconds since the epoch; gc's grace period is measured from it
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat as st_
-
-import attrs
+from typing import NamedTuple
 
 from . import codec
 from .chunking import pool, write_chunked
@@ -24,8 +23,7 @@ from .tree import MODE_EXEC, MODE_FILE, MODE_LINK, MODE_TREE, check_link_target,
 _BATCH = 32
 
 
-@attrs.frozen(slots=True)
-class Item:
+class Item(NamedTuple):
     rel: str  # path below the checkout root, "/"-separated ("" is the root itself)
     mode: int
     oid: bytes
@@ -149,7 +147,12 @@ def checkout(db, oid: bytes, dest: str, force: bool = False) -> int:
             links.append(item)
         else:
             files.append(item)
-    futs = [pool().submit(_write_batch, db, root, files[i : i + _BATCH]) for i in range(0, len(files), _BATCH)]
+    # Large files fan out over the pool themselves, so they are written from this thread;
+    # a pool task waiting on tasks queued behind it could wait forever.
+    large = [i for i in files if db.entry(i.oid).kind == codec.KIND_CHUNKED]
+    small = [i for i in files if db.entry(i.oid).kind != codec.KIND_CHUNKED]
+    futs = [pool().submit(_write_batch, db, root, small[i : i + _BATCH]) for i in range(0, len(small), _BATCH)]
+    _write_batch(db, root, large)
     for f in futs:
         f.result()
     written += len(files)

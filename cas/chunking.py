@@ -69,23 +69,18 @@ def _encode_batch(db, view, cuts) -> list[tuple[bytes, int, bytes | None]]:
     return out
 
 
-_READ = 32 << 20  # bytes read at a time; larger than FastCDC's max chunk, so cuts never move
-
-
-def _cut(cutter, buf: bytes, final: bool) -> tuple[list[tuple[int, int]], int]:
-    """Cuts in ``buf``; unless final, the last chunk (cut by the buffer's end) is carried."""
-    cuts = [(c.offset, c.length) for c in cutter.cut_buf(buf)]
-    if not final and cuts:
-        off, _ = cuts.pop()
-        return cuts, off
-    return cuts, len(buf)
+_READ = 16 << 20  # bytes read at a time; far larger than FastCDC's max chunk
+_BUFFERS = 4  # reused read buffers: fresh pages cost a fault each, reused ones nothing
 
 
 def store_chunked(db, fd: int, size: int) -> bytes:
     """Chunk, hash and store an open file expected to hold ``size`` bytes; returns its id.
 
-    The file is read (not mapped: a file truncated under a mapping kills the process), a
-    buffer at a time; the whole-file hash runs on its own thread, in order.
+    The file is read (not mapped: a file truncated under a mapping kills the process) into
+    a ring of reused buffers. The main thread reads and cuts; workers hash and compress
+    batches of chunks; one thread keeps the whole-file hash, in order; results are
+    appended to the pack in file order. Cuts are the same as cutting the whole file at
+    once: the last chunk of each buffer, cut only by the buffer's end, is carried over.
     """
     from concurrent.futures import ThreadPoolExecutor as _TPE
 
@@ -93,42 +88,58 @@ def store_chunked(db, fd: int, size: int) -> bytes:
     whole = hasher()
     ex = pool()
     chunks: list[tuple[bytes, int]] = []
-    inflight: deque = deque()
+    inflight: deque = deque()  # (future, buffer index)
+    pending = [0] * _BUFFERS  # tasks still reading each buffer
+    cap = _READ + (cutter.max_size if hasattr(cutter, "max_size") else 1 << 20)
+    bufs = [bytearray(cap) for _ in range(_BUFFERS)]
+    hashed = [None] * _BUFFERS
     limit = _WINDOW * (os.cpu_count() or 2)
 
     def drain(keep: int) -> None:
         while len(inflight) > keep:
-            for oid, n, record in inflight.popleft().result():
-                if record is not None:
-                    db.put_record(oid, codec.KIND_BLOB, n, record)
-                chunks.append((oid, n))
+            fut, bi = inflight.popleft()
+            results = fut.result()
+            pending[bi] -= 1
+            db.put_records([(o, codec.KIND_BLOB, n, r) for o, n, r in results if r is not None])
+            chunks.extend((o, n) for o, n, _ in results)
 
     carry = b""
     seen = 0
+    bi = 0
     with _TPE(max_workers=1, thread_name_prefix="zcas-hash") as hash_ex:
-        hashing = []
         while True:
-            block = os.read(fd, _READ)
-            seen += len(block)
+            while pending[bi]:  # the buffer is still being read by workers
+                drain(len(inflight) - 1)
+            if hashed[bi] is not None:
+                hashed[bi].result()
+            buf = bufs[bi]
+            mv = memoryview(buf)
+            mv[: len(carry)] = carry
+            got = os.readv(fd, [mv[len(carry) : len(carry) + _READ]])
+            if got:
+                hashed[bi] = hash_ex.submit(whole.update, mv[len(carry) : len(carry) + got])
+            seen += got
             if seen > size:
                 raise ValueError("file grew while being read")
-            final = not block
-            buf = carry + block if carry else block
-            if final and not buf:
-                break
-            if block:
-                hashing.append(hash_ex.submit(whole.update, block))
-            cuts, used = _cut(cutter, buf, final)
-            view = memoryview(buf)
+            end = len(carry) + got
+            final = got == 0
+            view = mv[:end]
+            cuts = [(c.offset, c.length) for c in cutter.cut_buf(view)] if end else []
+            used = end
+            if not final and cuts:
+                used = cuts.pop()[0]
             for i in range(0, len(cuts), _BATCH):
-                inflight.append(ex.submit(_encode_batch, db, view, cuts[i : i + _BATCH]))
-                drain(limit)
-            carry = bytes(view[used:]) if used < len(buf) else b""
+                inflight.append((ex.submit(_encode_batch, db, view, cuts[i : i + _BATCH]), bi))
+                pending[bi] += 1
+            drain(limit)
+            carry = bytes(view[used:end])
             if final:
                 break
-        for f in hashing:
-            f.result()
-    drain(0)
+            bi = (bi + 1) % _BUFFERS
+        drain(0)
+        for h in hashed:
+            if h is not None:
+                h.result()
     if seen != size:
         raise ValueError("file size changed while being read")
     oid = whole.digest()
@@ -175,24 +186,27 @@ def assemble(db, oid: bytes, manifest: bytes) -> bytes:
 
 
 def write_chunked(db, oid: bytes, manifest: bytes, fd: int) -> None:
-    """Write a large file into ``fd`` on all cores, then verify the whole against its id."""
+    """Write a large file into ``fd`` (opened read-write) on all cores, then verify it.
+
+    Chunks are decoded without hashing each one: the whole-file hash checked at the end
+    covers every byte. Only on a mismatch are the chunks hashed, to name the bad one.
+    """
     total, items = decode_manifest(oid.hex(), manifest)
     os.ftruncate(fd, total)
-    offsets = []
+    placed = []
     pos = 0
     for coid, n in items:
-        offsets.append((coid, n, pos))
+        placed.append((coid, n, pos))
         pos += n
 
     def work(part):
         for coid, n, at in part:
-            data = _chunk_bytes(db, coid)
-            if len(data) != n:
-                raise IntegrityError(coid.hex(), "chunk length differs from the manifest")
+            kind, data = codec.decode(coid.hex(), db.read_record(coid))
+            if kind != codec.KIND_BLOB or len(data) != n:
+                raise IntegrityError(coid.hex(), "chunk differs from the manifest")
             os.pwrite(fd, data, at)
 
-    step = _BATCH
-    futs = [pool().submit(work, offsets[i : i + step]) for i in range(0, len(offsets), step)]
+    futs = [pool().submit(work, placed[i : i + _BATCH]) for i in range(0, len(placed), _BATCH)]
     for f in futs:
         f.result()
     if total:
@@ -201,4 +215,6 @@ def write_chunked(db, oid: bytes, manifest: bytes, fd: int) -> None:
     else:
         got = hash_bytes(b"")
     if got != oid:
+        for coid, _n, _at in placed:
+            _chunk_bytes(db, coid)  # raises naming the damaged chunk
         raise IntegrityError(oid.hex(), "reassembled content hash mismatch", oid.hex(), got.hex())

@@ -7,8 +7,6 @@ are readable at once, and visible to other processes after ``flush()`` publishes
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from typing import Iterable, Iterator
 
@@ -31,9 +29,17 @@ from .pack import (
 class ObjectDB:
     def __init__(self, backend: Backend, tmp_dir: str | None = None, max_pack_size: int = MAX_PACK_SIZE):
         self.backend = backend
-        self.tmp_dir = tmp_dir or getattr(backend, "tmp_dir", tempfile.gettempdir)()
+        if tmp_dir is None:
+            local_tmp = getattr(backend, "tmp_dir", None)
+            if local_tmp is None:
+                import tempfile
+
+                tmp_dir = tempfile.gettempdir()
+            else:
+                tmp_dir = local_tmp()
+        self.tmp_dir = tmp_dir
         self.max_pack_size = max_pack_size
-        self._index: dict[bytes, Entry] | None = None
+        self._index: dict[bytes, tuple] | None = None  # id -> Entry fields, as a plain tuple
         self._packs: set[str] = set()
         self._writer: PackWriter | None = None
         self._lock = threading.RLock()
@@ -41,7 +47,7 @@ class ObjectDB:
     # -- index ---------------------------------------------------------------------------
 
     @property
-    def index(self) -> dict[bytes, Entry]:
+    def index(self) -> dict[bytes, tuple]:
         if self._index is None:
             self._index = {}
             self.refresh()
@@ -66,9 +72,10 @@ class ObjectDB:
     def _load_pack_index(self, name: str, data: bytes) -> None:
         index = self._index
         assert index is not None
-        for oid, off, length, kind, size in decode_index(name, data):
-            if oid not in index:
-                index[oid] = Entry(name, off, length, kind, size)
+        new = {oid: (name, off, length, kind, size) for oid, off, length, kind, size in decode_index(name, data)}
+        if index:
+            new.update(index)  # the copy loaded first stays the one used
+        index.update(new)
         self._packs.add(name)
 
     def packs(self) -> set[str]:
@@ -77,14 +84,16 @@ class ObjectDB:
 
     def _lookup(self, oid: bytes) -> Entry | None:
         e = self.index.get(oid)
-        if e is None and self._writer is not None:
+        if e is not None:
+            return Entry(*e)
+        if self._writer is not None:
             w = self._writer.entries.get(oid)
             if w is not None:
-                e = Entry("", *w)
-        return e
+                return Entry("", *w)
+        return None
 
     def has(self, oid: bytes) -> bool:
-        return self._lookup(oid) is not None
+        return oid in self.index or (self._writer is not None and oid in self._writer.entries)
 
     def entry(self, oid: bytes) -> Entry:
         e = self._lookup(oid)
@@ -143,10 +152,13 @@ class ObjectDB:
 
     def put_record(self, oid: bytes, kind: int, size: int, record: bytes) -> None:
         """Append an already-encoded record (workers encode in parallel, one thread appends)."""
+        self.put_records([(oid, kind, size, record)])
+
+    def put_records(self, items: list[tuple[bytes, int, int, bytes]]) -> None:
         with self._lock:
             if self._writer is None:
                 self._writer = PackWriter(self.tmp_dir)
-            self._writer.add(oid, kind, size, record)
+            self._writer.add_many(items)
             if self._writer.size >= self.max_pack_size:
                 self.flush()
 
@@ -222,4 +234,4 @@ class ObjectDB:
         return assemble(self, oid, payload)
 
     def iter_entries(self) -> Iterable[tuple[bytes, Entry]]:
-        return list(self.index.items())
+        return [(oid, Entry(*t)) for oid, t in self.index.items()]

@@ -64,15 +64,19 @@ def fsck(db, roots, progress: Callable[[int, int], None] | None = None) -> FsckR
     oids = list(db.index)
     total = len(oids)
     step = 64
-    futs = [pool().submit(lambda part: [(o, _verify(db, o)) for o in part], oids[i : i + step]) for i in range(0, total, step)]
+    # Chunked files reassemble on the pool themselves, so they are checked from this thread.
+    large = [o for o in oids if db.entry(o).kind == codec.KIND_CHUNKED]
+    rest = [o for o in oids if db.entry(o).kind != codec.KIND_CHUNKED]
+    futs = [pool().submit(lambda part: [(o, _verify(db, o)) for o in part], rest[i : i + step]) for i in range(0, len(rest), step)]
     done = 0
-    for f in futs:
-        for oid, err in f.result():
+    results = ([(o, _verify(db, o))] for o in large)
+    for batch in [*results, *(f.result() for f in futs)]:
+        for oid, err in batch:
             if err:
                 rep.corrupt[oid.hex()] = err
-        done += step
+            done += 1
         if progress:
-            progress(min(done, total), total)
+            progress(done, total)
     rep.checked = total
     live, missing = walk(db, roots)
     rep.missing = sorted(o.hex() for o in missing)

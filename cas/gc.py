@@ -43,7 +43,7 @@ def gc(db, roots, grace: float, dry_run: bool = False) -> GcReport:
             continue
         entries = decode_index(name, db.backend.get(idx_key(name)))
         # Keep the copy the index chose; a duplicate in another pack is dropped.
-        keep = [t for t in entries if t[0] in live and db.index[t[0]].pack == name]
+        keep = [t for t in entries if t[0] in live and db.entry(t[0]).pack == name]
         if len(keep) == len(entries):
             continue
         plan[name] = keep

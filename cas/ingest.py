@@ -143,9 +143,9 @@ class Ingester:
             self._inflight.append(pool().submit(_encode_files, self.db, self._batch))
             self._batch = []
         while len(self._inflight) > keep:
-            for path, key, oid, record in self._inflight.popleft().result():
-                if record is not None:
-                    self.db.put_record(oid, codec.KIND_BLOB, key[1], record)
+            done = self._inflight.popleft().result()
+            self.db.put_records([(oid, codec.KIND_BLOB, key[1], rec) for _, key, oid, rec in done if rec is not None])
+            for path, key, oid, _ in done:
                 self.cache.put(path, key, oid)
                 self._results[path] = oid
 

@@ -11,9 +11,7 @@ import json
 import os
 import re
 import time
-from typing import Iterator
-
-import attrs
+from typing import Iterator, NamedTuple
 
 from .errors import UsageError, ZcasError
 from .oid import from_hex
@@ -36,8 +34,7 @@ def check_tag_name(name: str) -> str:
     return name
 
 
-@attrs.frozen
-class PathVersion:
+class PathVersion(NamedTuple):
     path: str
     oid: bytes
     kind: str  # "file", "tree", "link"

@@ -39,7 +39,7 @@ class StatCache:
     def _load(self) -> None:
         try:
             with open(self.path, "rb") as f:
-                version, racy_before, entries = marshal.load(f)
+                version, racy_before, entries = marshal.loads(f.read())  # load(f) reads piecemeal
         except (OSError, EOFError, ValueError, TypeError):
             return
         if version == VERSION and isinstance(entries, dict):

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import posixpath
 import struct
-
-import attrs
+from typing import NamedTuple
 
 from .errors import IntegrityError, UnsafePathError
 
@@ -29,8 +28,7 @@ MODE_TREE = 4
 MODES = {MODE_FILE: "file", MODE_EXEC: "exec", MODE_LINK: "link", MODE_TREE: "tree"}
 
 
-@attrs.frozen(slots=True)
-class TreeEntry:
+class TreeEntry(NamedTuple):
     name: bytes
     mode: int
     oid: bytes

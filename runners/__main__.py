@@ -1,0 +1,3 @@
+from zcas.runners.cli import main
+
+main()
