@@ -13,7 +13,7 @@ from .reach import logical_size
 class Usage:
     versions: int  # path versions recorded
     logical_bytes: int  # every recorded version checked out side by side
-    unique_bytes: int  # distinct content after deduplication, uncompressed
+    unique_bytes: int  # distinct file content (blobs and chunks) after deduplication, uncompressed
     stored_bytes: int  # bytes on disk (packs and indexes)
     objects: int
 
@@ -35,6 +35,6 @@ class Usage:
 def usage(db, version_ids: list[bytes]) -> Usage:
     memo: dict[bytes, int] = {}
     logical = sum(logical_size(db, oid, memo) for oid in version_ids if db.has(oid))
-    unique = sum(e.size for _, e in db.iter_entries() if e.kind != codec.KIND_CHUNKED)
+    unique = sum(e.size for _, e in db.iter_entries() if e.kind == codec.KIND_BLOB)
     stored = sum(db.backend.info(k).size for k in db.backend.list(PREFIX))
     return Usage(len(version_ids), logical, unique, stored, len(db.index))

@@ -148,7 +148,9 @@ def tag(c: Ctx, name: str, ref: str | None, force: bool, delete: bool) -> None:
         return
     if ref is None:
         raise click.UsageError("missing argument ID (the object to tag)")
-    c.repo.refs.set_tag(name, c.repo.resolve(ref), force=force)
+    from zcas.cas.refs import check_tag_name
+
+    c.repo.refs.set_tag(check_tag_name(name), c.repo.resolve(ref), force=force)
 
 
 @cli.command()

@@ -1,0 +1,66 @@
+"""Shared fixtures: a fresh repository, and running the CLI in-process like a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from zcas.cas.repo import Repo, init
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str, raw: bytes):
+        self.code = code
+        self.out = out
+        self.err = err
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, out={self.out[:200]!r}, err={self.err[:300]!r})"
+
+
+def run_zcas(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None, input: bytes | None = None) -> CliResult:
+    """Run the real ``zcas`` entry point in a subprocess (exit codes, stderr, no traceback)."""
+    e = dict(os.environ)
+    e.pop("ZCAS_DIR", None)
+    e.pop("ZCAS_DEBUG", None)
+    if env:
+        e.update(env)
+    p = subprocess.run(
+        [sys.executable, "-m", "zcas.runners", *args], cwd=cwd, env=e, capture_output=True, input=input
+    )
+    return CliResult(p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"), p.stdout)
+
+
+@pytest.fixture
+def zcas():
+    return run_zcas
+
+
+@pytest.fixture
+def repo_dir(tmp_path):
+    init(str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def repo(repo_dir):
+    r = Repo(str(repo_dir))
+    yield r
+    r.db.abort()
+    r.backend.close()
+
+
+def assert_one_line_error(res: CliResult, *fragments: str, code: int | None = None) -> None:
+    """A failure the way users must see it: non-zero, one line on stderr, no traceback."""
+    assert res.code != 0, res
+    if code is not None:
+        assert res.code == code, res
+    lines = [ln for ln in res.err.splitlines() if ln.strip()]
+    assert len(lines) == 1, res
+    assert "Traceback" not in res.err
+    for f in fragments:
+        assert f in lines[0], res
