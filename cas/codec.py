@@ -23,7 +23,8 @@ HEADER_SIZE = HEADER.size
 KIND_BLOB = 1  # a file's bytes (or a whole small file)
 KIND_TREE = 2  # a directory listing, see tree.py
 KIND_CHUNKED = 3  # a large file's manifest: its chunks in order, see chunking.py
-KINDS = {KIND_BLOB: "blob", KIND_TREE: "tree", KIND_CHUNKED: "chunked"}
+KIND_RECORD = 4  # metadata written by upper layers (run records); opaque to the store
+KINDS = {KIND_BLOB: "blob", KIND_TREE: "tree", KIND_CHUNKED: "chunked", KIND_RECORD: "record"}
 
 CODEC_RAW = 0
 CODEC_ZSTD = 1

@@ -45,6 +45,7 @@ class Refs:
     def __init__(self, zdir: str):
         self.tags_dir = os.path.join(zdir, "refs", "tags")
         self.history_path = os.path.join(zdir, "history.jsonl")
+        self.last_recorded: list[PathVersion] = []  # what the latest record() wrote
 
     # -- tags ----------------------------------------------------------------------------
 
@@ -95,6 +96,7 @@ class Refs:
     # -- path history --------------------------------------------------------------------
 
     def record(self, versions: list[PathVersion]) -> None:
+        self.last_recorded = list(versions)
         if not versions:
             return
         lines = "".join(

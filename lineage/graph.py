@@ -1,0 +1,213 @@
+"""The lineage graph in LMDB: the only module that imports lmdb.
+
+Sub-databases, keys raw bytes (ids are 32 raw bytes, never hex):
+
+| db | key | value |
+| --- | --- | --- |
+| runs | run id | canonical record bytes |
+| cache | cache key | run id (the latest successful run) |
+| produced | artifact id | run id (dupsort: every run that wrote it) |
+| consumed | artifact id | run id (dupsort) |
+| paths | blake3(path)[:16] + time_ns (8, big-endian) | id, run id (or zeros), kind byte, path |
+| tags | tag name | id |
+| time | started_ns (8, big-endian) + run id | (empty) |
+
+The map grows by itself: a write that fills it doubles the map and retries, and a process
+that finds the map grown by another adopts the new size. Readers never block the writer
+(LMDB's MVCC); writers in several processes take turns on LMDB's lock. Everything here can
+be rebuilt from the object store and the refs files (``reindex``).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Callable, Iterator, TypeVar
+
+import lmdb
+
+from zcas.cas.errors import ZcasError
+from zcas.cas.oid import hash_bytes
+
+T = TypeVar("T")
+DBS = ("runs", "cache", "produced", "consumed", "paths", "tags", "time", "meta")
+DUPS = {"produced", "consumed"}
+_INITIAL_MAP = 64 << 20
+_BE = struct.Struct(">Q")
+ZERO = b"\0" * 32
+_KINDS = {"file": 1, "tree": 2, "link": 3}
+_KIND_NAMES = {v: k for k, v in _KINDS.items()}
+
+
+class LineageStoreError(ZcasError):
+    pass
+
+
+def path_prefix(path: str) -> bytes:
+    return hash_bytes(path.encode("utf-8", "surrogateescape"))[:16]
+
+
+class Graph:
+    def __init__(self, path: str, readonly: bool = False):
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        try:
+            self.env = lmdb.open(
+                path, map_size=_INITIAL_MAP, max_dbs=len(DBS) + 2, subdir=True, readonly=readonly,
+                readahead=False, metasync=True, sync=True, lock=True, max_readers=256,
+            )
+        except lmdb.Error as e:
+            raise LineageStoreError(f"cannot open the lineage store {path}: {e}") from None
+        try:
+            self.dbs = {n: self.env.open_db(n.encode(), dupsort=n in DUPS, create=not readonly) for n in DBS}
+        except lmdb.Error as e:
+            raise LineageStoreError(f"the lineage store {path} is damaged: {e}; run 'zcas reindex'") from None
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run ``fn`` in a write transaction, growing the map as often as it needs."""
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+
+    def read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        while True:
+            try:
+                with self.env.begin(write=False) as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def put_runs(self, items: list[tuple[bytes, dict, bytes]]) -> None:
+        """Index runs in one transaction: (run id, decoded record, record bytes)."""
+
+        def fn(txn):
+            for rid, rec, data in items:
+                self._put_run(txn, rid, rec, data)
+
+        self.write(fn)
+
+    def _put_run(self, txn, rid: bytes, rec: dict, data: bytes) -> None:
+        d = self.dbs
+        if not txn.put(rid, data, db=d["runs"], overwrite=False):
+            return  # already indexed
+        txn.put(_BE.pack(rec["started_ns"]) + rid, b"", db=d["time"])
+        if rec["status"] == "ran" and rec.get("cache_key"):
+            txn.put(bytes.fromhex(rec["cache_key"]), rid, db=d["cache"])
+        if rec["status"] == "failed":
+            return
+        if rec["status"] == "ran":
+            for oid in rec["outputs"].values():
+                txn.put(bytes.fromhex(oid), rid, db=d["produced"], dupdata=True)
+        for oid in rec["inputs"].values():
+            txn.put(bytes.fromhex(oid), rid, db=d["consumed"], dupdata=True)
+        if rec["kind"] == "command" or rec["status"] == "cached":
+            for name, oid in rec["outputs"].items():
+                self._put_path(txn, name, bytes.fromhex(oid), rec["ended_ns"], rid, "file")
+
+    def _put_path(self, txn, path: str, oid: bytes, time_ns: int, run: bytes | None, kind: str) -> None:
+        key = path_prefix(path) + _BE.pack(time_ns)
+        val = oid + (run or ZERO) + bytes([_KINDS.get(kind, 1)]) + path.encode("utf-8", "surrogateescape")
+        txn.put(key, val, db=self.dbs["paths"])
+
+    def put_paths(self, versions: list[tuple[str, bytes, int, bytes | None, str]]) -> None:
+        """(path, id, time_ns, run id or None, kind) each."""
+        self.write(lambda txn: [self._put_path(txn, *v) for v in versions])
+
+    def set_tag(self, name: str, oid: bytes | None) -> None:
+        def fn(txn):
+            if oid is None:
+                txn.delete(name.encode(), db=self.dbs["tags"])
+            else:
+                txn.put(name.encode(), oid, db=self.dbs["tags"])
+
+        self.write(fn)
+
+    def clear(self) -> None:
+        self.write(lambda txn: [txn.drop(db, delete=False) for db in self.dbs.values()])
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def cache_get(self, key: bytes) -> bytes | None:
+        return self.read(lambda txn: txn.get(key, db=self.dbs["cache"]))
+
+    def run_bytes(self, rid: bytes) -> bytes | None:
+        return self.read(lambda txn: txn.get(rid, db=self.dbs["runs"]))
+
+    def has_run(self, rid: bytes) -> bool:
+        return self.run_bytes(rid) is not None
+
+    def _dups(self, db: str, key: bytes) -> list[bytes]:
+        def fn(txn):
+            cur = txn.cursor(self.dbs[db])
+            if not cur.set_key(key):
+                return []
+            return list(cur.iternext_dup())
+
+        return self.read(fn)
+
+    def producers(self, oid: bytes) -> list[bytes]:
+        return self._dups("produced", oid)
+
+    def consumers(self, oid: bytes) -> list[bytes]:
+        return self._dups("consumed", oid)
+
+    def history(self, path: str) -> list[tuple[int, bytes, bytes | None, str]]:
+        """(time_ns, id, run id or None, kind) of every version of ``path``, oldest first."""
+        prefix = path_prefix(path)
+        want = path.encode("utf-8", "surrogateescape")
+
+        def fn(txn):
+            out = []
+            cur = txn.cursor(self.dbs["paths"])
+            if not cur.set_range(prefix):
+                return out
+            for k, v in cur:
+                if not k.startswith(prefix):
+                    break
+                if v[65:] == want:
+                    run = v[32:64]
+                    out.append((_BE.unpack(k[16:])[0], v[:32], None if run == ZERO else run, _KIND_NAMES.get(v[64], "file")))
+            return out
+
+        return self.read(fn)
+
+    def all_paths(self) -> Iterator[tuple[str, bytes]]:
+        def fn(txn):
+            return [(v[65:].decode("utf-8", "surrogateescape"), v[:32]) for _, v in txn.cursor(self.dbs["paths"])]
+
+        return iter(self.read(fn))
+
+    def run_ids_newest(self, since_ns: int = 0) -> Iterator[bytes]:
+        """Run ids, newest first (a generator: stop reading whenever you have enough)."""
+        with self.env.begin() as txn:
+            cur = txn.cursor(self.dbs["time"])
+            if not cur.last():
+                return
+            while True:
+                k = cur.key()
+                if _BE.unpack(k[:8])[0] < since_ns:
+                    return
+                yield k[8:]
+                if not cur.prev():
+                    return
+
+    def all_run_ids(self) -> list[bytes]:
+        return self.read(lambda txn: [k for k, _ in txn.cursor(self.dbs["runs"])])
+
+    def tags(self) -> dict[str, bytes]:
+        return self.read(lambda txn: {k.decode(): v for k, v in txn.cursor(self.dbs["tags"])})
+
+    def count(self, db: str) -> int:
+        return self.read(lambda txn: txn.stat(self.dbs[db])["entries"])

@@ -1,0 +1,141 @@
+"""The repository with lineage: the object store below, the LMDB graph beside it.
+
+Run records are objects in the store (their id is the run id) and the refs files hold tags
+and path history: that is the record of truth. The LMDB graph is an index over them, which
+``reindex`` rebuilds from those alone; if it is missing it is rebuilt on open.
+"""
+
+from __future__ import annotations
+
+import os
+
+from zcas.cas import codec
+from zcas.cas.repo import Repo
+
+from .graph import Graph
+
+_MARK = b"indexed-v1"
+
+
+class Lineage:
+    def __init__(self, repo: Repo, rebuild: bool = False):
+        self.repo = repo
+        path = os.path.join(repo.zdir, "lineage")
+        if rebuild:  # a damaged LMDB may not even open: start from nothing
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        fresh = not os.path.exists(os.path.join(path, "data.mdb"))
+        self.graph = Graph(path)
+        self.last_reindex: dict[str, int] = {}
+        if fresh or not self.graph.read(lambda t: t.get(_MARK, db=self.graph.dbs["meta"])):
+            self.reindex()
+
+    def close(self) -> None:
+        self.graph.close()
+
+    # -- recording -------------------------------------------------------------------------
+
+    def record_runs(self, runs: list) -> list[bytes]:
+        """Store run records durably as objects, then index them (in one transaction)."""
+        from . import serde
+
+        datas = [serde.encode(r) for r in runs]
+        db = self.repo.db
+        ids = [db.put(codec.KIND_RECORD, d) for d in datas]
+        db.flush()
+        conv = serde.converter
+        self.graph.put_runs([(rid, conv.unstructure(r), d) for rid, r, d in zip(ids, runs, datas)])
+        return ids
+
+    def record_run(self, run) -> bytes:
+        return self.record_runs([run])[0]
+
+    def index_paths(self, versions) -> None:
+        """Index path versions that the object store's history file has recorded."""
+        self.graph.put_paths([(v.path, v.oid, int(v.time * 1e9), None, v.kind) for v in versions])
+
+    def set_tag(self, name: str, oid: bytes, force: bool = False) -> None:
+        self.repo.refs.set_tag(name, oid, force=force)
+        self.graph.set_tag(name, oid)
+
+    def delete_tag(self, name: str) -> None:
+        self.repo.refs.delete_tag(name)
+        self.graph.set_tag(name, None)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def run(self, rid: bytes):
+        """The run record ``rid`` (a ``records.Run``), from the index or the object store."""
+        from . import serde
+        from .records import Run
+
+        data = self.graph.run_bytes(rid)
+        if data is None:
+            data = self.repo.db.get(rid)[1]
+        rec = serde.decode(data)
+        if not isinstance(rec, Run):
+            raise serde.RecordError(f"{rid.hex()} is not a run record")
+        return rec
+
+    def run_dict(self, rid: bytes) -> dict | None:
+        """A run as a plain dict (no cattrs: the fast path for listing and walking)."""
+        import json
+
+        data = self.graph.run_bytes(rid)
+        return None if data is None else json.loads(data)
+
+    def history(self, path: str) -> list:
+        from .records import PathVersion
+
+        return [
+            PathVersion(path=path, id=oid.hex(), time_ns=t, kind=kind, run=run.hex() if run else None)
+            for t, oid, run, kind in self.graph.history(path)
+        ]
+
+    def roots(self) -> list[bytes]:
+        """Objects lineage keeps alive: every run record and every artifact it names."""
+        out = []
+        for rid in self.graph.all_run_ids():
+            out.append(rid)
+            d = self.run_dict(rid)
+            if d:
+                out.extend(bytes.fromhex(x) for x in (*d["inputs"].values(), *d["outputs"].values()))
+        out.extend(oid for _, oid in self.graph.all_paths())
+        return out
+
+    # -- rebuilding ------------------------------------------------------------------------
+
+    def reindex(self) -> dict[str, int]:
+        """Rebuild the graph from run objects, the history file and tags alone."""
+        from . import serde
+        from .records import Run
+
+        db = self.repo.db
+        self.graph.clear()
+        batch = []
+        runs = bad = 0
+        for oid, e in db.iter_entries():
+            if e.kind != codec.KIND_RECORD:
+                continue
+            try:
+                _, data = db.get(oid)
+                rec = serde.decode(data)
+            except Exception:  # noqa: BLE001 - a damaged record is counted, fsck names it
+                bad += 1
+                continue
+            if isinstance(rec, Run):
+                batch.append((oid, serde.converter.unstructure(rec), data))
+                runs += 1
+            if len(batch) >= 2000:
+                self.graph.put_runs(batch)
+                batch = []
+        self.graph.put_runs(batch)
+        versions = list(self.repo.refs.history())
+        self.index_paths(versions)
+        tags = self.repo.refs.tags()
+        for name, oid in tags.items():
+            self.graph.set_tag(name, oid)
+        self.graph.write(lambda t: t.put(_MARK, b"1", db=self.graph.dbs["meta"]))
+        self.last_reindex = {"runs": runs, "paths": len(versions), "tags": len(tags), "damaged": bad}
+        return self.last_reindex

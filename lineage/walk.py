@@ -1,0 +1,127 @@
+"""Walking the graph: where an artifact came from, and what was made from it.
+
+Each walk visits every run and artifact it reports once, reading only their own index
+entries, so it costs time in proportion to its answer, not to the size of the graph.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import attrs
+
+
+@attrs.define
+class Subgraph:
+    """The part of the graph a query reached: runs, artifacts and the edges between them."""
+
+    root: str  # hex id the walk started from
+    runs: dict[str, dict] = attrs.Factory(dict)  # run id -> record (as a dict)
+    artifacts: dict[str, set[str]] = attrs.Factory(dict)  # id -> names (paths) seen for it
+    edges: list[tuple[str, str, str]] = attrs.Factory(list)  # (from, to, "input"|"output")
+    depth_of: dict[str, int] = attrs.Factory(dict)  # run id -> distance from the root
+
+    def as_dict(self) -> dict:
+        return {
+            "root": self.root,
+            "runs": [dict(r, id=rid, depth=self.depth_of.get(rid, 0)) for rid, r in self.runs.items()],
+            "artifacts": [{"id": a, "paths": sorted(p)} for a, p in self.artifacts.items()],
+            "edges": [{"from": f, "to": t, "kind": k} for f, t, k in self.edges],
+        }
+
+
+def _note(g: Subgraph, oid: str, name: str | None) -> None:
+    names = g.artifacts.setdefault(oid, set())
+    if name:
+        names.add(name)
+
+
+def ancestors(lin, start: bytes, depth: int = 1 << 30, is_run: bool = False) -> Subgraph:
+    g = Subgraph(start.hex())
+    todo: deque[tuple[bytes, int]] = deque()
+    seen: set[bytes] = set()
+    if is_run:
+        todo.append((b"run:" + start, 0))
+    else:
+        _note(g, start.hex(), None)
+        todo.append((start, 0))
+    while todo:
+        node, d = todo.popleft()
+        if node.startswith(b"run:"):
+            runs = [node[4:]]
+        else:
+            runs = [r for r in lin.graph.producers(node)]
+        for rid in runs:
+            h = rid.hex()
+            if not node.startswith(b"run:"):
+                g.edges.append((h, node.hex(), "output"))
+            if rid in seen:
+                continue
+            seen.add(rid)
+            rec = lin.run_dict(rid)
+            if rec is None:
+                continue
+            g.runs[h] = rec
+            g.depth_of[h] = d + 1
+            for name, oid in rec["outputs"].items():
+                _note(g, oid, name)
+            for name, oid in rec["inputs"].items():
+                _note(g, oid, name)
+                g.edges.append((oid, h, "input"))
+                if d + 1 < depth:
+                    b = bytes.fromhex(oid)
+                    if b not in seen:
+                        seen.add(b)
+                        todo.append((b, d + 1))
+    return g
+
+
+def descendants(lin, start: bytes, depth: int = 1 << 30, is_run: bool = False) -> Subgraph:
+    g = Subgraph(start.hex())
+    todo: deque[tuple[bytes, int]] = deque()
+    seen: set[bytes] = set()
+    if is_run:
+        todo.append((b"run:" + start, 0))
+    else:
+        _note(g, start.hex(), None)
+        todo.append((start, 0))
+    while todo:
+        node, d = todo.popleft()
+        runs = [node[4:]] if node.startswith(b"run:") else lin.graph.consumers(node)
+        for rid in runs:
+            h = rid.hex()
+            if not node.startswith(b"run:"):
+                g.edges.append((node.hex(), h, "input"))
+            if rid in seen:
+                continue
+            seen.add(rid)
+            rec = lin.run_dict(rid)
+            if rec is None:
+                continue
+            g.runs[h] = rec
+            g.depth_of[h] = d + 1
+            for name, oid in rec["inputs"].items():
+                _note(g, oid, name)
+            for name, oid in rec["outputs"].items():
+                _note(g, oid, name)
+                g.edges.append((h, oid, "output"))
+                if d + 1 < depth:
+                    b = bytes.fromhex(oid)
+                    if b not in seen:
+                        seen.add(b)
+                        todo.append((b, d + 1))
+    return g
+
+
+def diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """What differs between two runs' key components: (component, in a, in b)."""
+    out = []
+    for field in ("cmd", "code", "cwd"):
+        if a.get(field) != b.get(field):
+            out.append((field, a.get(field), b.get(field)))
+    for field in ("params", "env", "inputs", "outputs"):
+        da, db = a.get(field) or {}, b.get(field) or {}
+        for k in sorted(set(da) | set(db)):
+            if da.get(k) != db.get(k):
+                out.append((f"{field}.{k}", da.get(k), db.get(k)))
+    return out

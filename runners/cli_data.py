@@ -1,0 +1,188 @@
+"""Data-versioning commands: add, cat, ls, checkout, tag, tags, fsck, gc, du."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .cli import Ctx, cli, emit_json, pass_ctx
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def add(c: Ctx, paths: tuple[str, ...], as_json: bool) -> None:
+    """Store files or folders and record this version of each PATH.
+
+    Prints "<id>  <path>" per path. Unchanged files are recognised by their stat and not
+    read again.
+    """
+    out = c.repo.add(list(paths))
+    c.lineage.index_paths(c.repo.refs.last_recorded)
+    if as_json:
+        emit_json([{"id": oid.hex(), "path": p, "kind": kind} for oid, p, kind in out])
+    else:
+        for oid, p, _ in out:
+            click.echo(f"{oid.hex()}  {p}")
+
+
+@cli.command()
+@click.argument("ref")
+@pass_ctx
+def cat(c: Ctx, ref: str) -> None:
+    """Write a stored file's bytes to standard output."""
+    from zcas.cas.view import iter_file_bytes
+
+    out = sys.stdout.buffer
+    for block in iter_file_bytes(c.repo.db, c.repo.resolve(ref)):
+        out.write(block)
+    out.flush()
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("-r", "--recursive", is_flag=True, help="List every entry below the tree.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def ls(c: Ctx, ref: str, recursive: bool, as_json: bool) -> None:
+    """List a stored tree: mode, id, size and name of each entry."""
+    from zcas.cas.view import list_tree
+
+    rows = list_tree(c.repo.db, c.repo.resolve(ref), recursive)
+    if as_json:
+        emit_json([{"mode": m, "id": o.hex(), "size": s, "path": p} for m, o, s, p in rows])
+        return
+    for mode, oid, size, path in rows:
+        click.echo(f"{mode:4}  {oid.hex()}  {size:>12}  {path}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("dest", type=click.Path())
+@click.option("-f", "--force", is_flag=True, help="Overwrite files whose content differs.")
+@pass_ctx
+def checkout(c: Ctx, ref: str, dest: str, force: bool) -> None:
+    """Restore a stored file or tree (by id or tag) at DEST, byte for byte.
+
+    Existing identical files are left alone; changed ones are refused unless --force.
+    """
+    from zcas.cas.checkout import checkout as do_checkout
+
+    n = do_checkout(c.repo.db, c.repo.resolve(ref), dest, force=force)
+    click.echo(f"restored {n} file{'s' if n != 1 else ''} into {dest}", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("ref", required=False)
+@click.option("-f", "--force", is_flag=True, help="Move an existing tag.")
+@click.option("-d", "--delete", is_flag=True, help="Delete the tag NAME.")
+@pass_ctx
+def tag(c: Ctx, name: str, ref: str | None, force: bool, delete: bool) -> None:
+    """Name an object: NAME then works wherever an id does."""
+    if delete:
+        c.lineage.delete_tag(name)
+        return
+    if ref is None:
+        raise click.UsageError("missing argument ID (the object to tag)")
+    from zcas.cas.refs import check_tag_name
+
+    c.lineage.set_tag(check_tag_name(name), c.repo.resolve(ref), force=force)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def tags(c: Ctx, as_json: bool) -> None:
+    """List tags and the ids they name."""
+    t = c.repo.refs.tags()
+    if as_json:
+        emit_json({k: v.hex() for k, v in t.items()})
+        return
+    for name, oid in t.items():
+        click.echo(f"{oid.hex()}  {name}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def fsck(c: Ctx, as_json: bool) -> None:
+    """Verify every stored object; exit 1 if any is corrupt or missing.
+
+    Dangling objects (stored but named by nothing) are listed but are not an error.
+    """
+    from zcas.cas.fsck import fsck as do_fsck, tty_progress
+
+    rep = do_fsck(c.repo.db, c.roots(), progress=tty_progress)
+    if as_json:
+        emit_json(
+            {"checked": rep.checked, "corrupt": rep.corrupt, "missing": rep.missing,
+             "dangling": rep.dangling, "unindexed_packs": rep.unindexed_packs, "ok": rep.ok}
+        )
+    else:
+        for oid, why in sorted(rep.corrupt.items()):
+            click.echo(f"corrupt {oid}: {why}")
+        for oid in rep.missing:
+            click.echo(f"missing {oid}")
+        for oid in rep.dangling:
+            click.echo(f"dangling {oid}")
+        for key in rep.unindexed_packs:
+            click.echo(f"unindexed {key} (left by an interrupted write; gc removes it)")
+        click.echo(
+            f"checked {rep.checked} objects: {len(rep.corrupt)} corrupt, {len(rep.missing)} missing, "
+            f"{len(rep.dangling)} dangling"
+        )
+    if not rep.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("-n", "--dry-run", is_flag=True, help="Report what would be deleted; delete nothing.")
+@click.option("--grace", default="14d", show_default=True, metavar="DURATION",
+              help="Never delete objects younger than this (e.g. 14d, 12h, 0).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
+    """Delete objects that no tag or recorded path version reaches."""
+    from zcas.cas.gc import gc as do_gc
+    from zcas.cas.statcache import StatCache
+
+    from .durations import human_bytes, parse_duration
+
+    rep = do_gc(c.repo.db, c.roots(), parse_duration(grace), dry_run=dry_run)
+    if not dry_run and rep.objects_removed:
+        StatCache.clear(c.repo.statcache_path)
+    if as_json:
+        import attrs
+
+        emit_json(dict(attrs.asdict(rep), dry_run=dry_run))
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{verb} {rep.objects_removed} objects ({human_bytes(rep.bytes_removed)}) from {rep.packs_removed} packs, "
+        f"{rep.leftovers_removed} leftover files; {rep.objects_moved} live objects repacked"
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def du(c: Ctx, as_json: bool) -> None:
+    """Show logical and stored size, and the dedup and compression ratios."""
+    from zcas.cas.usage import usage
+
+    from .durations import human_bytes
+
+    u = usage(c.repo.db, [v.oid for v in c.repo.refs.history()])
+    if as_json:
+        emit_json(u.as_dict())
+        return
+    click.echo(f"versions recorded   {u.versions}")
+    click.echo(f"logical size        {human_bytes(u.logical_bytes)}  ({u.logical_bytes} bytes)")
+    click.echo(f"unique content      {human_bytes(u.unique_bytes)}  ({u.unique_bytes} bytes)")
+    click.echo(f"stored on disk      {human_bytes(u.stored_bytes)}  ({u.stored_bytes} bytes)")
+    click.echo(f"dedup ratio         {u.dedup_ratio:.2f}x")
+    click.echo(f"compression ratio   {u.compression_ratio:.2f}x")
+    click.echo(f"objects             {u.objects}")

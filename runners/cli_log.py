@@ -1,0 +1,195 @@
+"""Lineage commands: log, show, reindex."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from .cli import Ctx, cli, emit_json, pass_ctx
+
+FORMATS = ["text", "json", "dot", "mermaid", "openlineage"]
+
+
+def _target(c: Ctx, text: str) -> tuple[bytes, bool, str | None]:
+    """(id, is a run, path) for a path with recorded history, a tag, a run or object id."""
+    lin = c.lineage
+    rel = c.repo.rel(text)
+    hist = lin.graph.history(rel)
+    if hist:
+        return hist[-1][1], False, rel
+    oid = c.repo.resolve(text)
+    return oid, lin.graph.has_run(oid), None
+
+
+def _since(text: str | None) -> int:
+    if not text:
+        return 0
+    from .durations import parse_duration
+
+    return int((time.time() - parse_duration(text)) * 1e9)
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("-n", "--max-count", "limit", type=click.IntRange(min=1), help="Show at most N runs.")
+@click.option("--since", metavar="DURATION", help="Only runs started within DURATION (e.g. 2h, 7d).")
+@click.option("--step", help="Only runs of this step.")
+@click.option("--used-by", is_flag=True, help="Follow TARGET downstream: what was made from it.")
+@click.option("--depth", type=click.IntRange(min=1), help="Follow at most N runs away from TARGET.")
+@click.option("--graph", "as_graph", is_flag=True, help="Draw the lineage as a tree in the terminal.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="Output format: dot and mermaid draw the graph; openlineage prints RunEvents.")
+@pass_ctx
+def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, as_json, fmt) -> None:
+    """Show runs, newest first; or, given a PATH or ID, where it came from.
+
+    With no TARGET: one line per run (id, start time, status, duration, step). With a
+    TARGET (a path that was added or written by a run, a tag, an object id or a run id):
+    the runs and inputs it came from, down to data no run produced; --used-by shows what
+    was made from it instead.
+    """
+    from zcas.lineage import export
+
+    fmt = "json" if as_json else fmt
+    lin = c.lineage
+    if target is None:
+        if as_graph or fmt in ("dot", "mermaid"):
+            raise click.UsageError("--graph, dot and mermaid need a TARGET (a path or an id)")
+        since_ns = _since(since)
+        runs = {}
+        for rid in lin.graph.run_ids_newest(since_ns):
+            r = lin.run_dict(rid)
+            if r is None or (step and r["step"] != step):
+                continue
+            runs[rid.hex()] = r
+            if limit and len(runs) >= limit:
+                break
+        _print_runs(c, runs, fmt)
+        return
+    from zcas.lineage.walk import ancestors, descendants
+
+    oid, is_run, path = _target(c, target)
+    walk = descendants if used_by else ancestors
+    g = walk(lin, oid, depth or (1 << 30), is_run=is_run)
+    if path:
+        g.artifacts.setdefault(oid.hex(), set()).add(path)
+    if step:
+        g.runs = {k: v for k, v in g.runs.items() if v["step"] == step}
+    if fmt == "json":
+        emit_json(g.as_dict())
+    elif fmt == "dot":
+        click.echo(export.dot(g))
+    elif fmt == "mermaid":
+        click.echo(export.mermaid(g))
+    elif fmt == "openlineage":
+        _print_runs(c, g.runs, fmt)
+    elif as_graph:
+        for line in export.tree(g, upstream=not used_by):
+            click.echo(line)
+    else:
+        ordered = sorted(g.runs.items(), key=lambda kv: (g.depth_of[kv[0]], -kv[1]["started_ns"]))
+        if limit:
+            ordered = ordered[:limit]
+        for rid, r in ordered:
+            click.echo(export.run_line(rid, r))
+        sources = sorted({a for a in g.artifacts if not any(t == a and k == "output" for _, t, k in g.edges)})
+        if not used_by:
+            for a in sources:
+                if a != g.root or not g.runs:
+                    names = ", ".join(sorted(g.artifacts[a])) or "(unnamed)"
+                    click.echo(f"source {a[:12]}  {names}")
+
+
+def _print_runs(c: Ctx, runs: dict[str, dict], fmt: str) -> None:
+    from zcas.lineage import export
+
+    if fmt == "json":
+        emit_json([dict(r, id=rid) for rid, r in runs.items()])
+    elif fmt == "openlineage":
+        ns = f"file://{c.repo.root}"
+        for ev in export.openlineage_events(runs, ns):
+            click.echo(json.dumps(ev, sort_keys=True))
+    else:
+        for rid, r in runs.items():
+            click.echo(export.run_line(rid, r))
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def show(c: Ctx, target: str, as_json: bool) -> None:
+    """Everything about one run, or one artifact (its producers, users and paths)."""
+    from zcas.lineage import export
+
+    oid, is_run, _ = _target(c, target)
+    lin = c.lineage
+    if is_run:
+        r = lin.run_dict(oid)
+        if as_json:
+            emit_json(dict(r, id=oid.hex()))
+            return
+        click.echo(f"run       {oid.hex()}")
+        click.echo(f"step      {r['step']} ({r['kind']})")
+        click.echo(f"status    {r['status']} (exit {r['exit_status']})")
+        click.echo(f"started   {export.when(r['started_ns'])}   duration {(r['ended_ns'] - r['started_ns']) / 1e9:.3f}s")
+        click.echo(f"host      {r['user']}@{r['host']}   zcas {r['zcas_version']}")
+        if r.get("cmd"):
+            import shlex
+
+            click.echo(f"command   {shlex.join(r['cmd'])}   (in {r.get('cwd') or '.'})")
+        if r.get("code"):
+            click.echo(f"code      {r['code']}")
+        if r.get("cache_key"):
+            click.echo(f"cache key {r['cache_key']}")
+        if r.get("cached_from"):
+            click.echo(f"cached from run {r['cached_from']}")
+        for title, field in (("inputs", "inputs"), ("outputs", "outputs")):
+            click.echo(f"{title}:")
+            for name, o in sorted(r[field].items()):
+                click.echo(f"  {o}  {name}")
+        for title, field in (("params", "params"), ("env", "env")):
+            if r.get(field):
+                click.echo(f"{title}:")
+                for k, v in sorted(r[field].items()):
+                    click.echo(f"  {k} = {json.dumps(v)}")
+        return
+    e = c.repo.db.entry(oid)
+    from zcas.cas.codec import KINDS
+
+    info = {
+        "id": oid.hex(),
+        "kind": KINDS[e.kind],
+        "size": e.size,
+        "produced_by": [r.hex() for r in lin.graph.producers(oid)],
+        "used_by": [r.hex() for r in lin.graph.consumers(oid)],
+        "tags": sorted(n for n, t in c.repo.refs.tags().items() if t == oid),
+    }
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"object    {info['id']}")
+    click.echo(f"kind      {info['kind']}, {info['size']} bytes")
+    for n in info["tags"]:
+        click.echo(f"tag       {n}")
+    for title in ("produced_by", "used_by"):
+        for rid in info[title]:
+            r = lin.run_dict(bytes.fromhex(rid))
+            click.echo(f"{title.replace('_', ' '):<9} {export.run_line(rid, r) if r else rid}")
+
+
+@cli.command()
+@pass_ctx
+def reindex(c: Ctx) -> None:
+    """Rebuild the lineage index (LMDB) from the object store and refs alone."""
+    from zcas.lineage.store import Lineage
+
+    if c._lineage is not None:
+        c._lineage.close()
+    lin = c._lineage = Lineage(c.repo, rebuild=True)
+    n = lin.last_reindex
+    click.echo(f"reindexed {n['runs']} runs, {n['paths']} path versions, {n['tags']} tags"
+               + (f"; {n['damaged']} damaged records skipped (see zcas fsck)" if n["damaged"] else ""))
