@@ -11,6 +11,7 @@ Sub-databases, keys raw bytes (ids are 32 raw bytes, never hex):
 | paths | blake3(path)[:16] + time_ns (8, big-endian) | id, run id (or zeros), kind byte, path |
 | tags | tag name | id |
 | time | started_ns (8, big-endian) + run id | (empty) |
+| steps | blake3(step name)[:16] | run id of the step's latest successful run |
 
 The map grows by itself: a write that fills it doubles the map and retries, and a process
 that finds the map grown by another adopts the new size. Readers never block the writer
@@ -30,7 +31,7 @@ from zcas.cas.errors import ZcasError
 from zcas.cas.oid import hash_bytes
 
 T = TypeVar("T")
-DBS = ("runs", "cache", "produced", "consumed", "paths", "tags", "time", "meta")
+DBS = ("runs", "cache", "produced", "consumed", "paths", "tags", "time", "steps", "meta")
 DUPS = {"produced", "consumed"}
 _INITIAL_MAP = 64 << 20
 _BE = struct.Struct(">Q")
@@ -41,6 +42,10 @@ _KIND_NAMES = {v: k for k, v in _KINDS.items()}
 
 class LineageStoreError(ZcasError):
     pass
+
+
+def step_key(step: str) -> bytes:
+    return hash_bytes(step.encode("utf-8", "surrogateescape"))[:16]
 
 
 def path_prefix(path: str) -> bytes:
@@ -107,6 +112,10 @@ class Graph:
             txn.put(bytes.fromhex(rec["cache_key"]), rid, db=d["cache"])
         if rec["status"] == "failed":
             return
+        skey = step_key(rec["step"])
+        prev = txn.get(skey, db=d["steps"])
+        if prev is None or self._started(txn, prev) <= rec["started_ns"]:
+            txn.put(skey, rid, db=d["steps"])
         if rec["status"] == "ran":
             for oid in rec["outputs"].values():
                 txn.put(bytes.fromhex(oid), rid, db=d["produced"], dupdata=True)
@@ -115,6 +124,12 @@ class Graph:
         if rec["kind"] == "command" or rec["status"] == "cached":
             for name, oid in rec["outputs"].items():
                 self._put_path(txn, name, bytes.fromhex(oid), rec["ended_ns"], rid, "file")
+
+    def _started(self, txn, rid: bytes) -> int:
+        import json
+
+        data = txn.get(rid, db=self.dbs["runs"])
+        return json.loads(data)["started_ns"] if data else 0
 
     def _put_path(self, txn, path: str, oid: bytes, time_ns: int, run: bytes | None, kind: str) -> None:
         key = path_prefix(path) + _BE.pack(time_ns)
@@ -141,6 +156,9 @@ class Graph:
 
     def cache_get(self, key: bytes) -> bytes | None:
         return self.read(lambda txn: txn.get(key, db=self.dbs["cache"]))
+
+    def last_run(self, step: str) -> bytes | None:
+        return self.read(lambda txn: txn.get(step_key(step), db=self.dbs["steps"]))
 
     def run_bytes(self, rid: bytes) -> bytes | None:
         return self.read(lambda txn: txn.get(rid, db=self.dbs["runs"]))

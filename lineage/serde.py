@@ -14,6 +14,7 @@ import cattrs
 
 from zcas.cas.errors import ZcasError
 
+from .canonical import dumps
 from .records import SCHEMA, PathVersion, Run
 
 
@@ -30,7 +31,7 @@ TYPES = {"run": Run, "path": PathVersion}
 
 
 def canonical(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return dumps(obj, "record")
 
 
 def encode(record: Run | PathVersion) -> bytes:

@@ -52,6 +52,7 @@ class Ctx:
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
+RAW_ARGS: list[str] = []  # the arguments as typed: `zcas run` needs to know whether "--" was
 
 
 def emit_json(obj) -> None:
@@ -90,6 +91,7 @@ def init(directory: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, mapping every error to one line and an exit code."""
     debug = bool(os.environ.get("ZCAS_DEBUG"))
+    RAW_ARGS[:] = sys.argv[1:] if argv is None else list(argv)
     try:
         cli.main(args=argv, prog_name="zcas", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -123,4 +125,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # The commands live in modules of their own; importing them registers them on ``cli``.
-from . import cli_data, cli_log  # noqa: E402, F401
+from . import cli_data, cli_log, cli_run  # noqa: E402, F401

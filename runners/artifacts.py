@@ -1,0 +1,58 @@
+"""Ids of paths in the working tree: store them (inputs, outputs) or just name them.
+
+Inputs and outputs are stored as they are hashed, so every id a run record names is in the
+object store and lineage can always show it. The stat cache makes unchanged paths free.
+"""
+
+from __future__ import annotations
+
+import os
+
+from zcas.cas.checkout import checkout
+from zcas.cas.errors import InputPathError
+from zcas.cas.ingest import Ingester
+from zcas.cas.oid import hasher
+from zcas.cas.statcache import stat_key
+
+
+def store_paths(ctx, paths: list[str]) -> dict[str, bytes]:
+    """Store repository-relative paths; {path: id}."""
+    ing = Ingester(ctx.repo.db, ctx.statcache)
+    out = {}
+    for p in paths:
+        try:
+            out[p] = ing.add(ctx.abspath(p))[0]
+        except InputPathError as e:
+            raise InputPathError(p, e.reason) from None
+    return out
+
+
+def current_id(ctx, rel: str) -> bytes | None:
+    """The id of what is at ``rel`` now, without storing it (None if absent)."""
+    path = ctx.abspath(rel)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    import stat as st_
+
+    if not st_.S_ISREG(st.st_mode):
+        return store_paths(ctx, [rel])[rel]
+    oid = ctx.statcache.get(path, stat_key(st))
+    if oid is not None:
+        return oid
+    h = hasher()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 22):
+            h.update(b)
+    return h.digest()
+
+
+def restore(ctx, rel: str, oid: bytes) -> bool:
+    """Put object ``oid`` at ``rel`` unless it is already there; True if anything was written."""
+    if current_id(ctx, rel) == oid:
+        return False
+    path = ctx.abspath(rel)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    checkout(ctx.repo.db, oid, path, force=True)
+    return True

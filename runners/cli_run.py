@@ -1,0 +1,131 @@
+"""Running: run, status, why."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .cli import Ctx, cli, emit_json, pass_ctx
+
+
+def _context(c: Ctx, verify: bool, as_json: bool):
+    from zcas.cas.statcache import StatCache
+
+    from .context import RunContext
+
+    return RunContext(
+        repo=c.repo, lineage=c.lineage, statcache=StatCache(c.repo.statcache_path), verify=verify,
+        out=sys.stderr if as_json else sys.stdout, cmd_stdout=sys.stderr.fileno() if as_json else None,
+    )
+
+
+def _one_off(c: Ctx, argv, inputs, outputs, params, env, name, cwd):
+    from .spec import StepSpec, norm_path
+
+    ps = {}
+    for p in params:
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise click.UsageError(f"invalid param {p!r}: use KEY=VALUE")
+        ps[k] = v
+    rel_cwd = "" if not cwd else norm_path(os.path.relpath(os.path.abspath(cwd), c.repo.root), "--cwd")
+    base = c.repo.root if not rel_cwd else os.path.join(c.repo.root, rel_cwd)
+
+    def rel(p: str) -> str:
+        return norm_path(os.path.relpath(os.path.join(base, p), c.repo.root), "path")
+
+    import shlex
+
+    return StepSpec(
+        name=name or shlex.join(argv), cmd=tuple(argv), inputs=tuple(rel(p) for p in inputs),
+        outputs=tuple(rel(p) for p in outputs), params=ps, env=tuple(env), cwd=rel_cwd,
+    )
+
+
+@cli.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
+@click.option("-i", "--input", "inputs", multiple=True, metavar="PATH", help="A file or folder the command reads.")
+@click.option("-o", "--output", "outputs", multiple=True, metavar="PATH", help="A file or folder the command writes.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter: $ZCAS_PARAM_KEY and {key} in the command.")
+@click.option("-e", "--env", "env", multiple=True, metavar="VAR", help="An environment variable whose value is part of the key.")
+@click.option("--name", help="The step's name (default: the command line).")
+@click.option("--cwd", type=click.Path(file_okay=False), help="Run the command here (default: the repository root).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True, help="Steps run at once.")
+@click.option("--verify", is_flag=True, help="On a hit, read and verify every output, not only small ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (status lines and command output go to stderr).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, as_json, args) -> None:
+    """Run a command or the pipeline, reusing every result that is already cached.
+
+    \b
+    zcas run [-i PATH]... [-o PATH]... [-p KEY=VALUE]... [-e VAR]... -- CMD [ARGS]...
+    zcas run                  every step of zcas.toml
+    zcas run STEP...          those steps and the steps they need
+
+    The cache key covers the command, the content of every input (and of any argument
+    naming a file in the repository), params, declared environment values, outputs and
+    working directory. On a hit the outputs are restored and nothing runs.
+    """
+    from . import spec as spec_mod
+    from .execute import run_step
+    from .scheduler import run_all
+
+    ctx = _context(c, verify, as_json)
+    from .cli import RAW_ARGS as raw
+
+    steps = spec_mod.load(c.repo.root)
+    command_mode = "--" in raw or inputs or outputs or params or env or name or cwd or (args and args[0] not in steps)
+    if command_mode:
+        if not args:
+            raise click.UsageError("no command given: zcas run [OPTIONS] -- CMD [ARGS]...")
+        s = _one_off(c, list(args), inputs, outputs, params, env, name, cwd)
+        steps, order, deps = {s.name: s}, [s.name], {s.name: set()}
+    else:
+        if not steps:
+            raise click.UsageError(f"no {spec_mod.FILE} in {c.repo.root}: give a command after --, or declare steps")
+        order = spec_mod.select(steps, list(args))
+        deps = spec_mod.graph(steps)
+    try:
+        results = run_all(order, deps, lambda n: run_step(ctx, steps[n]), jobs, ctx.say)
+    finally:
+        ctx.statcache.save()
+    if as_json:
+        emit_json([r.as_dict() for r in results])
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        sys.exit(failed[0].exit_status or 1)
+
+
+@cli.command()
+@click.argument("steps", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def status(c: Ctx, steps, as_json) -> None:
+    """Show each pipeline step as fresh or stale, and why."""
+    from .why import status_of
+
+    rows = status_of(_context(c, False, as_json), list(steps))
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['status']:<6} {r['name']}" + (f"  ({'; '.join(r['reasons'])})" if r["reasons"] else ""))
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def why(c: Ctx, target, as_json) -> None:
+    """Say why a step (or the step writing PATH) would run: what changed since its last run."""
+    from .why import explain_target
+
+    res = explain_target(_context(c, False, as_json), target)
+    if as_json:
+        emit_json(res)
+        return
+    click.echo(f"{res['name']}: {res['status']}")
+    for line in res["reasons"]:
+        click.echo(f"  {line}")

@@ -1,0 +1,41 @@
+"""What every step of one ``zcas run`` shares: the repository, lineage, stat cache, options."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+import threading
+
+import attrs
+
+from zcas._version import __version__
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        return str(os.getuid())
+
+
+@attrs.define
+class RunContext:
+    repo: object  # zcas.cas.repo.Repo
+    lineage: object  # zcas.lineage.store.Lineage
+    statcache: object  # zcas.cas.statcache.StatCache
+    verify: bool = False
+    out: object = sys.stdout  # where status lines go (stderr under --json)
+    cmd_stdout: object = None  # where commands' stdout goes (None: inherit)
+    host: str = attrs.Factory(socket.gethostname)
+    user: str = attrs.Factory(_user)
+    version: str = __version__
+    lock: threading.Lock = attrs.Factory(threading.Lock)
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            print(line, file=self.out, flush=True)
+
+    def abspath(self, rel: str) -> str:
+        return os.path.join(self.repo.root, rel) if rel else self.repo.root

@@ -1,0 +1,236 @@
+"""One command step: compute its key, restore on a hit, run and record on a miss.
+
+A hit needs the key in the lineage cache and every output object present (small ones
+verified, or all with --verify); a hit whose objects are gone becomes a rerun, never a
+failure. Two processes that reach the same key take a lock on it: one runs, the other
+waits and then finds the result in the cache.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import time
+
+import attrs
+
+from zcas.cas.errors import InputPathError, ZcasError
+
+from .artifacts import current_id, restore, store_paths
+from .keys import command_components, key_of
+from .spec import StepSpec
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+VERIFY_LIMIT = 1 << 20  # outputs smaller than this are read and verified on every hit
+
+
+@attrs.define
+class StepResult:
+    name: str
+    status: str  # "cached", "ran", "failed", "skipped"
+    key: str = ""
+    run: str = ""
+    duration: float = 0.0
+    exit_status: int = 0
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return attrs.asdict(self)
+
+
+def param_text(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, dict)):
+        import json
+
+        return json.dumps(v)
+    return str(v)
+
+
+def substitute(argv: tuple[str, ...], params: dict) -> list[str]:
+    """``{key}`` in argv becomes the param's value; other braces are left alone."""
+    texts = {k: param_text(v) for k, v in params.items()}
+    return [_PLACEHOLDER.sub(lambda m: texts.get(m.group(1), m.group(0)), a) for a in argv]
+
+
+def implicit_inputs(ctx, argv: list[str], cwd: str, declared: set[str]) -> list[str]:
+    """argv tokens naming an existing file inside the repository (the script, most often)."""
+    root = ctx.repo.root
+    out = []
+    for tok in argv:
+        if not tok or tok.startswith("-") or "\0" in tok:
+            continue
+        full = os.path.normpath(os.path.join(ctx.abspath(cwd), tok))
+        if not full.startswith(root + os.sep) or os.sep + ".zcas" + os.sep in full + os.sep:
+            continue
+        rel = os.path.relpath(full, root).replace(os.sep, "/")
+        if rel in declared:
+            continue
+        try:
+            if os.path.isfile(full):
+                out.append(rel)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+@attrs.define
+class Plan:
+    spec: StepSpec
+    argv: list[str]
+    inputs: dict[str, bytes]
+    env: dict[str, str | None]
+    components: dict[str, str]
+    key: bytes
+
+
+def plan(ctx, spec: StepSpec, store: bool = True) -> Plan:
+    """The step's key as things stand; ``store=False`` (status, why) hashes without storing."""
+    argv = substitute(spec.cmd, spec.params)
+    declared_out = set(spec.outputs)
+    paths = list(dict.fromkeys([*spec.inputs, *implicit_inputs(ctx, argv, spec.cwd, declared_out | set(spec.inputs))]))
+    try:
+        if store:
+            inputs = store_paths(ctx, paths)
+        else:
+            inputs = {}
+            for p in paths:
+                oid = current_id(ctx, p)
+                if oid is None:
+                    raise InputPathError(p, "No such file or directory")
+                inputs[p] = oid
+    except ZcasError as e:
+        raise ZcasError(f"step {spec.name}: input {e}") from None
+    env = {k: os.environ.get(k) for k in spec.env}
+    comps = command_components(argv, inputs, spec.params, env, list(spec.outputs), spec.cwd)
+    return Plan(spec, argv, inputs, env, comps, key_of(comps))
+
+
+def _usable(ctx, rec: dict) -> bool:
+    """Every output object present; small ones (or all, with --verify) read and verified."""
+    db = ctx.repo.db
+    for oid_hex in rec["outputs"].values():
+        oid = bytes.fromhex(oid_hex)
+        if not db.has(oid):
+            return False
+        if ctx.verify or db.entry(oid).size < VERIFY_LIMIT:
+            try:
+                if db.entry(oid).kind in (1, 3):
+                    db.get_bytes(oid)
+                else:
+                    db.get(oid)
+            except ZcasError:
+                return False
+    return True
+
+
+def lookup(ctx, key: bytes) -> tuple[bytes, dict] | None:
+    rid = ctx.lineage.graph.cache_get(key)
+    if rid is None:
+        return None
+    rec = ctx.lineage.run_dict(rid)
+    if rec is None or not _usable(ctx, rec):
+        return None
+    return rid, rec
+
+
+class KeyLock:
+    """An exclusive lock on a cache key, across threads and processes (flock, striped)."""
+
+    def __init__(self, ctx, key: bytes):
+        d = os.path.join(ctx.repo.zdir, "locks")
+        os.makedirs(d, exist_ok=True)
+        self.path = os.path.join(d, key.hex()[:3] + ".lock")
+        self.fd = -1
+
+    def acquire(self, on_wait) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _age(ns: int) -> str:
+    from .durations import human_age
+
+    return human_age(time.time() - ns / 1e9)
+
+
+def run_step(ctx, spec: StepSpec) -> StepResult:
+    p = plan(ctx, spec)
+    hit = lookup(ctx, p.key)
+    if hit is None:
+        lock = KeyLock(ctx, p.key)
+        lock.acquire(lambda: ctx.say(f"waiting: {spec.name} (another zcas run is executing it)"))
+        try:
+            hit = lookup(ctx, p.key)
+            if hit is None:
+                return _execute(ctx, p)
+        finally:
+            lock.release()
+    return _restore(ctx, p, *hit)
+
+
+def _record(ctx, p: Plan, status: str, started: int, ended: int, outputs: dict, exit_status: int, cached_from=None):
+    from zcas.lineage.records import Run
+
+    run = Run(
+        step=p.spec.name, kind="command", status=status, cache_key=p.key.hex(), key_components=p.components,
+        inputs={k: v.hex() for k, v in p.inputs.items()}, outputs=outputs, params=dict(p.spec.params),
+        env=p.env, cmd=p.argv, cwd=p.spec.cwd, started_ns=started, ended_ns=ended, host=ctx.host,
+        user=ctx.user, exit_status=exit_status, zcas_version=ctx.version, cached_from=cached_from,
+    )
+    return ctx.lineage.record_run(run)
+
+
+def _restore(ctx, p: Plan, rid: bytes, rec: dict) -> StepResult:
+    started = time.time_ns()
+    for path, oid_hex in rec["outputs"].items():
+        restore(ctx, path, bytes.fromhex(oid_hex))
+    new = _record(ctx, p, "cached", started, time.time_ns(), rec["outputs"], 0, cached_from=rid.hex())
+    ctx.say(f"cached: {p.spec.name} (run {rid.hex()[:12]}, {_age(rec['started_ns'])} ago)")
+    return StepResult(p.spec.name, "cached", p.key.hex(), new.hex(), (time.time_ns() - started) / 1e9)
+
+
+def _execute(ctx, p: Plan) -> StepResult:
+    env = dict(os.environ)
+    for k, v in p.spec.params.items():
+        env[f"ZCAS_PARAM_{k.upper()}"] = param_text(v)
+    cwd = ctx.abspath(p.spec.cwd)
+    started = time.time_ns()
+    try:
+        proc = subprocess.run(p.argv, cwd=cwd, env=env, stdout=ctx.cmd_stdout)
+        code = proc.returncode
+    except FileNotFoundError:
+        code, err = 127, f"command not found: {p.argv[0]}"
+    except PermissionError:
+        code, err = 126, f"permission denied: {p.argv[0]}"
+    else:
+        err = f"exit {code}"
+    ended = time.time_ns()
+    dur = (ended - started) / 1e9
+    if code != 0:
+        rid = _record(ctx, p, "failed", started, ended, {}, code)
+        ctx.say(f"failed: {p.spec.name} ({err})")
+        return StepResult(p.spec.name, "failed", p.key.hex(), rid.hex(), dur, code, err)
+    missing = [o for o in p.spec.outputs if not os.path.lexists(ctx.abspath(o))]
+    if missing:
+        rid = _record(ctx, p, "failed", started, ended, {}, 0)
+        why = f"declared output {missing[0]} was not produced"
+        ctx.say(f"failed: {p.spec.name} ({why})")
+        return StepResult(p.spec.name, "failed", p.key.hex(), rid.hex(), dur, 1, why)
+    outputs = {k: v.hex() for k, v in store_paths(ctx, list(p.spec.outputs)).items()}
+    rid = _record(ctx, p, "ran", started, ended, outputs, 0)
+    ctx.say(f"ran: {p.spec.name} ({dur:.3f}s, run {rid.hex()[:12]})")
+    return StepResult(p.spec.name, "ran", p.key.hex(), rid.hex(), dur)

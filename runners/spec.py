@@ -1,0 +1,186 @@
+"""Pipelines from ``zcas.toml``: steps, their paths, and the graph their paths make.
+
+Everything is checked before anything runs: unknown keys and wrong types name the file,
+step and key; a cycle, two steps writing one output, an unknown step or a path leaving the
+repository is an error naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shlex
+from typing import Any
+
+import attrs
+
+from zcas.cas.errors import UsageError, ZcasError
+
+FILE = "zcas.toml"
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_STEP_KEYS = {"cmd", "inputs", "outputs", "params", "env", "cwd"}
+
+
+class SpecError(ZcasError):
+    exit_code = 2
+
+
+@attrs.frozen
+class StepSpec:
+    name: str
+    cmd: tuple[str, ...]
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    params: dict[str, Any] = attrs.Factory(dict)
+    env: tuple[str, ...] = ()
+    cwd: str = ""  # relative to the repository root
+
+
+def norm_path(path: str, where: str) -> str:
+    """A repository-relative path in / form, refusing absolute paths and escapes."""
+    if not path or "\0" in path:
+        raise SpecError(f"{where}: empty or invalid path {path!r}")
+    if os.path.isabs(path):
+        raise SpecError(f"{where}: path {path!r} must be relative to the repository root")
+    p = posixpath.normpath(path.replace(os.sep, "/"))
+    if p == ".." or p.startswith("../"):
+        raise SpecError(f"{where}: path {path!r} leaves the repository")
+    return p
+
+
+def _strs(v, where: str) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise SpecError(f"{where} must be a list of strings")
+    return tuple(v)
+
+
+def load(root: str) -> dict[str, StepSpec]:
+    """The steps of ``ROOT/zcas.toml`` (empty if there is none), fully validated."""
+    import tomllib
+
+    path = os.path.join(root, FILE)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{FILE}: {e}") from None
+    unknown = set(doc) - {"steps"}
+    if unknown:
+        raise SpecError(f"{FILE}: unknown top-level key {sorted(unknown)[0]!r} (expected [steps.NAME] tables)")
+    steps = doc.get("steps", {})
+    if not isinstance(steps, dict):
+        raise SpecError(f"{FILE}: 'steps' must be a table of [steps.NAME] tables")
+    out = {name: _step(name, body) for name, body in steps.items()}
+    graph(out)  # refuse cycles and clashing outputs now, before anything runs
+    return out
+
+
+def _step(name: str, body) -> StepSpec:
+    where = f"{FILE}: step {name!r}"
+    if not _NAME_RE.fullmatch(name):
+        raise SpecError(f"{where}: invalid step name (letters, digits, '_', '.', '-')")
+    if not isinstance(body, dict):
+        raise SpecError(f"{where} must be a table")
+    extra = set(body) - _STEP_KEYS
+    if extra:
+        raise SpecError(f"{where}: unknown key {sorted(extra)[0]!r} (allowed: {', '.join(sorted(_STEP_KEYS))})")
+    cmd = body.get("cmd")
+    if isinstance(cmd, str):
+        try:
+            argv = tuple(shlex.split(cmd))
+        except ValueError as e:
+            raise SpecError(f"{where}: cmd: {e}") from None
+    elif isinstance(cmd, list) and all(isinstance(x, str) for x in cmd):
+        argv = tuple(cmd)
+    else:
+        raise SpecError(f"{where}: 'cmd' must be a string or a list of strings")
+    if not argv:
+        raise SpecError(f"{where}: 'cmd' is empty")
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        raise SpecError(f"{where}: 'params' must be a table")
+    from zcas.lineage.canonical import check
+
+    for k, v in params.items():
+        if hasattr(v, "isoformat"):
+            raise SpecError(f"{where}: param {k!r}: dates and times are not supported; use a string")
+        check(v, f"{where}: param {k!r}")
+    env = _strs(body.get("env", []), f"{where}: 'env'")
+    cwd = body.get("cwd", "")
+    if not isinstance(cwd, str):
+        raise SpecError(f"{where}: 'cwd' must be a string")
+    return StepSpec(
+        name=name,
+        cmd=argv,
+        inputs=tuple(norm_path(p, f"{where}: inputs") for p in _strs(body.get("inputs", []), f"{where}: 'inputs'")),
+        outputs=tuple(norm_path(p, f"{where}: outputs") for p in _strs(body.get("outputs", []), f"{where}: 'outputs'")),
+        params=dict(params),
+        env=env,
+        cwd="" if cwd in ("", ".") else norm_path(cwd, f"{where}: cwd"),
+    )
+
+
+def _under(path: str, out: str) -> bool:
+    return path == out or path.startswith(out + "/")
+
+
+def graph(steps: dict[str, StepSpec]) -> dict[str, set[str]]:
+    """step -> the steps it needs (whose outputs are its inputs). Refuses cycles and clashes."""
+    owner: dict[str, str] = {}
+    for s in steps.values():
+        for o in s.outputs:
+            if o in owner and owner[o] != s.name:
+                raise SpecError(f"{FILE}: steps {owner[o]!r} and {s.name!r} both write {o!r}")
+            owner[o] = s.name
+    deps = {name: set() for name in steps}
+    for s in steps.values():
+        for i in s.inputs:
+            for o, w in owner.items():
+                if w != s.name and (_under(i, o) or _under(o, i)):
+                    deps[s.name].add(w)
+    _check_acyclic(deps)
+    return deps
+
+
+def _check_acyclic(deps: dict[str, set[str]]) -> None:
+    state: dict[str, int] = {}
+
+    def visit(n: str, trail: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            cycle = trail[trail.index(n):] + [n]
+            raise SpecError(f"{FILE}: dependency cycle: {' -> '.join(cycle)}")
+        state[n] = 1
+        for d in sorted(deps[n]):
+            visit(d, trail + [n])
+        state[n] = 2
+
+    for n in sorted(deps):
+        visit(n, [])
+
+
+def select(steps: dict[str, StepSpec], wanted: list[str]) -> list[str]:
+    """The wanted steps and everything they need, in an order that respects dependencies."""
+    deps = graph(steps)
+    for w in wanted:
+        if w not in steps:
+            known = ", ".join(sorted(steps)) or "none"
+            raise UsageError(f"unknown step {w!r} (steps in {FILE}: {known})")
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(n: str) -> None:
+        if n in seen:
+            return
+        seen.add(n)
+        for d in sorted(deps[n]):
+            visit(d)
+        order.append(n)
+
+    for w in wanted or sorted(steps):
+        visit(w)
+    return order
