@@ -20,11 +20,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen  # noqa: E402
 
-ZCAS = [sys.executable, "-m", "zcas.runners"]
+from common import ENV, ZCAS  # noqa: E402
 ROWS: list[tuple[str, str, str, str]] = []
 
 
-def run(cmd, cwd=None, env=None) -> float:
+def run(cmd, cwd=None, env=ENV) -> float:
     t = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t

@@ -49,33 +49,36 @@ class ObjectDB:
     @property
     def index(self) -> dict[bytes, tuple]:
         if self._index is None:
-            self._index = {}
             self.refresh()
-        return self._index
+        return self._index  # type: ignore[return-value]
 
     def refresh(self) -> None:
-        """Pick up packs published since the index was loaded (by us or another process)."""
-        index = self._index if self._index is not None else {}
-        self._index = index
-        for key in self.backend.list(PREFIX):
-            name = name_of_idx_key(key)
-            if name is None or name in self._packs:
-                continue
-            self._load_pack_index(name, self.backend.get(key))
+        """Pick up packs published since the index was loaded (by us or another process).
+
+        Threads share one ObjectDB: a first load is built aside and swapped in whole, so no
+        reader ever sees a half-loaded index; later packs are added in place (dict updates
+        are atomic for readers).
+        """
+        with self._lock:
+            index = {} if self._index is None else self._index
+            for key in self.backend.list(PREFIX):
+                name = name_of_idx_key(key)
+                if name is None or name in self._packs:
+                    continue
+                self._load_pack_index(index, name, self.backend.get(key))
+            self._index = index
 
     def reload(self) -> None:
         """Forget the loaded index (packs were deleted) and read it again."""
-        self._index = None
-        self._packs = set()
-        self.refresh()
+        with self._lock:
+            self._index = None
+            self._packs = set()
+            self.refresh()
 
-    def _load_pack_index(self, name: str, data: bytes) -> None:
-        index = self._index
-        assert index is not None
-        new = {oid: (name, off, length, kind, size) for oid, off, length, kind, size in decode_index(name, data)}
-        if index:
-            new.update(index)  # the copy loaded first stays the one used
-        index.update(new)
+    def _load_pack_index(self, index: dict, name: str, data: bytes) -> None:
+        for oid, off, length, kind, size in decode_index(name, data):
+            if oid not in index:  # the copy loaded first stays the one used
+                index[oid] = (name, off, length, kind, size)
         self._packs.add(name)
 
     def packs(self) -> set[str]:
@@ -178,7 +181,7 @@ class ObjectDB:
                 w.abort()
                 raise
             if self._index is not None:
-                self._load_pack_index(name, idx)
+                self._load_pack_index(self._index, name, idx)
             return name
 
     def abort(self) -> None:

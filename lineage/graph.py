@@ -121,7 +121,9 @@ class Graph:
                 txn.put(bytes.fromhex(oid), rid, db=d["produced"], dupdata=True)
         for oid in rec["inputs"].values():
             txn.put(bytes.fromhex(oid), rid, db=d["consumed"], dupdata=True)
-        if rec["kind"] == "command" or rec["status"] == "cached":
+        if rec["kind"] == "command":  # names are paths: index what each path held
+            for name, oid in rec["inputs"].items():
+                self._put_path(txn, name, bytes.fromhex(oid), rec["started_ns"], None, "file")
             for name, oid in rec["outputs"].items():
                 self._put_path(txn, name, bytes.fromhex(oid), rec["ended_ns"], rid, "file")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-import cattrs
+import attrs
 
 from zcas.cas.errors import ZcasError
 
@@ -22,12 +22,27 @@ class RecordError(ZcasError, ValueError):
     """A record that does not decode, or does not validate."""
 
 
-def make_converter() -> cattrs.Converter:
+def make_converter():
+    """The project's one cattrs converter (imported on first decode: cattrs is slow to load)."""
+    import cattrs
+
     return cattrs.Converter(forbid_extra_keys=True)
 
 
-converter = make_converter()
+_converter = None
 TYPES = {"run": Run, "path": PathVersion}
+
+
+def converter():
+    global _converter
+    if _converter is None:
+        _converter = make_converter()
+    return _converter
+
+
+def unstructure(record: Run | PathVersion) -> dict:
+    """Records hold only plain values, so attrs' own asdict is the unstructured form."""
+    return attrs.asdict(record, recurse=True)
 
 
 def canonical(obj) -> bytes:
@@ -35,7 +50,7 @@ def canonical(obj) -> bytes:
 
 
 def encode(record: Run | PathVersion) -> bytes:
-    d = converter.unstructure(record)
+    d = unstructure(record)
     d["type"] = "run" if isinstance(record, Run) else "path"
     d.setdefault("schema", SCHEMA)
     return canonical(d)
@@ -61,7 +76,7 @@ def decode(data: bytes) -> Run | PathVersion:
     if cls is PathVersion:
         d.pop("schema", None)
     try:
-        return converter.structure(d, cls)
+        return converter().structure(d, cls)
     except Exception as e:  # cattrs raises ClassValidationError groups; one line is enough
         raise RecordError(f"invalid {cls.__name__} record: {_first_error(e)}") from None
 

@@ -44,8 +44,7 @@ class Lineage:
         db = self.repo.db
         ids = [db.put(codec.KIND_RECORD, d) for d in datas]
         db.flush()
-        conv = serde.converter
-        self.graph.put_runs([(rid, conv.unstructure(r), d) for rid, r, d in zip(ids, runs, datas)])
+        self.graph.put_runs([(rid, serde.unstructure(r), d) for rid, r, d in zip(ids, runs, datas)])
         return ids
 
     def record_run(self, run) -> bytes:
@@ -125,7 +124,7 @@ class Lineage:
                 bad += 1
                 continue
             if isinstance(rec, Run):
-                batch.append((oid, serde.converter.unstructure(rec), data))
+                batch.append((oid, serde.unstructure(rec), data))
                 runs += 1
             if len(batch) >= 2000:
                 self.graph.put_runs(batch)

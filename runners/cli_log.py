@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import click
@@ -19,6 +20,14 @@ def _target(c: Ctx, text: str) -> tuple[bytes, bool, str | None]:
     hist = lin.graph.history(rel)
     if hist:
         return hist[-1][1], False, rel
+    if os.path.isfile(text):  # a file lineage knows under another name, or not at all
+        from zcas.cas.oid import hasher
+
+        h = hasher()
+        with open(text, "rb") as f:
+            while b := f.read(1 << 22):
+                h.update(b)
+        return h.digest(), False, rel
     oid = c.repo.resolve(text)
     return oid, lin.graph.has_run(oid), None
 

@@ -85,11 +85,12 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, as_json, 
     else:
         if not steps:
             raise click.UsageError(f"no {spec_mod.FILE} in {c.repo.root}: give a command after --, or declare steps")
-        order = spec_mod.select(steps, list(args))
         deps = spec_mod.graph(steps)
+        order = spec_mod.select(steps, list(args), deps)
     try:
         results = run_all(order, deps, lambda n: run_step(ctx, steps[n]), jobs, ctx.say)
     finally:
+        ctx.flush()
         ctx.statcache.save()
     if as_json:
         emit_json([r.as_dict() for r in results])

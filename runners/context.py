@@ -33,6 +33,25 @@ class RunContext:
     version: str = __version__
     lock: threading.Lock = attrs.Factory(threading.Lock)
 
+    pending: list = attrs.Factory(list)  # cache-hit runs, recorded together at the end
+
+    def record(self, run, now: bool) -> bytes:
+        """Record a run: at once (others may wait on its key), or batched with the rest."""
+        if now:
+            return self.lineage.record_run(run)
+        from zcas.lineage import serde
+        from zcas.cas.oid import hash_bytes
+
+        with self.lock:
+            self.pending.append(run)
+        return hash_bytes(serde.encode(run))
+
+    def flush(self) -> None:
+        with self.lock:
+            runs, self.pending = self.pending, []
+        if runs:
+            self.lineage.record_runs(runs)
+
     def say(self, line: str) -> None:
         with self.lock:
             print(line, file=self.out, flush=True)

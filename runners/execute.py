@@ -105,7 +105,9 @@ def plan(ctx, spec: StepSpec, store: bool = True) -> Plan:
     except ZcasError as e:
         raise ZcasError(f"step {spec.name}: input {e}") from None
     env = {k: os.environ.get(k) for k in spec.env}
-    comps = command_components(argv, inputs, spec.params, env, list(spec.outputs), spec.cwd)
+    # The command is keyed as written ({key} placeholders unexpanded): params have keys of
+    # their own, so a param change is reported once, as itself.
+    comps = command_components(list(spec.cmd), inputs, spec.params, env, list(spec.outputs), spec.cwd)
     return Plan(spec, argv, inputs, env, comps, key_of(comps))
 
 
@@ -114,16 +116,15 @@ def _usable(ctx, rec: dict) -> bool:
     db = ctx.repo.db
     for oid_hex in rec["outputs"].values():
         oid = bytes.fromhex(oid_hex)
-        if not db.has(oid):
-            return False
-        if ctx.verify or db.entry(oid).size < VERIFY_LIMIT:
-            try:
-                if db.entry(oid).kind in (1, 3):
+        try:
+            e = db.entry(oid)  # looks again for packs other processes published since
+            if ctx.verify or e.size < VERIFY_LIMIT:
+                if e.kind in (1, 3):
                     db.get_bytes(oid)
                 else:
                     db.get(oid)
-            except ZcasError:
-                return False
+        except ZcasError:
+            return False
     return True
 
 
@@ -191,7 +192,7 @@ def _record(ctx, p: Plan, status: str, started: int, ended: int, outputs: dict, 
         env=p.env, cmd=p.argv, cwd=p.spec.cwd, started_ns=started, ended_ns=ended, host=ctx.host,
         user=ctx.user, exit_status=exit_status, zcas_version=ctx.version, cached_from=cached_from,
     )
-    return ctx.lineage.record_run(run)
+    return ctx.record(run, now=status != "cached")
 
 
 def _restore(ctx, p: Plan, rid: bytes, rec: dict) -> StepResult:

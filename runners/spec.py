@@ -56,7 +56,10 @@ def _strs(v, where: str) -> tuple[str, ...]:
 
 
 def load(root: str) -> dict[str, StepSpec]:
-    """The steps of ``ROOT/zcas.toml`` (empty if there is none), fully validated."""
+    """The steps of ``ROOT/zcas.toml`` (empty if there is none), each validated.
+
+    Cycles and clashing outputs are found by ``graph``, which every caller runs before
+    anything executes."""
     import tomllib
 
     path = os.path.join(root, FILE)
@@ -73,9 +76,7 @@ def load(root: str) -> dict[str, StepSpec]:
     steps = doc.get("steps", {})
     if not isinstance(steps, dict):
         raise SpecError(f"{FILE}: 'steps' must be a table of [steps.NAME] tables")
-    out = {name: _step(name, body) for name, body in steps.items()}
-    graph(out)  # refuse cycles and clashing outputs now, before anything runs
-    return out
+    return {name: _step(name, body) for name, body in steps.items()}
 
 
 def _step(name: str, body) -> StepSpec:
@@ -123,24 +124,32 @@ def _step(name: str, body) -> StepSpec:
     )
 
 
-def _under(path: str, out: str) -> bool:
-    return path == out or path.startswith(out + "/")
+def _parents(path: str):
+    """The path itself, then each folder above it."""
+    while path:
+        yield path
+        path = posixpath.dirname(path)
 
 
 def graph(steps: dict[str, StepSpec]) -> dict[str, set[str]]:
-    """step -> the steps it needs (whose outputs are its inputs). Refuses cycles and clashes."""
+    """step -> the steps it needs (whose outputs are, contain or lie in its inputs).
+
+    Refuses cycles and two steps writing one path. Linear in the number of paths.
+    """
     owner: dict[str, str] = {}
+    below: dict[str, set[str]] = {}  # folder -> steps writing something inside it
     for s in steps.values():
         for o in s.outputs:
             if o in owner and owner[o] != s.name:
                 raise SpecError(f"{FILE}: steps {owner[o]!r} and {s.name!r} both write {o!r}")
             owner[o] = s.name
+            for parent in _parents(posixpath.dirname(o)):
+                below.setdefault(parent, set()).add(s.name)
     deps = {name: set() for name in steps}
     for s in steps.values():
         for i in s.inputs:
-            for o, w in owner.items():
-                if w != s.name and (_under(i, o) or _under(o, i)):
-                    deps[s.name].add(w)
+            found = {owner[p] for p in _parents(i) if p in owner} | below.get(i, set())
+            deps[s.name].update(found - {s.name})
     _check_acyclic(deps)
     return deps
 
@@ -163,9 +172,9 @@ def _check_acyclic(deps: dict[str, set[str]]) -> None:
         visit(n, [])
 
 
-def select(steps: dict[str, StepSpec], wanted: list[str]) -> list[str]:
+def select(steps: dict[str, StepSpec], wanted: list[str], deps: dict[str, set[str]] | None = None) -> list[str]:
     """The wanted steps and everything they need, in an order that respects dependencies."""
-    deps = graph(steps)
+    deps = graph(steps) if deps is None else deps
     for w in wanted:
         if w not in steps:
             known = ", ".join(sorted(steps)) or "none"

@@ -45,8 +45,8 @@ def status_of(ctx, wanted: list[str]) -> list[dict]:
     steps = spec_mod.load(ctx.repo.root)
     if not steps:
         raise UsageError(f"no {spec_mod.FILE} in {ctx.repo.root}: nothing to report")
-    order = spec_mod.select(steps, wanted)
     deps = spec_mod.graph(steps)
+    order = spec_mod.select(steps, wanted, deps)
     rows: dict[str, dict] = {}
     for name in order:
         stale_up = [d for d in sorted(deps[name]) if rows[d]["status"] == "stale"]
