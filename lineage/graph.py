@@ -184,7 +184,11 @@ class Graph:
         return self._dups("consumed", oid)
 
     def history(self, path: str) -> list[tuple[int, bytes, bytes | None, str]]:
-        """(time_ns, id, run id or None, kind) of every version of ``path``, oldest first."""
+        """(time_ns, id, run id or None, kind) of every version of ``path``, oldest first.
+
+        A path is indexed each time it is added, read by a run or written by one; the same
+        content seen again in a row is one version (credited to the run that wrote it).
+        """
         prefix = path_prefix(path)
         want = path.encode("utf-8", "surrogateescape")
 
@@ -196,9 +200,14 @@ class Graph:
             for k, v in cur:
                 if not k.startswith(prefix):
                     break
-                if v[65:] == want:
-                    run = v[32:64]
-                    out.append((_BE.unpack(k[16:])[0], v[:32], None if run == ZERO else run, _KIND_NAMES.get(v[64], "file")))
+                if v[65:] != want:
+                    continue  # another path with the same 16-byte hash prefix
+                run = None if v[32:64] == ZERO else v[32:64]
+                if out and out[-1][1] == v[:32]:  # seen again (read by a later run): one version
+                    if out[-1][2] is None and run is not None:
+                        out[-1] = (out[-1][0], out[-1][1], run, out[-1][3])
+                    continue
+                out.append((_BE.unpack(k[16:])[0], v[:32], run, _KIND_NAMES.get(v[64], "file")))
             return out
 
         return self.read(fn)
