@@ -19,7 +19,8 @@ from .pack import (
     PREFIX,
     Entry,
     PackWriter,
-    decode_index,
+    ENTRY,
+    check_index,
     idx_key,
     name_of_idx_key,
     pack_key,
@@ -39,15 +40,19 @@ class ObjectDB:
                 tmp_dir = local_tmp()
         self.tmp_dir = tmp_dir
         self.max_pack_size = max_pack_size
-        self._index: dict[bytes, tuple] | None = None  # id -> Entry fields, as a plain tuple
-        self._packs: set[str] = set()
+        # id -> (pack number << 32) | entry number. The entry's fields stay in the pack's
+        # index bytes and are unpacked on lookup: loading 100,000 ids costs milliseconds.
+        self._index: dict[bytes, int] | None = None
+        self._names: list[str] = []  # pack number -> name
+        self._idx: list[bytes] = []  # pack number -> index bytes
         self._writer: PackWriter | None = None
         self._lock = threading.RLock()
 
     # -- index ---------------------------------------------------------------------------
 
     @property
-    def index(self) -> dict[bytes, tuple]:
+    def index(self) -> dict[bytes, int]:
+        """Every published id (values are internal locators: use ``entry``)."""
         if self._index is None:
             self.refresh()
         return self._index  # type: ignore[return-value]
@@ -61,34 +66,48 @@ class ObjectDB:
         """
         with self._lock:
             index = {} if self._index is None else self._index
+            known = set(self._names)
             for key in self.backend.list(PREFIX):
                 name = name_of_idx_key(key)
-                if name is None or name in self._packs:
+                if name is None or name in known:
                     continue
-                self._load_pack_index(index, name, self.backend.get(key))
+                self._add_pack(index, name, self.backend.get(key))
+                known.add(name)
             self._index = index
 
     def reload(self) -> None:
         """Forget the loaded index (packs were deleted) and read it again."""
         with self._lock:
             self._index = None
-            self._packs = set()
+            self._names, self._idx = [], []
             self.refresh()
 
-    def _load_pack_index(self, index: dict, name: str, data: bytes) -> None:
-        for oid, off, length, kind, size in decode_index(name, data):
-            if oid not in index:  # the copy loaded first stays the one used
-                index[oid] = (name, off, length, kind, size)
-        self._packs.add(name)
+    def _add_pack(self, index: dict, name: str, data: bytes) -> None:
+        n = check_index(name, data)
+        num = len(self._names)
+        self._names.append(name)
+        self._idx.append(data)
+        base = num << 32
+        size = ENTRY.size
+        ids = [data[p : p + 32] for p in range(12, 12 + n * size, size)]
+        fresh = dict(zip(ids, range(base, base + n)))
+        if index:
+            fresh.update(index)  # an id already indexed keeps its first copy
+        index.update(fresh)
 
     def packs(self) -> set[str]:
         self.index  # noqa: B018 - loads the index
-        return set(self._packs)
+        return set(self._names)
+
+    def _entry_at(self, code: int) -> Entry:
+        num, pos = code >> 32, code & 0xFFFFFFFF
+        _, off, length, kind, size = ENTRY.unpack_from(self._idx[num], 12 + pos * ENTRY.size)
+        return Entry(self._names[num], off, length, kind, size)
 
     def _lookup(self, oid: bytes) -> Entry | None:
-        e = self.index.get(oid)
-        if e is not None:
-            return Entry(*e)
+        code = self.index.get(oid)
+        if code is not None:
+            return self._entry_at(code)
         if self._writer is not None:
             w = self._writer.entries.get(oid)
             if w is not None:
@@ -181,7 +200,7 @@ class ObjectDB:
                 w.abort()
                 raise
             if self._index is not None:
-                self._load_pack_index(self._index, name, idx)
+                self._add_pack(self._index, name, idx)
             return name
 
     def abort(self) -> None:
@@ -237,4 +256,4 @@ class ObjectDB:
         return assemble(self, oid, payload)
 
     def iter_entries(self) -> Iterable[tuple[bytes, Entry]]:
-        return [(oid, Entry(*t)) for oid, t in self.index.items()]
+        return [(oid, self._entry_at(code)) for oid, code in self.index.items()]

@@ -37,10 +37,11 @@ class ObjectNotFoundError(StoreError, LookupError):
 
 
 class AmbiguousIdError(UsageError, LookupError):
-    def __init__(self, prefix: str, count: int):
+    def __init__(self, prefix: str, count: int, at_least: bool = False):
         self.prefix = prefix
         self.count = count
-        super().__init__(f"ambiguous id prefix {prefix!r}: matches {count} objects")
+        n = f"{count} or more" if at_least else str(count)
+        super().__init__(f"ambiguous id prefix {prefix!r}: matches {n} objects; type more of it")
 
 
 class IntegrityError(StoreError):

@@ -69,17 +69,23 @@ def encode_index(entries: dict[bytes, tuple[int, int, int, int]]) -> bytes:
     return body + hash_bytes(body)
 
 
-def decode_index(name: str, data: bytes) -> list[tuple[bytes, int, int, int, int]]:
-    """Entries of an index, refusing one whose checksum, size or order is wrong."""
+def check_index(name: str, data: bytes) -> int:
+    """The entry count of an index whose magic, length and checksum are right."""
     if len(data) < 8 + 4 + 32 or data[:8] != IDX_MAGIC:
         raise IntegrityError(name, "not a pack index")
-    body, digest = data[:-32], data[-32:]
+    body, digest = memoryview(data)[:-32], data[-32:]
     if hash_bytes(body) != digest:
         raise IntegrityError(name, "pack index checksum mismatch")
     (count,) = _COUNT.unpack_from(body, 8)
     if count > MAX_IDX_ENTRIES or len(body) != 12 + count * ENTRY.size:
         raise IntegrityError(name, "pack index has the wrong length")
-    out = list(ENTRY.iter_unpack(memoryview(body)[12:]))
+    return count
+
+
+def decode_index(name: str, data: bytes) -> list[tuple[bytes, int, int, int, int]]:
+    """Entries of an index, refusing one whose checksum, size or order is wrong."""
+    count = check_index(name, data)
+    out = list(ENTRY.iter_unpack(memoryview(data)[12 : 12 + count * ENTRY.size]))
     for i in range(1, len(out)):
         if out[i - 1][0] >= out[i][0]:
             raise IntegrityError(name, "pack index is not sorted")

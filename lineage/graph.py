@@ -232,6 +232,29 @@ class Graph:
                 if not cur.prev():
                     return
 
+    def find_prefix(self, prefix: str, limit: int = 2) -> list[bytes]:
+        """Run and artifact ids lineage knows that start with a hex prefix (at most ``limit``)."""
+        lo = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
+        odd = prefix[-1] if len(prefix) % 2 else ""
+
+        def fn(txn):
+            found: set[bytes] = set()
+            for db in ("runs", "produced", "consumed"):
+                cur = txn.cursor(self.dbs[db])
+                if not cur.set_range(lo):
+                    continue
+                for k in cur.iternext_nodup(values=False) if db != "runs" else cur.iternext(values=False):
+                    if not k.startswith(lo):
+                        break
+                    if odd and k[len(lo) : len(lo) + 1].hex()[0] != odd:
+                        continue
+                    found.add(k)
+                    if len(found) >= limit:
+                        return sorted(found)
+            return sorted(found)
+
+        return self.read(fn)
+
     def all_run_ids(self) -> list[bytes]:
         return self.read(lambda txn: [k for k, _ in txn.cursor(self.dbs["runs"])])
 

@@ -28,6 +28,21 @@ def _target(c: Ctx, text: str) -> tuple[bytes, bool, str | None]:
             while b := f.read(1 << 22):
                 h.update(b)
         return h.digest(), False, rel
+    tag = c.repo.refs.get_tag(text)
+    if tag is not None:
+        return tag, lin.graph.has_run(tag), None
+    from zcas.cas.errors import AmbiguousIdError
+    from zcas.cas.oid import check_prefix
+
+    if text and all(ch in "0123456789abcdefABCDEF" for ch in text):
+        prefix = check_prefix(text)
+        # lineage knows runs and every artifact a run touched: look there first, which
+        # needs no object index (the store may be large, or remote)
+        found = lin.graph.find_prefix(prefix)
+        if len(found) > 1:
+            raise AmbiguousIdError(prefix, len(found), at_least=True)
+        if found:
+            return found[0], lin.graph.has_run(found[0]), None
     oid = c.repo.resolve(text)
     return oid, lin.graph.has_run(oid), None
 
