@@ -26,7 +26,7 @@ ROWS: list[tuple[str, str, str, str]] = []
 
 def run(cmd, cwd=None, env=ENV) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t
 
 

@@ -15,7 +15,7 @@ import marshal
 import os
 import time
 
-VERSION = 1
+VERSION = 2  # 2: paths are bytes
 RACY_NS = 50_000_000  # coarse kernel clocks tick every 4-10 ms; leave a wide margin
 
 Key = tuple  # (ino, size, mtime_ns, ctime_ns)
@@ -29,8 +29,8 @@ class StatCache:
     def __init__(self, path: str | None):
         self.path = path
         self.started_ns = time.time_ns()
-        self._old: dict[str, tuple] = {}
-        self._new: dict[str, tuple] = {}
+        self._old: dict[bytes, tuple] = {}
+        self._new: dict[bytes, tuple] = {}
         self._racy_before = 0
         self.dirty = False
         if path:
@@ -46,7 +46,7 @@ class StatCache:
             self._old = entries
             self._racy_before = racy_before
 
-    def get(self, path: str, key: tuple) -> bytes | None:
+    def get(self, path: bytes, key: tuple) -> bytes | None:
         hit = self._old.get(path)
         if hit is None or hit[:4] != key:
             return None
@@ -55,7 +55,7 @@ class StatCache:
         self._new[path] = hit
         return hit[4]
 
-    def put(self, path: str, key: tuple, oid: bytes) -> None:
+    def put(self, path: bytes, key: tuple, oid: bytes) -> None:
         self._new[path] = (*key, oid)
         self.dirty = True
 

@@ -48,6 +48,21 @@ def encode_tree(entries: list[TreeEntry]) -> bytes:
     return b"".join(parts)
 
 
+def encode_entries(entries: list[tuple[bytes, int, bytes]]) -> bytes:
+    """Encode (name, mode, id) entries whose names came from the filesystem.
+
+    A name from a directory listing is never empty, ``.``, ``..``, or holds ``/`` or NUL,
+    and appears once, so the per-name checks of ``encode_tree`` are skipped here.
+    """
+    entries = sorted(entries)
+    head = _HEAD.pack
+    parts = [MAGIC, _COUNT.pack(len(entries))]
+    for name, mode, oid in entries:
+        parts.append(head(mode, oid, len(name)))
+        parts.append(name)
+    return b"".join(parts)
+
+
 def check_name(name: bytes) -> None:
     shown = name.decode("utf-8", "replace")
     if not name:

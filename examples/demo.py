@@ -65,7 +65,59 @@ def main() -> None:
     zcas("checkout", "v1", "restored-v1", cwd=work)
     zcas("ls", "v1", cwd=work)
     zcas("fsck", cwd=work)
+
+    print("# 6. a cached pipeline: two steps declared in zcas.toml")
+    write_pipeline(work)
+    zcas("run", cwd=work)
+    print("# 7. run it again: nothing changed, so nothing runs")
+    zcas("run", cwd=work)
+    print("# 8. change one input: status and why say what changed; only what depends reruns")
+    write_csv(os.path.join(data, "stations", "s03.csv"), 280, seed=333)
+    zcas("status", cwd=work)
+    zcas("why", "summary", cwd=work)
+    zcas("run", cwd=work)
+    print("# 9. where did the report come from?")
+    zcas("log", "-n", "4", cwd=work)
+    zcas("log", "--graph", "out/report.txt", cwd=work)
     print(f"# done: the repository is in {work}/.zcas")
+
+
+SUMMARY = """
+import csv, glob, json, sys
+rows = [r for f in sorted(glob.glob("data/stations/*.csv")) for r in csv.DictReader(open(f))]
+by_city = {}
+for r in rows:
+    by_city.setdefault(r["city"], []).append(float(r["temp_c"]))
+json.dump({c: round(sum(v) / len(v), 2) for c, v in sorted(by_city.items())}, open(sys.argv[1], "w"), indent=1)
+"""
+
+REPORT = """
+import json, sys
+means = json.load(open(sys.argv[1]))
+with open(sys.argv[2], "w") as f:
+    for city, t in means.items():
+        f.write(f"{city:<6} {t:6.2f} C  {'#' * int(max(t, 0))}\n")
+"""
+
+
+def write_pipeline(work: str) -> None:
+    with open(os.path.join(work, "summary.py"), "w") as f:
+        f.write(SUMMARY)
+    with open(os.path.join(work, "report.py"), "w") as f:
+        f.write(REPORT)
+    py = sys.executable
+    with open(os.path.join(work, "zcas.toml"), "w") as f:
+        f.write(f"""[steps.summary]
+cmd = ["{py}", "summary.py", "out/means.json"]
+inputs = ["data/stations"]
+outputs = ["out/means.json"]
+
+[steps.report]
+cmd = ["{py}", "report.py", "out/means.json", "out/report.txt"]
+inputs = ["out/means.json"]
+outputs = ["out/report.txt"]
+""")
+    os.makedirs(os.path.join(work, "out"), exist_ok=True)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def current_id(ctx, rel: str) -> bytes | None:
 
     if not st_.S_ISREG(st.st_mode):
         return store_paths(ctx, [rel])[rel]
-    oid = ctx.statcache.get(path, stat_key(st))
+    oid = ctx.statcache.get(os.fsencode(path), stat_key(st))
     if oid is not None:
         return oid
     h = hasher()
