@@ -96,7 +96,7 @@ import json, sys
 means = json.load(open(sys.argv[1]))
 with open(sys.argv[2], "w") as f:
     for city, t in means.items():
-        f.write(f"{city:<6} {t:6.2f} C  {'#' * int(max(t, 0))}\n")
+        f.write(f"{city:<6} {t:6.2f} C  {'#' * int(max(t, 0))}\\n")
 """
 
 
