@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from typing import Callable, Iterator, TypeVar
 
 import lmdb
@@ -44,6 +45,22 @@ class LineageStoreError(ZcasError):
     pass
 
 
+def _open_env(path: str):
+    try:
+        env = lmdb.open(
+            path, map_size=_INITIAL_MAP, max_dbs=len(DBS) + 2, subdir=True,
+            readahead=False, metasync=True, sync=True, lock=True, max_readers=256,
+        )
+    except lmdb.Error as e:
+        raise LineageStoreError(f"cannot open the lineage store {path}: {e}; run 'zcas reindex'") from None
+    try:
+        dbs = {n: env.open_db(n.encode(), dupsort=n in DUPS) for n in DBS}
+    except lmdb.Error as e:
+        env.close()
+        raise LineageStoreError(f"the lineage store {path} is damaged: {e}; run 'zcas reindex'") from None
+    return env, dbs
+
+
 def step_key(step: str) -> bytes:
     return hash_bytes(step.encode("utf-8", "surrogateescape"))[:16]
 
@@ -52,24 +69,33 @@ def path_prefix(path: str) -> bytes:
     return hash_bytes(path.encode("utf-8", "surrogateescape"))[:16]
 
 
+_open: dict[str, list] = {}  # real path -> [env, dbs, users]: LMDB allows one env per process
+_open_lock = threading.Lock()
+
+
 class Graph:
-    def __init__(self, path: str, readonly: bool = False):
-        self.path = path
-        os.makedirs(path, exist_ok=True)
-        try:
-            self.env = lmdb.open(
-                path, map_size=_INITIAL_MAP, max_dbs=len(DBS) + 2, subdir=True, readonly=readonly,
-                readahead=False, metasync=True, sync=True, lock=True, max_readers=256,
-            )
-        except lmdb.Error as e:
-            raise LineageStoreError(f"cannot open the lineage store {path}: {e}") from None
-        try:
-            self.dbs = {n: self.env.open_db(n.encode(), dupsort=n in DUPS, create=not readonly) for n in DBS}
-        except lmdb.Error as e:
-            raise LineageStoreError(f"the lineage store {path} is damaged: {e}; run 'zcas reindex'") from None
+    def __init__(self, path: str):
+        self.path = os.path.realpath(path)
+        os.makedirs(self.path, exist_ok=True)
+        with _open_lock:
+            shared = _open.get(self.path)
+            if shared is None:
+                shared = _open[self.path] = [*_open_env(self.path), 0]
+            shared[2] += 1
+        self.env, self.dbs = shared[0], shared[1]
+        self._closed = False
 
     def close(self) -> None:
-        self.env.close()
+        with _open_lock:
+            if self._closed:
+                return
+            self._closed = True
+            shared = _open.get(self.path)
+            if shared is not None:
+                shared[2] -= 1
+                if shared[2] <= 0:
+                    del _open[self.path]
+                    shared[0].close()
 
     # -- transactions ----------------------------------------------------------------------
 

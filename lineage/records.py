@@ -12,7 +12,7 @@ import attrs
 
 SCHEMA = 1
 STATUSES = ("ran", "cached", "failed")
-KINDS = ("command", "python")
+KINDS = ("command", "python", "pipeline")
 
 
 @attrs.frozen(kw_only=True)
@@ -38,6 +38,9 @@ class Run:
     exit_status: int = 0
     zcas_version: str = ""
     cached_from: str | None = None  # for a cache hit: the run whose outputs were restored
+    materializers: dict[str, str] = attrs.Factory(dict)  # input/output name -> "name@version"
+    session: str | None = None  # the pipeline call this step ran in
+    steps: dict[str, str] = attrs.Factory(dict)  # a pipeline run: step name -> run id
     schema: int = SCHEMA
 
     @property

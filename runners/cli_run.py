@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import click
 
 from .cli import Ctx, cli, emit_json, pass_ctx
+
+_PY_TARGET = re.compile(r".+\.py:[A-Za-z_][A-Za-z0-9_.]*")
 
 
 def _context(c: Ctx, verify: bool, as_json: bool):
@@ -63,6 +66,7 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, as_json, 
     zcas run [-i PATH]... [-o PATH]... [-p KEY=VALUE]... [-e VAR]... -- CMD [ARGS]...
     zcas run                  every step of zcas.toml
     zcas run STEP...          those steps and the steps they need
+    zcas run FILE.py:NAME [-p KEY=VALUE]...   a Python pipeline (or step)
 
     The cache key covers the command, the content of every input (and of any argument
     naming a file in the repository), params, declared environment values, outputs and
@@ -72,9 +76,13 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, as_json, 
     from .execute import run_step
     from .scheduler import run_all
 
-    ctx = _context(c, verify, as_json)
     from .cli import RAW_ARGS as raw
 
+    if args and "--" not in raw and not (inputs or outputs or env or name or cwd) and _PY_TARGET.fullmatch(args[0]):
+        from .pyrun import run_python
+
+        sys.exit(run_python(c, args[0], list(args[1:]), params, as_json))
+    ctx = _context(c, verify, as_json)
     steps = spec_mod.load(c.repo.root)
     command_mode = "--" in raw or inputs or outputs or params or env or name or cwd or (args and args[0] not in steps)
     if command_mode:

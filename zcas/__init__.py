@@ -1,22 +1,48 @@
 """zcas: content-addressed caching and versioning for data and ML work.
 
-The public Python API. Implementation lives in zcas.cas (objects), zcas.lineage (the
-metadata graph) and zcas.runners (execution and the command line).
+The public Python API::
+
+    import zcas
+
+    @zcas.step
+    def clean(raw: dict, min_rows: int = 10) -> dict: ...
+
+    @zcas.pipeline
+    def train(): ...
+
+    run = train()                     # cached: only what changed runs
+    repo = zcas.Repository()          # the repository of the current folder
+    repo.runs(pipeline="mymod.train")[0].steps
+
+Implementation lives in zcas.cas (objects), zcas.lineage (the metadata graph) and
+zcas.runners (execution and the command line).
 """
 
 from zcas._version import __version__
 
-__all__ = ["__version__", "Repo", "ZcasError"]
+__all__ = [
+    "__version__", "step", "pipeline", "materializer", "Repository", "Artifact", "PipelineRun",
+    "ZcasError", "NoMaterializerError",
+]
+
+_LAZY = {
+    "step": ("zcas.runners.step", "step"),
+    "pipeline": ("zcas.runners.step", "pipeline"),
+    "Artifact": ("zcas.runners.step", "Artifact"),
+    "PipelineRun": ("zcas.runners.step", "PipelineRun"),
+    "materializer": ("zcas.runners.materializers", "materializer"),
+    "NoMaterializerError": ("zcas.runners.materializers", "NoMaterializerError"),
+    "Repository": ("zcas.runners.api", "Repository"),
+    "Repo": ("zcas.runners.api", "Repository"),
+    "ZcasError": ("zcas.cas.errors", "ZcasError"),
+}
 
 
 def __getattr__(name: str):
-    # Lazy, so `import zcas` stays cheap for the command line.
-    if name == "Repo":
-        from zcas.cas.repo import Repo
+    # Lazy, so `import zcas` (and the zcas command) stays cheap.
+    if name in _LAZY:
+        import importlib
 
-        return Repo
-    if name == "ZcasError":
-        from zcas.cas.errors import ZcasError
-
-        return ZcasError
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
     raise AttributeError(f"module 'zcas' has no attribute {name!r}")

@@ -1,0 +1,247 @@
+"""Materializers: how a Python value becomes bytes in the store, and comes back.
+
+A registry from type to (name, version, save, load). The version is part of every cache
+key that reads or writes such a value, so changing how a type is stored invalidates what
+was stored the old way. Built in: plain values (canonical JSON, tuples kept), bytes,
+numpy arrays (dtype and shape kept, no pickle), pandas DataFrames and pyarrow tables as
+Parquet (when installed), and ``pathlib.Path`` (a file or folder, handed back checked out).
+A type with no materializer is an error naming it; pickle only for steps that opt in.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pathlib
+from typing import Any, Callable
+
+import attrs
+
+from zcas.cas.errors import UsageError
+
+
+class NoMaterializerError(UsageError, TypeError):
+    def __init__(self, tp: type):
+        self.type = tp
+        name = f"{tp.__module__}.{tp.__qualname__}"
+        super().__init__(
+            f"no materializer for {name}: register one with @zcas.materializer({tp.__qualname__}), "
+            f"or let the step pickle it with @zcas.step(pickle=True) (unsafe to load from a shared store)"
+        )
+
+
+@attrs.frozen
+class Materializer:
+    name: str
+    version: str
+    save: Callable[[Any], bytes]
+    load: Callable[[bytes], Any]
+    types: tuple = ()
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+_by_type: dict[type, Materializer] = {}
+_by_name: dict[str, Materializer] = {}
+_lazy: list[tuple[str, str, Callable[[], None]]] = []  # (module, type name, registrar)
+
+
+def register(m: Materializer) -> Materializer:
+    for t in m.types:
+        _by_type[t] = m
+    _by_name[m.name] = m
+    return m
+
+
+def materializer(tp: type, *, name: str | None = None, version: str = "1"):
+    """Register a class with ``save(value) -> bytes`` and ``load(data) -> value`` for ``tp``.
+
+    Use as ``@zcas.materializer(MyType)`` on a class (or any object) with those two
+    static or class methods; bump ``version`` whenever the stored form changes.
+    """
+
+    def deco(cls):
+        register(Materializer(name or f"user:{tp.__module__}.{tp.__qualname__}", str(version), cls.save, cls.load, (tp,)))
+        return cls
+
+    return deco
+
+
+def by_name(tag_or_name: str) -> Materializer:
+    name = tag_or_name.split("@")[0]
+    if name not in _by_name and name in _OPTIONAL:
+        _OPTIONAL[name]()  # loading a stored array: numpy is needed now, so import it
+    m = _by_name.get(name)
+    if m is None:
+        raise UsageError(f"no materializer named {name!r} is registered in this process (was it defined in a module not imported?)")
+    return m
+
+
+def for_value(value, allow_pickle: bool = False) -> Materializer:
+    tp = type(value)
+    m = _by_type.get(tp)
+    if m is None and _plain(value):
+        m = _by_name["json"]
+    if m is None:
+        _register_imported()  # a numpy array implies numpy is imported: no import cost here
+        m = _by_type.get(tp) or next((m for t, m in _by_type.items() if isinstance(value, t)), None)
+    if m is None:
+        if allow_pickle:
+            return _by_name["pickle"]
+        raise NoMaterializerError(tp)
+    if m.name == "json" and not _plain(value):
+        if allow_pickle:
+            return _by_name["pickle"]
+        raise NoMaterializerError(_first_bad(value))
+    return m
+
+
+# -- plain values: canonical JSON with tuples and bytes tagged ------------------------------
+
+
+def _plain(v, depth: int = 0) -> bool:
+    if depth > 100:
+        return False
+    if v is None or type(v) in (bool, int, str, bytes):
+        return True
+    if type(v) is float:
+        return v == v and v not in (float("inf"), float("-inf"))
+    if type(v) in (list, tuple):
+        return all(_plain(x, depth + 1) for x in v)
+    if type(v) is dict:
+        return all(type(k) is str and _plain(x, depth + 1) for k, x in v.items())
+    return False
+
+
+def _first_bad(v):
+    if type(v) in (list, tuple):
+        for x in v:
+            if not _plain(x):
+                return _first_bad(x)
+    if type(v) is dict:
+        for k, x in v.items():
+            if type(k) is not str:
+                return type(k)
+            if not _plain(x):
+                return _first_bad(x)
+    return type(v)
+
+
+def _tag(v):
+    if type(v) is tuple:
+        return {"$tuple": [_tag(x) for x in v]}
+    if type(v) is list:
+        return [_tag(x) for x in v]
+    if type(v) is dict:
+        if any(k.startswith("$") for k in v):
+            return {"$dict": {k: _tag(x) for k, x in v.items()}}
+        return {k: _tag(x) for k, x in v.items()}
+    if type(v) is bytes:
+        return {"$bytes": base64.b64encode(v).decode()}
+    return v
+
+
+def _untag(v):
+    if type(v) is list:
+        return [_untag(x) for x in v]
+    if type(v) is dict:
+        if len(v) == 1:
+            (k, x), = v.items()
+            if k == "$tuple":
+                return tuple(_untag(y) for y in x)
+            if k == "$bytes":
+                return base64.b64decode(x)
+            if k == "$dict":
+                return {a: _untag(b) for a, b in x.items()}
+        return {k: _untag(x) for k, x in v.items()}
+    return v
+
+
+def canonical_value(v) -> bytes:
+    return json.dumps(_tag(v), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+register(Materializer("json", "1", canonical_value, lambda b: _untag(json.loads(b)), ()))
+register(Materializer("bytes", "1", bytes, bytes, (bytes, bytearray)))
+
+
+def _pickle_save(v) -> bytes:
+    import pickle
+
+    return pickle.dumps(v, protocol=5)
+
+
+def _pickle_load(b: bytes):
+    import pickle
+
+    return pickle.loads(b)  # noqa: S301 - only for steps that opted in
+
+
+register(Materializer("pickle", "1", _pickle_save, _pickle_load, ()))
+
+
+# -- paths: stored as blob or tree, handed back as a checked-out path -----------------------
+
+
+# Paths are stored (and checked out) by the step runner, which has the repository at hand;
+# this entry gives them a name and version like any other type.
+PATH = register(Materializer("path", "1", lambda v: b"", lambda b: None, (pathlib.Path, pathlib.PosixPath)))
+
+
+# -- optional libraries, registered on first need --------------------------------------------
+
+
+def _numpy() -> None:
+    try:
+        import numpy as np
+    except ImportError:
+        return
+
+    def save(a) -> bytes:
+        if a.dtype.hasobject:
+            raise UsageError("numpy arrays of Python objects have no safe stored form; use a plain dtype")
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+        return buf.getvalue()
+
+    register(Materializer("numpy", "1", save, lambda b: np.load(io.BytesIO(b), allow_pickle=False), (np.ndarray,)))
+
+
+def _arrow() -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return
+
+    def save_table(t) -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(t, buf)
+        return buf.getvalue()
+
+    register(Materializer("arrow-parquet", "1", save_table, lambda b: pq.read_table(io.BytesIO(b)), (pa.Table,)))
+    try:
+        import pandas as pd
+    except ImportError:
+        return
+
+    def save_df(df) -> bytes:
+        return save_table(pa.Table.from_pandas(df))
+
+    register(Materializer("pandas-parquet", "1", save_df, lambda b: pq.read_table(io.BytesIO(b)).to_pandas(), (pd.DataFrame,)))
+
+
+_OPTIONAL = {"numpy": _numpy, "arrow-parquet": _arrow, "pandas-parquet": _arrow}
+_done: set[str] = set()
+
+
+def _register_imported() -> None:
+    import sys
+
+    for mod, fn in (("numpy", _numpy), ("pyarrow", _arrow)):
+        if mod in sys.modules and mod not in _done:
+            _done.add(mod)
+            fn()

@@ -1,0 +1,80 @@
+"""``zcas run FILE.py:NAME``: load a Python pipeline from a file and call it here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+
+import click
+
+from zcas.cas.errors import UsageError
+
+
+def _load(target: str):
+    path, _, name = target.rpartition(":")
+    if not os.path.isfile(path):
+        raise UsageError(f"no such Python file: {path}")
+    mod_name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(mod_name, module)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    spec.loader.exec_module(module)
+    obj = module
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"{path} has no {name!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def run_python(c, target: str, extra: list[str], params: tuple[str, ...], as_json: bool) -> int:
+    from .step import Pipeline, Session, Step
+
+    params = list(params)
+    it = iter(extra)
+    for a in it:  # options may follow the target: zcas run file.py:main --param n=3
+        if a in ("-p", "--param"):
+            params.append(next(it, ""))
+        elif a.startswith("--param="):
+            params.append(a[len("--param="):])
+        else:
+            raise click.UsageError(f"unexpected argument after {target}: {a} (give params as -p KEY=VALUE)")
+    kwargs = {}
+    for p in params:
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise click.UsageError(f"invalid param {p!r}: use KEY=VALUE")
+        kwargs[k] = _value(v)
+    from .api import Repository
+
+    repo = Repository(c.repo.root)
+    obj = _load(target)
+    out = sys.stderr if as_json else sys.stdout
+    Session.say = lambda line: print(line, file=out, flush=True)
+    try:
+        if isinstance(obj, Pipeline):
+            run = obj(repo=repo, **kwargs)
+            steps = {n: r for n, r in run.step_ids.items()}
+            if as_json:
+                click.echo(json.dumps({"pipeline": run.id, "duration": run.duration, "steps": steps}, indent=2, sort_keys=True))
+            else:
+                print(f"pipeline {obj.name}: {len(steps)} steps in {run.duration:.3f}s (run {run.id[:12]})", file=out)
+        elif isinstance(obj, Step):
+            with Session(repo):
+                obj(**kwargs)
+        else:
+            raise UsageError(f"{target} is not a zcas pipeline or step (decorate it with @zcas.pipeline)")
+    finally:
+        Session.say = None
+        repo.close()
+    return 0

@@ -1,0 +1,433 @@
+"""Python steps and pipelines: ``@zcas.step`` and ``@zcas.pipeline``.
+
+Inside a pipeline, calling a step computes its key at once (identity, code fingerprint,
+canonical params, input artifact ids, declared environment, materializer versions) and
+either finds it in the lineage cache, returning handles to the stored outputs without
+loading them, or runs it, storing and recording what it returned. Outside a pipeline a
+step call does the same and returns the value itself.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import os
+import time
+
+from zcas.cas import codec
+from zcas.cas.errors import UsageError, ZcasError
+
+from . import materializers as mats
+
+KEY_SCHEMA = "zcas-pykey-1"
+_session: contextvars.ContextVar = contextvars.ContextVar("zcas_session", default=None)
+
+
+class Artifact:
+    """A value in the store: its id and materializer; ``load()`` fetches it (once)."""
+
+    __slots__ = ("id", "materializer", "_value", "_session")
+    _MISSING = object()
+
+    def __init__(self, oid: str, materializer: str, session=None, value=_MISSING):
+        self.id = oid
+        self.materializer = materializer
+        self._session = session
+        self._value = value
+
+    def __repr__(self) -> str:
+        return f"Artifact({self.id[:12]}, {self.materializer})"
+
+    def __str__(self) -> str:
+        return self.id
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Artifact) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def load(self):
+        if self._value is Artifact._MISSING:
+            self._value = self._session.load(self)
+        return self._value
+
+
+def _output_names(rec_outputs: dict) -> list[str]:
+    if "output" in rec_outputs:
+        return ["output"]
+    return sorted(rec_outputs, key=lambda n: int(n.split(".")[1]))
+
+
+class Session:
+    """One pipeline call (or one standalone step call): where runs are stored and recorded."""
+
+    say = None  # set by the CLI: a callable that prints one status line per step
+
+    def __init__(self, repo=None, pipeline: str | None = None):
+        from zcas.cas.statcache import StatCache
+
+        from .api import Repository, default_repository
+
+        if isinstance(repo, Repository):
+            self.repository = repo
+        else:
+            self.repository = default_repository() if repo is None else Repository(repo)
+        self.repo = self.repository.cas
+        self.lineage = self.repository.lineage
+        self.statcache = StatCache(self.repo.statcache_path)
+        self.pipeline = pipeline
+        self.id = os.urandom(16).hex()
+        self.pending: list = []
+        self.steps: dict[str, str] = {}
+        self.started = time.time_ns()
+        import getpass
+        import socket
+
+        from zcas._version import __version__
+
+        self.host = socket.gethostname()
+        try:
+            self.user = getpass.getuser()
+        except Exception:  # noqa: BLE001
+            self.user = str(os.getuid())
+        self.version = __version__
+
+    def __enter__(self):
+        self._token = _session.set(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _session.reset(self._token)
+        self.flush()
+        self.statcache.save()
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load(self, a: Artifact):
+        oid = bytes.fromhex(a.id)
+        m = mats.by_name(a.materializer)
+        if m is mats.PATH:
+            dest = os.path.join(self.repo.zdir, "checkouts", a.id)
+            if not os.path.lexists(dest):
+                from zcas.cas.checkout import checkout
+
+                tmp = f"{dest}.{os.getpid()}.tmp"
+                checkout(self.repo.db, oid, tmp, force=True)
+                os.replace(tmp, dest)
+            import pathlib
+
+            return pathlib.Path(dest)
+        return m.load(self.repo.db.get_bytes(oid))
+
+    def store(self, value, allow_pickle: bool) -> Artifact:
+        m = mats.for_value(value, allow_pickle)
+        if m is mats.PATH:
+            from zcas.cas.ingest import Ingester
+
+            oid = Ingester(self.repo.db, self.statcache).add(str(value))[0]
+        else:
+            oid = self.repo.db.put(codec.KIND_BLOB, m.save(value))
+        return Artifact(oid.hex(), m.tag, self, value)
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def record(self, run, now: bool) -> str:
+        from zcas.cas.oid import hash_bytes
+        from zcas.lineage import serde
+
+        if now:
+            return self.lineage.record_run(run).hex()
+        self.pending.append(run)
+        return hash_bytes(serde.encode(run)).hex()
+
+    def flush(self) -> None:
+        runs, self.pending = self.pending, []
+        if runs:
+            self.lineage.record_runs(runs)
+        else:
+            self.repo.db.flush()
+
+    def note_step(self, name: str, rid: str) -> None:
+        key, n = name, 1
+        while key in self.steps:
+            n += 1
+            key = f"{name}#{n}"
+        self.steps[key] = rid
+
+    # -- calling a step ------------------------------------------------------------------
+
+    def call(self, step: "Step", args: tuple, kwargs: dict):
+        from zcas.lineage.canonical import check, dumps
+        from zcas.lineage.records import Run
+
+        from .keys import key_of
+
+        bound = step.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        comps = {"schema": KEY_SCHEMA, "step": step.name, "code": step.code_id()}
+        inputs: dict[str, str] = {}
+        params: dict = {}
+        used_mats: dict[str, str] = {}
+        for pname, value in bound.arguments.items():
+            kind = step.signature.parameters[pname].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                value = dict(value)
+            if isinstance(value, Artifact):
+                inputs[pname] = value.id
+                used_mats[pname] = value.materializer
+                comps[f"input:{pname}"] = value.id
+                comps[f"inmat:{pname}"] = value.materializer
+                continue
+            if _has_artifact(value):
+                raise UsageError(f"step {step.name}: pass artifacts as arguments of their own, not inside {type(value).__name__}s (argument {pname!r})")
+            check(value, f"step {step.name}: parameter {pname!r}")
+            params[pname] = value
+            comps[f"param:{pname}"] = dumps(value).decode()
+        env = {k: os.environ.get(k) for k in step.env}
+        for k, v in env.items():
+            comps[f"env:{k}"] = dumps(v).decode()
+        key = key_of(comps)
+        common = dict(step=step.name, kind="python", cache_key=key.hex(), key_components=comps, inputs=inputs,
+                      params=params, env=env, code=comps["code"], host=self.host, user=self.user,
+                      zcas_version=self.version, session=self.id)
+        if step.cache:
+            hit = self._lookup(key)
+            if hit is not None:
+                rid, rec = hit
+                started = time.time_ns()
+                outs = {n: Artifact(o, rec["materializers"][n], self) for n, o in rec["outputs"].items()}
+                run = Run(status="cached", outputs=rec["outputs"], materializers={**used_mats, **{n: rec["materializers"][n] for n in outs}},
+                          started_ns=started, ended_ns=time.time_ns(), cached_from=rid.hex(), **common)
+                self.note_step(step.name, self.record(run, now=False))
+                if Session.say:
+                    Session.say(f"cached: {step.name} (run {rid.hex()[:12]})")
+                return _shape([outs[n] for n in _output_names(rec["outputs"])], len(outs) > 1 or "output" not in outs)
+        from .execute import KeyLock
+
+        lock = KeyLock(self, key)
+        lock.acquire(lambda: None)
+        try:
+            if step.cache:
+                hit = self._lookup(key)
+                if hit is not None:  # another process ran it while we waited
+                    lock.release()
+                    return self.call(step, args, kwargs)
+            return self._execute(step, bound, common, used_mats)
+        finally:
+            lock.release()
+
+    @property
+    def root(self) -> str:
+        return self.repo.root
+
+    @property
+    def zdir(self) -> str:
+        return self.repo.zdir
+
+    def _lookup(self, key: bytes):
+        rid = self.lineage.graph.cache_get(key)
+        if rid is None:
+            return None
+        rec = self.lineage.run_dict(rid)
+        if rec is None:
+            return None
+        db = self.repo.db
+        for name, oid in rec["outputs"].items():
+            tag = rec.get("materializers", {}).get(name)
+            if tag is None:
+                return None
+            try:
+                if mats.by_name(tag).tag != tag:
+                    return None  # stored by another version of its materializer
+            except UsageError:
+                return None
+            if not db.has(bytes.fromhex(oid)):
+                try:
+                    db.entry(bytes.fromhex(oid))  # published by another process since?
+                except ZcasError:
+                    return None
+        return rid, rec
+
+    def _execute(self, step: "Step", bound, common: dict, used_mats: dict):
+        from zcas.lineage.records import Run
+
+        call_args = []
+        call_kwargs = {}
+        for pname, value in bound.arguments.items():
+            p = step.signature.parameters[pname]
+            v = value.load() if isinstance(value, Artifact) else value
+            if p.kind is inspect.Parameter.VAR_POSITIONAL:
+                call_args.extend(v)
+            elif p.kind is inspect.Parameter.VAR_KEYWORD:
+                call_kwargs.update(v)
+            elif p.kind is inspect.Parameter.KEYWORD_ONLY:
+                call_kwargs[pname] = v
+            else:
+                call_args.append(v)
+        started = time.time_ns()
+        try:
+            result = step.fn(*call_args, **call_kwargs)
+        except BaseException:
+            run = Run(status="failed", started_ns=started, ended_ns=time.time_ns(), exit_status=1,
+                      materializers=dict(used_mats), **common)
+            self.note_step(step.name, self.record(run, now=True))
+            if Session.say:
+                Session.say(f"failed: {step.name}")
+            raise
+        ended = time.time_ns()
+        multi = isinstance(result, tuple) and step.multiple_outputs
+        values = list(result) if multi else [result]
+        names = [f"output.{i}" for i in range(len(values))] if multi else ["output"]
+        arts = [v if isinstance(v, Artifact) else self.store(v, step.pickle) for v in values]
+        outputs = {n: a.id for n, a in zip(names, arts)}
+        run = Run(status="ran", outputs=outputs, materializers={**used_mats, **{n: a.materializer for n, a in zip(names, arts)}},
+                  started_ns=started, ended_ns=ended, **common)
+        rid = self.record(run, now=True)
+        self.note_step(step.name, rid)
+        if Session.say:
+            Session.say(f"ran: {step.name} ({(ended - started) / 1e9:.3f}s, run {rid[:12]})")
+        return _shape(arts, multi)
+
+
+def _shape(arts: list[Artifact], multi: bool):
+    return tuple(arts) if multi else arts[0]
+
+
+def _has_artifact(v, depth: int = 0) -> bool:
+    if isinstance(v, Artifact):
+        return True
+    if depth < 5 and isinstance(v, (list, tuple, set, frozenset)):
+        return any(_has_artifact(x, depth + 1) for x in v)
+    if depth < 5 and isinstance(v, dict):
+        return any(_has_artifact(x, depth + 1) for x in v.values())
+    return False
+
+
+class Step:
+    """A function whose results are cached by content. Made by ``@zcas.step``."""
+
+    is_zcas_step = True
+
+    def __init__(self, fn, name=None, version=None, cache=True, env=(), pickle=False, multiple_outputs=True):
+        if not callable(fn):
+            raise UsageError("@zcas.step decorates a function")
+        self.fn = fn
+        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        self.version = version
+        self.cache = cache
+        self.env = tuple(env)
+        self.pickle = pickle
+        self.multiple_outputs = multiple_outputs
+        self.signature = inspect.signature(fn)
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<zcas step {self.name}>"
+
+    def code_id(self) -> str:
+        if self.version is not None:
+            return f"version:{self.version}"
+        from .fingerprint import fingerprint
+
+        return fingerprint(self.fn)
+
+    def __call__(self, *args, **kwargs):
+        s = _session.get()
+        if s is not None:
+            return s.call(self, args, kwargs)
+        with Session() as s:
+            out = s.call(self, args, kwargs)
+        return tuple(a.load() for a in out) if isinstance(out, tuple) else out.load()
+
+
+class PipelineRun:
+    """What a pipeline call returns: its record id, its steps' runs, and its output."""
+
+    def __init__(self, repository, rid: str, output, steps: dict[str, str], duration: float):
+        self.repository = repository
+        self.id = rid
+        self.output = output
+        self.step_ids = steps
+        self.duration = duration
+
+    @property
+    def steps(self):
+        return {n: self.repository.run(r) for n, r in self.step_ids.items()}
+
+    def load(self):
+        """The pipeline's return value with every artifact in it loaded."""
+        return _load_all(self.output)
+
+    def __repr__(self) -> str:
+        return f"<zcas pipeline run {self.id[:12]}: {len(self.step_ids)} steps, {self.duration:.3f}s>"
+
+
+def _load_all(v):
+    if isinstance(v, Artifact):
+        return v.load()
+    if isinstance(v, tuple):
+        return tuple(_load_all(x) for x in v)
+    if isinstance(v, list):
+        return [_load_all(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _load_all(x) for k, x in v.items()}
+    return v
+
+
+class Pipeline:
+    """A function that calls steps; calling it runs them, reusing every cached result."""
+
+    def __init__(self, fn, name=None):
+        self.fn = fn
+        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<zcas pipeline {self.name}>"
+
+    def __call__(self, *args, repo=None, **kwargs) -> PipelineRun:
+        from zcas.lineage.records import Run
+
+        if _session.get() is not None:
+            return self.fn(*args, **kwargs)  # a pipeline inside a pipeline: one session
+        status, out = "failed", None
+        with Session(repo, pipeline=self.name) as s:
+            try:
+                out = self.fn(*args, **kwargs)
+                status = "ran"
+            finally:
+                ended = time.time_ns()
+                run = Run(step=self.name, kind="pipeline", status=status, started_ns=s.started, ended_ns=ended,
+                          host=s.host, user=s.user, zcas_version=s.version, session=s.id, steps=dict(s.steps),
+                          exit_status=0 if status == "ran" else 1)
+                s.pending.append(run)
+                s.flush()
+                from zcas.cas.oid import hash_bytes
+                from zcas.lineage import serde
+
+                rid = hash_bytes(serde.encode(run)).hex()
+        return PipelineRun(s.repository, rid, out, s.steps, (ended - s.started) / 1e9)
+
+
+def step(fn=None, *, name=None, version=None, cache=True, env=(), pickle=False, multiple_outputs=True):
+    """Make a function a cached step: ``@zcas.step`` or ``@zcas.step(name=..., version=...)``.
+
+    name: the step's identity (default: module.qualname). version: replaces the code
+    fingerprint (bump it yourself). cache=False: always run (still recorded). env: names of
+    environment variables whose values are part of the key. pickle=True: store results no
+    materializer handles with pickle. multiple_outputs=False: a returned tuple is one value.
+    """
+    def deco(f):
+        return Step(f, name=name, version=version, cache=cache, env=env, pickle=pickle, multiple_outputs=multiple_outputs)
+
+    return deco(fn) if fn is not None else deco
+
+
+def pipeline(fn=None, *, name=None):
+    """Make a function a pipeline: ``@zcas.pipeline`` or ``@zcas.pipeline(name=...)``."""
+    def deco(f):
+        return Pipeline(f, name=name)
+
+    return deco(fn) if fn is not None else deco
