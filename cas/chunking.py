@@ -61,11 +61,21 @@ def _cutter():
 
 
 def _encode_batch(db, view, cuts) -> list[tuple[bytes, int, bytes | None]]:
+    """Hash and encode a run of chunks. If the first new chunk does not compress, the rest
+    of the run is stored raw without trying: neighbouring chunks of one file are alike, and
+    random or already-compressed data would otherwise pay for a useless zstd pass."""
     out = []
+    compress = True
     for off, n in cuts:
         piece = view[off : off + n]
         oid = hash_bytes(piece)
-        out.append((oid, n, None if db.has(oid) else codec.encode(codec.KIND_BLOB, piece)))
+        if db.has(oid):
+            out.append((oid, n, None))
+            continue
+        rec = codec.encode(codec.KIND_BLOB, piece) if compress else codec.encode_raw(codec.KIND_BLOB, piece)
+        if compress and rec[1] == codec.CODEC_RAW:
+            compress = False
+        out.append((oid, n, rec))
     return out
 
 
@@ -145,6 +155,26 @@ def store_chunked(db, fd: int, size: int) -> bytes:
     oid = whole.digest()
     if not db.has(oid):
         db.put(codec.KIND_CHUNKED, encode_manifest(size, chunks), oid=oid, size=size)
+    return oid
+
+
+def store_buffer(db, data) -> bytes:
+    """Store an in-memory value of any size; large ones are chunked on all cores like files."""
+    if len(data) < CHUNK_THRESHOLD:
+        return db.put(codec.KIND_BLOB, data)
+    view = memoryview(data).cast("B")
+    ex = pool()
+    whole = ex.submit(hash_bytes, view)
+    cuts = [(c.offset, c.length) for c in _cutter().cut_buf(view)]
+    futs = [ex.submit(_encode_batch, db, view, cuts[i : i + _BATCH]) for i in range(0, len(cuts), _BATCH)]
+    chunks: list[tuple[bytes, int]] = []
+    for f in futs:
+        results = f.result()
+        db.put_records([(o, codec.KIND_BLOB, n, r) for o, n, r in results if r is not None])
+        chunks.extend((o, n) for o, n, _ in results)
+    oid = whole.result()
+    if not db.has(oid):
+        db.put(codec.KIND_CHUNKED, encode_manifest(len(view), chunks), oid=oid, size=len(view))
     return oid
 
 

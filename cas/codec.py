@@ -61,6 +61,10 @@ def encode(kind: int, payload) -> bytes:
     return HEADER.pack(kind, CODEC_RAW, n) + bytes(payload)
 
 
+def encode_raw(kind: int, payload) -> bytes:
+    return HEADER.pack(kind, CODEC_RAW, len(payload)) + bytes(payload)
+
+
 def read_header(oid_hex: str, record) -> tuple[int, int, int]:
     if len(record) < HEADER_SIZE:
         raise IntegrityError(oid_hex, "truncated header")

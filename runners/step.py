@@ -15,7 +15,6 @@ import inspect
 import os
 import time
 
-from zcas.cas import codec
 from zcas.cas.errors import UsageError, ZcasError
 
 from . import materializers as mats
@@ -128,7 +127,9 @@ class Session:
 
             oid = Ingester(self.repo.db, self.statcache).add(str(value))[0]
         else:
-            oid = self.repo.db.put(codec.KIND_BLOB, m.save(value))
+            from zcas.cas.chunking import store_buffer
+
+            oid = store_buffer(self.repo.db, m.save(value))
         return Artifact(oid.hex(), m.tag, self, value)
 
     # -- recording ---------------------------------------------------------------------------
