@@ -28,8 +28,10 @@ from .pack import (
 
 
 class ObjectDB:
-    def __init__(self, backend: Backend, tmp_dir: str | None = None, max_pack_size: int = MAX_PACK_SIZE):
+    def __init__(self, backend: Backend, tmp_dir: str | None = None, max_pack_size: int = MAX_PACK_SIZE,
+                 cache: "ObjectDB | None" = None):
         self.backend = backend
+        self.cache = cache  # a local ObjectDB that keeps what was read from a remote backend
         if tmp_dir is None:
             local_tmp = getattr(backend, "tmp_dir", None)
             if local_tmp is None:
@@ -212,6 +214,8 @@ class ObjectDB:
 
     def close(self) -> None:
         self.flush()
+        if self.cache is not None:
+            self.cache.close()
         close = getattr(self.backend, "close", None)
         if close:
             close()
@@ -219,6 +223,8 @@ class ObjectDB:
     # -- reading -------------------------------------------------------------------------
 
     def read_record(self, oid: bytes, e: Entry | None = None) -> bytes:
+        if e is None and self.cache is not None and self.cache.has(oid):
+            return self.cache.read_record(oid)
         e = e or self.entry(oid)
         if e.pack == "":
             assert self._writer is not None
@@ -236,14 +242,19 @@ class ObjectDB:
 
     def get(self, oid: bytes) -> tuple[int, bytes]:
         """(kind, payload), verified: a chunked manifest's chunks are checked on assembly."""
+        if self.cache is not None and self.cache.has(oid):
+            return self.cache.get(oid)
         e = self.entry(oid)
-        kind, payload = codec.decode(oid.hex(), self.read_record(oid, e))
+        record = self.read_record(oid, e)
+        kind, payload = codec.decode(oid.hex(), record)
         if kind != e.kind:
             raise IntegrityError(oid.hex(), "kind differs from the pack index")
         if kind != codec.KIND_CHUNKED:
             got = hash_bytes(payload)
             if got != oid:
                 raise IntegrityError(oid.hex(), "content hash mismatch", oid.hex(), got.hex())
+        if self.cache is not None and e.pack:
+            self.cache.put_record(oid, e.kind, e.size, record)
         return kind, payload
 
     def get_bytes(self, oid: bytes) -> bytes:

@@ -16,10 +16,6 @@ from .refs import PathVersion, Refs, TagNotFoundError, now
 
 DIRNAME = ".zcas"
 FORMAT_VERSION = 1
-_CONFIG = f"""# zcas repository configuration
-[core]
-format = {FORMAT_VERSION}
-"""
 
 
 def is_zdir(path: str) -> bool:
@@ -47,37 +43,60 @@ def find_root(start: str | None = None) -> str:
         cur = parent
 
 
-def init(path: str) -> tuple[str, bool]:
-    """Create ``PATH/.zcas``; returns (zdir, created). Re-initialising is harmless."""
+def init(path: str, store: dict | None = None) -> tuple[str, bool]:
+    """Create ``PATH/.zcas``; returns (zdir, created). Re-initialising is harmless.
+
+    ``store`` ({"url", "endpoint", "region", "allow_http"}) puts the objects in object
+    storage instead of ``.zcas/objects``, with a local read cache in front.
+    """
     root = os.path.abspath(path)
     zdir = os.path.join(root, DIRNAME)
     if is_zdir(zdir):
+        if store:
+            raise ZcasError(f"{zdir} already exists: its store cannot be changed by init")
         return zdir, False
     if os.path.exists(root) and not os.path.isdir(root):
         raise ZcasError(f"cannot create a repository in {path}: not a folder")
+    if store:
+        from .objstore import ObstoreBackend
+
+        b = ObstoreBackend(store["url"], store.get("endpoint"), store.get("region"), store.get("allow_http"))
+        list(b.list("packs/"))  # fail now, in one line, if the store cannot be reached
     os.makedirs(os.path.join(zdir, "objects", "packs"), exist_ok=True)
     os.makedirs(os.path.join(zdir, "refs", "tags"), exist_ok=True)
-    tmp = os.path.join(zdir, "config.toml.tmp")
-    with open(tmp, "w") as f:
-        f.write(_CONFIG)
-    os.replace(tmp, os.path.join(zdir, "config.toml"))
+    cfg: dict = {"core": {"format": FORMAT_VERSION}}
+    if store:
+        cfg["store"] = {k: v for k, v in store.items() if v is not None}
+    write_config(zdir, cfg)
     return zdir, True
 
 
-def check_format(zdir: str) -> None:
+def read_config(zdir: str) -> dict:
     import tomllib
 
     path = os.path.join(zdir, "config.toml")
     try:
         with open(path, "rb") as f:
-            cfg = tomllib.load(f)
+            return tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ZcasError(f"{path}: cannot read repository config: {e}") from None
-    fmt = cfg.get("core", {}).get("format")
+
+
+def write_config(zdir: str, cfg: dict) -> None:
+    from .tomlw import write
+
+    write(os.path.join(zdir, "config.toml"), cfg, "# zcas repository configuration\n")
+
+
+def check_format(zdir: str, cfg: dict | None = None) -> dict:
+    path = os.path.join(zdir, "config.toml")
+    cfg = read_config(zdir) if cfg is None else cfg
+    fmt = cfg.get("core", {}).get("format") if isinstance(cfg.get("core"), dict) else None
     if not isinstance(fmt, int):
         raise ZcasError(f"{path}: core.format must be an integer")
     if fmt > FORMAT_VERSION:
         raise ZcasError(f"{path}: repository format {fmt} is newer than this zcas understands ({FORMAT_VERSION}); upgrade zcas")
+    return cfg
 
 
 class Repo:
@@ -88,9 +107,19 @@ class Repo:
         self.zdir = os.path.join(self.root, DIRNAME)
         if not is_zdir(self.zdir):
             raise NotARepositoryError(self.root)
-        check_format(self.zdir)
-        self.backend = LocalBackend(os.path.join(self.zdir, "objects"))
-        self.db = ObjectDB(self.backend)
+        cfg = check_format(self.zdir)
+        self.config = cfg
+        local = LocalBackend(os.path.join(self.zdir, "objects"))
+        store = cfg.get("store")
+        if isinstance(store, dict) and store.get("url"):
+            from .objstore import ObstoreBackend
+
+            self.backend = ObstoreBackend(store["url"], store.get("endpoint"), store.get("region"), store.get("allow_http"))
+            # packs are written locally, then uploaded; reads fill a local cache
+            self.db = ObjectDB(self.backend, tmp_dir=local.tmp_dir(), cache=ObjectDB(local))
+        else:
+            self.backend = local
+            self.db = ObjectDB(self.backend)
         self.refs = Refs(self.zdir)
         self.statcache_path = os.path.join(self.zdir, "statcache")
 

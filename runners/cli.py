@@ -80,11 +80,16 @@ def cli(ctx: click.Context, directory: str | None) -> None:
 
 @cli.command()
 @click.argument("directory", required=False, default=".", type=click.Path(file_okay=False))
-def init(directory: str) -> None:
+@click.option("--store", metavar="URL", help="Keep objects in object storage (s3://, gs://, az://, memory://), with a local read cache.")
+@click.option("--endpoint", help="Endpoint URL for --store (S3-compatible servers).")
+@click.option("--region", help="Region for --store (S3).")
+@click.option("--allow-http", is_flag=True, default=None, help="Allow plain HTTP for --store (local test servers).")
+def init(directory: str, store, endpoint, region, allow_http) -> None:
     """Create a repository (.zcas/) in DIRECTORY (default: here)."""
     from zcas.cas.repo import init as do_init
 
-    zdir, created = do_init(directory)
+    spec = {"url": store, "endpoint": endpoint, "region": region, "allow_http": allow_http} if store else None
+    zdir, created = do_init(directory, spec)
     click.echo(f"{'Initialized empty' if created else 'Reinitialized existing'} zcas repository in {zdir}")
 
 
@@ -125,4 +130,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # The commands live in modules of their own; importing them registers them on ``cli``.
-from . import cli_data, cli_log, cli_run  # noqa: E402, F401
+from . import cli_data, cli_log, cli_remote, cli_run  # noqa: E402, F401

@@ -13,7 +13,7 @@ from .cli import Ctx, cli, emit_json, pass_ctx
 _PY_TARGET = re.compile(r".+\.py:[A-Za-z_][A-Za-z0-9_.]*")
 
 
-def _context(c: Ctx, verify: bool, as_json: bool):
+def _context(c: Ctx, verify: bool, as_json: bool, remote_cache: bool = True):
     from zcas.cas.statcache import StatCache
 
     from .context import RunContext
@@ -21,6 +21,7 @@ def _context(c: Ctx, verify: bool, as_json: bool):
     return RunContext(
         repo=c.repo, lineage=c.lineage, statcache=StatCache(c.repo.statcache_path), verify=verify,
         out=sys.stderr if as_json else sys.stdout, cmd_stdout=sys.stderr.fileno() if as_json else None,
+        remote_cache=remote_cache,
     )
 
 
@@ -56,10 +57,11 @@ def _one_off(c: Ctx, argv, inputs, outputs, params, env, name, cwd):
 @click.option("--cwd", type=click.Path(file_okay=False), help="Run the command here (default: the repository root).")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True, help="Steps run at once.")
 @click.option("--verify", is_flag=True, help="On a hit, read and verify every output, not only small ones.")
+@click.option("--no-remote-cache", is_flag=True, help="On a local miss, do not ask the default remote for a hit.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (status lines and command output go to stderr).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
-def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, as_json, args) -> None:
+def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote_cache, as_json, args) -> None:
     """Run a command or the pipeline, reusing every result that is already cached.
 
     \b
@@ -81,8 +83,8 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, as_json, 
     if args and "--" not in raw and not (inputs or outputs or env or name or cwd) and _PY_TARGET.fullmatch(args[0]):
         from .pyrun import run_python
 
-        sys.exit(run_python(c, args[0], list(args[1:]), params, as_json))
-    ctx = _context(c, verify, as_json)
+        sys.exit(run_python(c, args[0], list(args[1:]), params, as_json, not no_remote_cache))
+    ctx = _context(c, verify, as_json, not no_remote_cache)
     steps = spec_mod.load(c.repo.root)
     command_mode = "--" in raw or inputs or outputs or params or env or name or cwd or (args and args[0] not in steps)
     if command_mode:

@@ -34,6 +34,25 @@ class RunContext:
     lock: threading.Lock = attrs.Factory(threading.Lock)
 
     pending: list = attrs.Factory(list)  # cache-hit runs, recorded together at the end
+    remote_cache: bool = True  # on a local miss, ask the default remote (if one is set)
+    _remote: object = None
+
+    def remote(self):
+        """The remote to ask on a cache miss, opened on first need (None: none, or off)."""
+        if not self.remote_cache:
+            return None
+        with self.lock:
+            if self._remote is None:
+                from zcas.cas.errors import ZcasError
+
+                from .remote import open_default
+
+                try:
+                    self._remote = open_default(self.repo, self.lineage) or False
+                except ZcasError as e:
+                    print(f"zcas: warning: remote cache off: {e}", file=sys.stderr)
+                    self._remote = False
+            return self._remote or None
 
     def record(self, run, now: bool) -> bytes:
         """Record a run: at once (others may wait on its key), or batched with the rest."""

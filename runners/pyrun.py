@@ -37,7 +37,7 @@ def _value(text: str):
         return text
 
 
-def run_python(c, target: str, extra: list[str], params: tuple[str, ...], as_json: bool) -> int:
+def run_python(c, target: str, extra: list[str], params: tuple[str, ...], as_json: bool, remote_cache: bool = True) -> int:
     from .step import Pipeline, Session, Step
 
     params = list(params)
@@ -61,6 +61,7 @@ def run_python(c, target: str, extra: list[str], params: tuple[str, ...], as_jso
     obj = _load(target)
     out = sys.stderr if as_json else sys.stdout
     Session.say = lambda line: print(line, file=out, flush=True)
+    Session.remote_cache = remote_cache
     try:
         if isinstance(obj, Pipeline):
             run = obj(repo=repo, **kwargs)

@@ -64,6 +64,8 @@ class Session:
 
     say = None  # set by the CLI: a callable that prints one status line per step
 
+    remote_cache = os.environ.get("ZCAS_NO_REMOTE_CACHE", "") == ""  # the CLI's --no-remote-cache sets it off
+
     def __init__(self, repo=None, pipeline: str | None = None):
         from zcas.cas.statcache import StatCache
 
@@ -79,6 +81,7 @@ class Session:
         self.pipeline = pipeline
         self.id = os.urandom(16).hex()
         self.pending: list = []
+        self._remote = None
         self.steps: dict[str, str] = {}
         self.started = time.time_ns()
         import getpass
@@ -227,13 +230,39 @@ class Session:
     def zdir(self) -> str:
         return self.repo.zdir
 
+    def remote(self):
+        """The default remote, asked on a local miss (opened on first need)."""
+        if not Session.remote_cache:
+            return None
+        if self._remote is None:
+            from .remote import open_default
+
+            try:
+                self._remote = open_default(self.repo, self.lineage) or False
+            except ZcasError:
+                self._remote = False
+        return self._remote or None
+
     def _lookup(self, key: bytes):
         rid = self.lineage.graph.cache_get(key)
+        if rid is None and self.remote() is not None:
+            self.remote().sync_lineage()
+            rid = self.lineage.graph.cache_get(key)
         if rid is None:
             return None
         rec = self.lineage.run_dict(rid)
         if rec is None:
             return None
+        found = self._outputs_usable(rec)
+        if found is None and self.remote() is not None:
+            try:
+                self.remote().fetch([bytes.fromhex(o) for o in rec["outputs"].values()])
+            except ZcasError:
+                return None
+            found = self._outputs_usable(rec)
+        return None if found is None else (rid, rec)
+
+    def _outputs_usable(self, rec: dict):
         db = self.repo.db
         for name, oid in rec["outputs"].items():
             tag = rec.get("materializers", {}).get(name)
@@ -249,7 +278,7 @@ class Session:
                     db.entry(bytes.fromhex(oid))  # published by another process since?
                 except ZcasError:
                     return None
-        return rid, rec
+        return rec
 
     def _execute(self, step: "Step", bound, common: dict, used_mats: dict):
         from zcas.lineage.records import Run

@@ -35,6 +35,38 @@ def run_zcas(*args: str, cwd: str | os.PathLike | None = None, env: dict | None 
     return CliResult(p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"), p.stdout)
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-compatible server on 127.0.0.1: .ci/run's, or one started for this session."""
+    from tests import s3server
+
+    endpoint = os.environ.get("ZCAS_TEST_S3_ENDPOINT")
+    proc = None
+    if not endpoint:
+        proc, endpoint = s3server.start()
+    s3server.make_bucket(endpoint)
+    yield endpoint
+    if proc is not None:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, monkeypatch):
+    """The standard AWS variables pointing at the test server, for this test."""
+    from tests import s3server
+
+    for k, v in s3server.env_for(s3_endpoint).items():
+        monkeypatch.setenv(k, v)
+    return s3server.env_for(s3_endpoint)
+
+
+@pytest.fixture
+def s3_url():
+    """A fresh prefix in the test bucket for each test."""
+    return f"s3://zcas-test/t-{os.urandom(6).hex()}"
+
+
 @pytest.fixture
 def zcas():
     return run_zcas

@@ -19,3 +19,27 @@ class TestMemory(BackendContract, ObjectDBContract):
     @pytest.fixture
     def backend(self):
         return MemoryBackend()
+
+
+class TestObstoreMemory(BackendContract, ObjectDBContract):
+    @pytest.fixture
+    def backend(self):
+        from zcas.cas.objstore import ObstoreBackend
+
+        return ObstoreBackend("memory://")
+
+
+class TestObstoreLocal(BackendContract, ObjectDBContract):
+    @pytest.fixture
+    def backend(self, tmp_path):
+        from zcas.cas.objstore import ObstoreBackend
+
+        return ObstoreBackend(f"file://{tmp_path}/store")
+
+
+class TestObstoreS3(BackendContract, ObjectDBContract):
+    @pytest.fixture
+    def backend(self, s3_env, s3_url):
+        from zcas.cas.objstore import ObstoreBackend
+
+        return ObstoreBackend(s3_url)

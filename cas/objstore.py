@@ -1,0 +1,182 @@
+"""Object storage through obstore: S3 (and S3-compatible servers), GCS, Azure, local, memory.
+
+The only module that imports obstore, and lazily: commands that never touch a remote never
+pay for it. Puts are conditional (``mode="create"``); an object that already exists counts
+as success, so concurrent writers never clobber each other and a retried upload is
+harmless. Native errors become zcas errors here, at the edge, and never carry credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Iterator
+from urllib.parse import urlparse
+
+from .backend import Capabilities, KeyInfo, check_key
+from .errors import ObjectNotFoundError, StoreError, UsageError
+
+SCHEMES = ("s3", "gs", "az", "abfs", "abfss", "memory", "file")
+_SECRETS = re.compile(r"(?i)(secret|token|password|signature|credential|key)[=:]\s*\S+")
+
+
+class RemoteError(StoreError):
+    """A remote store failed: unreachable, refused, wrong credentials, missing bucket."""
+
+
+def _clean(text: str) -> str:
+    """First line of a native error, with anything that looks like a secret blanked."""
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return _SECRETS.sub(r"\1=***", line)[:300]
+
+
+def parse_url(url: str) -> tuple[str, str, str]:
+    """(scheme, bucket or container, prefix) of a store URL, or a one-line error."""
+    if "://" not in url:
+        return "file", "", os.path.abspath(url)
+    u = urlparse(url)
+    if u.scheme not in SCHEMES:
+        raise UsageError(f"unsupported store URL {url!r}: use s3://, gs://, az://, memory:// or a path")
+    if u.scheme == "memory":
+        return "memory", "", ""
+    if u.scheme == "file":
+        return "file", "", u.path
+    if not u.netloc:
+        raise UsageError(f"store URL {url!r} names no bucket (expected {u.scheme}://BUCKET/PREFIX)")
+    return u.scheme, u.netloc, u.path.strip("/")
+
+
+def make_store(url: str, endpoint: str | None = None, region: str | None = None, allow_http: bool | None = None):
+    import obstore.store as s
+
+    scheme, bucket, prefix = parse_url(url)
+    client = {}
+    if allow_http or os.environ.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true", "yes"):
+        client["allow_http"] = True
+    try:
+        if scheme == "memory":
+            return s.MemoryStore()
+        if scheme == "file":
+            os.makedirs(prefix, exist_ok=True)
+            return s.LocalStore(prefix)
+        if scheme == "s3":
+            cfg = {}
+            if endpoint:
+                cfg["endpoint"] = endpoint
+            if region:
+                cfg["region"] = region
+            return s.S3Store(bucket, prefix=prefix or None, config=cfg or None, client_options=client or None)
+        if scheme == "gs":
+            return s.GCSStore(bucket, prefix=prefix or None, client_options=client or None)
+        return s.AzureStore(bucket, prefix=prefix or None, client_options=client or None)
+    except Exception as e:  # noqa: BLE001 - obstore raises several kinds for bad config
+        raise RemoteError(0, f"cannot open {scheme}://{bucket}: {_clean(e)}") from None
+
+
+class ObstoreBackend:
+    """A Backend over an obstore store (see cas/backend.py for the contract)."""
+
+    capabilities = Capabilities(local=False, durable=True)
+
+    def __init__(self, url: str, endpoint: str | None = None, region: str | None = None, allow_http: bool | None = None):
+        self.url = url
+        self.store = make_store(url, endpoint, region, allow_http)
+        import obstore
+
+        self._obs = obstore
+
+    def __repr__(self) -> str:
+        return f"ObstoreBackend({self.url!r})"
+
+    def local_path(self, key: str) -> str | None:
+        return None
+
+    def _call(self, what: str, key: str, fn):
+        from obstore.exceptions import NotFoundError
+
+        try:
+            return fn()
+        except NotFoundError:
+            raise ObjectNotFoundError(key, "key") from None
+        except FileNotFoundError:
+            raise ObjectNotFoundError(key, "key") from None
+        except Exception as e:  # noqa: BLE001 - translated at the edge, one line
+            raise RemoteError(0, f"{what} {key} on {self.url} failed: {_clean(e)}") from None
+
+    def get(self, key: str) -> bytes:
+        check_key(key)
+        return self._call("reading", key, lambda: self._obs.get(self.store, key).bytes().to_bytes())
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        check_key(key)
+        if length == 0:
+            return b""
+        return self._call("reading", key, lambda: self._obs.get_range(self.store, key, start=start, length=length).to_bytes())
+
+    def get_ranges(self, key: str, starts: list[int], lengths: list[int]) -> list[bytes]:
+        check_key(key)
+        ends = [s + n for s, n in zip(starts, lengths)]
+        got = self._call("reading", key, lambda: self._obs.get_ranges(self.store, key, starts=starts, ends=ends))
+        return [b.to_bytes() for b in got]
+
+    def put(self, key: str, data) -> bool:
+        from obstore.exceptions import AlreadyExistsError
+
+        check_key(key)
+        try:
+            self._call("writing", key, lambda: self._obs.put(self.store, key, data, mode="create"))
+        except RemoteError as e:
+            if "already exists" in str(e).lower():
+                return False
+            raise
+        except AlreadyExistsError:
+            return False
+        return True
+
+    def put_path(self, key: str, path: str) -> bool:
+        """Upload a local file (streamed, multipart when large), leaving it in place."""
+        import pathlib
+
+        return self.put(key, pathlib.Path(path))
+
+    def put_file(self, key: str, path: str) -> bool:
+        import pathlib
+
+        try:
+            return self.put(key, pathlib.Path(path))
+        finally:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.info(key)
+            return True
+        except ObjectNotFoundError:
+            return False
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        try:
+            self._call("deleting", key, lambda: self._obs.delete(self.store, key))
+        except ObjectNotFoundError:
+            pass
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        def all_keys():
+            out = []
+            for batch in self._obs.list(self.store, prefix=prefix or None, chunk_size=1000):
+                out.extend(m["path"] for m in batch)
+            return out
+
+        return iter(sorted(self._call("listing", prefix or "/", all_keys)))
+
+    def info(self, key: str) -> KeyInfo:
+        check_key(key)
+        meta = self._call("reading", key, lambda: self._obs.head(self.store, key))
+        return KeyInfo(meta["size"], meta["last_modified"].timestamp())
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,127 @@
+"""Remote commands: remote add/list/remove, push, pull."""
+
+from __future__ import annotations
+
+import click
+
+from .cli import Ctx, cli, emit_json, pass_ctx
+
+
+@cli.group()
+def remote() -> None:
+    """Manage remotes: object stores to push to, pull from and share a cache through."""
+
+
+@remote.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--endpoint", help="Endpoint URL (S3-compatible servers, e.g. http://127.0.0.1:9000).")
+@click.option("--region", help="Region (S3).")
+@click.option("--allow-http", is_flag=True, default=None, help="Allow plain HTTP (local test servers).")
+@pass_ctx
+def remote_add(c: Ctx, name, url, endpoint, region, allow_http) -> None:
+    """Add a remote: URL is s3://BUCKET/PREFIX, gs://..., az://..., memory:// or a path.
+
+    Credentials are never stored: they come from the environment (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_REGION, ...) or the
+    provider's usual chain.
+    """
+    from .remote import RemoteSpec, add_remote
+
+    add_remote(c.repo, RemoteSpec(name, url, endpoint, region, allow_http))
+
+
+@remote.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def remote_list(c: Ctx, as_json) -> None:
+    """List remotes and their settings."""
+    from .remote import remotes
+
+    rs = remotes(c.repo)
+    if as_json:
+        emit_json({n: r.settings() for n, r in rs.items()})
+        return
+    for n, r in rs.items():
+        extra = "".join(f"  {k}={v}" for k, v in r.settings().items() if k != "url")
+        click.echo(f"{n}\t{r.url}{extra}")
+
+
+@remote.command("remove")
+@click.argument("name")
+@pass_ctx
+def remote_remove(c: Ctx, name) -> None:
+    """Forget a remote (nothing on it is deleted)."""
+    from .remote import remove_remote
+
+    remove_remote(c.repo, name)
+
+
+def _split(c: Ctx, args: tuple[str, ...]):
+    from .remote import pick, remotes
+
+    names = remotes(c.repo)
+    if args and args[0] in names:
+        return pick(c.repo, args[0]), list(args[1:])
+    return pick(c.repo, None), list(args)
+
+
+@cli.command()
+@click.argument("args", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Everything (the default when no TAG or ID is given).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def push(c: Ctx, args, everything, as_json) -> None:
+    """Send objects and run records the remote lacks: zcas push [NAME] [TAG|ID...|--all].
+
+    Without TAG or ID, every local pack the remote lacks is sent as it is (10,000 small
+    files are a handful of requests). Tags named are pushed too. An interrupted push is
+    resumed by running it again.
+    """
+    from zcas.cas.transfer import tty_progress
+
+    from .remote import Remote
+
+    spec, targets = _split(c, args)
+    r = Remote(c.repo, c.lineage, spec)
+    tags = {t: oid for t in targets if (oid := c.repo.refs.get_tag(t)) is not None}
+    ids = None if everything or not targets else [c.repo.resolve(t) for t in targets]
+    res = r.push(ids, tags, tty_progress("pushing"))
+    if as_json:
+        emit_json(dict(res, remote=spec.name))
+    else:
+        click.echo(f"pushed to {spec.name}: {res['packs']} packs ({res['bytes']} bytes), {res['objects']} objects, "
+                   f"{res['runs']} run records, {res['tags']} tags")
+
+
+@cli.command()
+@click.argument("args", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Everything (the default when no TAG or ID is given).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_ctx
+def pull(c: Ctx, args, everything, as_json) -> None:
+    """Fetch objects and run records from a remote: zcas pull [NAME] [TAG|ID...|--all].
+
+    Run records are always indexed (so `zcas log` shows the remote's runs); with TAG or ID
+    only those objects and what they reach are fetched, verified on arrival.
+    """
+    from zcas.cas.transfer import tty_progress
+
+    from .remote import Remote
+
+    spec, targets = _split(c, args)
+    r = Remote(c.repo, c.lineage, spec)
+    res = r.pull(None if everything or not targets else targets, tty_progress("pulling"))
+    for t in targets:
+        if not everything:
+            try:
+                oid = r.resolve(t)
+                if c.repo.refs.get_tag(t) is None and t != oid.hex()[: len(t)]:
+                    c.lineage.set_tag(t, oid)
+            except Exception:  # noqa: BLE001 - a target that is an id, not a tag
+                pass
+    if as_json:
+        emit_json(dict(res, remote=spec.name))
+    else:
+        click.echo(f"pulled from {spec.name}: {res['packs']} packs ({res['bytes']} bytes), {res['objects']} objects, "
+                   f"{res['runs']} new run records")

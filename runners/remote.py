@@ -1,0 +1,161 @@
+"""Remotes: named object stores a repository pushes to, pulls from, and asks for cache hits.
+
+Settings live in ``.zcas/config.toml`` as ``[remote.NAME]`` tables (url, endpoint, region,
+allow_http); credentials never do: they come from the environment or the provider's usual
+chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP,
+AWS_REGION for S3).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import attrs
+
+from zcas.cas.errors import UsageError, ZcasError
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+@attrs.frozen
+class RemoteSpec:
+    name: str
+    url: str
+    endpoint: str | None = None
+    region: str | None = None
+    allow_http: bool | None = None
+
+    def settings(self) -> dict:
+        return {k: v for k, v in attrs.asdict(self).items() if k != "name" and v is not None}
+
+
+def remotes(repo) -> dict[str, RemoteSpec]:
+    from zcas.cas.repo import read_config
+
+    table = read_config(repo.zdir).get("remote", {})
+    out = {}
+    for name, body in table.items() if isinstance(table, dict) else ():
+        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+            raise ZcasError(f"{repo.zdir}/config.toml: remote.{name}: 'url' must be a string")
+        out[name] = RemoteSpec(name, body["url"], body.get("endpoint"), body.get("region"), body.get("allow_http"))
+    return out
+
+
+def add_remote(repo, spec: RemoteSpec) -> None:
+    from zcas.cas.objstore import parse_url
+    from zcas.cas.repo import read_config, write_config
+
+    if not _NAME.fullmatch(spec.name):
+        raise UsageError(f"invalid remote name {spec.name!r}: use letters, digits, '.', '_' and '-'")
+    parse_url(spec.url)  # a malformed URL fails here, in one line
+    cfg = read_config(repo.zdir)
+    table = cfg.setdefault("remote", {})
+    if spec.name in table:
+        raise ZcasError(f"remote {spec.name} already exists (remove it first: zcas remote remove {spec.name})")
+    table[spec.name] = spec.settings()
+    write_config(repo.zdir, cfg)
+
+
+def remove_remote(repo, name: str) -> None:
+    from zcas.cas.repo import read_config, write_config
+
+    cfg = read_config(repo.zdir)
+    if name not in cfg.get("remote", {}):
+        raise ZcasError(f"no remote named {name}")
+    del cfg["remote"][name]
+    write_config(repo.zdir, cfg)
+
+
+def pick(repo, name: str | None) -> RemoteSpec:
+    rs = remotes(repo)
+    if name is None:
+        if not rs:
+            raise ZcasError("no remote configured: add one with 'zcas remote add NAME URL'")
+        return rs["origin"] if "origin" in rs else rs[sorted(rs)[0]]
+    if name not in rs:
+        raise ZcasError(f"no remote named {name} (remotes: {', '.join(sorted(rs)) or 'none'})")
+    return rs[name]
+
+
+class Remote:
+    """An opened remote: its backend, object database and lineage segments."""
+
+    def __init__(self, repo, lineage, spec: RemoteSpec):
+        from zcas.cas.db import ObjectDB
+        from zcas.cas.objstore import ObstoreBackend
+        from zcas.lineage.remote import RemoteLineage
+
+        self.spec = spec
+        self.repo = repo
+        self.backend = ObstoreBackend(spec.url, spec.endpoint, spec.region, spec.allow_http)
+        self.db = ObjectDB(self.backend, tmp_dir=os.path.join(repo.zdir, "objects", "tmp"))
+        self.lineage = RemoteLineage(lineage, self.backend, os.path.join(repo.zdir, "remotes", spec.name, "segments"))
+        self._synced = False
+
+    # -- push / pull ---------------------------------------------------------------------
+
+    def push(self, targets: list[bytes] | None, tags: dict[str, bytes] | None = None, progress=None) -> dict:
+        from zcas.cas.transfer import closure, copy_packs, push_objects, remote_packs
+
+        local = self.repo.db
+        local.flush()
+        if targets is None:
+            missing = local.packs() - remote_packs(self.backend)
+            packs, nbytes = copy_packs(self.repo.backend, self.backend, missing, progress)
+            objects = 0
+        else:
+            packs = nbytes = 0
+            objects = push_objects(local, self.db, closure(local, targets))
+        runs = self.lineage.push()
+        for name, oid in (tags or {}).items():
+            key = f"refs/tags/{name}"
+            self.backend.delete(key)
+            self.backend.put(key, oid.hex().encode())
+        return {"packs": packs, "bytes": nbytes, "objects": objects, "runs": runs, "tags": len(tags or {})}
+
+    def pull(self, targets: list[str] | None, progress=None) -> dict:
+        from zcas.cas.transfer import copy_packs, fetch_objects, remote_packs
+
+        runs = self.sync_lineage()
+        local = self.repo.db
+        if targets is None:
+            missing = remote_packs(self.backend) - local.packs()
+            packs, nbytes = copy_packs(self.backend, self.repo.backend, missing, progress)
+            local.refresh()
+            return {"packs": packs, "bytes": nbytes, "objects": 0, "runs": runs}
+        roots = [self.resolve(t) for t in targets]
+        n = fetch_objects(local, self.db, roots)
+        return {"packs": 0, "bytes": 0, "objects": n, "runs": runs}
+
+    def resolve(self, text: str) -> bytes:
+        """A tag on the remote, or an id (prefix) the remote holds."""
+        try:
+            data = self.backend.get(f"refs/tags/{text}") if _NAME.fullmatch(text) else None
+        except ZcasError:
+            data = None
+        if data:
+            return bytes.fromhex(data.decode().strip())
+        return self.db.resolve(text)
+
+    # -- the shared cache -------------------------------------------------------------------
+
+    def sync_lineage(self) -> int:
+        """Index the remote's run records (once per process)."""
+        if not self._synced:
+            self._synced = True
+            self._new = self.lineage.pull()
+        return self._new
+
+    def fetch(self, oids: list[bytes]) -> int:
+        from zcas.cas.transfer import fetch_objects
+
+        return fetch_objects(self.repo.db, self.db, oids)
+
+
+def open_default(repo, lineage, name: str | None = None) -> Remote | None:
+    """The remote a run asks on a cache miss: NAME, else origin, else the only one; None if none."""
+    rs = remotes(repo)
+    if not rs:
+        return None
+    return Remote(repo, lineage, pick(repo, name))
