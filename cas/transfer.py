@@ -35,6 +35,8 @@ def _upload(src, dst, name: str) -> int:
     if local and hasattr(dst, "put_path"):
         dst.put_path(pack_key(name), local)  # streamed from disk
         size = os.path.getsize(local)
+    elif hasattr(dst, "tmp_dir") and hasattr(src, "download"):
+        size = src.download(pack_key(name), dst)
     else:
         data = src.get(pack_key(name))
         size = len(data)

@@ -207,7 +207,6 @@ def test_bad_pipelines_refused_before_running(repo_dir, zcas, toml, msg):
 
 def test_unknown_step(repo_dir, zcas):
     pipeline(repo_dir)
-    assert_one_line_error(zcas("run", "nope", "--json", cwd=repo_dir), "unknown step 'nope'") if False else None
     r = zcas("run", "zz_nope", cwd=repo_dir)
     # an unknown name is taken as a command (like `zcas run make`): not found, exit 127
     assert r.code == 127
