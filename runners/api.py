@@ -33,6 +33,7 @@ class Repository:
 
         self.cas = Repo(find_root(str(path)) if path is not None and not os.path.isdir(os.path.join(str(path), ".zcas")) else (str(path) if path is not None else find_root()))
         self._lineage = None
+        self._runtimes: dict = {}
 
     @classmethod
     def init(cls, path: str | os.PathLike = ".") -> "Repository":
@@ -53,7 +54,43 @@ class Repository:
             self._lineage = Lineage(self.cas)
         return self._lineage
 
+    def config(self):
+        from .config import Config
+
+        return Config(self.cas.zdir)
+
+    def runtime(self, stack: str | None = None):
+        """(object db, executor or None, task spec) for a stack (default: the active one)."""
+        from . import executors, stacks
+
+        cfg = self.config()
+        st = stacks.active(cfg, stack)
+        key = (st, cfg.get("run.jobs"))
+        cached = self._runtimes.get(key)
+        if cached is None:
+            if st.store:
+                from zcas.cas.db import ObjectDB
+                from zcas.cas.objstore import ObstoreBackend
+
+                remote = cfg.section("remote").get(st.store, {})  # a remote's name, or a URL
+                url = remote.get("url", st.store)
+                backend = ObstoreBackend(url, remote.get("endpoint"), remote.get("region"), remote.get("allow_http"))
+                tmp = os.path.join(self.cas.zdir, "objects", "tmp")
+                db = ObjectDB(backend, tmp_dir=tmp, cache=self.cas.db)
+                spec = {"url": url, "tmp": tmp, **{k: v for k, v in remote.items() if k != "url"}}
+            else:
+                db = self.cas.db
+                spec = {"objects": os.path.join(self.cas.zdir, "objects")}
+            cached = self._runtimes[key] = (db, executors.make(st.runner, st.scheduler, cfg.get("run.jobs")), spec)
+        return cached
+
     def close(self) -> None:
+        for db, ex, _ in self._runtimes.values():
+            if ex is not None:
+                ex.close()
+            if db is not self.cas.db:
+                db.flush()
+        self._runtimes.clear()
         if self._lineage is not None:
             self._lineage.close()
         self.cas.close()

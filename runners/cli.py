@@ -23,6 +23,20 @@ class Ctx:
     def __init__(self) -> None:
         self._repo = None
         self._lineage = None
+        self._config = None
+        self._closers: list = []
+
+    @property
+    def config(self):
+        """The layered configuration (defaults, user file, repository, ZCAS_* variables)."""
+        if self._config is None:
+            from .config import Config
+
+            self._config = Config(self.repo.zdir)
+        return self._config
+
+    def on_close(self, fn) -> None:
+        self._closers.append(fn)
 
     @property
     def repo(self):
@@ -45,6 +59,8 @@ class Ctx:
         return self.repo.roots() + self.lineage.roots()
 
     def close(self) -> None:
+        for fn in reversed(self._closers):
+            fn()
         if self._lineage is not None:
             self._lineage.close()
         if self._repo is not None:
@@ -130,4 +146,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # The commands live in modules of their own; importing them registers them on ``cli``.
-from . import cli_data, cli_log, cli_remote, cli_run  # noqa: E402, F401
+from . import cli_config, cli_data, cli_log, cli_remote, cli_run  # noqa: E402, F401

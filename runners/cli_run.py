@@ -13,15 +13,28 @@ from .cli import Ctx, cli, emit_json, pass_ctx
 _PY_TARGET = re.compile(r".+\.py:[A-Za-z_][A-Za-z0-9_.]*")
 
 
-def _context(c: Ctx, verify: bool, as_json: bool, remote_cache: bool = True):
+def _context(c: Ctx, verify: bool, as_json: bool, remote_cache: bool = True, stack: str | None = None):
+    """The run context; a stack with a store of its own swaps the object database in."""
+    import types
+
     from zcas.cas.statcache import StatCache
 
+    from .api import Repository
     from .context import RunContext
 
+    repo = c.repo
+    executor, spec = None, {}
+    if stack is not None or c.config.get("stack.active") != "default":
+        r = Repository(c.repo.root)
+        r._lineage = c.lineage
+        db, executor, spec = r.runtime(stack)
+        c.on_close(r.close)
+        if db is not r.cas.db:  # the stack keeps objects elsewhere
+            repo = types.SimpleNamespace(root=c.repo.root, zdir=c.repo.zdir, db=db, rel=c.repo.rel)
     return RunContext(
-        repo=c.repo, lineage=c.lineage, statcache=StatCache(c.repo.statcache_path), verify=verify,
+        repo=repo, lineage=c.lineage, statcache=StatCache(c.repo.statcache_path), verify=verify,
         out=sys.stderr if as_json else sys.stdout, cmd_stdout=sys.stderr.fileno() if as_json else None,
-        remote_cache=remote_cache,
+        remote_cache=remote_cache, executor=executor, spec=spec,
     )
 
 
@@ -58,10 +71,11 @@ def _one_off(c: Ctx, argv, inputs, outputs, params, env, name, cwd):
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True, help="Steps run at once.")
 @click.option("--verify", is_flag=True, help="On a hit, read and verify every output, not only small ones.")
 @click.option("--no-remote-cache", is_flag=True, help="On a local miss, do not ask the default remote for a hit.")
+@click.option("--stack", metavar="NAME", help="Run on this stack (default: the active one; see zcas stack).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (status lines and command output go to stderr).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
-def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote_cache, as_json, args) -> None:
+def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote_cache, stack, as_json, args) -> None:
     """Run a command or the pipeline, reusing every result that is already cached.
 
     \b
@@ -83,8 +97,8 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
     if args and "--" not in raw and not (inputs or outputs or env or name or cwd) and _PY_TARGET.fullmatch(args[0]):
         from .pyrun import run_python
 
-        sys.exit(run_python(c, args[0], list(args[1:]), params, as_json, not no_remote_cache))
-    ctx = _context(c, verify, as_json, not no_remote_cache)
+        sys.exit(run_python(c, args[0], list(args[1:]), params, as_json, not no_remote_cache, stack))
+    ctx = _context(c, verify, as_json, not no_remote_cache, stack)
     steps = spec_mod.load(c.repo.root)
     command_mode = "--" in raw or inputs or outputs or params or env or name or cwd or (args and args[0] not in steps)
     if command_mode:

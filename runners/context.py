@@ -35,6 +35,8 @@ class RunContext:
 
     pending: list = attrs.Factory(list)  # cache-hit runs, recorded together at the end
     remote_cache: bool = True  # on a local miss, ask the default remote (if one is set)
+    executor: object = None  # a runner's executor (None: run here)
+    spec: dict = attrs.Factory(dict)  # how a task opens the stack's store
     _remote: object = None
 
     def remote(self):

@@ -227,6 +227,8 @@ def _execute(ctx, p: Plan) -> StepResult:
     env = dict(os.environ)
     for k, v in p.spec.params.items():
         env[f"ZCAS_PARAM_{k.upper()}"] = param_text(v)
+    if ctx.executor is not None:
+        return _execute_on(ctx, p, env)
     cwd = ctx.abspath(p.spec.cwd)
     started = time.time_ns()
     try:
@@ -253,4 +255,21 @@ def _execute(ctx, p: Plan) -> StepResult:
     outputs = {k: v.hex() for k, v in store_paths(ctx, list(p.spec.outputs)).items()}
     rid = _record(ctx, p, "ran", started, ended, outputs, 0)
     ctx.say(f"ran: {p.spec.name} ({dur:.3f}s, run {rid.hex()[:12]})")
+    return StepResult(p.spec.name, "ran", p.key.hex(), rid.hex(), dur)
+
+
+def _execute_on(ctx, p: Plan, env: dict) -> StepResult:
+    """Hand the command to the stack's runner (it runs in the shared repository folder)."""
+    from .tasks import command_task
+
+    fut = ctx.executor.submit(command_task, ctx.spec, ctx.repo.root, p.argv, p.spec.cwd, env, list(p.spec.outputs))
+    code, err, outputs, started, ended = fut.result()
+    dur = (ended - started) / 1e9
+    if code != 0:
+        rid = _record(ctx, p, "failed", started, ended, {}, code)
+        ctx.say(f"failed: {p.spec.name} ({err})")
+        return StepResult(p.spec.name, "failed", p.key.hex(), rid.hex(), dur, code, err)
+    ctx.repo.db.refresh()  # the worker published the outputs
+    rid = _record(ctx, p, "ran", started, ended, outputs, 0)
+    ctx.say(f"ran: {p.spec.name} ({dur:.3f}s, run {rid.hex()[:12]}, on {ctx.executor.name})")
     return StepResult(p.spec.name, "ran", p.key.hex(), rid.hex(), dur)

@@ -37,7 +37,7 @@ def _value(text: str):
         return text
 
 
-def run_python(c, target: str, extra: list[str], params: tuple[str, ...], as_json: bool, remote_cache: bool = True) -> int:
+def run_python(c, target: str, extra: list[str], params: tuple[str, ...], as_json: bool, remote_cache: bool = True, stack: str | None = None) -> int:
     from .step import Pipeline, Session, Step
 
     params = list(params)
@@ -64,14 +64,14 @@ def run_python(c, target: str, extra: list[str], params: tuple[str, ...], as_jso
     Session.remote_cache = remote_cache
     try:
         if isinstance(obj, Pipeline):
-            run = obj(repo=repo, **kwargs)
+            run = obj(repo=repo, stack=stack, **kwargs)
             steps = {n: r for n, r in run.step_ids.items()}
             if as_json:
                 click.echo(json.dumps({"pipeline": run.id, "duration": run.duration, "steps": steps}, indent=2, sort_keys=True))
             else:
                 print(f"pipeline {obj.name}: {len(steps)} steps in {run.duration:.3f}s (run {run.id[:12]})", file=out)
         elif isinstance(obj, Step):
-            with Session(repo):
+            with Session(repo, stack=stack):
                 obj(**kwargs)
         else:
             raise UsageError(f"{target} is not a zcas pipeline or step (decorate it with @zcas.pipeline)")

@@ -24,16 +24,47 @@ _session: contextvars.ContextVar = contextvars.ContextVar("zcas_session", defaul
 
 
 class Artifact:
-    """A value in the store: its id and materializer; ``load()`` fetches it (once)."""
+    """A value in the store: its id and materializer; ``load()`` fetches it (once).
 
-    __slots__ = ("id", "materializer", "_value", "_session")
+    An artifact a runner is still computing waits for it when its id or value is needed.
+    """
+
+    __slots__ = ("_id", "_mat", "_value", "_session", "_pending", "_index")
     _MISSING = object()
 
-    def __init__(self, oid: str, materializer: str, session=None, value=_MISSING):
-        self.id = oid
-        self.materializer = materializer
+    def __init__(self, oid: str | None, materializer: str | None, session=None, value=_MISSING, pending=None, index=None):
+        self._id = oid
+        self._mat = materializer
         self._session = session
         self._value = value
+        self._pending = pending
+        self._index = index
+
+    def _wait(self) -> None:
+        if self._id is None:
+            outs, multi = self._pending.wait()
+            if self._index is None and multi:
+                raise UsageError(f"step {self._pending.step.name} returned {len(outs)} outputs: unpack them (a, b = step(...))")
+            self._id, self._mat = outs[self._index or 0]
+
+    @property
+    def id(self) -> str:
+        self._wait()
+        return self._id
+
+    @property
+    def materializer(self) -> str:
+        self._wait()
+        return self._mat
+
+    def __iter__(self):
+        """Unpack the outputs of a step that returned a tuple (waiting for it if needed)."""
+        if self._pending is None or self._index is not None:
+            raise TypeError("a single artifact cannot be unpacked")
+        outs, multi = self._pending.wait()
+        if not multi:
+            raise TypeError(f"step {self._pending.step.name} returned one output, not a tuple")
+        return iter([Artifact(o, m, self._session, pending=self._pending, index=i) for i, (o, m) in enumerate(outs)])
 
     def __repr__(self) -> str:
         return f"Artifact({self.id[:12]}, {self.materializer})"
@@ -66,7 +97,7 @@ class Session:
 
     remote_cache = os.environ.get("ZCAS_NO_REMOTE_CACHE", "") == ""  # the CLI's --no-remote-cache sets it off
 
-    def __init__(self, repo=None, pipeline: str | None = None):
+    def __init__(self, repo=None, pipeline: str | None = None, stack: str | None = None):
         from zcas.cas.statcache import StatCache
 
         from .api import Repository, default_repository
@@ -77,6 +108,8 @@ class Session:
             self.repository = default_repository() if repo is None else Repository(repo)
         self.repo = self.repository.cas
         self.lineage = self.repository.lineage
+        self.db, self.executor, self.spec = self.repository.runtime(stack)
+        self.inflight: list = []
         self.statcache = StatCache(self.repo.statcache_path)
         self.pipeline = pipeline
         self.id = os.urandom(16).hex()
@@ -102,8 +135,17 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         _session.reset(self._token)
-        self.flush()
-        self.statcache.save()
+        try:
+            if exc[0] is None:
+                self.wait_all()
+        finally:
+            self.flush()
+            self.statcache.save()
+
+    def wait_all(self) -> None:
+        """Every step handed to a runner has finished and is recorded (or raised)."""
+        while self.inflight:
+            self.inflight.pop(0).wait()
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -116,23 +158,23 @@ class Session:
                 from zcas.cas.checkout import checkout
 
                 tmp = f"{dest}.{os.getpid()}.tmp"
-                checkout(self.repo.db, oid, tmp, force=True)
+                checkout(self.db, oid, tmp, force=True)
                 os.replace(tmp, dest)
             import pathlib
 
             return pathlib.Path(dest)
-        return m.load(self.repo.db.get_bytes(oid))
+        return m.load(self.db.get_bytes(oid))
 
     def store(self, value, allow_pickle: bool) -> Artifact:
         m = mats.for_value(value, allow_pickle)
         if m is mats.PATH:
             from zcas.cas.ingest import Ingester
 
-            oid = Ingester(self.repo.db, self.statcache).add(str(value))[0]
+            oid = Ingester(self.db, self.statcache).add(str(value))[0]
         else:
             from zcas.cas.chunking import store_buffer
 
-            oid = store_buffer(self.repo.db, m.save(value))
+            oid = store_buffer(self.db, m.save(value))
         return Artifact(oid.hex(), m.tag, self, value)
 
     # -- recording ---------------------------------------------------------------------------
@@ -151,7 +193,9 @@ class Session:
         if runs:
             self.lineage.record_runs(runs)
         else:
-            self.repo.db.flush()
+            self.db.flush()
+        if self.db is not self.repo.db:
+            self.db.flush()
 
     def note_step(self, name: str, rid: str) -> None:
         key, n = name, 1
@@ -176,19 +220,24 @@ class Session:
         used_mats: dict[str, str] = {}
         for pname, value in bound.arguments.items():
             kind = step.signature.parameters[pname].kind
-            if kind is inspect.Parameter.VAR_KEYWORD:
-                value = dict(value)
-            if isinstance(value, Artifact):
-                inputs[pname] = value.id
-                used_mats[pname] = value.materializer
-                comps[f"input:{pname}"] = value.id
-                comps[f"inmat:{pname}"] = value.materializer
-                continue
-            if _has_artifact(value):
-                raise UsageError(f"step {step.name}: pass artifacts as arguments of their own, not inside {type(value).__name__}s (argument {pname!r})")
-            check(value, f"step {step.name}: parameter {pname!r}")
-            params[pname] = value
-            comps[f"param:{pname}"] = dumps(value).decode()
+            if kind is inspect.Parameter.VAR_POSITIONAL:  # *args: each element on its own
+                items = [(f"{pname}.{i}", v) for i, v in enumerate(value)]
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                items = [(f"{pname}.{k}", v) for k, v in value.items()]
+            else:
+                items = [(pname, value)]
+            for name, v in items:
+                if isinstance(v, Artifact):
+                    inputs[name] = v.id
+                    used_mats[name] = v.materializer
+                    comps[f"input:{name}"] = v.id
+                    comps[f"inmat:{name}"] = v.materializer
+                    continue
+                if _has_artifact(v):
+                    raise UsageError(f"step {step.name}: pass artifacts as arguments of their own, not inside {type(v).__name__}s (argument {name!r})")
+                check(v, f"step {step.name}: parameter {name!r}")
+                params[name] = v
+                comps[f"param:{name}"] = dumps(v).decode()
         env = {k: os.environ.get(k) for k in step.env}
         for k, v in env.items():
             comps[f"env:{k}"] = dumps(v).decode()
@@ -218,9 +267,34 @@ class Session:
                 if hit is not None:  # another process ran it while we waited
                     lock.release()
                     return self.call(step, args, kwargs)
+            if self.executor is not None:
+                return self._submit(step, bound, common, used_mats)
             return self._execute(step, bound, common, used_mats)
         finally:
             lock.release()
+
+    def _submit(self, step: "Step", bound, common: dict, used_mats: dict):
+        from .tasks import ArtifactRef, python_task
+
+        args, kwargs = [], {}
+        def ref(x):
+            return ArtifactRef((x.id, x.materializer)) if isinstance(x, Artifact) else x
+
+        for pname, value in bound.arguments.items():
+            p = step.signature.parameters[pname]
+            v = ref(value)
+            if p.kind is inspect.Parameter.VAR_POSITIONAL:
+                args.extend(ref(x) for x in value)
+            elif p.kind is inspect.Parameter.VAR_KEYWORD:
+                kwargs.update({k: ref(x) for k, x in value.items()})
+            elif p.kind is inspect.Parameter.KEYWORD_ONLY:
+                kwargs[pname] = v
+            else:
+                args.append(v)
+        fut = self.executor.submit(python_task, self.spec, StepRef.of(step), args, kwargs, step.pickle, step.multiple_outputs)
+        pending = PendingCall(self, step, fut, common, used_mats, time.time_ns())
+        self.inflight.append(pending)
+        return Artifact(None, None, self, pending=pending)
 
     @property
     def root(self) -> str:
@@ -263,7 +337,7 @@ class Session:
         return None if found is None else (rid, rec)
 
     def _outputs_usable(self, rec: dict):
-        db = self.repo.db
+        db = self.db
         for name, oid in rec["outputs"].items():
             tag = rec.get("materializers", {}).get(name)
             if tag is None:
@@ -285,13 +359,16 @@ class Session:
 
         call_args = []
         call_kwargs = {}
+        def load(x):
+            return x.load() if isinstance(x, Artifact) else x
+
         for pname, value in bound.arguments.items():
             p = step.signature.parameters[pname]
-            v = value.load() if isinstance(value, Artifact) else value
+            v = load(value)
             if p.kind is inspect.Parameter.VAR_POSITIONAL:
-                call_args.extend(v)
+                call_args.extend(load(x) for x in value)
             elif p.kind is inspect.Parameter.VAR_KEYWORD:
-                call_kwargs.update(v)
+                call_kwargs.update({k: load(x) for k, x in value.items()})
             elif p.kind is inspect.Parameter.KEYWORD_ONLY:
                 call_kwargs[pname] = v
             else:
@@ -319,6 +396,82 @@ class Session:
         if Session.say:
             Session.say(f"ran: {step.name} ({(ended - started) / 1e9:.3f}s, run {rid[:12]})")
         return _shape(arts, multi)
+
+
+class PendingCall:
+    """A step a runner is executing; ``wait()`` records its run (once) and gives its outputs."""
+
+    def __init__(self, session, step, future, common: dict, used_mats: dict, submitted: int):
+        self.session, self.step, self.future = session, step, future
+        self.common, self.used_mats, self.submitted = common, used_mats, submitted
+        self.done: tuple | None = None
+        self.error: BaseException | None = None
+
+    def wait(self):
+        from zcas.lineage.records import Run
+
+        if self.done is not None:
+            return self.done
+        if self.error is not None:
+            raise self.error
+        s = self.session
+        try:
+            outs, multi, started, ended = self.future.result()
+        except BaseException as e:
+            run = Run(status="failed", started_ns=self.submitted, ended_ns=time.time_ns(), exit_status=1,
+                      materializers=dict(self.used_mats), **self.common)
+            s.note_step(self.step.name, s.record(run, now=True))
+            if Session.say:
+                Session.say(f"failed: {self.step.name}")
+            self.error = e
+            raise
+        names = [f"output.{i}" for i in range(len(outs))] if multi else ["output"]
+        s.db.refresh()  # the worker published them
+        run = Run(status="ran", outputs={n: o for n, (o, _) in zip(names, outs)},
+                  materializers={**self.used_mats, **{n: m for n, (_, m) in zip(names, outs)}},
+                  started_ns=started, ended_ns=ended, **self.common)
+        rid = s.record(run, now=True)
+        s.note_step(self.step.name, rid)
+        if Session.say:
+            Session.say(f"ran: {self.step.name} ({(ended - started) / 1e9:.3f}s, run {rid[:12]}, on {s.executor.name})")
+        self.done = (outs, multi)
+        return self.done
+
+
+class StepRef(tuple):
+    """(module, qualname, file) of a step: how a worker in another process finds its code."""
+
+    @classmethod
+    def of(cls, step) -> "StepRef | object":
+        mod = step.fn.__module__
+        import sys
+
+        f = getattr(sys.modules.get(mod), "__file__", None)
+        if "<locals>" in step.fn.__qualname__:
+            return step.fn  # not importable by name: only threads can run it
+        return cls((mod, step.fn.__qualname__, f))
+
+    def __call__(self, *args, **kwargs):
+        import importlib
+        import importlib.util
+        import sys
+
+        mod_name, qual, path = self
+        mod = sys.modules.get(mod_name)
+        if mod is None:
+            try:
+                mod = importlib.import_module(mod_name)
+            except ImportError:
+                if not path:
+                    raise
+                spec = importlib.util.spec_from_file_location(mod_name, path)
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[mod_name] = mod
+                spec.loader.exec_module(mod)
+        obj = mod
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+        return (obj.fn if getattr(obj, "is_zcas_step", False) else obj)(*args, **kwargs)
 
 
 def _shape(arts: list[Artifact], multi: bool):
@@ -417,15 +570,16 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"<zcas pipeline {self.name}>"
 
-    def __call__(self, *args, repo=None, **kwargs) -> PipelineRun:
+    def __call__(self, *args, repo=None, stack=None, **kwargs) -> PipelineRun:
         from zcas.lineage.records import Run
 
         if _session.get() is not None:
             return self.fn(*args, **kwargs)  # a pipeline inside a pipeline: one session
         status, out = "failed", None
-        with Session(repo, pipeline=self.name) as s:
+        with Session(repo, pipeline=self.name, stack=stack) as s:
             try:
                 out = self.fn(*args, **kwargs)
+                s.wait_all()
                 status = "ran"
             finally:
                 ended = time.time_ns()

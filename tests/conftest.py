@@ -10,6 +10,12 @@ import pytest
 
 from zcas.cas.repo import Repo, init
 
+# No test may ever reach a cloud metadata service: if some code path ends up without S3
+# credentials, obstore would ask the instance metadata endpoint (169.254.169.254). Point it
+# at a closed port on this machine instead, for this process and everything it starts.
+os.environ["AWS_METADATA_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
 
 class CliResult:
     def __init__(self, code: int, out: str, err: str, raw: bytes):
