@@ -115,7 +115,10 @@ class Repository:
             p = str(x)
             if not os.path.lexists(p):
                 raise UsageError(f"cannot put {p}: no such file or folder (to store the string itself, pass it inside a list or as bytes)")
-            [(oid, _, _)] = self.cas.add([p])
+            from zcas.cas.locks import RepoLock
+
+            with RepoLock(self.cas.zdir).shared():
+                [(oid, _, _)] = self.cas.add([p])
             self.lineage.index_paths(self.cas.refs.last_recorded)
             return Artifact(oid.hex(), "path@1", Session(self))
         with Session(self) as s:

@@ -38,12 +38,20 @@ class Ctx:
     def on_close(self, fn) -> None:
         self._closers.append(fn)
 
+    exclusive = False  # gc sets it: it must run alone
+
     @property
     def repo(self):
+        """The repository, opened with its lock held (shared; exclusive for gc)."""
         if self._repo is None:
+            from zcas.cas.locks import RepoLock
             from zcas.cas.repo import Repo
 
-            self._repo = Repo.find()
+            repo = Repo.find()
+            lock = RepoLock(repo.zdir)
+            lock.exclusive() if self.exclusive else lock.shared()
+            self._lock = lock
+            self._repo = repo
         return self._repo
 
     @property
@@ -59,12 +67,16 @@ class Ctx:
         return self.repo.roots() + self.lineage.roots()
 
     def close(self) -> None:
-        for fn in reversed(self._closers):
-            fn()
-        if self._lineage is not None:
-            self._lineage.close()
-        if self._repo is not None:
-            self._repo.close()
+        try:
+            for fn in reversed(self._closers):
+                fn()
+            if self._lineage is not None:
+                self._lineage.close()
+            if self._repo is not None:
+                self._repo.close()
+        finally:
+            if self._repo is not None:
+                self._lock.release()  # last: everything written is published and named
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

@@ -106,22 +106,39 @@ def tags(c: Ctx, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--repair", is_flag=True, help="Replace corrupt and missing objects with good copies from a remote.")
+@click.option("--remote", "remote_name", metavar="NAME", help="The remote --repair fetches from (default: origin).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @pass_ctx
-def fsck(c: Ctx, as_json: bool) -> None:
+def fsck(c: Ctx, repair, remote_name, as_json) -> None:
     """Verify every stored object; exit 1 if any is corrupt or missing.
 
-    Dangling objects (stored but named by nothing) are listed but are not an error.
+    Dangling objects (stored but named by nothing) are listed but are not an error. With
+    --repair, damaged and missing objects are fetched from a remote, verified, and put in
+    place of the damaged ones.
     """
     from zcas.cas.fsck import fsck as do_fsck, tty_progress
 
     rep = do_fsck(c.repo.db, c.roots(), progress=tty_progress)
+    repaired: list[str] = []
+    if repair and not rep.ok:
+        from zcas.cas.repair import repair as do_repair
+
+        from .remote import Remote, pick
+
+        r = Remote(c.repo, c.lineage, pick(c.repo, remote_name))
+        corrupt = [bytes.fromhex(k) for k in rep.corrupt if not k.startswith("pack ")]
+        fixed, _ = do_repair(c.repo.db, r.db, corrupt, [bytes.fromhex(m) for m in rep.missing])
+        repaired = [o.hex() for o in fixed]
+        rep = do_fsck(c.repo.db, c.roots(), progress=tty_progress)
     if as_json:
         emit_json(
-            {"checked": rep.checked, "corrupt": rep.corrupt, "missing": rep.missing,
+            {"checked": rep.checked, "corrupt": rep.corrupt, "missing": rep.missing, "repaired": repaired,
              "dangling": rep.dangling, "unindexed_packs": rep.unindexed_packs, "ok": rep.ok}
         )
     else:
+        for oid in repaired:
+            click.echo(f"repaired {oid}")
         for oid, why in sorted(rep.corrupt.items()):
             click.echo(f"corrupt {oid}: {why}")
         for oid in rep.missing:
@@ -132,7 +149,7 @@ def fsck(c: Ctx, as_json: bool) -> None:
             click.echo(f"unindexed {key} (left by an interrupted write; gc removes it)")
         click.echo(
             f"checked {rep.checked} objects: {len(rep.corrupt)} corrupt, {len(rep.missing)} missing, "
-            f"{len(rep.dangling)} dangling"
+            f"{len(rep.dangling)} dangling" + (f", {len(repaired)} repaired" if repair else "")
         )
     if not rep.ok:
         sys.exit(1)
@@ -149,6 +166,7 @@ def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
     from zcas.cas.gc import gc as do_gc
     from zcas.cas.statcache import StatCache
 
+    c.exclusive = True
     from .durations import human_bytes, parse_duration
 
     rep = do_gc(c.repo.db, c.roots(), parse_duration(grace), dry_run=dry_run)

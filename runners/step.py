@@ -130,6 +130,9 @@ class Session:
         self.version = __version__
 
     def __enter__(self):
+        from zcas.cas.locks import RepoLock
+
+        self._lock = RepoLock(self.repo.zdir).shared()  # gc waits until this call is recorded
         self._token = _session.set(self)
         return self
 
@@ -139,8 +142,11 @@ class Session:
             if exc[0] is None:
                 self.wait_all()
         finally:
-            self.flush()
-            self.statcache.save()
+            try:
+                self.flush()
+                self.statcache.save()
+            finally:
+                self._lock.release()
 
     def wait_all(self) -> None:
         """Every step handed to a runner has finished and is recorded (or raised)."""
