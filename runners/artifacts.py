@@ -7,23 +7,33 @@ object store and lineage can always show it. The stat cache makes unchanged path
 from __future__ import annotations
 
 import os
+import time
 
 from zcas.cas.checkout import checkout
-from zcas.cas.errors import InputPathError
+from zcas.cas.errors import ChangedWhileReadingError, InputPathError
 from zcas.cas.ingest import Ingester
 from zcas.cas.oid import hasher
 from zcas.cas.statcache import stat_key
 
 
-def store_paths(ctx, paths: list[str]) -> dict[str, bytes]:
-    """Store repository-relative paths; {path: id}."""
-    ing = Ingester(ctx.repo.db, ctx.statcache)
+def store_paths(ctx, paths: list[str], attempts: int = 5) -> dict[str, bytes]:
+    """Store repository-relative paths; {path: id}.
+
+    A path replaced while it is hashed (another zcas process restoring it: restores are
+    atomic renames) is hashed again, a few times, before that is an error.
+    """
     out = {}
     for p in paths:
-        try:
-            out[p] = ing.add(ctx.abspath(p))[0]
-        except InputPathError as e:
-            raise InputPathError(p, e.reason) from None
+        for attempt in range(attempts):
+            try:
+                out[p] = Ingester(ctx.repo.db, ctx.statcache).add(ctx.abspath(p))[0]
+                break
+            except ChangedWhileReadingError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+            except InputPathError as e:
+                raise InputPathError(p, e.reason) from None
     return out
 
 
