@@ -48,6 +48,10 @@ def _verify(db, oid: bytes) -> str | None:
         return str(e)
 
 
+def _verify_all(db, oids: list[bytes]) -> list[tuple[bytes, str | None]]:
+    return [(o, _verify(db, o)) for o in oids]
+
+
 def fsck(db, roots, progress: Callable[[int, int], None] | None = None) -> FsckReport:
     db.flush()
     rep = FsckReport()
@@ -67,7 +71,7 @@ def fsck(db, roots, progress: Callable[[int, int], None] | None = None) -> FsckR
     # Chunked files reassemble on the pool themselves, so they are checked from this thread.
     large = [o for o in oids if db.entry(o).kind == codec.KIND_CHUNKED]
     rest = [o for o in oids if db.entry(o).kind != codec.KIND_CHUNKED]
-    futs = [pool().submit(lambda part: [(o, _verify(db, o)) for o in part], rest[i : i + step]) for i in range(0, len(rest), step)]
+    futs = [pool().submit(_verify_all, db, rest[i : i + step]) for i in range(0, len(rest), step)]
     done = 0
     results = ([(o, _verify(db, o))] for o in large)
     for batch in [*results, *(f.result() for f in futs)]:

@@ -36,25 +36,25 @@ def _note(g: Subgraph, oid: str, name: str | None) -> None:
         names.add(name)
 
 
-def ancestors(lin, start: bytes, depth: int = 1 << 30, is_run: bool = False) -> Subgraph:
+def _walk(lin, start: bytes, depth: int, is_run: bool, up: bool) -> Subgraph:
+    """Breadth-first from an artifact (or a run): up through producers' inputs, or down
+    through consumers' outputs, each run and artifact visited once."""
     g = Subgraph(start.hex())
-    todo: deque[tuple[bytes, int]] = deque()
+    follow, other = ("inputs", "outputs") if up else ("outputs", "inputs")
+    runs_of = lin.graph.producers if up else lin.graph.consumers
+    todo: deque[tuple[bytes | None, list[bytes], int]] = deque()
     seen: set[bytes] = set()
     if is_run:
-        todo.append((b"run:" + start, 0))
+        todo.append((None, [start], 0))
     else:
         _note(g, start.hex(), None)
-        todo.append((start, 0))
+        todo.append((start, runs_of(start), 0))
     while todo:
-        node, d = todo.popleft()
-        if node.startswith(b"run:"):
-            runs = [node[4:]]
-        else:
-            runs = [r for r in lin.graph.producers(node)]
+        art, runs, d = todo.popleft()
         for rid in runs:
             h = rid.hex()
-            if not node.startswith(b"run:"):
-                g.edges.append((h, node.hex(), "output"))
+            if art is not None:
+                g.edges.append((h, art.hex(), "output") if up else (art.hex(), h, "input"))
             if rid in seen:
                 continue
             seen.add(rid)
@@ -63,54 +63,26 @@ def ancestors(lin, start: bytes, depth: int = 1 << 30, is_run: bool = False) -> 
                 continue
             g.runs[h] = rec
             g.depth_of[h] = d + 1
-            for name, oid in rec["outputs"].items():
+            for name, oid in rec[other].items():
                 _note(g, oid, name)
-            for name, oid in rec["inputs"].items():
+            for name, oid in rec[follow].items():
                 _note(g, oid, name)
-                g.edges.append((oid, h, "input"))
-                if d + 1 < depth:
-                    b = bytes.fromhex(oid)
-                    if b not in seen:
-                        seen.add(b)
-                        todo.append((b, d + 1))
+                g.edges.append((oid, h, "input") if up else (h, oid, "output"))
+                b = bytes.fromhex(oid)
+                if d + 1 < depth and b not in seen:
+                    seen.add(b)
+                    todo.append((b, runs_of(b), d + 1))
     return g
+
+
+def ancestors(lin, start: bytes, depth: int = 1 << 30, is_run: bool = False) -> Subgraph:
+    """Where ``start`` came from: the runs that made it, their inputs, and so on up."""
+    return _walk(lin, start, depth, is_run, up=True)
 
 
 def descendants(lin, start: bytes, depth: int = 1 << 30, is_run: bool = False) -> Subgraph:
-    g = Subgraph(start.hex())
-    todo: deque[tuple[bytes, int]] = deque()
-    seen: set[bytes] = set()
-    if is_run:
-        todo.append((b"run:" + start, 0))
-    else:
-        _note(g, start.hex(), None)
-        todo.append((start, 0))
-    while todo:
-        node, d = todo.popleft()
-        runs = [node[4:]] if node.startswith(b"run:") else lin.graph.consumers(node)
-        for rid in runs:
-            h = rid.hex()
-            if not node.startswith(b"run:"):
-                g.edges.append((node.hex(), h, "input"))
-            if rid in seen:
-                continue
-            seen.add(rid)
-            rec = lin.run_dict(rid)
-            if rec is None:
-                continue
-            g.runs[h] = rec
-            g.depth_of[h] = d + 1
-            for name, oid in rec["inputs"].items():
-                _note(g, oid, name)
-            for name, oid in rec["outputs"].items():
-                _note(g, oid, name)
-                g.edges.append((h, oid, "output"))
-                if d + 1 < depth:
-                    b = bytes.fromhex(oid)
-                    if b not in seen:
-                        seen.add(b)
-                        todo.append((b, d + 1))
-    return g
+    """What was made from ``start``: the runs that used it, their outputs, and so on down."""
+    return _walk(lin, start, depth, is_run, up=False)
 
 
 def diff(a: dict, b: dict) -> list[tuple[str, object, object]]:

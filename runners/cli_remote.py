@@ -112,14 +112,15 @@ def pull(c: Ctx, args, everything, as_json) -> None:
     spec, targets = _split(c, args)
     r = Remote(c.repo, c.lineage, spec)
     res = r.pull(None if everything or not targets else targets, tty_progress("pulling"))
-    for t in targets:
-        if not everything:
-            try:
-                oid = r.resolve(t)
-                if c.repo.refs.get_tag(t) is None and t != oid.hex()[: len(t)]:
-                    c.lineage.set_tag(t, oid)
-            except Exception:  # noqa: BLE001 - a target that is an id, not a tag
-                pass
+    from zcas.cas.errors import ZcasError
+
+    for t in [] if everything else targets:  # a tag pulled by name is set here too
+        try:
+            oid = r.resolve(t)
+        except ZcasError:
+            continue
+        if c.repo.refs.get_tag(t) is None and t != oid.hex()[: len(t)]:
+            c.lineage.set_tag(t, oid)
     if as_json:
         emit_json(dict(res, remote=spec.name))
     else:

@@ -16,6 +16,7 @@ import time
 
 import attrs
 
+from zcas.cas import codec
 from zcas.cas.errors import InputPathError, ZcasError
 
 from .artifacts import current_id, restore, store_paths
@@ -119,10 +120,10 @@ def _usable(ctx, rec: dict) -> bool:
         try:
             e = db.entry(oid)  # looks again for packs other processes published since
             if ctx.verify or e.size < VERIFY_LIMIT:
-                if e.kind in (1, 3):
-                    db.get_bytes(oid)
+                if e.kind == codec.KIND_TREE:
+                    db.get(oid)  # the listing itself; its files are checked when restored
                 else:
-                    db.get(oid)
+                    db.get_bytes(oid)
         except ZcasError:
             return False
     return True

@@ -282,33 +282,11 @@ class Session:
     def _submit(self, step: "Step", bound, common: dict, used_mats: dict):
         from .tasks import ArtifactRef, python_task
 
-        args, kwargs = [], {}
-        def ref(x):
-            return ArtifactRef((x.id, x.materializer)) if isinstance(x, Artifact) else x
-
-        for pname, value in bound.arguments.items():
-            p = step.signature.parameters[pname]
-            v = ref(value)
-            if p.kind is inspect.Parameter.VAR_POSITIONAL:
-                args.extend(ref(x) for x in value)
-            elif p.kind is inspect.Parameter.VAR_KEYWORD:
-                kwargs.update({k: ref(x) for k, x in value.items()})
-            elif p.kind is inspect.Parameter.KEYWORD_ONLY:
-                kwargs[pname] = v
-            else:
-                args.append(v)
+        args, kwargs = _call_args(step, bound, lambda x: ArtifactRef((x.id, x.materializer)) if isinstance(x, Artifact) else x)
         fut = self.executor.submit(python_task, self.spec, StepRef.of(step), args, kwargs, step.pickle, step.multiple_outputs)
         pending = PendingCall(self, step, fut, common, used_mats, time.time_ns())
         self.inflight.append(pending)
         return Artifact(None, None, self, pending=pending)
-
-    @property
-    def root(self) -> str:
-        return self.repo.root
-
-    @property
-    def zdir(self) -> str:
-        return self.repo.zdir
 
     def remote(self):
         """The default remote, asked on a local miss (opened on first need)."""
@@ -363,22 +341,7 @@ class Session:
     def _execute(self, step: "Step", bound, common: dict, used_mats: dict):
         from zcas.lineage.records import Run
 
-        call_args = []
-        call_kwargs = {}
-        def load(x):
-            return x.load() if isinstance(x, Artifact) else x
-
-        for pname, value in bound.arguments.items():
-            p = step.signature.parameters[pname]
-            v = load(value)
-            if p.kind is inspect.Parameter.VAR_POSITIONAL:
-                call_args.extend(load(x) for x in value)
-            elif p.kind is inspect.Parameter.VAR_KEYWORD:
-                call_kwargs.update({k: load(x) for k, x in value.items()})
-            elif p.kind is inspect.Parameter.KEYWORD_ONLY:
-                call_kwargs[pname] = v
-            else:
-                call_args.append(v)
+        call_args, call_kwargs = _call_args(step, bound, lambda x: x.load() if isinstance(x, Artifact) else x)
         started = time.time_ns()
         try:
             result = step.fn(*call_args, **call_kwargs)
@@ -478,6 +441,24 @@ class StepRef(tuple):
         for part in qual.split("."):
             obj = getattr(obj, part)
         return (obj.fn if getattr(obj, "is_zcas_step", False) else obj)(*args, **kwargs)
+
+
+def _call_args(step: "Step", bound, convert) -> tuple[list, dict]:
+    """The positional and keyword arguments to call the step's function with, each value
+    (and each element of *args and **kwargs) passed through ``convert``."""
+    args: list = []
+    kwargs: dict = {}
+    for pname, value in bound.arguments.items():
+        kind = step.signature.parameters[pname].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            args.extend(convert(x) for x in value)
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            kwargs.update({k: convert(x) for k, x in value.items()})
+        elif kind is inspect.Parameter.KEYWORD_ONLY:
+            kwargs[pname] = convert(value)
+        else:
+            args.append(convert(value))
+    return args, kwargs
 
 
 def _shape(arts: list[Artifact], multi: bool):
