@@ -136,7 +136,8 @@ def status(c: Ctx, steps, as_json) -> None:
         emit_json(rows)
         return
     for r in rows:
-        click.echo(f"{r['status']:<6} {r['name']}" + (f"  ({'; '.join(r['reasons'])})" if r["reasons"] else ""))
+        reasons = "; ".join(x.strip() for x in r["reasons"])
+        click.echo(f"{r['status']:<6} {r['name']}" + (f"  ({reasons})" if reasons else ""))
 
 
 @cli.command()

@@ -35,10 +35,36 @@ def check_step(ctx, s) -> dict:
     if last is None:
         reasons.append("never ran")
     else:
-        reasons = explain(last.get("key_components", {}), p.components)
+        old = last.get("key_components", {})
+        reasons = explain(old, p.components)
+        for name in sorted(set(old) & set(p.components)):
+            if name.startswith("input:") and old[name] != p.components[name]:
+                reasons.extend(_tree_changes(ctx, name[6:], old[name], p.components[name]))
         if not reasons:
             reasons.append("outputs of the last run are missing from the store")
     return {"name": s.name, "status": "stale", "reasons": reasons, "key": p.key.hex()}
+
+
+def _tree_changes(ctx, path: str, old_hex: str, new_hex: str, limit: int = 5) -> list[str]:
+    """For a folder input: which files in it changed (when both versions are stored)."""
+    from zcas.cas import codec
+    from zcas.cas.view import list_tree
+
+    db = ctx.repo.db
+    try:
+        a, b = bytes.fromhex(old_hex), bytes.fromhex(new_hex)
+        if db.entry(a).kind != codec.KIND_TREE or db.entry(b).kind != codec.KIND_TREE:
+            return []
+        old = {r[3]: r[1] for r in list_tree(db, a, recursive=True) if r[0] != "tree"}
+        new = {r[3]: r[1] for r in list_tree(db, b, recursive=True) if r[0] != "tree"}
+    except ZcasError:
+        return []
+    lines = []
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) != new.get(name):
+            what = "added" if name not in old else "removed" if name not in new else "changed"
+            lines.append(f"  {path}/{name} {what}")
+    return lines[:limit] + ([f"  ... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
 def status_of(ctx, wanted: list[str]) -> list[dict]:

@@ -245,3 +245,16 @@ def test_lineage_of_pipeline_output(repo_dir, zcas):
     assert sorted(x["step"] for x in json.loads(r.out)["runs"]) == ["a", "b", "c", "d"]
     r = zcas("log", "a.txt", "--used-by", "--depth", "1", "--json", cwd=repo_dir)
     assert [x["step"] for x in json.loads(r.out)["runs"]] == ["b"]
+
+
+def test_why_names_the_file_that_changed_in_a_folder_input(repo_dir, zcas):
+    (repo_dir / "d").mkdir()
+    for n in ("a.txt", "b.txt", "c.txt"):
+        (repo_dir / "d" / n).write_text(n)
+    (repo_dir / "zcas.toml").write_text('[steps.cat]\ncmd = "sh -c \'cat d/* > all.txt\'"\ninputs = ["d"]\noutputs = ["all.txt"]\n')
+    assert zcas("run", cwd=repo_dir).code == 0
+    (repo_dir / "d" / "b.txt").write_text("changed")
+    (repo_dir / "d" / "new.txt").write_text("new")
+    r = zcas("why", "cat", cwd=repo_dir)
+    assert "input d changed" in r.out
+    assert "d/b.txt changed" in r.out and "d/new.txt added" in r.out and "a.txt" not in r.out
