@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from . import codec
-from .errors import IntegrityError
+from .errors import IntegrityError, ObjectNotFoundError
 from .oid import hash_bytes, hasher
 
 CHUNK_THRESHOLD = 1 << 20  # files at least this large are chunked
@@ -195,18 +195,24 @@ def iter_content(db, oid: bytes, manifest: bytes) -> Iterator[bytes]:
     for coid, n in items:
         window.append((ex.submit(_chunk_bytes, db, coid), n))
         if len(window) > limit:
-            yield _take(window, h)
+            yield _take(window, h, oid)
     while window:
-        yield _take(window, h)
+        yield _take(window, h, oid)
     if h.digest() != oid:
         raise IntegrityError(oid.hex(), "reassembled content hash mismatch", oid.hex(), h.hexdigest())
 
 
-def _take(window: deque, h) -> bytes:
+def _take(window: deque, h, oid: bytes) -> bytes:
+    """The next chunk, verified; errors name the file, with the chunk as the reason."""
     fut, n = window.popleft()
-    data = fut.result()
+    try:
+        data = fut.result()
+    except ObjectNotFoundError as e:
+        raise IntegrityError(oid.hex(), f"chunk {e.oid} listed in its manifest is missing") from None
+    except IntegrityError as e:
+        raise IntegrityError(oid.hex(), f"chunk {e.oid} is corrupt: {e.reason}") from None
     if len(data) != n:
-        raise IntegrityError("", "chunk length differs from the manifest")
+        raise IntegrityError(oid.hex(), "a chunk's length differs from the manifest")
     h.update(data)
     return data
 
@@ -231,7 +237,11 @@ def write_chunked(db, oid: bytes, manifest: bytes, fd: int) -> None:
 
     def work(part):
         for coid, n, at in part:
-            kind, data = codec.decode(coid.hex(), db.read_record(coid))
+            try:
+                record = db.read_record(coid)
+            except ObjectNotFoundError:
+                raise IntegrityError(oid.hex(), f"chunk {coid.hex()} listed in its manifest is missing") from None
+            kind, data = codec.decode(coid.hex(), record)
             if kind != codec.KIND_BLOB or len(data) != n:
                 raise IntegrityError(coid.hex(), "chunk differs from the manifest")
             os.pwrite(fd, data, at)

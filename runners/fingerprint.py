@@ -75,8 +75,18 @@ def is_user_module(mod: types.ModuleType | None) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _package_version(top: str) -> str:
+    """name==version of an installed package, cheapest source first: the module's own
+    __version__, its distribution of the same name, then the full map of distributions
+    (which reads every installed package's metadata: a quarter of a second)."""
     from importlib import metadata
 
+    v = getattr(sys.modules.get(top), "__version__", None)
+    if isinstance(v, str):
+        return f"{top}=={v}"
+    try:
+        return f"{top}=={metadata.version(top)}"
+    except metadata.PackageNotFoundError:
+        pass
     try:
         dists = metadata.packages_distributions().get(top) or [top]
         return f"{dists[0]}=={metadata.version(dists[0])}"
