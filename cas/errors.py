@@ -29,6 +29,9 @@ class NotARepositoryError(ZcasError, FileNotFoundError):
 class StoreError(ZcasError, OSError):
     """A failure of the store itself (I/O, backend, full disk)."""
 
+    def __str__(self) -> str:
+        return self.strerror if self.strerror else super().__str__()
+
 
 class ObjectNotFoundError(StoreError, LookupError):
     def __init__(self, oid: str, what: str = "object"):

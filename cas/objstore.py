@@ -27,6 +27,7 @@ class RemoteError(StoreError):
 def _clean(text: str) -> str:
     """First line of a native error, with anything that looks like a secret blanked."""
     line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    line = line.split("<?xml")[0].rstrip(": ")  # servers append an XML body: the status says enough
     return _SECRETS.sub(r"\1=***", line)[:300]
 
 

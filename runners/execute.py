@@ -232,6 +232,8 @@ def _execute(ctx, p: Plan) -> StepResult:
         return _execute_on(ctx, p, env)
     cwd = ctx.abspath(p.spec.cwd)
     started = time.time_ns()
+    if ctx.out.isatty():  # progress for people: what is running now (scripts get ran:/cached: lines)
+        ctx.say(f"running: {p.spec.name}")
     try:
         proc = subprocess.run(p.argv, cwd=cwd, env=env, stdout=ctx.cmd_stdout)
         code = proc.returncode

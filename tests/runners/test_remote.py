@@ -215,3 +215,30 @@ def test_primary_store_in_object_storage(tmp_path, s3_env, s3_url):
     assert run_zcas("fsck", cwd=d, env=s3_env).code == 0
     assert_one_line_error(run_zcas("init", "--store", "ftp://x", str(tmp_path / "new"), cwd=tmp_path, env=s3_env), "unsupported store URL")
     assert not (tmp_path / "new" / ".zcas").exists()
+
+
+def test_wrong_credentials_one_line(tmp_path):
+    """A server that checks credentials (moto with IAM on) refuses ours: one line, no secret."""
+    import subprocess as sp
+
+    from tests import s3server
+
+    port = s3server.free_port()
+    proc = sp.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                    env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}, stdout=sp.DEVNULL, stderr=sp.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3server.wait_up(endpoint)
+        env = {**s3server.env_for(endpoint), "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONG", "AWS_SECRET_ACCESS_KEY": "not-the-secret-xyz"}
+        d = tmp_path / "r"
+        d.mkdir()
+        run_zcas("init", cwd=d)
+        run_zcas("remote", "add", "origin", "s3://locked/x", cwd=d, env=env)
+        (d / "f").write_text("x")
+        run_zcas("add", "f", cwd=d)
+        r = run_zcas("push", cwd=d, env=env)
+        assert_one_line_error(r, "403 Forbidden")
+        assert "not-the-secret-xyz" not in r.err and "Errno" not in r.err
+    finally:
+        proc.terminate()
+        proc.wait(10)

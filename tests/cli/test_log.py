@@ -1,0 +1,81 @@
+"""zcas log and show: every output format, for scripts and for people."""
+
+import json
+
+import pytest
+
+from tests.conftest import assert_one_line_error
+
+PIPE = """
+[steps.a]
+cmd = "sh -c '(cat raw.txt; echo a) > a.txt'"
+inputs = ["raw.txt"]
+outputs = ["a.txt"]
+
+[steps.b]
+cmd = "sh -c 'cat a.txt a.txt > b.txt'"
+inputs = ["a.txt"]
+outputs = ["b.txt"]
+
+[steps.bad]
+cmd = "sh -c 'exit 4'"
+"""
+
+
+@pytest.fixture
+def ran(repo_dir, zcas):
+    (repo_dir / "zcas.toml").write_text(PIPE)
+    (repo_dir / "raw.txt").write_text("raw\n")
+    zcas("run", cwd=repo_dir)
+    return repo_dir
+
+
+def test_log_lines_and_filters(ran, zcas):
+    lines = zcas("log", cwd=ran).out.splitlines()
+    assert len(lines) == 3 and {ln.split()[-1] for ln in lines} == {"a", "b", "bad"}
+    assert len(lines[0].split()[0]) == 12
+    assert zcas("log", "-n", "1", cwd=ran).out.count("\n") == 1
+    assert [ln.split()[-1] for ln in zcas("log", "--step", "b", cwd=ran).out.splitlines()] == ["b"]
+    assert zcas("log", "--since", "1h", cwd=ran).out.count("\n") == 3
+    assert_one_line_error(zcas("log", "--since", "soon", cwd=ran), "invalid duration")
+
+
+def test_provenance_formats(ran, zcas):
+    g = json.loads(zcas("log", "b.txt", "--json", cwd=ran).out)
+    assert sorted(r["step"] for r in g["runs"]) == ["a", "b"]
+    assert {"raw.txt"} in [set(a["paths"]) for a in g["artifacts"]]
+    dot = zcas("log", "b.txt", "--format", "dot", cwd=ran).out
+    assert dot.startswith("digraph lineage {") and dot.rstrip().endswith("}") and dot.count("->") == 4
+    mm = zcas("log", "b.txt", "--format", "mermaid", cwd=ran).out
+    assert mm.startswith("flowchart LR") and mm.count("-->") == 4
+    tree = zcas("log", "b.txt", "--graph", cwd=ran).out
+    assert tree.splitlines()[0].startswith("b.txt (") and "raw.txt" in tree and "(source: no run produced it)" in tree
+    used = json.loads(zcas("log", "raw.txt", "--used-by", "--json", cwd=ran).out)
+    assert sorted(r["step"] for r in used["runs"]) == ["a", "b"]
+
+
+def test_openlineage_events(ran, zcas):
+    events = [json.loads(ln) for ln in zcas("log", "--format", "openlineage", cwd=ran).out.splitlines()]
+    assert {e["eventType"] for e in events} == {"COMPLETE", "FAIL"}
+    by_job = {e["job"]["name"]: e for e in events}
+    a = by_job["a"]
+    assert a["schemaURL"].endswith("#/$defs/RunEvent") and a["producer"].startswith("https://")
+    assert a["job"]["namespace"].startswith("file://")
+    assert [d["name"] for d in a["inputs"]] == ["raw.txt"] and [d["name"] for d in a["outputs"]] == ["a.txt"]
+    a_txt = zcas("add", "--json", "a.txt", cwd=ran)
+    assert a["outputs"][0]["facets"]["version"]["datasetVersion"] == json.loads(a_txt.out)[0]["id"]
+    assert by_job["bad"]["eventType"] == "FAIL"
+    import uuid
+
+    uuid.UUID(a["run"]["runId"])  # a valid UUID
+
+
+def test_show(ran, zcas):
+    rid = json.loads(zcas("log", "--json", "--step", "a", cwd=ran).out)[0]["id"]
+    out = zcas("show", rid[:10], cwd=ran).out
+    assert f"run       {rid}" in out and "step      a (command)" in out and "raw.txt" in out
+    j = json.loads(zcas("show", "--json", rid, cwd=ran).out)
+    assert j["id"] == rid and j["status"] == "ran"
+    art = json.loads(zcas("show", "--json", "a.txt", cwd=ran).out)
+    assert art["produced_by"] == [rid] and len(art["used_by"]) == 1
+    assert_one_line_error(zcas("show", "nosuchthing", cwd=ran), "unknown tag or id")
