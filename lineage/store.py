@@ -84,6 +84,19 @@ class Lineage:
         data = self.graph.run_bytes(rid)
         return None if data is None else json.loads(data)
 
+    def runs(self, step: str | None = None, status: str | None = None, since_ns: int = 0,
+             limit: int | None = None) -> list[tuple[bytes, dict]]:
+        """(run id, record) newest first, filtered; stops reading once ``limit`` is reached."""
+        out = []
+        for rid in self.graph.run_ids_newest(since_ns):
+            r = self.run_dict(rid)
+            if r is None or (step and r["step"] != step) or (status and r["status"] != status):
+                continue
+            out.append((rid, r))
+            if limit and len(out) >= limit:
+                break
+        return out
+
     def history(self, path: str) -> list:
         from .records import PathVersion
 

@@ -172,21 +172,12 @@ class Repository:
              limit: int | None = None, since: dt.datetime | None = None) -> list["RunView"]:
         """Runs newest first; ``pipeline=NAME`` gives that pipeline's runs (with ``.steps``)."""
         since_ns = int(since.timestamp() * 1e9) if since else 0
-        out = []
-        for rid in self.lineage.graph.run_ids_newest(since_ns):
-            r = self.lineage.run_dict(rid)
-            if r is None:
-                continue
-            if pipeline is not None and not (r["kind"] == "pipeline" and r["step"] == pipeline):
-                continue
-            if step is not None and r["step"] != step:
-                continue
-            if status is not None and r["status"] != status:
-                continue
-            out.append(RunView(self, rid.hex(), r))
-            if limit and len(out) >= limit:
-                break
-        return out
+        if pipeline is not None:
+            found = [(rid, r) for rid, r in self.lineage.runs(step=pipeline, status=status, since_ns=since_ns)
+                     if r["kind"] == "pipeline"][:limit]
+        else:
+            found = self.lineage.runs(step=step, status=status, since_ns=since_ns, limit=limit)
+        return [RunView(self, rid.hex(), r) for rid, r in found]
 
     def run(self, ref: str) -> "RunView":
         from zcas.cas.oid import check_prefix

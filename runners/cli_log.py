@@ -82,15 +82,7 @@ def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, as_json, f
     if target is None:
         if as_graph or fmt in ("dot", "mermaid"):
             raise click.UsageError("--graph, dot and mermaid need a TARGET (a path or an id)")
-        since_ns = _since(since)
-        runs = {}
-        for rid in lin.graph.run_ids_newest(since_ns):
-            r = lin.run_dict(rid)
-            if r is None or (step and r["step"] != step):
-                continue
-            runs[rid.hex()] = r
-            if limit and len(runs) >= limit:
-                break
+        runs = {rid.hex(): r for rid, r in lin.runs(step=step, since_ns=_since(since), limit=limit)}
         _print_runs(c, runs, fmt)
         return
     from zcas.lineage.walk import ancestors, descendants

@@ -139,6 +139,15 @@ def test_manifest_roundtrip(items):
     assert decode_manifest("m", encode_manifest(total, items)) == (total, items)
 
 
+@given(st.binary(max_size=300))
+@settings(max_examples=300)
+def test_manifest_decode_garbage_only_raises_documented_errors(data):
+    try:
+        decode_manifest("m", data)
+    except IntegrityError:
+        pass
+
+
 def test_manifest_lengths_must_add_up():
     with pytest.raises(IntegrityError):
         decode_manifest("m", encode_manifest(5, [(b"\0" * 32, 4)]))

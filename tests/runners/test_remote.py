@@ -242,3 +242,20 @@ def test_wrong_credentials_one_line(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("record", [b'{"type":"run","schema":1,"step":"x","kind":"shell","status":"ran"}', b"not json", b'{"type":"run","schema":99}'])
+def test_hostile_lineage_segment_refused(repo_dir, tmp_path, record):
+    """A remote's run records are validated before anything is indexed."""
+    from zcas.cas import codec
+    from zcas.cas.objstore import ObstoreBackend
+    from zcas.lineage.remote import _pack, _seg_key
+
+    url = f"file://{tmp_path}/remote"
+    payload = _pack([record])
+    ObstoreBackend(url).put(_seg_key(payload), codec.encode(codec.KIND_RECORD, payload))
+    assert run_zcas("remote", "add", "origin", url, cwd=repo_dir).code == 0
+    r = run_zcas("pull", cwd=repo_dir)
+    assert r.code != 0 and len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+    assert "record" in r.err
+    assert run_zcas("log", cwd=repo_dir).out == ""
