@@ -21,6 +21,7 @@ from .oid import hasher
 from .tree import MODE_EXEC, MODE_FILE, MODE_LINK, MODE_TREE, check_link_target, decode_tree
 
 _BATCH = 32
+_WRITERS = 6
 
 
 class Item(NamedTuple):
@@ -151,10 +152,15 @@ def checkout(db, oid: bytes, dest: str, force: bool = False) -> int:
     # a pool task waiting on tasks queued behind it could wait forever.
     large = [i for i in files if db.entry(i.oid).kind == codec.KIND_CHUNKED]
     small = [i for i in files if db.entry(i.oid).kind != codec.KIND_CHUNKED]
-    futs = [pool().submit(_write_batch, db, root, small[i : i + _BATCH]) for i in range(0, len(small), _BATCH)]
-    _write_batch(db, root, large)
-    for f in futs:
-        f.result()
+    # Creating files is mostly waiting on the kernel (the GIL is released), so more threads
+    # than cores keep both cores busy with the Python work in between.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="zcas-co") as ex:
+        futs = [ex.submit(_write_batch, db, root, small[i : i + _BATCH]) for i in range(0, len(small), _BATCH)]
+        _write_batch(db, root, large)
+        for f in futs:
+            f.result()
     written += len(files)
     for item in links:
         os.symlink(os.fsdecode(db.get_bytes(item.oid)), os.path.join(root, item.rel))

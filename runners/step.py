@@ -165,7 +165,14 @@ class Session:
 
                 tmp = f"{dest}.{os.getpid()}.tmp"
                 checkout(self.db, oid, tmp, force=True)
-                os.replace(tmp, dest)
+                try:
+                    os.replace(tmp, dest)
+                except OSError:  # another process checked out the same id first: use it
+                    if not os.path.isdir(dest):
+                        raise
+                    import shutil
+
+                    shutil.rmtree(tmp, ignore_errors=True)
             import pathlib
 
             return pathlib.Path(dest)
@@ -358,6 +365,8 @@ class Session:
         names = [f"output.{i}" for i in range(len(values))] if multi else ["output"]
         arts = [v if isinstance(v, Artifact) else self.store(v, step.pickle) for v in values]
         outputs = {n: a.id for n, a in zip(names, arts)}
+        if self.db is not self.repo.db:
+            self.db.flush()  # outputs published on the stack's store before a record names them
         run = Run(status="ran", outputs=outputs, materializers={**used_mats, **{n: a.materializer for n, a in zip(names, arts)}},
                   started_ns=started, ended_ns=ended, **common)
         rid = self.record(run, now=True)
