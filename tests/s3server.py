@@ -62,11 +62,18 @@ def env_for(endpoint: str) -> dict[str, str]:
     return {**CREDS, "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"}
 
 
-if __name__ == "__main__":  # used by .ci/run: start, print the endpoint, keep running
+if __name__ == "__main__":  # used by .ci/run: start, print the endpoint, run until stopped
+    import signal
+
     p, ep = start()
+
+    def stop(*_):
+        p.terminate()  # the server is our child: never leave it running
+        p.wait(10)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     make_bucket(ep)
     print(ep, flush=True)
-    try:
-        p.wait()
-    except KeyboardInterrupt:
-        p.terminate()
+    p.wait()
