@@ -131,31 +131,9 @@ def _usable(ctx, rec: dict) -> bool:
 
 def lookup(ctx, key: bytes) -> tuple[bytes, dict] | None:
     """A usable cached run for ``key``: from local lineage, else from the default remote's."""
-    rid = ctx.lineage.graph.cache_get(key)
-    remote = None
-    if rid is None:
-        remote = ctx.remote()
-        if remote is None:
-            return None
-        with ctx.lock:
-            remote.sync_lineage()
-        rid = ctx.lineage.graph.cache_get(key)
-        if rid is None:
-            return None
-    rec = ctx.lineage.run_dict(rid)
-    if rec is None:
-        return None
-    if not _usable(ctx, rec):
-        remote = remote or ctx.remote()
-        if remote is None:
-            return None
-        try:
-            remote.fetch([bytes.fromhex(o) for o in rec["outputs"].values()])
-        except ZcasError:
-            return None
-        if not _usable(ctx, rec):
-            return None
-    return rid, rec
+    from .remote import cached_run
+
+    return cached_run(ctx.lineage, key, lambda rec: _usable(ctx, rec), ctx.remote, ctx.lock)
 
 
 class KeyLock:

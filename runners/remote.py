@@ -159,3 +159,39 @@ def open_default(repo, lineage, name: str | None = None) -> Remote | None:
     if not rs:
         return None
     return Remote(repo, lineage, pick(repo, name))
+
+
+def cached_run(lineage, key: bytes, usable, remote_fn, lock=None) -> tuple[bytes, dict] | None:
+    """The usable cached run for ``key``, asking the remote when the local lineage misses.
+
+    ``usable(record) -> bool`` says whether its outputs are all here (and sound);
+    ``remote_fn()`` opens the default remote on first need (None: none, or switched off).
+    Shared by command steps and Python steps, so both look things up the same way.
+    """
+    import contextlib
+
+    rid = lineage.graph.cache_get(key)
+    remote = None
+    if rid is None:
+        remote = remote_fn()
+        if remote is None:
+            return None
+        with lock or contextlib.nullcontext():
+            remote.sync_lineage()
+        rid = lineage.graph.cache_get(key)
+        if rid is None:
+            return None
+    rec = lineage.run_dict(rid)
+    if rec is None:
+        return None
+    if not usable(rec):
+        remote = remote or remote_fn()
+        if remote is None:
+            return None
+        try:
+            remote.fetch([bytes.fromhex(o) for o in rec["outputs"].values()])
+        except ZcasError:
+            return None
+        if not usable(rec):
+            return None
+    return rid, rec

@@ -309,23 +309,9 @@ class Session:
         return self._remote or None
 
     def _lookup(self, key: bytes):
-        rid = self.lineage.graph.cache_get(key)
-        if rid is None and self.remote() is not None:
-            self.remote().sync_lineage()
-            rid = self.lineage.graph.cache_get(key)
-        if rid is None:
-            return None
-        rec = self.lineage.run_dict(rid)
-        if rec is None:
-            return None
-        found = self._outputs_usable(rec)
-        if found is None and self.remote() is not None:
-            try:
-                self.remote().fetch([bytes.fromhex(o) for o in rec["outputs"].values()])
-            except ZcasError:
-                return None
-            found = self._outputs_usable(rec)
-        return None if found is None else (rid, rec)
+        from .remote import cached_run
+
+        return cached_run(self.lineage, key, lambda rec: self._outputs_usable(rec) is not None, self.remote)
 
     def _outputs_usable(self, rec: dict):
         db = self.db
