@@ -166,7 +166,46 @@ def _age(ns: int) -> str:
     return human_age(time.time() - ns / 1e9)
 
 
+class PathLocks:
+    """Shared locks on a step's inputs, exclusive on its outputs, held from hashing the
+    inputs to recording the run. Another zcas process cannot rewrite a file this step is
+    reading, or restore over one it is writing, in between: what is recorded under a key is
+    what the key describes. Taken in one global order, so two processes never deadlock."""
+
+    def __init__(self, ctx, inputs: list[str], outputs: list[str]):
+        from zcas.cas.oid import hash_bytes
+
+        d = os.path.join(ctx.repo.zdir, "locks")
+        os.makedirs(d, exist_ok=True)
+        want: dict[str, int] = {}
+        for path, mode in [(i, fcntl.LOCK_SH) for i in inputs] + [(o, fcntl.LOCK_EX) for o in outputs]:
+            name = os.path.join(d, "path-" + hash_bytes(path.encode()).hex()[:24])
+            want[name] = max(want.get(name, 0), mode)  # both read and written: exclusive
+        self.want = sorted(want.items())
+        self.fds: list[int] = []
+
+    def __enter__(self):
+        for name, mode in self.want:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o666)
+            self.fds.append(fd)
+            fcntl.flock(fd, mode)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fd in reversed(self.fds):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self.fds = []
+
+
 def run_step(ctx, spec: StepSpec) -> StepResult:
+    argv = substitute(spec.cmd, spec.params)
+    reads = list(dict.fromkeys([*spec.inputs, *implicit_inputs(ctx, argv, spec.cwd, set(spec.outputs) | set(spec.inputs))]))
+    with PathLocks(ctx, reads, list(spec.outputs)):
+        return _run_step(ctx, spec)
+
+
+def _run_step(ctx, spec: StepSpec) -> StepResult:
     p = plan(ctx, spec)
     hit = lookup(ctx, p.key)
     if hit is None:

@@ -13,9 +13,11 @@ import time
 
 from .harness import SECONDS, env, fsck_clean, note, ok, zcas_cmd
 
-# Each step logs "start KEY t" / "end KEY t" around a short sleep, so overlapping
-# executions of one key would show as interleaved intervals.
-STEP = "sh -c 'echo start {name}-{{v}} $(date +%s%N) >> exec.log; sleep 0.05; cat in.txt > {name}.out; echo {{v}} >> {name}.out; echo end {name}-{{v}} $(date +%s%N) >> exec.log'"
+# Each step logs "start KEY t" / "end KEY t" around a short sleep, KEY standing for its
+# cache key (its param and the content of its input), so overlapping executions of one key
+# would show as interleaved intervals.
+STEP = ("sh -c 'c=$(cksum < IN); k={name}-{{v}}-${{c%% *}}; echo start $k $(date +%s%N) >> exec.log; sleep 0.05; "
+        "cat IN > {name}.out; echo {{v}} >> {name}.out; echo end $k $(date +%s%N) >> exec.log'")
 
 WORKER = r'''
 import json, os, random, subprocess, sys, time
@@ -61,8 +63,8 @@ env = ["ZCAS_TORTURE_V"]
 
 def test_four_writers_and_gc(repo_dir):
     (repo_dir / "in.txt").write_text("input\n")
-    a = STEP.format(name="a").replace("{v}", "$ZCAS_TORTURE_V")
-    b = STEP.format(name="b").replace("{v}", "$ZCAS_TORTURE_V").replace("cat in.txt", "cat a.out")
+    a = STEP.format(name="a").replace("{v}", "$ZCAS_TORTURE_V").replace("IN", "in.txt")
+    b = STEP.format(name="b").replace("{v}", "$ZCAS_TORTURE_V").replace("IN", "a.out")
     (repo_dir / "zcas.toml").write_text(TOML.format(a=a, b=b))
     (repo_dir / "worker.py").write_text(WORKER)
     procs = [
@@ -103,7 +105,18 @@ def test_four_writers_and_gc(repo_dir):
     p = subprocess.run(zcas_cmd("gc", "--grace", "0"), cwd=repo_dir, env=env(), capture_output=True, text=True)
     assert p.returncode == 0
     fsck_clean(repo_dir)
+    def cat(oid):
+        p = subprocess.run(zcas_cmd("cat", oid), cwd=repo_dir, env=env(), capture_output=True)
+        assert p.returncode == 0
+        return p.stdout
+
+    # what is recorded under a key is what the key describes: each output is its recorded
+    # input plus the run's value (no process rewrote a file another was reading or writing)
     for r in logged:
-        for oid in r["outputs"].values():
-            assert subprocess.run(zcas_cmd("cat", oid), cwd=repo_dir, env=env(), capture_output=True).returncode == 0
+        if r["status"] != "ran":
+            continue
+        [(_, inp)] = r["inputs"].items()
+        [(_, out)] = r["outputs"].items()
+        v = r["env"]["ZCAS_TORTURE_V"]
+        assert cat(out) == cat(inp) + f"{v}\n".encode(), r["step"]
     note("concurrent writers", processes=4, runs=len(completed), gc_passes=gcs + 1, seconds=int(SECONDS))
