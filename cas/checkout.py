@@ -15,7 +15,7 @@ import stat as st_
 from typing import NamedTuple
 
 from . import codec
-from .chunking import pool, write_chunked
+from .chunking import write_chunked
 from .errors import ConflictError, IntegrityError, UnsafePathError, ZcasError
 from .oid import hasher
 from .tree import MODE_EXEC, MODE_FILE, MODE_LINK, MODE_TREE, check_link_target, decode_tree

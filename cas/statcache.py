@@ -18,8 +18,6 @@ import time
 VERSION = 2  # 2: paths are bytes
 RACY_NS = 50_000_000  # coarse kernel clocks tick every 4-10 ms; leave a wide margin
 
-Key = tuple  # (ino, size, mtime_ns, ctime_ns)
-
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -101,10 +101,6 @@ def decode_tree(oid_hex: str, payload: bytes) -> list[TreeEntry]:
     return out
 
 
-def is_tree_payload(payload: bytes) -> bool:
-    return payload.startswith(MAGIC)
-
-
 def check_link_target(rel_dir: str, name: str, target: bytes) -> None:
     """Refuse a symlink whose target, resolved lexically, leaves the checkout root.
 

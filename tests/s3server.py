@@ -6,7 +6,6 @@ its own on a free port and stops it at the end.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys

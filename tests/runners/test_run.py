@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_zcas
+from tests.conftest import assert_one_line_error
 
 COUNTER = """
 import sys, pathlib

@@ -6,7 +6,6 @@ the same time, no damaged or missing object, every process exits cleanly.
 """
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -10,7 +10,6 @@ import os
 import random
 import time
 
-import pytest
 from blake3 import blake3
 
 from .harness import TRIALS, fsck_clean, kill_at, note, ok, zcas_cmd
