@@ -31,13 +31,34 @@ def _clean(text: str) -> str:
     return _SECRETS.sub(r"\1=***", line)[:300]
 
 
+def masked(url: str) -> str:
+    """A URL as it may be printed: any user:password@ part replaced by ***@."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
+
+
+def check_no_credentials(url: str | None, what: str = "URL") -> str | None:
+    """Refuse a URL that carries credentials (user:password@host): zcas writes URLs to
+    config.toml and prints them, and neither may ever hold a secret."""
+    if url and isinstance(url, str) and "://" in url:
+        netloc = url.split("://", 1)[1].split("/", 1)[0]
+        if "@" in netloc:
+            raise UsageError(
+                f"{what} {masked(url)} holds credentials: zcas never stores them; remove the user:password@ part "
+                "and set them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...)"
+            )
+    return url
+
+
 def parse_url(url: str) -> tuple[str, str, str]:
     """(scheme, bucket or container, prefix) of a store URL, or a one-line error."""
+    if not isinstance(url, str) or not url:
+        raise UsageError(f"store URL must be a non-empty string, got {url!r}")
+    check_no_credentials(url, "store URL")
     if "://" not in url:
         return "file", "", os.path.abspath(url)
     u = urlparse(url)
     if u.scheme not in SCHEMES:
-        raise UsageError(f"unsupported store URL {url!r}: use s3://, gs://, az://, memory:// or a path")
+        raise UsageError(f"unsupported store URL {masked(url)!r}: use s3://, gs://, az://, memory:// or a path")
     if u.scheme == "memory":
         return "memory", "", ""
     if u.scheme == "file":
@@ -51,6 +72,9 @@ def make_store(url: str, endpoint: str | None = None, region: str | None = None,
     import obstore.store as s
 
     scheme, bucket, prefix = parse_url(url)
+    if endpoint is not None and not isinstance(endpoint, str):
+        raise UsageError(f"endpoint must be a string, got {endpoint!r}")
+    check_no_credentials(endpoint, "endpoint URL")
     client = {}
     if allow_http or os.environ.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true", "yes"):
         client["allow_http"] = True
@@ -172,6 +196,28 @@ class ObstoreBackend:
             raise
         local.put_file(key, tmp)
         return size
+
+    def fetch_to(self, key: str, path: str) -> int:
+        """Stream ``key`` into a new local file at ``path`` (never whole in memory); its size.
+
+        The file is the caller's (to verify before installing anything); it is removed if
+        the transfer fails."""
+        check_key(key)
+
+        def fetch() -> int:
+            n = 0
+            with open(path, "xb") as f:
+                for chunk in self._obs.get(self.store, key).stream(min_chunk_size=8 << 20):
+                    f.write(chunk)
+                    n += len(chunk)
+            return n
+
+        try:
+            return self._call("reading", key, fetch)
+        except BaseException:
+            if os.path.exists(path):
+                os.unlink(path)
+            raise
 
     def exists(self, key: str) -> bool:
         try:

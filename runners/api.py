@@ -130,11 +130,15 @@ class Repository:
                          host=s.host, user=s.user, zcas_version=s.version), now=True)
         return a
 
-    def get(self, ref: str):
-        """The value of an id, prefix or tag: as it was put (value, bytes) or a checked-out path."""
-        return self.artifact(ref).load()
+    def get(self, ref: str, *, allow_pickle: bool = False):
+        """The value of an id, prefix or tag: as it was put (value, bytes) or a checked-out path.
 
-    def artifact(self, ref: str):
+        A pickled value is refused unless ``allow_pickle=True``: unpickling runs code, so it
+        is for values you trust (a shared remote's records may name pickle for anything).
+        """
+        return self.artifact(ref, allow_pickle=allow_pickle).load()
+
+    def artifact(self, ref: str, *, allow_pickle: bool = False):
         from .step import Artifact, Session
 
         oid = self.cas.resolve(str(ref))
@@ -150,7 +154,7 @@ class Repository:
             from zcas.cas import codec
 
             tag = "bytes@1" if self.cas.db.entry(oid).kind in (codec.KIND_BLOB, codec.KIND_CHUNKED) else "path@1"
-        return Artifact(oid.hex(), tag, Session(self))
+        return Artifact(oid.hex(), tag, Session(self), allow_pickle=allow_pickle)
 
     def checkout(self, ref: str, dest: str | os.PathLike, force: bool = False) -> int:
         from zcas.cas.checkout import checkout
@@ -217,12 +221,12 @@ class RunView:
     duration = property(lambda self: max(0, self.record["ended_ns"] - self.record["started_ns"]) / 1e9)
     started = property(lambda self: dt.datetime.fromtimestamp(self.record["started_ns"] / 1e9))
 
-    def _arts(self, field: str) -> dict:
+    def _arts(self, field: str, allow_pickle: bool = False) -> dict:
         from .step import Artifact, Session
 
         mats = self.record.get("materializers", {})
         s = Session(self.repository)
-        return {n: Artifact(o, mats.get(n, "bytes@1"), s) for n, o in self.record.get(field, {}).items()}
+        return {n: Artifact(o, mats.get(n, "bytes@1"), s, allow_pickle=allow_pickle) for n, o in self.record.get(field, {}).items()}
 
     @property
     def outputs(self) -> dict:
@@ -232,9 +236,11 @@ class RunView:
     def inputs(self) -> dict:
         return self._arts("inputs")
 
-    def load(self):
-        """The step's result: one value, or a tuple for a step that returned several."""
-        outs = self.outputs
+    def load(self, *, allow_pickle: bool = False):
+        """The step's result: one value, or a tuple for a step that returned several.
+
+        A pickled result is refused unless ``allow_pickle=True`` (unpickling runs code)."""
+        outs = self._arts("outputs", allow_pickle)
         if "output" in outs:
             return outs["output"].load()
         if not outs:

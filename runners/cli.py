@@ -145,15 +145,16 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         from zcas.cas.errors import ZcasError
+        from zcas.cas.safetext import printable  # messages may quote names from a remote
 
         if isinstance(e, ZcasError):
-            click.echo(f"zcas: error: {e}", err=True)
+            click.echo(f"zcas: error: {printable(e)}", err=True)
             sys.exit(e.exit_code)
         if isinstance(e, OSError):
             where = f": {e.filename}" if e.filename else ""
-            click.echo(f"zcas: error: {e.strerror or e}{where}", err=True)
+            click.echo(f"zcas: error: {printable(e.strerror or e)}{printable(where)}", err=True)
             sys.exit(1)
-        click.echo(f"zcas: internal error: {type(e).__name__}: {e} (set ZCAS_DEBUG=1 for details)", err=True)
+        click.echo(f"zcas: internal error: {type(e).__name__}: {printable(e)} (set ZCAS_DEBUG=1 for details)", err=True)
         sys.exit(1)
 
 

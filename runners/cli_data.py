@@ -54,8 +54,10 @@ def ls(c: Ctx, ref: str, recursive: bool, as_json: bool) -> None:
     if as_json:
         emit_json([{"mode": m, "id": o.hex(), "size": s, "path": p} for m, o, s, p in rows])
         return
-    for mode, oid, size, path in rows:
-        click.echo(f"{mode:4}  {oid.hex()}  {size:>12}  {path}")
+    from zcas.cas.safetext import printable
+
+    for mode, oid, size, path in rows:  # names come from stored trees: control characters escaped
+        click.echo(f"{mode:4}  {oid.hex()}  {size:>12}  {printable(path)}")
 
 
 @cli.command()
@@ -113,7 +115,9 @@ def tags(c: Ctx, as_json: bool) -> None:
 def fsck(c: Ctx, repair, remote_name, as_json) -> None:
     """Verify every stored object; exit 1 if any is corrupt or missing.
 
-    Dangling objects (stored but named by nothing) are listed but are not an error. With
+    Dangling objects (stored but named by nothing) are listed but are not an error, and so
+    are unsafe run records (ones whose outputs escape the repository or differ from what
+    their step declares, as a hostile remote could serve): runs never use them. With
     --repair, damaged and missing objects are fetched from a remote, verified, and put in
     place of the damaged ones.
     """
@@ -131,22 +135,30 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
         fixed, _ = do_repair(c.repo.db, r.db, corrupt, [bytes.fromhex(m) for m in rep.missing])
         repaired = [o.hex() for o in fixed]
         rep = do_fsck(c.repo.db, c.roots(), progress=tty_progress)
+    from .audit import unsafe_runs
+
+    unsafe = unsafe_runs(c.lineage)
     if as_json:
         emit_json(
             {"checked": rep.checked, "corrupt": rep.corrupt, "missing": rep.missing, "repaired": repaired,
-             "dangling": rep.dangling, "unindexed_packs": rep.unindexed_packs, "ok": rep.ok}
+             "dangling": rep.dangling, "unindexed_packs": rep.unindexed_packs, "ok": rep.ok,
+             "unsafe_runs": [{"run": rid, "reason": why} for rid, why in unsafe]}
         )
     else:
         for oid in repaired:
             click.echo(f"repaired {oid}")
+        from zcas.cas.safetext import printable
+
         for oid, why in sorted(rep.corrupt.items()):
-            click.echo(f"corrupt {oid}: {why}")
+            click.echo(f"corrupt {oid}: {printable(why)}")
         for oid in rep.missing:
             click.echo(f"missing {oid}")
         for oid in rep.dangling:
             click.echo(f"dangling {oid}")
         for key in rep.unindexed_packs:
             click.echo(f"unindexed {key} (left by an interrupted write; gc removes it)")
+        for rid, why in unsafe:
+            click.echo(f"unsafe run {rid}: {printable(why)} (never used as a cache hit)")
         click.echo(
             f"checked {rep.checked} objects: {len(rep.corrupt)} corrupt, {len(rep.missing)} missing, "
             f"{len(rep.dangling)} dangling" + (f", {len(repaired)} repaired" if repair else "")

@@ -95,7 +95,11 @@ def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, as_json, f
     if step:
         g.runs = {k: v for k, v in g.runs.items() if v["step"] == step}
     if fmt == "json":
-        emit_json(g.as_dict())
+        from zcas.lineage.redact import public_record
+
+        d = g.as_dict()
+        d["runs"] = [public_record(r) for r in d["runs"]]  # env values of older records become digests
+        emit_json(d)
     elif fmt == "dot":
         click.echo(export.dot(g))
     elif fmt == "mermaid":
@@ -115,7 +119,9 @@ def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, as_json, f
         if not used_by:
             for a in sources:
                 if a != g.root or not g.runs:
-                    names = ", ".join(sorted(g.artifacts[a])) or "(unnamed)"
+                    from zcas.cas.safetext import printable
+
+                    names = printable(", ".join(sorted(g.artifacts[a]))) or "(unnamed)"
                     click.echo(f"source {a[:12]}  {names}")
 
 
@@ -123,7 +129,9 @@ def _print_runs(c: Ctx, runs: dict[str, dict], fmt: str) -> None:
     from zcas.lineage import export
 
     if fmt == "json":
-        emit_json([dict(r, id=rid) for rid, r in runs.items()])
+        from zcas.lineage.redact import public_record
+
+        emit_json([dict(public_record(r), id=rid) for rid, r in runs.items()])
     elif fmt == "openlineage":
         ns = f"file://{c.repo.root}"
         for ev in export.openlineage_events(runs, ns):
@@ -144,21 +152,24 @@ def show(c: Ctx, target: str, as_json: bool) -> None:
     oid, is_run, _ = _target(c, target)
     lin = c.lineage
     if is_run:
-        r = lin.run_dict(oid)
+        from zcas.cas.safetext import printable as pr
+        from zcas.lineage.redact import public_record
+
+        r = public_record(lin.run_dict(oid))  # env values of older records become digests
         if as_json:
             emit_json(dict(r, id=oid.hex()))
             return
         click.echo(f"run       {oid.hex()}")
-        click.echo(f"step      {r['step']} ({r['kind']})")
+        click.echo(f"step      {pr(r['step'])} ({r['kind']})")
         click.echo(f"status    {r['status']} (exit {r['exit_status']})")
         click.echo(f"started   {export.when(r['started_ns'])}   duration {(r['ended_ns'] - r['started_ns']) / 1e9:.3f}s")
-        click.echo(f"host      {r['user']}@{r['host']}   zcas {r['zcas_version']}")
+        click.echo(f"host      {pr(r['user'])}@{pr(r['host'])}   zcas {pr(r['zcas_version'])}")
         if r.get("cmd"):
             import shlex
 
-            click.echo(f"command   {shlex.join(r['cmd'])}   (in {r.get('cwd') or '.'})")
+            click.echo(f"command   {pr(shlex.join(r['cmd']))}   (in {pr(r.get('cwd') or '.')})")
         if r.get("code"):
-            click.echo(f"code      {r['code']}")
+            click.echo(f"code      {pr(r['code'])}")
         if r.get("cache_key"):
             click.echo(f"cache key {r['cache_key']}")
         if r.get("cached_from"):
@@ -166,12 +177,15 @@ def show(c: Ctx, target: str, as_json: bool) -> None:
         for title, field in (("inputs", "inputs"), ("outputs", "outputs")):
             click.echo(f"{title}:")
             for name, o in sorted(r[field].items()):
-                click.echo(f"  {o}  {name}")
-        for title, field in (("params", "params"), ("env", "env")):
-            if r.get(field):
-                click.echo(f"{title}:")
-                for k, v in sorted(r[field].items()):
-                    click.echo(f"  {k} = {json.dumps(v)}")
+                click.echo(f"  {o}  {pr(name)}")
+        if r.get("params"):
+            click.echo("params:")
+            for k, v in sorted(r["params"].items()):
+                click.echo(f"  {pr(k)} = {pr(json.dumps(v))}")
+        if r.get("env"):
+            click.echo("env (names only: values are never stored):")
+            for k, v in sorted(r["env"].items()):
+                click.echo(f"  {pr(k)} ({'unset' if v is None else 'set'})")
         return
     e = c.repo.db.entry(oid)
     from zcas.cas.codec import KINDS

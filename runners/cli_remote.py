@@ -69,14 +69,16 @@ def _split(c: Ctx, args: tuple[str, ...]):
 @cli.command()
 @click.argument("args", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Everything (the default when no TAG or ID is given).")
+@click.option("-f", "--force", is_flag=True, help="Move a tag that already names another id on the remote.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @pass_ctx
-def push(c: Ctx, args, everything, as_json) -> None:
+def push(c: Ctx, args, everything, force, as_json) -> None:
     """Send objects and run records the remote lacks: zcas push [NAME] [TAG|ID...|--all].
 
     Without TAG or ID, every local pack the remote lacks is sent as it is (10,000 small
-    files are a handful of requests). Tags named are pushed too. An interrupted push is
-    resumed by running it again.
+    files are a handful of requests). Tags named are pushed too; a tag that already names
+    another id on the remote is refused unless --force. An interrupted push is resumed by
+    running it again.
     """
     from zcas.cas.transfer import tty_progress
 
@@ -86,7 +88,7 @@ def push(c: Ctx, args, everything, as_json) -> None:
     r = Remote(c.repo, c.lineage, spec)
     tags = {t: oid for t in targets if (oid := c.repo.refs.get_tag(t)) is not None}
     ids = None if everything or not targets else [c.repo.resolve(t) for t in targets]
-    res = r.push(ids, tags, tty_progress("pushing"))
+    res = r.push(ids, tags, tty_progress("pushing"), force=force)
     if as_json:
         emit_json(dict(res, remote=spec.name))
     else:

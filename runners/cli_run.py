@@ -55,9 +55,12 @@ def _one_off(c: Ctx, argv, inputs, outputs, params, env, name, cwd):
 
     import shlex
 
+    from .spec import check_step_paths
+
+    ins, outs = tuple(rel(p) for p in inputs), tuple(rel(p) for p in outputs)
+    check_step_paths("zcas run", ins, outs)
     return StepSpec(
-        name=name or shlex.join(argv), cmd=tuple(argv), inputs=tuple(rel(p) for p in inputs),
-        outputs=tuple(rel(p) for p in outputs), params=ps, env=tuple(env), cwd=rel_cwd,
+        name=name or shlex.join(argv), cmd=tuple(argv), inputs=ins, outputs=outs, params=ps, env=tuple(env), cwd=rel_cwd,
     )
 
 
@@ -135,9 +138,11 @@ def status(c: Ctx, steps, as_json) -> None:
     if as_json:
         emit_json(rows)
         return
+    from zcas.cas.safetext import printable
+
     for r in rows:
         reasons = "; ".join(x.strip() for x in r["reasons"])
-        click.echo(f"{r['status']:<6} {r['name']}" + (f"  ({reasons})" if reasons else ""))
+        click.echo(printable(f"{r['status']:<6} {r['name']}" + (f"  ({reasons})" if reasons else "")))
 
 
 @cli.command()
@@ -152,6 +157,8 @@ def why(c: Ctx, target, as_json) -> None:
     if as_json:
         emit_json(res)
         return
-    click.echo(f"{res['name']}: {res['status']}")
+    from zcas.cas.safetext import printable
+
+    click.echo(printable(f"{res['name']}: {res['status']}"))
     for line in res["reasons"]:
-        click.echo(f"  {line}")
+        click.echo(f"  {printable(line)}")

@@ -39,6 +39,20 @@ def _str(v):
     return v
 
 
+def _url(v):
+    """A store URL or endpoint: a string holding no credentials (config files are not secret)."""
+    from zcas.cas.errors import UsageError
+    from zcas.cas.objstore import check_no_credentials, masked
+
+    if not isinstance(v, str):
+        raise ValueError("expected a string")
+    try:
+        check_no_credentials(v)
+    except UsageError:
+        raise ValueError(f"{masked(v)} holds credentials (user:password@); set them in the environment instead") from None
+    return v
+
+
 def _runner(v):
     if v not in RUNNERS:
         raise ValueError(f"expected one of {', '.join(RUNNERS)}")
@@ -62,16 +76,16 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "run.remote_cache": _bool,
     "gc.grace": _duration,
     "stack.active": _str,
-    "stack.*.store": _str,
+    "stack.*.store": _url,
     "stack.*.runner": _runner,
     "stack.*.scheduler": _str,
     "stack.*.remote": _str,
-    "remote.*.url": _str,
-    "remote.*.endpoint": _str,
+    "remote.*.url": _url,
+    "remote.*.endpoint": _url,
     "remote.*.region": _str,
     "remote.*.allow_http": _bool,
-    "store.url": _str,
-    "store.endpoint": _str,
+    "store.url": _url,
+    "store.endpoint": _url,
     "store.region": _str,
     "store.allow_http": _bool,
 }
@@ -117,6 +131,8 @@ def _read(path: str) -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8 (a TOML file must be UTF-8 text)") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
 
@@ -170,7 +186,8 @@ class Config:
         try:
             value = check(value)
         except ValueError as e:
-            raise ConfigError(f"{origin}: {key}: {e}, got {value!r}") from None
+            shown = "" if check is _url else f", got {value!r}"  # a URL may hold a secret: never echoed
+            raise ConfigError(f"{origin}: {key}: {e}{shown}") from None
         self.values[key] = value
         self.origins[key] = origin
 

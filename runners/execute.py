@@ -20,7 +20,7 @@ from zcas.cas import codec
 from zcas.cas.errors import InputPathError, ZcasError
 
 from .artifacts import current_id, restore, store_paths
-from .keys import command_components, key_of
+from .keys import command_components, env_digests, key_of
 from .spec import StepSpec
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -105,7 +105,7 @@ def plan(ctx, spec: StepSpec, store: bool = True) -> Plan:
                 inputs[p] = oid
     except ZcasError as e:
         raise ZcasError(f"step {spec.name}: input {e}") from None
-    env = {k: os.environ.get(k) for k in spec.env}
+    env = env_digests(spec.env)
     # The command is keyed as written ({key} placeholders unexpanded): params have keys of
     # their own, so a param change is reported once, as itself.
     comps = command_components(list(spec.cmd), inputs, spec.params, env, list(spec.outputs), spec.cwd)
@@ -129,11 +129,21 @@ def _usable(ctx, rec: dict) -> bool:
     return True
 
 
-def lookup(ctx, key: bytes) -> tuple[bytes, dict] | None:
+def declared_outputs_match(rec: dict, spec: StepSpec) -> bool:
+    """Whether a record's outputs are exactly the ones the step declares.
+
+    A hit restores by the step's own declaration, never by names a record carries: a record
+    (from a shared remote, say) naming ``../x`` or ``.zcas/...`` is simply not a hit."""
+    outs = rec.get("outputs")
+    return isinstance(outs, dict) and set(outs) == set(spec.outputs)
+
+
+def lookup(ctx, key: bytes, spec: StepSpec) -> tuple[bytes, dict] | None:
     """A usable cached run for ``key``: from local lineage, else from the default remote's."""
     from .remote import cached_run
 
-    return cached_run(ctx.lineage, key, lambda rec: _usable(ctx, rec), ctx.remote, ctx.lock)
+    return cached_run(ctx.lineage, key, lambda rec: _usable(ctx, rec), ctx.remote, ctx.lock,
+                      valid=lambda rec: declared_outputs_match(rec, spec))
 
 
 class KeyLock:
@@ -207,12 +217,12 @@ def run_step(ctx, spec: StepSpec) -> StepResult:
 
 def _run_step(ctx, spec: StepSpec) -> StepResult:
     p = plan(ctx, spec)
-    hit = lookup(ctx, p.key)
+    hit = lookup(ctx, p.key, spec)
     if hit is None:
         lock = KeyLock(ctx, p.key)
         lock.acquire(lambda: ctx.say(f"waiting: {spec.name} (another zcas run is executing it)"))
         try:
-            hit = lookup(ctx, p.key)
+            hit = lookup(ctx, p.key, spec)
             if hit is None:
                 return _execute(ctx, p)
         finally:
@@ -234,9 +244,10 @@ def _record(ctx, p: Plan, status: str, started: int, ended: int, outputs: dict, 
 
 def _restore(ctx, p: Plan, rid: bytes, rec: dict) -> StepResult:
     started = time.time_ns()
-    for path, oid_hex in rec["outputs"].items():
+    outputs = {path: rec["outputs"][path] for path in p.spec.outputs}  # the declaration's paths, checked by lookup
+    for path, oid_hex in outputs.items():
         restore(ctx, path, bytes.fromhex(oid_hex))
-    new = _record(ctx, p, "cached", started, time.time_ns(), rec["outputs"], 0, cached_from=rid.hex())
+    new = _record(ctx, p, "cached", started, time.time_ns(), outputs, 0, cached_from=rid.hex())
     ctx.say(f"cached: {p.spec.name} (run {rid.hex()[:12]}, {_age(rec['started_ns'])} ago)")
     return StepResult(p.spec.name, "cached", p.key.hex(), new.hex(), (time.time_ns() - started) / 1e9)
 

@@ -11,18 +11,10 @@ from __future__ import annotations
 
 import json
 
-from zcas.cas.oid import hash_bytes
 from zcas.lineage.canonical import dumps
+from zcas.lineage.keyhash import key_of  # noqa: F401 - the one key hash, re-exported for runners
 
 KEY_SCHEMA = "zcas-key-1"
-
-
-def _lp(b: bytes) -> bytes:
-    return len(b).to_bytes(8, "little") + b
-
-
-def key_of(components: dict[str, str]) -> bytes:
-    return hash_bytes(b"".join(_lp(k.encode()) + _lp(v.encode()) for k, v in sorted(components.items())))
 
 
 def command_components(
@@ -43,9 +35,19 @@ def command_components(
         comps[f"input:{path}"] = oid.hex()
     for k, v in params.items():
         comps[f"param:{k}"] = dumps(v, f"param {k!r}").decode()
-    for k, v in env.items():
-        comps[f"env:{k}"] = json.dumps(v)
+    for k, digest in env.items():  # digests (see env_digests): a value is never stored
+        comps[f"env:{k}"] = json.dumps(digest)
     return comps
+
+
+def env_digests(names) -> dict[str, str | None]:
+    """{VAR: digest of its value now, or None if unset}: what keys and records hold of
+    declared environment variables, so a secret passed through one is never stored."""
+    import os
+
+    from zcas.lineage.redact import env_digest
+
+    return {k: env_digest(os.environ.get(k)) for k in names}
 
 
 def explain(old: dict[str, str], new: dict[str, str]) -> list[str]:
@@ -58,6 +60,11 @@ def explain(old: dict[str, str], new: dict[str, str]) -> list[str]:
         kind, _, what = name.partition(":")
         label = {"input": "input", "param": "param", "env": "environment variable"}.get(kind)
         short = (lambda v: v[:12] if v and kind == "input" else v)
+        if kind == "env":  # only that it changed: digests mean nothing to a reader, values are secret
+            was, now = (None if x is None or x == "null" else "set" for x in (a, b))
+            out.append(f"{label} {what} " + ("added" if a is None else "removed" if b is None else
+                                              f"changed ({was or 'unset'} -> {now or 'unset'})"))
+            continue
         if label is None:
             label = {"argv": "command", "outputs": "declared outputs", "cwd": "working directory",
                      "schema": "cache key schema", "code": "code", "step": "step"}.get(name, name)

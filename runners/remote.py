@@ -14,6 +14,7 @@ import re
 import attrs
 
 from zcas.cas.errors import UsageError, ZcasError
+from zcas.cas.safetext import printable
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
@@ -43,12 +44,13 @@ def remotes(repo) -> dict[str, RemoteSpec]:
 
 
 def add_remote(repo, spec: RemoteSpec) -> None:
-    from zcas.cas.objstore import parse_url
+    from zcas.cas.objstore import check_no_credentials, parse_url
     from zcas.cas.repo import read_config, write_config
 
     if not _NAME.fullmatch(spec.name):
-        raise UsageError(f"invalid remote name {spec.name!r}: use letters, digits, '.', '_' and '-'")
-    parse_url(spec.url)  # a malformed URL fails here, in one line
+        raise UsageError(f"invalid remote name {printable(spec.name)!r}: use letters, digits, '.', '_' and '-'")
+    parse_url(spec.url)  # a malformed URL (or one holding credentials) fails here, in one line
+    check_no_credentials(spec.endpoint, "endpoint URL")
     cfg = read_config(repo.zdir)
     table = cfg.setdefault("remote", {})
     if spec.name in table:
@@ -95,7 +97,8 @@ class Remote:
 
     # -- push / pull ---------------------------------------------------------------------
 
-    def push(self, targets: list[bytes] | None, tags: dict[str, bytes] | None = None, progress=None) -> dict:
+    def push(self, targets: list[bytes] | None, tags: dict[str, bytes] | None = None, progress=None,
+             force: bool = False) -> dict:
         from zcas.cas.transfer import closure, copy_packs, push_objects, remote_packs
 
         local = self.repo.db
@@ -109,10 +112,44 @@ class Remote:
             objects = push_objects(local, self.db, closure(local, targets))
         runs = self.lineage.push()
         for name, oid in (tags or {}).items():
-            key = f"refs/tags/{name}"
-            self.backend.delete(key)
-            self.backend.put(key, oid.hex().encode())
+            self.push_tag(name, oid, force)
         return {"packs": packs, "bytes": nbytes, "objects": objects, "runs": runs, "tags": len(tags or {})}
+
+    def remote_tag(self, name: str) -> bytes | None:
+        """What tag NAME names on the remote (None: no such tag), validated before use."""
+        from zcas.cas.errors import ObjectNotFoundError
+        from zcas.cas.oid import from_hex
+        from zcas.cas.refs import check_tag_name
+
+        check_tag_name(name)
+        try:
+            data = self.backend.get(f"refs/tags/{name}")
+        except ObjectNotFoundError:
+            return None
+        try:
+            return from_hex(data.decode("ascii").strip())
+        except (UnicodeDecodeError, ZcasError):
+            raise ZcasError(f"tag {name} on remote {self.spec.name} is damaged: it does not hold an object id") from None
+
+    def push_tag(self, name: str, oid: bytes, force: bool = False) -> None:
+        """Set tag NAME on the remote. Creating is create-only, so of two pushes racing to
+        create one tag exactly one wins and the other is refused; moving an existing tag to
+        another id takes ``force`` (then the last writer wins)."""
+        key = f"refs/tags/{name}"
+        old = self.remote_tag(name)
+        if old == oid:
+            return
+        if old is not None:
+            if not force:
+                raise ZcasError(f"tag {name} on remote {self.spec.name} points to {old.hex()[:12]}, not "
+                                f"{oid.hex()[:12]} (use --force to move it)")
+            self.backend.delete(key)
+        if not self.backend.put(key, oid.hex().encode() + b"\n"):
+            now = self.remote_tag(name)
+            if now != oid:
+                shown = now.hex()[:12] if now else "another id"
+                raise ZcasError(f"tag {name} on remote {self.spec.name} was just set to {shown} by another push "
+                                f"(use --force to move it)")
 
     def pull(self, targets: list[str] | None, progress=None) -> dict:
         from zcas.cas.transfer import copy_packs, fetch_objects, remote_packs
@@ -130,13 +167,14 @@ class Remote:
 
     def resolve(self, text: str) -> bytes:
         """A tag on the remote, or an id (prefix) the remote holds."""
+        from zcas.cas.refs import check_tag_name
+
         try:
-            data = self.backend.get(f"refs/tags/{text}") if _NAME.fullmatch(text) else None
-        except ZcasError:
-            data = None
-        if data:
-            return bytes.fromhex(data.decode().strip())
-        return self.db.resolve(text)
+            check_tag_name(text)
+        except UsageError:
+            return self.db.resolve(text)
+        oid = self.remote_tag(text)
+        return oid if oid is not None else self.db.resolve(text)
 
     # -- the shared cache -------------------------------------------------------------------
 
@@ -161,12 +199,14 @@ def open_default(repo, lineage, name: str | None = None) -> Remote | None:
     return Remote(repo, lineage, pick(repo, name))
 
 
-def cached_run(lineage, key: bytes, usable, remote_fn, lock=None) -> tuple[bytes, dict] | None:
+def cached_run(lineage, key: bytes, usable, remote_fn, lock=None, valid=None) -> tuple[bytes, dict] | None:
     """The usable cached run for ``key``, asking the remote when the local lineage misses.
 
-    ``usable(record) -> bool`` says whether its outputs are all here (and sound);
-    ``remote_fn()`` opens the default remote on first need (None: none, or switched off).
-    Shared by command steps and Python steps, so both look things up the same way.
+    ``valid(record) -> bool`` says whether the record fits the step asking (its outputs are
+    the ones the step declares): a record that does not is ignored, so the step reruns,
+    whoever wrote it. ``usable(record) -> bool`` says whether its outputs are all here (and
+    sound); ``remote_fn()`` opens the default remote on first need (None: none, or switched
+    off). Shared by command steps and Python steps, so both look things up the same way.
     """
     import contextlib
 
@@ -182,7 +222,7 @@ def cached_run(lineage, key: bytes, usable, remote_fn, lock=None) -> tuple[bytes
         if rid is None:
             return None
     rec = lineage.run_dict(rid)
-    if rec is None:
+    if rec is None or rec.get("status") not in ("ran", "cached") or (valid is not None and not valid(rec)):
         return None
     if not usable(rec):
         remote = remote or remote_fn()

@@ -49,6 +49,23 @@ def norm_path(path: str, where: str) -> str:
     return p
 
 
+def _inside(child: str, parent: str) -> bool:
+    return parent == "." or child == parent or child.startswith(parent + "/")
+
+
+def check_step_paths(where: str, inputs, outputs) -> None:
+    """Refuse outputs a run could not safely clear and restore: the repository root, the
+    store itself, or a path that is (or holds, or lies in) one of the step's inputs."""
+    for o in outputs:
+        if o == ".":
+            raise SpecError(f"{where}: output {o!r} is the repository root (it holds .zcas); name the files or folders the step writes")
+        if ".zcas" in o.lower().split("/"):
+            raise SpecError(f"{where}: output {o!r} lies inside .zcas, the repository's own store")
+        for i in inputs:
+            if _inside(o, i) or _inside(i, o):
+                raise SpecError(f"{where}: output {o!r} overlaps input {i!r}; a step must not write what it reads")
+
+
 def _strs(v, where: str) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise SpecError(f"{where} must be a list of strings")
@@ -113,11 +130,14 @@ def _step(name: str, body) -> StepSpec:
     cwd = body.get("cwd", "")
     if not isinstance(cwd, str):
         raise SpecError(f"{where}: 'cwd' must be a string")
+    inputs = tuple(norm_path(p, f"{where}: inputs") for p in _strs(body.get("inputs", []), f"{where}: 'inputs'"))
+    outputs = tuple(norm_path(p, f"{where}: outputs") for p in _strs(body.get("outputs", []), f"{where}: 'outputs'"))
+    check_step_paths(where, inputs, outputs)
     return StepSpec(
         name=name,
         cmd=argv,
-        inputs=tuple(norm_path(p, f"{where}: inputs") for p in _strs(body.get("inputs", []), f"{where}: 'inputs'")),
-        outputs=tuple(norm_path(p, f"{where}: outputs") for p in _strs(body.get("outputs", []), f"{where}: 'outputs'")),
+        inputs=inputs,
+        outputs=outputs,
         params=dict(params),
         env=env,
         cwd="" if cwd in ("", ".") else norm_path(cwd, f"{where}: cwd"),

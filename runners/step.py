@@ -29,16 +29,20 @@ class Artifact:
     An artifact a runner is still computing waits for it when its id or value is needed.
     """
 
-    __slots__ = ("_id", "_mat", "_value", "_session", "_pending", "_index")
+    __slots__ = ("_id", "_mat", "_value", "_session", "_pending", "_index", "allow_pickle")
     _MISSING = object()
 
-    def __init__(self, oid: str | None, materializer: str | None, session=None, value=_MISSING, pending=None, index=None):
+    def __init__(self, oid: str | None, materializer: str | None, session=None, value=_MISSING, pending=None, index=None,
+                 allow_pickle: bool = False):
         self._id = oid
         self._mat = materializer
         self._session = session
         self._value = value
         self._pending = pending
         self._index = index
+        # Loading a pickle runs code: only for values of a step that opted in (pickle=True)
+        # or a caller who asked (allow_pickle=True), never because a record names pickle.
+        self.allow_pickle = allow_pickle
 
     def _wait(self) -> None:
         if self._id is None:
@@ -64,7 +68,8 @@ class Artifact:
         outs, multi = self._pending.wait()
         if not multi:
             raise TypeError(f"step {self._pending.step.name} returned one output, not a tuple")
-        return iter([Artifact(o, m, self._session, pending=self._pending, index=i) for i, (o, m) in enumerate(outs)])
+        return iter([Artifact(o, m, self._session, pending=self._pending, index=i, allow_pickle=self.allow_pickle)
+                     for i, (o, m) in enumerate(outs)])
 
     def __repr__(self) -> str:
         return f"Artifact({self.id[:12]}, {self.materializer})"
@@ -88,6 +93,21 @@ def _output_names(rec_outputs: dict) -> list[str]:
     if "output" in rec_outputs:
         return ["output"]
     return sorted(rec_outputs, key=lambda n: int(n.split(".")[1]))
+
+
+def _well_formed_outputs(names) -> bool:
+    """A Python step's outputs are ``output`` alone, or ``output.0`` ... ``output.N-1``."""
+    names = set(names)
+    return names == {"output"} or (bool(names) and names == {f"output.{i}" for i in range(len(names))})
+
+
+def check_loadable(tag: str, allow_pickle: bool, what: str) -> "mats.Materializer":
+    """The materializer for ``tag``, refusing pickle unless the caller allows it."""
+    m = mats.by_name(tag)
+    if m.name == "pickle" and not allow_pickle:
+        raise UsageError(f"refusing to unpickle {what}: loading a pickle runs code; pass allow_pickle=True "
+                         "if you trust whoever stored it (steps: @zcas.step(pickle=True))")
+    return m
 
 
 class Session:
@@ -157,7 +177,7 @@ class Session:
 
     def load(self, a: Artifact):
         oid = bytes.fromhex(a.id)
-        m = mats.by_name(a.materializer)
+        m = check_loadable(a.materializer, a.allow_pickle, a.id[:12])
         if m is mats.PATH:
             dest = os.path.join(self.repo.zdir, "checkouts", a.id)
             if not os.path.lexists(dest):
@@ -188,7 +208,7 @@ class Session:
             from zcas.cas.chunking import store_buffer
 
             oid = store_buffer(self.db, m.save(value))
-        return Artifact(oid.hex(), m.tag, self, value)
+        return Artifact(oid.hex(), m.tag, self, value, allow_pickle=allow_pickle)
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -223,7 +243,7 @@ class Session:
         from zcas.lineage.canonical import check, dumps
         from zcas.lineage.records import Run
 
-        from .keys import key_of
+        from .keys import env_digests, key_of
 
         bound = step.signature.bind(*args, **kwargs)
         bound.apply_defaults()
@@ -251,7 +271,7 @@ class Session:
                 check(v, f"step {step.name}: parameter {name!r}")
                 params[name] = v
                 comps[f"param:{name}"] = dumps(v).decode()
-        env = {k: os.environ.get(k) for k in step.env}
+        env = env_digests(step.env)  # digests only: a secret passed in the environment is never stored
         for k, v in env.items():
             comps[f"env:{k}"] = dumps(v).decode()
         key = key_of(comps)
@@ -259,11 +279,11 @@ class Session:
                       params=params, env=env, code=comps["code"], host=self.host, user=self.user,
                       zcas_version=self.version, session=self.id)
         if step.cache:
-            hit = self._lookup(key)
+            hit = self._lookup(key, step)
             if hit is not None:
                 rid, rec = hit
                 started = time.time_ns()
-                outs = {n: Artifact(o, rec["materializers"][n], self) for n, o in rec["outputs"].items()}
+                outs = {n: Artifact(o, rec["materializers"][n], self, allow_pickle=step.pickle) for n, o in rec["outputs"].items()}
                 run = Run(status="cached", outputs=rec["outputs"], materializers={**used_mats, **{n: rec["materializers"][n] for n in outs}},
                           started_ns=started, ended_ns=time.time_ns(), cached_from=rid.hex(), **common)
                 self.note_step(step.name, self.record(run, now=False))
@@ -276,7 +296,7 @@ class Session:
         lock.acquire(lambda: None)
         try:
             if step.cache:
-                hit = self._lookup(key)
+                hit = self._lookup(key, step)
                 if hit is not None:  # another process ran it while we waited
                     lock.release()
                     return self.call(step, args, kwargs)
@@ -289,11 +309,11 @@ class Session:
     def _submit(self, step: "Step", bound, common: dict, used_mats: dict):
         from .tasks import ArtifactRef, python_task
 
-        args, kwargs = _call_args(step, bound, lambda x: ArtifactRef((x.id, x.materializer)) if isinstance(x, Artifact) else x)
+        args, kwargs = _call_args(step, bound, lambda x: ArtifactRef((x.id, x.materializer, x.allow_pickle)) if isinstance(x, Artifact) else x)
         fut = self.executor.submit(python_task, self.spec, StepRef.of(step), args, kwargs, step.pickle, step.multiple_outputs)
         pending = PendingCall(self, step, fut, common, used_mats, time.time_ns())
         self.inflight.append(pending)
-        return Artifact(None, None, self, pending=pending)
+        return Artifact(None, None, self, pending=pending, allow_pickle=step.pickle)
 
     def remote(self):
         """The default remote, asked on a local miss (opened on first need)."""
@@ -308,22 +328,15 @@ class Session:
                 self._remote = False
         return self._remote or None
 
-    def _lookup(self, key: bytes):
+    def _lookup(self, key: bytes, step: "Step"):
         from .remote import cached_run
 
-        return cached_run(self.lineage, key, lambda rec: self._outputs_usable(rec) is not None, self.remote)
+        return cached_run(self.lineage, key, lambda rec: self._outputs_usable(rec) is not None, self.remote,
+                          valid=lambda rec: _fits(rec, step))
 
     def _outputs_usable(self, rec: dict):
         db = self.db
-        for name, oid in rec["outputs"].items():
-            tag = rec.get("materializers", {}).get(name)
-            if tag is None:
-                return None
-            try:
-                if mats.by_name(tag).tag != tag:
-                    return None  # stored by another version of its materializer
-            except UsageError:
-                return None
+        for oid in rec["outputs"].values():
             if not db.has(bytes.fromhex(oid)):
                 try:
                     db.entry(bytes.fromhex(oid))  # published by another process since?
@@ -360,6 +373,26 @@ class Session:
         if Session.say:
             Session.say(f"ran: {step.name} ({(ended - started) / 1e9:.3f}s, run {rid[:12]})")
         return _shape(arts, multi)
+
+
+def _fits(rec: dict, step: "Step") -> bool:
+    """Whether a cached record can stand for a call of ``step``: well-formed output names,
+    each with a materializer this process has at the version stored, and no pickle unless
+    the step opted in. Anything else is not a hit: the step reruns."""
+    outs, tags = rec.get("outputs"), rec.get("materializers")
+    if not isinstance(outs, dict) or not isinstance(tags, dict) or not _well_formed_outputs(outs):
+        return False
+    for name in outs:
+        tag = tags.get(name)
+        if not isinstance(tag, str):
+            return False
+        try:
+            m = check_loadable(tag, step.pickle, name)
+        except UsageError:
+            return False
+        if m.tag != tag:
+            return False  # stored by another version of its materializer
+    return True
 
 
 class PendingCall:

@@ -39,7 +39,7 @@ def open_store(spec: dict):
 
 
 class ArtifactRef(tuple):
-    """(id, materializer) of an input, as shipped to a worker."""
+    """(id, materializer, allow_pickle) of an input, as shipped to a worker."""
 
 
 def python_task(spec: dict, fn, args: list, kwargs: dict, allow_pickle: bool, multiple: bool):
@@ -51,8 +51,10 @@ def python_task(spec: dict, fn, args: list, kwargs: dict, allow_pickle: bool, mu
 
     def load(v):
         if isinstance(v, ArtifactRef):
-            oid, tag = v
-            m = mats.by_name(tag)
+            from .step import check_loadable
+
+            oid, tag, allow_pickle = v
+            m = check_loadable(tag, allow_pickle, oid[:12])
             if m is mats.PATH:
                 raise TypeError("path artifacts cannot be passed to remote runners yet; pass bytes or values")
             return m.load(db.get_bytes(bytes.fromhex(oid)))

@@ -23,11 +23,12 @@ def check_step(ctx, s) -> dict:
         p = plan(ctx, s, store=False)
     except ZcasError as e:
         return {"name": s.name, "status": "stale", "reasons": [str(e)], "key": None}
-    hit = lookup(ctx, p.key)
+    hit = lookup(ctx, p.key, s)
     reasons: list[str] = []
     if hit is not None:
         rid, rec = hit
-        for path, oid in rec["outputs"].items():
+        for path in s.outputs:
+            oid = rec["outputs"][path]
             if current_id(ctx, path) != bytes.fromhex(oid):
                 reasons.append(f"output {path} missing or changed in the working tree (a run restores it)")
         return {"name": s.name, "status": "fresh", "reasons": reasons, "key": p.key.hex(), "run": rid.hex()}

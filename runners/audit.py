@@ -1,0 +1,65 @@
+"""Run records that could not have been written by zcas for the step they claim to be.
+
+A cache hit restores by the step's own declaration and ignores such records already (see
+``execute.declared_outputs_match`` and ``step._fits``); ``zcas fsck`` lists them so a user
+learns that a remote (or someone with write access to it) served them.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+from zcas.lineage.keyhash import key_of
+
+from .step import _well_formed_outputs
+
+
+def _unsafe_path(name: str) -> str | None:
+    if not name or "\0" in name:
+        return "empty or NUL"
+    if name.startswith("/"):
+        return "absolute"
+    norm = posixpath.normpath(name)
+    if norm != name or norm == "." or norm.startswith("../") or norm == "..":
+        return "not a plain path inside the repository"
+    if ".zcas" in norm.lower().split("/"):
+        return "inside .zcas"
+    return None
+
+
+def problems(rec: dict) -> list[str]:
+    """What is wrong with one run record (empty: nothing)."""
+    out: list[str] = []
+    comps, key = rec.get("key_components") or {}, rec.get("cache_key") or ""
+    if key and key_of(comps).hex() != key:
+        out.append("its cache key does not match its key components")
+    outputs = rec.get("outputs") or {}
+    if rec.get("kind") == "command":
+        for name in sorted(outputs):
+            why = _unsafe_path(name)
+            if why:
+                out.append(f"output {name!r} is {why}")
+        if "outputs" in comps:
+            try:
+                declared = set(json.loads(comps["outputs"]))
+            except (ValueError, TypeError):
+                declared = None
+            if declared is not None and declared != set(outputs) and rec.get("status") != "failed":
+                extra = sorted(set(outputs) - declared) or sorted(declared - set(outputs))
+                out.append(f"outputs differ from the declared ones (e.g. {extra[0]!r})")
+    elif rec.get("kind") == "python" and rec.get("cache_key") and outputs and not _well_formed_outputs(outputs):
+        out.append(f"output names {sorted(outputs)[:3]} are not output or output.N")
+    return out
+
+
+def unsafe_runs(lineage) -> list[tuple[str, str]]:
+    """(run id, reason) for every indexed run record a hit would refuse."""
+    found = []
+    for rid in lineage.graph.all_run_ids():
+        rec = lineage.run_dict(rid)
+        if rec is None:
+            continue
+        for why in problems(rec):
+            found.append((rid.hex(), why))
+    return found

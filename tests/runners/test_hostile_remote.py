@@ -1,0 +1,404 @@
+"""A hostile remote and careless local use, as the runner and the command line meet them.
+
+Each test names the attack it covers (docs/reliability.md has the table). The remote is a
+``file://`` folder: the attacker controls every byte in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import threading
+
+import pytest
+
+from tests.conftest import assert_one_line_error, run_zcas
+
+CMD = ["sh", "-c", "echo hello > out.txt; echo x >> ran.log"]
+
+
+def _remote(tmp_path):
+    return tmp_path / "remote", f"file://{tmp_path / 'remote'}"
+
+
+def _repo(path, url):
+    path.mkdir(parents=True, exist_ok=True)
+    assert run_zcas("init", cwd=path).code == 0
+    assert run_zcas("remote", "add", "origin", url, cwd=path).code == 0
+    return path
+
+
+def _publish_records(url: str, records: list[dict]) -> None:
+    """Serve run records from the remote as a lineage segment, the way a push would."""
+    from zcas.cas import codec
+    from zcas.cas.objstore import ObstoreBackend
+    from zcas.lineage import serde
+    from zcas.lineage.remote import _pack, _seg_key
+
+    payload = _pack([serde.canonical(dict(r, type="run")) for r in records])
+    ObstoreBackend(url).put(_seg_key(payload), codec.encode(codec.KIND_RECORD, payload))
+
+
+def _record_of_last_run(path) -> dict:
+    runs = json.loads(run_zcas("log", "--json", cwd=path).out)
+    rec = dict(next(r for r in runs if r["status"] == "ran"))
+    rec.pop("id")
+    return rec
+
+
+def _ran(path) -> int:
+    log = path / "ran.log"
+    return len(log.read_text().split()) if log.exists() else 0
+
+
+@pytest.fixture
+def poisoned(tmp_path):
+    """Repository A ran the command and pushed its objects; the remote's lineage is then
+    replaced by whatever record the test serves."""
+    remote_dir, url = _remote(tmp_path)
+    a = _repo(tmp_path / "a", url)
+    assert run_zcas("run", "-o", "out.txt", "--", *CMD, cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    rec = _record_of_last_run(a)
+    shutil.rmtree(remote_dir / "lineage")
+    return a, url, rec
+
+
+@pytest.mark.parametrize("bad_name", ["../evil.txt", "/tmp/zcas-evil-abs.txt", ".zcas/config.toml", "sub/../../evil.txt"])
+def test_attack_record_restores_outside_declared_outputs(tmp_path, poisoned, bad_name):
+    """A record naming outputs the step does not declare is not a hit: nothing is written
+    there, the step reruns, and fsck names the record."""
+    a, url, rec = poisoned
+    oid = rec["outputs"]["out.txt"]
+    _publish_records(url, [dict(rec, outputs={"out.txt": oid, bad_name: oid}, started_ns=rec["started_ns"] + 1)])
+    b = _repo(tmp_path / "b", url)
+    config_before = (b / ".zcas" / "config.toml").read_bytes()
+    r = run_zcas("run", "-o", "out.txt", "--", *CMD, cwd=b)
+    assert r.code == 0, r
+    assert "ran:" in r.out and _ran(b) == 1
+    assert (b / "out.txt").read_text() == "hello\n"
+    assert not (tmp_path / "evil.txt").exists() and not os.path.exists("/tmp/zcas-evil-abs.txt")
+    assert (b / ".zcas" / "config.toml").read_bytes() == config_before
+    r = run_zcas("fsck", cwd=b)
+    assert "unsafe run" in r.out and bad_name in r.out, r
+
+
+def test_attack_record_with_renamed_output_is_not_a_hit(tmp_path, poisoned):
+    """Same key, but the record's output is another (safe-looking) path: still a rerun."""
+    a, url, rec = poisoned
+    oid = rec["outputs"]["out.txt"]
+    _publish_records(url, [dict(rec, outputs={"other.txt": oid}, started_ns=rec["started_ns"] + 1)])
+    b = _repo(tmp_path / "b", url)
+    assert run_zcas("run", "-o", "out.txt", "--", *CMD, cwd=b).code == 0
+    assert _ran(b) == 1 and not (b / "other.txt").exists()
+
+
+def test_a_genuine_remote_record_is_still_a_hit(tmp_path, poisoned):
+    """The control for the two attacks above: the untampered record is used."""
+    a, url, rec = poisoned
+    _publish_records(url, [rec])
+    b = _repo(tmp_path / "b", url)
+    r = run_zcas("run", "-o", "out.txt", "--", *CMD, cwd=b)
+    assert r.code == 0 and "cached:" in r.out, r
+    assert _ran(b) == 0 and (b / "out.txt").read_text() == "hello\n"
+    assert "unsafe run" not in run_zcas("fsck", cwd=b).out
+
+
+# -- pickle ----------------------------------------------------------------------------------
+
+
+class _Boom:
+    """Unpickling this writes a marker file: the stand-in for arbitrary code."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def test_attack_remote_record_names_pickle_for_non_pickle_step(tmp_path, monkeypatch):
+    import zcas
+
+    monkeypatch.delenv("ZCAS_DIR", raising=False)
+    remote_dir, url = _remote(tmp_path)
+    a, b = _repo(tmp_path / "a", url), _repo(tmp_path / "b", url)
+    marker = str(tmp_path / "pwned")
+    calls = []
+
+    @zcas.step
+    def make() -> dict:
+        calls.append(1)
+        return {"v": 1}
+
+    @zcas.pipeline
+    def pipe():
+        return make()
+
+    with zcas.Repository(a) as ra:
+        assert pipe(repo=ra).load() == {"v": 1}
+        rec = dict(ra.runs(step=make.name)[0].record)
+        evil = ra.put(pickle.dumps(_Boom(marker))).id
+    assert run_zcas("push", cwd=a).code == 0
+    shutil.rmtree(remote_dir / "lineage")
+    _publish_records(url, [dict(rec, outputs={"output": evil}, materializers={"output": "pickle@1"},
+                                started_ns=rec["started_ns"] + 1)])
+    calls.clear()
+    with zcas.Repository(b) as rb:
+        assert pipe(repo=rb).load() == {"v": 1}
+        assert calls == [1]  # the poisoned hit was refused: the step ran
+        assert not os.path.exists(marker)
+        # the hostile record names pickle for that blob: get() refuses without the opt-in
+        assert run_zcas("pull", "--all", cwd=b).code == 0
+        with pytest.raises(zcas.ZcasError, match="refusing to unpickle"):
+            rb.get(evil)
+        assert not os.path.exists(marker)
+        rb.get(evil, allow_pickle=True)  # the caller's explicit opt-in: it really was code
+        assert os.path.exists(marker)
+
+
+def test_pickle_step_still_round_trips_from_the_cache(tmp_path, monkeypatch):
+    import zcas
+
+    monkeypatch.chdir(tmp_path)
+    assert run_zcas("init", cwd=tmp_path).code == 0
+
+    @zcas.step(pickle=True)
+    def make():
+        return {1, 2}
+
+    assert make() == {1, 2}
+    assert make() == {1, 2}  # a hit, loaded with the step's own opt-in
+    with zcas.Repository(tmp_path) as r:
+        run = r.runs(step=make.name, status="cached")[0]
+        with pytest.raises(zcas.ZcasError, match="refusing to unpickle"):
+            run.load()
+        assert run.load(allow_pickle=True) == {1, 2}
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+SECRET = "s3cr3t-Value-9f2d"
+
+
+def _leaks(root, secret: str) -> list[str]:
+    """Every file under ``root`` whose bytes, or whose decoded objects, hold ``secret``."""
+    from zcas.cas import codec
+    from zcas.cas.pack import decode_index
+
+    found = []
+    needle = secret.encode()
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            data = open(path, "rb").read()
+            if needle in data:
+                found.append(path)
+            if name.endswith(".idx"):
+                pack = open(path[:-4] + ".pack", "rb").read()
+                for oid, off, length, _kind, _size in decode_index(name, data):
+                    if needle in codec.decode(oid.hex(), pack[off : off + length])[1]:
+                        found.append(f"{path}:{oid.hex()}")
+            if name.startswith("seg-") and os.path.basename(dirpath) == "lineage":  # a remote's segment
+                if needle in codec.decode(name, data)[1]:
+                    found.append(path)
+    return found
+
+
+def test_attack_env_secret_never_stored_or_printed(tmp_path):
+    remote_dir, url = _remote(tmp_path)
+    a = _repo(tmp_path / "a", url)
+    (a / "zcas.toml").write_text('[steps.s]\ncmd = "sh -c \'echo ok > o.txt\'"\noutputs = ["o.txt"]\nenv = ["TOKEN"]\n')
+    env = {"TOKEN": SECRET}
+    assert run_zcas("run", cwd=a, env=env).code == 0
+    assert run_zcas("run", "-e", "TOKEN", "-o", "p.txt", "--", "sh", "-c", "echo p > p.txt", cwd=a, env=env).code == 0
+    outs = [run_zcas(*args, cwd=a, env=env) for args in (
+        ("log", "--json"), ("log", "--format", "openlineage"), ("log", "o.txt", "--json"), ("status",),
+        ("status", "--json"), ("why", "s"), ("show", "o.txt"))]
+    rid = json.loads(outs[0].out)[0]["id"]
+    outs.append(run_zcas("show", rid, cwd=a, env=env))
+    outs.append(run_zcas("show", rid, "--json", cwd=a, env=env))
+    assert "TOKEN" in outs[-2].out
+    for r in outs:
+        assert r.code == 0 and SECRET not in r.out + r.err, r
+    assert run_zcas("push", cwd=a).code == 0
+    assert _leaks(a / ".zcas", SECRET) == [] and _leaks(remote_dir, SECRET) == []
+    # a changed value reruns, and why says which variable changed, not to what
+    r = run_zcas("why", "s", cwd=a, env={"TOKEN": SECRET + "2"})
+    assert "environment variable TOKEN changed" in r.out and SECRET not in r.out, r
+    r = run_zcas("run", cwd=a, env={"TOKEN": SECRET + "2"})
+    assert "ran: s" in r.out, r
+    assert _leaks(a / ".zcas", SECRET) == []
+
+
+def test_attack_env_secret_of_python_step_never_stored(tmp_path, monkeypatch):
+    import zcas
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOKEN", SECRET)
+    assert run_zcas("init", cwd=tmp_path).code == 0
+
+    @zcas.step(env=["TOKEN"])
+    def f() -> int:
+        return len(os.environ["TOKEN"])
+
+    assert f() == len(SECRET)
+    zcas.Repository(tmp_path).lineage.close()
+    assert _leaks(tmp_path / ".zcas", SECRET) == []
+    monkeypatch.setenv("TOKEN", SECRET + "x")
+    assert f() == len(SECRET) + 1  # a new value is a new key
+
+
+def test_attack_credentials_in_urls_never_stored(tmp_path):
+    d = tmp_path / "r"
+    d.mkdir()
+    assert run_zcas("init", cwd=d).code == 0
+    cfg = d / ".zcas" / "config.toml"
+    for args in (("remote", "add", "x", "s3://bucket/p", "--endpoint", "http://user:pa55word@127.0.0.1:9000"),
+                 ("remote", "add", "y", "s3://user:pa55word@bucket/p")):
+        r = run_zcas(*args, cwd=d)
+        assert_one_line_error(r, "holds credentials")
+        assert "pa55word" not in r.err + r.out and "pa55word" not in cfg.read_text()
+    r = run_zcas("init", "n", "--store", "s3://bucket/p", "--endpoint", "http://u:pa55word@127.0.0.1:9", cwd=tmp_path)
+    assert_one_line_error(r, "holds credentials")
+    assert "pa55word" not in r.err and not (tmp_path / "n" / ".zcas").exists()
+    # a hand-edited config holding them is refused with the secret masked
+    cfg.write_text(cfg.read_text() + '\n[remote.z]\nurl = "s3://b/p"\nendpoint = "http://u:pa55word@127.0.0.1:9"\n')
+    for args in (("push", "z"), ("config", "list")):
+        r = run_zcas(*args, cwd=d)
+        assert_one_line_error(r, "credentials")
+        assert "pa55word" not in r.err + r.out
+
+
+# -- careless local use ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("-o", "."), "repository root"),
+    (("-o", ".zcas/objects"), "inside .zcas"),
+    (("-o", "sub/.zcas"), "inside .zcas"),
+    (("-i", "data", "-o", "data/out.txt"), "overlaps input"),
+    (("-i", "data/in.txt", "-o", "data"), "overlaps input"),
+    (("-i", "x.txt", "-o", "x.txt"), "overlaps input"),
+])
+def test_attack_output_clobbers_repository_or_input(repo_dir, args, fragment):
+    (repo_dir / "data").mkdir()
+    (repo_dir / "data" / "in.txt").write_text("in")
+    (repo_dir / "x.txt").write_text("x")
+    r = run_zcas("run", *args, "--", "sh", "-c", "echo ran > ran.log", cwd=repo_dir)
+    assert_one_line_error(r, fragment, code=2)
+    assert not (repo_dir / "ran.log").exists()
+    (repo_dir / "zcas.toml").write_text(
+        "[steps.s]\ncmd = \"sh -c 'echo ran > ran.log'\"\n"
+        + "".join(f'{"inputs" if k == "-i" else "outputs"} = ["{v}"]\n' for k, v in zip(args[::2], args[1::2])))
+    assert_one_line_error(run_zcas("run", cwd=repo_dir), fragment, code=2)
+    assert not (repo_dir / "ran.log").exists()
+
+
+def test_attack_push_moves_a_teammates_remote_tag(tmp_path):
+    _, url = _remote(tmp_path)
+    a, b = _repo(tmp_path / "a", url), _repo(tmp_path / "b", url)
+    (a / "f").write_text("mine")
+    (b / "f").write_text("theirs")
+    for repo in (a, b):
+        assert run_zcas("add", "f", cwd=repo).code == 0
+        assert run_zcas("tag", "v1", run_zcas("add", "f", cwd=repo).out.split()[0], cwd=repo).code == 0
+    assert run_zcas("push", "v1", cwd=a).code == 0
+    r = run_zcas("push", "v1", cwd=b)
+    assert_one_line_error(r, "tag v1 on remote origin points to", "--force")
+    c = _repo(tmp_path / "c", url)
+    assert run_zcas("pull", "v1", cwd=c).code == 0
+    assert run_zcas("cat", "v1", cwd=c).out == "mine"
+    assert run_zcas("push", "v1", cwd=a).code == 0  # the same id again: nothing to refuse
+    assert run_zcas("push", "--force", "v1", cwd=b).code == 0
+    d = _repo(tmp_path / "d", url)
+    assert run_zcas("pull", "v1", cwd=d).code == 0 and run_zcas("cat", "v1", cwd=d).out == "theirs"
+
+
+def test_attack_concurrent_pushes_of_one_tag_cannot_both_succeed(tmp_path):
+    from zcas.cas.errors import ZcasError
+    from zcas.cas.repo import Repo
+    from zcas.lineage.store import Lineage
+    from zcas.runners.remote import Remote, pick
+
+    _, url = _remote(tmp_path)
+    a = _repo(tmp_path / "a", url)
+    repo = Repo(str(a))
+    lin = Lineage(repo)
+    try:
+        for trial in range(20):
+            remotes = [Remote(repo, lin, pick(repo, None)) for _ in range(2)]
+            barrier = threading.Barrier(2)
+            results: list = [None, None]
+
+            def push(i):
+                barrier.wait()
+                try:
+                    remotes[i].push_tag(f"t{trial}", bytes([i]) * 32)
+                    results[i] = "ok"
+                except ZcasError as e:
+                    results[i] = str(e)
+
+            threads = [threading.Thread(target=push, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert results.count("ok") == 1, results
+            winner = results.index("ok")
+            assert remotes[0].remote_tag(f"t{trial}") == bytes([winner]) * 32
+    finally:
+        lin.close()
+        repo.close()
+
+
+def test_attack_damaged_remote_tag(tmp_path):
+    remote_dir, url = _remote(tmp_path)
+    a = _repo(tmp_path / "a", url)
+    (remote_dir / "refs" / "tags").mkdir(parents=True)
+    (remote_dir / "refs" / "tags" / "v1").write_bytes(b"\xff\xfe not an id")
+    assert_one_line_error(run_zcas("pull", "v1", cwd=a), "tag v1 on remote origin is damaged")
+    for bad in ("../../etc/passwd", "a/b", "\x1b[2Jx"):
+        r = run_zcas("pull", bad, cwd=a)
+        assert_one_line_error(r)
+        assert "\x1b" not in r.err
+
+
+# -- terminal injection and malformed local files -----------------------------------------
+
+
+def test_attack_terminal_escape_in_names(tmp_path):
+    remote_dir, url = _remote(tmp_path)
+    a = _repo(tmp_path / "a", url)
+    evil = "evil\x1b]0;pwned\x07\x1b[2J.txt"
+    (a / "d").mkdir()
+    (a / "d" / evil).write_text("x")
+    tree = run_zcas("add", "d", cwd=a).out.split()[0]
+    r = run_zcas("ls", tree, cwd=a)
+    assert r.code == 0 and "\x1b" not in r.out and "\\x1b" in r.out, r
+    # a run record from the remote whose step name and host carry escapes
+    assert run_zcas("run", "-o", "out.txt", "--", *CMD, cwd=a).code == 0
+    rec = _record_of_last_run(a)
+    _publish_records(url, [dict(rec, step="x\x1b[2J\x1b]0;owned\x07", host="h\x1b[31m", started_ns=1)])
+    b = _repo(tmp_path / "b", url)
+    assert run_zcas("pull", cwd=b).code == 0
+    for args in (("log",), ("log", "--graph", "out.txt"), ("fsck",)):
+        r = run_zcas(*args, cwd=b)
+        assert "\x1b" not in r.out + r.err, (args, r)
+    rid = json.loads(run_zcas("log", "--json", cwd=b).out)[0]["id"]
+    r = run_zcas("show", rid, cwd=b)
+    assert r.code == 0 and "\x1b" not in r.out and "\\x1b" in r.out, r
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"\xff\xfe\x00garbage", "UTF-8"),
+    (b"[core]\nformat = 1\n[store]\nurl = 5\n", "url"),
+    (b'[core]\nformat = "one"\n', "format"),
+    (b"[core]\nformat = 1\nstore = 3\n", "store"),
+])
+def test_attack_malformed_repository_config(repo_dir, content, fragment):
+    (repo_dir / ".zcas" / "config.toml").write_bytes(content)
+    for args in (("log",), ("fsck",), ("run", "--", "true")):
+        assert_one_line_error(run_zcas(*args, cwd=repo_dir), fragment)
