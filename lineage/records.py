@@ -2,58 +2,235 @@
 
 Ids inside records are 64-hex strings, times are integer nanoseconds: both encode the
 same way everywhere, which is what makes a record's bytes (and so a run's id) canonical.
+
+Every field is validated when a record is built, here or from decoded JSON (a record from
+a remote is untrusted input): ids are 64 lowercase hex digits, integers are ints (never
+bools or floats) within range, names are strings of at most ``MAX_NAME`` characters with no
+NUL, maps hold at most ``MAX_ENTRIES`` entries and parameter values nest at most
+``MAX_DEPTH`` deep. A record that breaks any of these is a ``RecordError``.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import attrs
 
+from zcas.cas.errors import ZcasError
+
 SCHEMA = 1
 STATUSES = ("ran", "cached", "failed")
 KINDS = ("command", "python", "pipeline")
+PATH_KINDS = ("file", "tree", "link")
+
+MAX_NAME = 4096  # characters in a name: a step, a path, a param, a host, a user ...
+MAX_COMPONENT_NAME = MAX_NAME + 64  # a key component's name: "input:" + a path
+MAX_TEXT = 1 << 20  # characters in a free-text field (code fingerprint, one argv element, one env value)
+MAX_ENTRIES = 100_000  # entries in one map (inputs, outputs, params, ...) or in argv
+MAX_DEPTH = 100  # nesting of lists and maps inside one parameter value
+MAX_NS = (1 << 63) - 1  # times are non-negative int64 nanoseconds (indexed as 8 bytes)
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class RecordError(ZcasError, ValueError):
+    """A record that does not decode, or does not validate."""
+
+
+def _show(value) -> str:
+    r = repr(value)  # repr escapes control characters: safe in a one-line message
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _fail(where: str, what: str, value=None, show: bool = True) -> None:
+    raise RecordError(f"{where} {what}" + (f": {_show(value)}" if show else ""))
+
+
+# -- checks of one value (where: how the message names it) -----------------------------------
+
+
+def check_str(where: str, v, limit: int = MAX_NAME, nul: bool = False) -> None:
+    if type(v) is not str:
+        _fail(where, f"must be a string, not {type(v).__name__}", v)
+    if len(v) > limit:
+        _fail(where, f"is longer than {limit} characters", show=False)
+    if not nul and "\0" in v:
+        _fail(where, "contains NUL", v)
+
+
+def check_id(where: str, v) -> None:
+    if type(v) is not str or not _HEX.fullmatch(v):
+        _fail(where, "is not an id (64 lowercase hex digits)", v)
+
+
+def check_int(where: str, v, lo: int, hi: int) -> None:
+    if type(v) is not int:
+        _fail(where, f"must be an integer, not {type(v).__name__}", v)
+    if not lo <= v <= hi:
+        _fail(where, f"is out of range [{lo}, {hi}]", v)
+
+
+def check_plain(where: str, value, max_depth: int = MAX_DEPTH, max_values: int = MAX_ENTRIES * 10) -> None:
+    """JSON-able plain data nesting at most ``max_depth`` deep (walked without recursion)."""
+    todo = [(value, 0)]
+    count = 0
+    while todo:
+        v, depth = todo.pop()
+        count += 1
+        if count > max_values:
+            _fail(where, f"holds more than {max_values} values", show=False)
+        if v is None or type(v) in (bool, int, str):
+            continue
+        if type(v) is float:
+            if not math.isfinite(v):
+                _fail(where, "holds a non-finite float", v)
+            continue
+        if depth >= max_depth and isinstance(v, (list, tuple, dict)):
+            _fail(where, f"nests deeper than {max_depth}", show=False)
+        if type(v) in (list, tuple):
+            todo.extend((x, depth + 1) for x in v)
+        elif type(v) is dict:
+            for k, x in v.items():
+                if type(k) is not str:
+                    _fail(where, "has a non-string key", k)
+                todo.append((x, depth + 1))
+        else:
+            _fail(where, f"holds a {type(v).__name__}", v)
+
+
+def _mapping(check_key, check_value):
+    def validate(inst, attr, v) -> None:
+        if type(v) is not dict:
+            _fail(attr.name, f"must be a map, not {type(v).__name__}", v)
+        if len(v) > MAX_ENTRIES:
+            _fail(attr.name, f"has more than {MAX_ENTRIES} entries", show=False)
+        for k, x in v.items():
+            check_key(f"{attr.name} key", k)
+            check_value(f"{attr.name}[{_show(k)}]", x)
+
+    return validate
+
+
+def _one(check):
+    return lambda inst, attr, v: check(attr.name, v)
+
+
+def _optional(check):
+    return lambda inst, attr, v: None if v is None else check(attr.name, v)
+
+
+def _name(where, v):
+    check_str(where, v)
+
+
+def _component_name(where, v):
+    check_str(where, v, MAX_COMPONENT_NAME)
+
+
+def _any_text(where, v):
+    check_str(where, v, limit=1 << 62, nul=True)  # bounded by the record's size
+
+
+def _env_value(where, v):
+    if v is not None:
+        check_str(where, v, MAX_TEXT)
+
+
+def _materializer(where, v):
+    check_str(where, v)
+    name, at, version = v.partition("@")
+    if not name or not at or not version:
+        _fail(where, "is not a materializer tag (name@version)", v)
+
+
+def _cache_key(where, v):
+    if not (type(v) is str and v == ""):
+        check_id(where, v)
+
+
+def _argv(where, v):
+    if type(v) is not list:
+        _fail(where, f"must be a list, not {type(v).__name__}", v)
+    if len(v) > MAX_ENTRIES:
+        _fail(where, f"has more than {MAX_ENTRIES} elements", show=False)
+    for i, x in enumerate(v):
+        check_str(f"{where}[{i}]", x, MAX_TEXT)
+
+
+def _params(where, v):
+    check_plain(where, v)
+
+
+def _ns(where, v):
+    check_int(where, v, 0, MAX_NS)
+
+
+def _in(options):
+    def validate(inst, attr, v) -> None:
+        if type(v) is not str or v not in options:
+            _fail(attr.name, f"must be one of {', '.join(options)}", v)
+
+    return validate
 
 
 @attrs.frozen(kw_only=True)
 class Run:
     """One execution (or cache hit) of one step."""
 
-    step: str
-    kind: str = attrs.field(validator=attrs.validators.in_(KINDS))
-    status: str = attrs.field(validator=attrs.validators.in_(STATUSES))
-    cache_key: str = ""
-    key_components: dict[str, str] = attrs.Factory(dict)  # component -> digest or value
-    inputs: dict[str, str] = attrs.Factory(dict)  # name (a path for commands) -> id
-    outputs: dict[str, str] = attrs.Factory(dict)
-    params: dict[str, Any] = attrs.Factory(dict)
-    env: dict[str, str | None] = attrs.Factory(dict)
-    code: str | None = None  # code fingerprint (Python steps)
-    cmd: list[str] | None = None  # argv (command steps)
-    cwd: str = ""
-    started_ns: int = 0
-    ended_ns: int = 0
-    host: str = ""
-    user: str = ""
-    exit_status: int = 0
-    zcas_version: str = ""
-    cached_from: str | None = None  # for a cache hit: the run whose outputs were restored
-    materializers: dict[str, str] = attrs.Factory(dict)  # input/output name -> "name@version"
-    session: str | None = None  # the pipeline call this step ran in
-    steps: dict[str, str] = attrs.Factory(dict)  # a pipeline run: step name -> run id
-    schema: int = SCHEMA
+    step: str = attrs.field(validator=_one(_name))
+    kind: str = attrs.field(validator=_in(KINDS))
+    status: str = attrs.field(validator=_in(STATUSES))
+    cache_key: str = attrs.field(default="", validator=_one(_cache_key))
+    # component -> digest or value
+    key_components: dict[str, str] = attrs.field(factory=dict, validator=_mapping(_component_name, _any_text))
+    # name (a path for commands) -> id
+    inputs: dict[str, str] = attrs.field(factory=dict, validator=_mapping(_name, check_id))
+    outputs: dict[str, str] = attrs.field(factory=dict, validator=_mapping(_name, check_id))
+    params: dict[str, Any] = attrs.field(factory=dict, validator=_mapping(_name, _params))
+    # VAR -> "b3:<digest>" of its value (or the value itself, in records of an older zcas), None if unset
+    env: dict[str, str | None] = attrs.field(factory=dict, validator=_mapping(_name, _env_value))
+    code: str | None = attrs.field(default=None, validator=_optional(lambda w, v: check_str(w, v, MAX_TEXT)))  # code fingerprint (Python steps)
+    cmd: list[str] | None = attrs.field(default=None, validator=_optional(_argv))  # argv (command steps)
+    cwd: str = attrs.field(default="", validator=_one(_name))
+    started_ns: int = attrs.field(default=0, validator=_one(_ns))
+    ended_ns: int = attrs.field(default=0, validator=_one(_ns))
+    host: str = attrs.field(default="", validator=_one(_name))
+    user: str = attrs.field(default="", validator=_one(_name))
+    exit_status: int = attrs.field(default=0, validator=_one(lambda w, v: check_int(w, v, -(1 << 63), MAX_NS)))
+    zcas_version: str = attrs.field(default="", validator=_one(_name))
+    # for a cache hit: the run whose outputs were restored
+    cached_from: str | None = attrs.field(default=None, validator=_optional(check_id))
+    # input/output name -> "name@version"
+    materializers: dict[str, str] = attrs.field(factory=dict, validator=_mapping(_name, _materializer))
+    session: str | None = attrs.field(default=None, validator=_optional(_name))  # the pipeline call this step ran in
+    # a pipeline run: step name -> run id
+    steps: dict[str, str] = attrs.field(factory=dict, validator=_mapping(_name, check_id))
+    schema: int = attrs.field(default=SCHEMA, validator=_one(lambda w, v: check_int(w, v, 1, SCHEMA)))
 
     @property
     def duration(self) -> float:
         return max(0, self.ended_ns - self.started_ns) / 1e9
 
 
+# Fields every stored run record has held since schema 1 began; the others came later
+# (a record without them takes the default).
+RUN_REQUIRED = frozenset(
+    {"step", "kind", "status", "cache_key", "key_components", "inputs", "outputs", "params", "env", "code", "cmd",
+     "cwd", "started_ns", "ended_ns", "host", "user", "exit_status", "zcas_version", "cached_from", "schema"}
+)
+
+
 @attrs.frozen(kw_only=True)
 class PathVersion:
     """A path had this content at this time (added by hand, or written by a run)."""
 
-    path: str
-    id: str
-    time_ns: int
-    kind: str = "file"
-    run: str | None = None
+    path: str = attrs.field(validator=_one(_name))
+    id: str = attrs.field(validator=_one(check_id))
+    time_ns: int = attrs.field(validator=_one(_ns))
+    kind: str = attrs.field(default="file", validator=_in(PATH_KINDS))
+    run: str | None = attrs.field(default=None, validator=_optional(check_id))
+
+
+PATH_REQUIRED = frozenset({"path", "id", "time_ns"})

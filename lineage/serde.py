@@ -3,7 +3,14 @@
 Canonical form: JSON with sorted keys, no spaces, UTF-8, no NaN. Python's float repr is the
 shortest round-trip form on every platform, and records hold only str, int, float, bool,
 None, lists and str-keyed dicts, so the same record gives the same bytes on every machine
-and Python version. Decoding refuses a schema newer than this zcas knows.
+and Python version.
+
+Decoding is strict, because records come from remotes too: a record is at most
+``MAX_RECORD`` bytes, must be UTF-8 JSON nesting at most ``MAX_DEPTH`` (+2) deep, must be in
+canonical form (so no two parsers can read it differently, e.g. through a duplicated key),
+must hold every required field and no unknown one, and every field must pass the
+validators in ``records``. A schema newer than this zcas knows is refused by name. Anything
+else is a ``RecordError`` with a one-line reason; decoding never raises another error.
 """
 
 from __future__ import annotations
@@ -12,21 +19,40 @@ import json
 
 import attrs
 
-from zcas.cas.errors import ZcasError
-
 from .canonical import dumps
-from .records import SCHEMA, PathVersion, Run
+from .records import MAX_DEPTH, PATH_REQUIRED, RUN_REQUIRED, SCHEMA, PathVersion, RecordError, Run, _show, check_plain
+
+__all__ = ["RecordError", "MAX_RECORD", "encode", "decode", "decode_dict", "canonical", "unstructure", "converter"]
+
+MAX_RECORD = 16 << 20  # bytes of one encoded record
+
+_REQUIRED = {Run: RUN_REQUIRED, PathVersion: PATH_REQUIRED}
 
 
-class RecordError(ZcasError, ValueError):
-    """A record that does not decode, or does not validate."""
+def _build(d: dict, cls):
+    """Structure hook of the record classes: exact fields, then attrs' validators (no coercion)."""
+    fields = attrs.fields_dict(cls)
+    unknown = [k for k in d if k not in fields]
+    if unknown:
+        raise RecordError(f"unknown field {_show(min(unknown))}")
+    missing = sorted(_REQUIRED[cls] - d.keys())
+    if missing:
+        raise RecordError(f"missing field {missing[0]!r}")
+    return cls(**d)
 
 
 def make_converter():
-    """The project's one cattrs converter (imported on first decode: cattrs is slow to load)."""
+    """The project's one cattrs converter (imported on first decode: cattrs is slow to load).
+
+    Records are structured by ``_build``: cattrs' own structuring would coerce (a string
+    to an int, a string to a list of characters), and a record must be refused instead.
+    """
     import cattrs
 
-    return cattrs.Converter(forbid_extra_keys=True)
+    c = cattrs.Converter(forbid_extra_keys=True)
+    for cls in (Run, PathVersion):
+        c.register_structure_hook(cls, _build)
+    return c
 
 
 _converter = None
@@ -56,17 +82,38 @@ def encode(record: Run | PathVersion) -> bytes:
     return canonical(d)
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
 def decode_dict(data: bytes) -> dict:
-    """Parse and check the envelope only (fast path for listing)."""
+    """Parse and check the envelope: size, JSON, depth, canonical form, type and schema."""
+    if len(data) > MAX_RECORD:
+        raise RecordError(f"record is {len(data)} bytes, more than the limit {MAX_RECORD}")
     try:
-        d = json.loads(data)
+        d = json.loads(bytes(data).decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise RecordError("record nests too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
-        raise RecordError(f"record is not valid JSON: {e}") from None
-    if not isinstance(d, dict) or d.get("type") not in TYPES:
+        raise RecordError(f"record is not valid JSON: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(d, dict):
+        raise RecordError("record is not a JSON object")
+    if type(d.get("type")) is not str or d["type"] not in TYPES:
         raise RecordError("record has no known type")
     schema = d.get("schema", SCHEMA)
-    if not isinstance(schema, int) or schema > SCHEMA:
+    if type(schema) is not int:
+        raise RecordError(f"record schema must be an integer, not {type(schema).__name__}")
+    if schema > SCHEMA:
         raise RecordError(f"record schema {schema} is newer than this zcas understands ({SCHEMA}); upgrade zcas")
+    try:
+        check_plain("record", d, max_depth=MAX_DEPTH + 2, max_values=MAX_RECORD)
+        again = canonical(d)
+    except RecordError:
+        raise
+    except (ValueError, UnicodeEncodeError, RecursionError):
+        raise RecordError("record is not in canonical form") from None
+    if again != data:
+        raise RecordError("record is not in canonical form (sorted keys, no spaces, UTF-8)")
     return d
 
 
@@ -77,7 +124,9 @@ def decode(data: bytes) -> Run | PathVersion:
         d.pop("schema", None)
     try:
         return converter().structure(d, cls)
-    except Exception as e:  # cattrs raises ClassValidationError groups; one line is enough
+    except RecordError as e:
+        raise RecordError(f"invalid {cls.__name__} record: {e}") from None
+    except Exception as e:  # noqa: BLE001 - cattrs may wrap errors in groups; one line is enough
         raise RecordError(f"invalid {cls.__name__} record: {_first_error(e)}") from None
 
 
@@ -85,4 +134,4 @@ def _first_error(e: BaseException) -> str:
     subs = getattr(e, "exceptions", None)
     if subs:
         return _first_error(subs[0])
-    return str(e) or type(e).__name__
+    return (str(e) or type(e).__name__).splitlines()[0][:200]
