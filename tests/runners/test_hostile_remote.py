@@ -402,3 +402,24 @@ def test_attack_malformed_repository_config(repo_dir, content, fragment):
     (repo_dir / ".zcas" / "config.toml").write_bytes(content)
     for args in (("log",), ("fsck",), ("run", "--", "true")):
         assert_one_line_error(run_zcas(*args, cwd=repo_dir), fragment)
+
+
+def test_attack_worker_unpickles_an_input_without_opt_in(tmp_path):
+    """A task on another process or worker enforces the same rule as the client."""
+    from zcas.cas.chunking import store_buffer
+    from zcas.cas.errors import ZcasError
+    from zcas.cas.repo import Repo, init
+    from zcas.runners.tasks import ArtifactRef, python_task
+
+    init(str(tmp_path))
+    repo = Repo(str(tmp_path))
+    marker = str(tmp_path / "pwned")
+    oid = store_buffer(repo.db, pickle.dumps(_Boom(marker))).hex()
+    repo.db.flush()
+    spec = {"objects": str(tmp_path / ".zcas" / "objects")}
+    with pytest.raises(ZcasError, match="refusing to unpickle"):
+        python_task(spec, len, [ArtifactRef((oid, "pickle@1", False))], {}, False, True)
+    assert not os.path.exists(marker)
+    python_task(spec, lambda v: 1, [ArtifactRef((oid, "pickle@1", True))], {}, False, True)
+    assert os.path.exists(marker)  # with the opt-in it loads (and so runs) the pickle
+    repo.close()
