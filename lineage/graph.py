@@ -37,6 +37,8 @@ DUPS = {"produced", "consumed"}
 _INITIAL_MAP = 64 << 20
 _BE = struct.Struct(">Q")
 ZERO = b"\0" * 32
+MAX_KEY = 511  # LMDB's default maximum key size, in bytes
+MAX_NS = (1 << 64) - 1
 _KINDS = {"file": 1, "tree": 2, "link": 3}
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
 
@@ -67,6 +69,31 @@ def step_key(step: str) -> bytes:
 
 def path_prefix(path: str) -> bytes:
     return hash_bytes(path.encode("utf-8", "surrogateescape"))[:16]
+
+
+def tag_key(name: str) -> bytes:
+    """A tag name as an LMDB key: non-empty text without NUL, at most MAX_KEY bytes."""
+    try:
+        key = name.encode("utf-8")
+    except (AttributeError, UnicodeEncodeError):
+        raise LineageStoreError(f"invalid tag name {name!r:.80}") from None
+    if not key or len(key) > MAX_KEY or b"\0" in key:
+        raise LineageStoreError(f"invalid tag name {name!r:.80}: 1 to {MAX_KEY} bytes, no NUL")
+    return key
+
+
+def _path_version_ok(path, oid, time_ns, run, kind) -> bool:
+    if not isinstance(path, str) or not isinstance(oid, bytes) or len(oid) != 32:
+        return False
+    if type(time_ns) is not int or not 0 <= time_ns <= MAX_NS:
+        return False
+    if run is not None and (not isinstance(run, bytes) or len(run) != 32):
+        return False
+    try:
+        path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _open: dict[str, list] = {}  # real path -> [env, dbs, users]: LMDB allows one env per process
@@ -164,16 +191,24 @@ class Graph:
         val = oid + (run or ZERO) + bytes([_KINDS.get(kind, 1)]) + path.encode("utf-8", "surrogateescape")
         txn.put(key, val, db=self.dbs["paths"])
 
-    def put_paths(self, versions: list[tuple[str, bytes, int, bytes | None, str]]) -> None:
-        """(path, id, time_ns, run id or None, kind) each."""
-        self.write(lambda txn: [self._put_path(txn, *v) for v in versions])
+    def put_paths(self, versions: list[tuple[str, bytes, int, bytes | None, str]]) -> int:
+        """(path, id, time_ns, run id or None, kind) each; one that cannot be indexed (a path
+        that is not text, a time out of range, an id of another length) is skipped.
+        Returns how many were indexed."""
+        ok = [v for v in versions if _path_version_ok(*v)]
+        self.write(lambda txn: [self._put_path(txn, *v) for v in ok])
+        return len(ok)
 
     def set_tag(self, name: str, oid: bytes | None) -> None:
+        key = tag_key(name)
+        if oid is not None and (not isinstance(oid, bytes) or len(oid) != 32):
+            raise LineageStoreError(f"tag {name} must name a 32-byte id")
+
         def fn(txn):
             if oid is None:
-                txn.delete(name.encode(), db=self.dbs["tags"])
+                txn.delete(key, db=self.dbs["tags"])
             else:
-                txn.put(name.encode(), oid, db=self.dbs["tags"])
+                txn.put(key, oid, db=self.dbs["tags"])
 
         self.write(fn)
 
@@ -285,7 +320,7 @@ class Graph:
         return self.read(lambda txn: [k for k, _ in txn.cursor(self.dbs["runs"])])
 
     def tags(self) -> dict[str, bytes]:
-        return self.read(lambda txn: {k.decode(): v for k, v in txn.cursor(self.dbs["tags"])})
+        return self.read(lambda txn: {k.decode("utf-8", "replace"): v for k, v in txn.cursor(self.dbs["tags"])})
 
     def count(self, db: str) -> int:
         return self.read(lambda txn: txn.stat(self.dbs[db])["entries"])

@@ -33,8 +33,9 @@ def is_digest(value) -> bool:
 
 
 def _public_value(value) -> str:
-    """The ``env`` field's value: its digest, or ``unset``."""
-    if value is None:
+    """The ``env`` field's value: its digest, or ``unset`` (kept as it is: public_record of
+    a public record changes nothing)."""
+    if value is None or value == UNSET:
         return UNSET
     if is_digest(value):
         return value
@@ -64,7 +65,11 @@ def _component(text) -> tuple[str, bool]:
 
 
 def public_record(rec: dict) -> dict:
-    """A copy of run record ``rec`` safe to print or export: no environment value in it."""
+    """A copy of run record ``rec`` safe to print or export: no environment value in it.
+
+    ``env`` maps each variable to the digest of its value (``b3:<hex>``) or ``unset``; each
+    ``env:VAR`` key component becomes the bare digest or ``null``. Idempotent.
+    """
     out = dict(rec)
     env = rec.get("env")
     if isinstance(env, dict):

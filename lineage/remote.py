@@ -1,19 +1,55 @@
-"""Lineage on a remote: run records travel in segments, one object per push.
+"""Lineage on a remote: run records travel in segments, objects the pushes write.
 
-A segment is every run record a push sends, length-prefixed and stored with the object
-codec (zstd) under ``lineage/seg-<hash>``. Pulling lists the segments, fetches the ones
-not seen before, checks each record against its id and indexes it, so a cache key a
-colleague's run filled is a hit here too, with their host and user in its provenance.
+A segment is run records, each an 8-byte little-endian length and the record's canonical
+bytes, stored with the object codec (zstd) under ``lineage/seg-<BLAKE3 of the payload>``.
+Pulling lists the segments, fetches the ones not seen before, checks each and indexes its
+records, so a cache key a colleague's run filled is a hit here too, with their host and
+user in its provenance.
+
+A remote is untrusted input. A segment is read only if it is at most ``MAX_SEGMENT`` bytes
+(decoded), is a record object that decodes, hashes to its name and is framed exactly; else
+it is skipped whole, with one warning naming it. In a good segment each record must decode
+strictly (``serde``), be a run, and, if it has a cache key, have the key its components
+hash to (``keyhash.key_of``); a record that fails is skipped, the others are indexed, and
+one warning per segment says how many were skipped and why. A skipped segment, or a segment
+with skipped records, is remembered (``rejected-<hash of its key>`` in the state folder,
+holding the reason), so the warning is not repeated on every pull; deleting those files
+makes zcas look again. A segment holding records of a newer schema than this zcas knows is
+not remembered: its warning ("upgrade zcas") repeats, and an upgraded zcas reads it.
+
+Pushing never sends a record that holds an environment value in the clear (a record of an
+older zcas: its bytes cannot change without changing its id), nor one a remote would refuse.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+from typing import Callable, Iterator
 
 from zcas.cas import codec
+from zcas.cas.errors import IntegrityError, ObjectNotFoundError, ZcasError
 from zcas.cas.oid import hash_bytes
+from zcas.cas.safetext import printable
 
 PREFIX = "lineage/"
+MAX_SEGMENT = 256 << 20  # decoded bytes of one segment
+SEGMENT_TARGET = 64 << 20  # a push starts another segment once one holds this many bytes
+_BATCH_RECORDS = 2000  # records decoded and indexed at a time (bounds memory in a big segment)
+_BATCH_BYTES = 16 << 20
+_SEG_NAME = re.compile(r"seg-[0-9a-f]{64}")
+_REJECTED = "rejected-"
+
+Warn = Callable[[str], None]
+
+
+class SegmentError(ZcasError):
+    """A whole segment is unusable (the message says why, in one line)."""
+
+
+def default_warn(message: str) -> None:
+    print(f"zcas: warning: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def _seg_key(payload: bytes) -> str:
@@ -24,81 +60,255 @@ def _pack(records: list[bytes]) -> bytes:
     return b"".join(len(r).to_bytes(8, "little") + r for r in records)
 
 
-def _unpack(payload: bytes) -> list[bytes]:
-    out, pos = [], 0
-    while pos < len(payload):
-        n = int.from_bytes(payload[pos : pos + 8], "little")
-        out.append(payload[pos + 8 : pos + 8 + n])
-        pos += 8 + n
-    return out
+def _frames(payload) -> Iterator[tuple[int, int]]:
+    """(start, end) of each record in ``payload``; SegmentError where the framing is wrong."""
+    from .serde import MAX_RECORD
+
+    pos, n = 0, len(payload)
+    while pos < n:
+        if n - pos < 8:
+            raise SegmentError(f"truncated length prefix at byte {pos}")
+        size = int.from_bytes(payload[pos : pos + 8], "little")
+        if size > MAX_RECORD:
+            raise SegmentError(f"record at byte {pos} claims {size} bytes, more than the limit {MAX_RECORD}")
+        if size > n - pos - 8:
+            raise SegmentError(f"record at byte {pos} claims {size} bytes, past the end of the segment")
+        yield pos + 8, pos + 8 + size
+        pos += 8 + size
+
+
+def _unpack(payload) -> list[bytes]:
+    """The records of a segment payload (SegmentError if its framing is wrong)."""
+    return [bytes(payload[a:b]) for a, b in list(_frames(payload))]
+
+
+def check_run_record(data: bytes) -> dict:
+    """The unstructured run of ``data``, if lineage may index it from a remote: it decodes
+    strictly, is a run, and its cache key (if any) is the hash of its key components.
+    RecordError otherwise."""
+    from . import serde
+    from .keyhash import key_of
+    from .records import Run
+
+    rec = serde.decode(data)
+    if not isinstance(rec, Run):
+        raise serde.RecordError("not a run record")
+    if rec.cache_key and key_of(rec.key_components).hex() != rec.cache_key:
+        raise serde.RecordError(f"cache key {rec.cache_key[:12]} does not match its key components")
+    return serde.unstructure(rec)
+
+
+def _rejected_name(key: str) -> str:
+    return _REJECTED + hash_bytes(key.encode("utf-8", "surrogateescape")).hex()
 
 
 class RemoteLineage:
-    def __init__(self, lineage, backend, state_dir: str):
+    def __init__(self, lineage, backend, state_dir: str, warn: Warn | None = None):
         self.lineage = lineage
         self.backend = backend
         self.state_dir = state_dir  # which segments this repository has already seen
+        self.warn = warn or default_warn
+        self.last_push_skipped: dict[str, int] = {"plaintext_env": 0, "refused": 0}
         os.makedirs(state_dir, exist_ok=True)
+
+    # -- what this repository remembers of the remote ----------------------------------------
 
     def _seen(self) -> set[str]:
         return set(os.listdir(self.state_dir))
 
-    def _mark(self, seg: str, run_ids: list[bytes]) -> None:
-        path = os.path.join(self.state_dir, seg.rsplit("/", 1)[1])
+    def _write_state(self, name: str, data: bytes) -> None:
+        path = os.path.join(self.state_dir, name)
         with open(path + ".tmp", "wb") as f:
-            f.write(b"".join(run_ids))
+            f.write(data)
         os.replace(path + ".tmp", path)
+
+    def _mark(self, name: str, run_ids: list[bytes]) -> None:
+        self._write_state(name, b"".join(run_ids))
+
+    def _reject(self, key: str, reason: str) -> None:
+        self._write_state(_rejected_name(key), (printable(key) + "\n" + printable(reason) + "\n").encode())
 
     def remote_run_ids(self) -> set[bytes]:
         self.pull()
         out: set[bytes] = set()
         for name in self._seen():
-            if name.endswith(".tmp"):
+            if not _SEG_NAME.fullmatch(name):
                 continue
-            data = open(os.path.join(self.state_dir, name), "rb").read()
-            out.update(data[i : i + 32] for i in range(0, len(data), 32))
+            with open(os.path.join(self.state_dir, name), "rb") as f:
+                data = f.read()
+            out.update(data[i : i + 32] for i in range(0, len(data) - 31, 32))
         return out
 
-    def push(self) -> int:
-        """Send every local run record the remote does not have; returns how many."""
+    # -- push --------------------------------------------------------------------------------
+
+    def push(self, warn: Warn | None = None) -> int:
+        """Send every shareable local run record the remote does not have; returns how many.
+
+        A record holding an environment value in the clear (written by an older zcas), or
+        one a remote would refuse, is not sent: ``last_push_skipped`` counts them
+        (``plaintext_env``, ``refused``) and one warning per kind says so. Records go in
+        segments of about SEGMENT_TARGET bytes.
+        """
+        from .redact import plaintext_env
+        from .serde import RecordError
+
+        warn = warn or self.warn
         have = self.remote_run_ids()
-        ids = [r for r in self.lineage.graph.all_run_ids() if r not in have]
-        if not ids:
-            return 0
-        records = [self.lineage.graph.run_bytes(r) for r in ids]
+        graph = self.lineage.graph
+        sent = plain = refused = 0
+        records: list[bytes] = []
+        ids: list[bytes] = []
+        size = 0
+        for rid in graph.all_run_ids():
+            if rid in have:
+                continue
+            data = graph.run_bytes(rid)
+            if data is None:
+                continue
+            try:
+                rec = check_run_record(data)
+            except RecordError:
+                refused += 1
+                continue
+            if plaintext_env(rec):
+                plain += 1
+                continue
+            records.append(data)
+            ids.append(rid)
+            size += 8 + len(data)
+            if size >= SEGMENT_TARGET:
+                self._send(records, ids)
+                sent += len(ids)
+                records, ids, size = [], [], 0
+        if records:
+            self._send(records, ids)
+            sent += len(ids)
+        self.last_push_skipped = {"plaintext_env": plain, "refused": refused}
+        if plain:
+            warn(f"{plain} run record{'s' if plain != 1 else ''} not pushed: written by an older zcas, they hold "
+                 "environment variable values in the clear; run those steps again to share their results")
+        if refused:
+            warn(f"{refused} run record{'s' if refused != 1 else ''} not pushed: they do not validate "
+                 "(a cache key that does not match its components, or a malformed field)")
+        return sent
+
+    def _send(self, records: list[bytes], ids: list[bytes]) -> None:
         payload = _pack(records)
         key = _seg_key(payload)
         self.backend.put(key, codec.encode(codec.KIND_RECORD, payload))
-        self._mark(key, ids)
-        return len(ids)
+        self._mark(key[len(PREFIX) :], ids)
 
-    def pull(self) -> int:
-        """Fetch and index the segments not seen yet; returns how many runs were new here."""
-        from . import serde
+    # -- pull --------------------------------------------------------------------------------
 
+    def pull(self, warn: Warn | None = None) -> int:
+        """Fetch and index the segments not seen yet; returns how many runs were new here.
+
+        Malformed segments and records are skipped with a warning (see the module's doc);
+        only a failure to reach the remote is an error.
+        """
+        warn = warn or self.warn
         seen = self._seen()
         new = 0
         for key in self.backend.list(PREFIX):
-            name = key.rsplit("/", 1)[1]
-            if not name.startswith("seg-") or name in seen:
+            if not key.startswith(PREFIX):
                 continue
-            _, payload = codec.decode(key, self.backend.get(key))
-            if hash_bytes(payload).hex() != name[4:]:
-                from zcas.cas.errors import IntegrityError
-
-                raise IntegrityError(key, "lineage segment does not match its name")
-            batch, ids = [], []
-            for data in _unpack(payload):
-                rid = hash_bytes(data)
-                rec = serde.decode(data)  # validates; a bad record stops the pull with its reason
-                ids.append(rid)
-                if not self.lineage.graph.has_run(rid):
-                    batch.append((rid, serde.unstructure(rec), data))
-            db = self.lineage.repo.db
-            for rid, _, data in batch:  # the records become local truth too (reindex finds them)
-                db.put(codec.KIND_RECORD, data, oid=rid)
-            db.flush()
-            self.lineage.graph.put_runs(batch)
-            self._mark(key, ids)
-            new += len(batch)
+            name = key[len(PREFIX) :]
+            if not name.startswith("seg-") or name in seen or _rejected_name(key) in seen:
+                continue
+            try:
+                n = self._pull_segment(key, name, warn)
+            except SegmentError as e:
+                self._reject(key, str(e))
+                warn(f"remote lineage segment {key} skipped: {e}")
+                continue
+            new += n
         return new
+
+    def _read_segment(self, key: str, name: str) -> memoryview | None:
+        """The checked payload of segment ``key`` (None if it vanished meanwhile)."""
+        if not _SEG_NAME.fullmatch(name):
+            raise SegmentError("its name is not seg-<64 hex digits>")
+        limit = MAX_SEGMENT + codec.HEADER_SIZE
+        try:
+            size = self.backend.info(key).size
+            if size > limit:
+                raise SegmentError(f"it is {size} bytes, more than the limit {MAX_SEGMENT}")
+            data = self.backend.get_range(key, 0, size) if size else b""
+        except ObjectNotFoundError:
+            return None
+        if len(data) > limit:
+            raise SegmentError(f"it is {len(data)} bytes, more than the limit {MAX_SEGMENT}")
+        try:
+            kind, _, raw_size = codec.read_header(key, data)
+            if kind != codec.KIND_RECORD:
+                raise SegmentError(f"it is a {codec.KINDS[kind]} object, not a record object")
+            if raw_size > MAX_SEGMENT:
+                raise SegmentError(f"it declares {raw_size} bytes, more than the limit {MAX_SEGMENT}")
+            _, payload = codec.decode(key, data)
+        except IntegrityError as e:
+            raise SegmentError(f"it does not decode: {e.reason}") from None
+        if hash_bytes(payload).hex() != name[4:]:
+            raise SegmentError("its content does not match its name")
+        return memoryview(payload)
+
+    def _pull_segment(self, key: str, name: str, warn: Warn) -> int:
+        from .serde import NewerRecordError, RecordError
+
+        payload = self._read_segment(key, name)
+        if payload is None:
+            return 0  # deleted since it was listed: nothing to remember
+        total = sum(1 for _ in _frames(payload))  # the whole framing is checked before anything is indexed
+        graph = self.lineage.graph
+        ids: list[bytes] = []
+        known: set[bytes] = set()
+        batch: list[tuple[bytes, dict, bytes]] = []
+        batch_bytes = new = rejected = newer = 0
+        first = ""
+        for a, b in _frames(payload):
+            data = bytes(payload[a:b])
+            rid = hash_bytes(data)
+            if rid in known:
+                continue
+            if graph.has_run(rid):  # indexed already: it passed these checks when it was
+                known.add(rid)
+                ids.append(rid)
+                continue
+            try:
+                rec = check_run_record(data)
+            except NewerRecordError:
+                newer += 1
+                continue
+            except RecordError as e:
+                rejected += 1
+                first = first or str(e)
+                continue
+            known.add(rid)
+            ids.append(rid)
+            batch.append((rid, rec, data))
+            batch_bytes += len(data)
+            if len(batch) >= _BATCH_RECORDS or batch_bytes >= _BATCH_BYTES:
+                new += self._index(batch)
+                batch, batch_bytes = [], 0
+        new += self._index(batch)
+        if rejected:
+            reason = f"{rejected} of {total} run record{'s' if total != 1 else ''} skipped (first: {first})"
+            warn(f"remote lineage segment {key}: {reason}")
+        if newer:  # not remembered: a newer zcas will read them, so the segment is read again
+            warn(f"remote lineage segment {key}: {newer} run record{'s need' if newer != 1 else ' needs'} a newer "
+                 "zcas; upgrade zcas to use them")
+            return new
+        self._mark(name, ids)
+        if rejected:
+            self._reject(key, reason)
+        return new
+
+    def _index(self, batch: list[tuple[bytes, dict, bytes]]) -> int:
+        """Store records as local objects (reindex finds them), then index them."""
+        if not batch:
+            return 0
+        db = self.lineage.repo.db
+        for rid, _, data in batch:
+            db.put(codec.KIND_RECORD, data, oid=rid)
+        db.flush()
+        self.lineage.graph.put_runs(batch)
+        return len(batch)

@@ -22,11 +22,15 @@ import attrs
 from .canonical import dumps
 from .records import MAX_DEPTH, PATH_REQUIRED, RUN_REQUIRED, SCHEMA, PathVersion, RecordError, Run, _show, check_plain
 
-__all__ = ["RecordError", "MAX_RECORD", "encode", "decode", "decode_dict", "canonical", "unstructure", "converter"]
+__all__ = ["RecordError", "NewerRecordError", "MAX_RECORD", "encode", "decode", "decode_dict", "canonical", "unstructure", "converter"]
 
 MAX_RECORD = 16 << 20  # bytes of one encoded record
 
 _REQUIRED = {Run: RUN_REQUIRED, PathVersion: PATH_REQUIRED}
+
+
+class NewerRecordError(RecordError):
+    """A record of a schema newer than this zcas knows: not malformed, only not readable yet."""
 
 
 def _build(d: dict, cls):
@@ -87,7 +91,7 @@ def _no_constant(name: str):
 
 
 def decode_dict(data: bytes) -> dict:
-    """Parse and check the envelope: size, JSON, depth, canonical form, type and schema."""
+    """Parse and check the envelope: size, JSON, type, schema and depth (not the fields)."""
     if len(data) > MAX_RECORD:
         raise RecordError(f"record is {len(data)} bytes, more than the limit {MAX_RECORD}")
     try:
@@ -104,30 +108,35 @@ def decode_dict(data: bytes) -> dict:
     if type(schema) is not int:
         raise RecordError(f"record schema must be an integer, not {type(schema).__name__}")
     if schema > SCHEMA:
-        raise RecordError(f"record schema {schema} is newer than this zcas understands ({SCHEMA}); upgrade zcas")
-    try:
-        check_plain("record", d, max_depth=MAX_DEPTH + 2, max_values=MAX_RECORD)
-        again = canonical(d)
-    except RecordError:
-        raise
-    except (ValueError, UnicodeEncodeError, RecursionError):
-        raise RecordError("record is not in canonical form") from None
-    if again != data:
-        raise RecordError("record is not in canonical form (sorted keys, no spaces, UTF-8)")
+        raise NewerRecordError(f"record schema {schema} is newer than this zcas understands ({SCHEMA}); upgrade zcas")
+    check_plain("record", d, max_depth=MAX_DEPTH + 2, max_values=MAX_RECORD)
     return d
 
 
-def decode(data: bytes) -> Run | PathVersion:
-    d = decode_dict(data)
-    cls = TYPES[d.pop("type")]
-    if cls is PathVersion:
-        d.pop("schema", None)
+def _check_canonical(d: dict, data: bytes) -> None:
     try:
-        return converter().structure(d, cls)
+        again = canonical(d)
+    except (ValueError, UnicodeEncodeError, RecursionError):
+        raise RecordError("record is not in canonical form") from None
+    if again != bytes(data):
+        raise RecordError("record is not in canonical form (sorted keys, no spaces, UTF-8)")
+
+
+def decode(data: bytes) -> Run | PathVersion:
+    """The record ``data`` encodes: envelope, fields, then canonical form checked."""
+    d = decode_dict(data)
+    fields = dict(d)
+    cls = TYPES[fields.pop("type")]
+    if cls is PathVersion:
+        fields.pop("schema", None)
+    try:
+        rec = converter().structure(fields, cls)
     except RecordError as e:
         raise RecordError(f"invalid {cls.__name__} record: {e}") from None
     except Exception as e:  # noqa: BLE001 - cattrs may wrap errors in groups; one line is enough
         raise RecordError(f"invalid {cls.__name__} record: {_first_error(e)}") from None
+    _check_canonical(d, data)
+    return rec
 
 
 def _first_error(e: BaseException) -> str:

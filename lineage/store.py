@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 
 from zcas.cas import codec
+from zcas.cas.errors import ZcasError
+from zcas.cas.oid import from_hex
 from zcas.cas.repo import Repo
 
 from .graph import Graph
 
-_MARK = b"indexed-v1"
+# The index is complete and every run in it passed strict validation. v1 indexes were built
+# by a zcas that validated remote records less strictly: opening one rebuilds it.
+_MARK = b"indexed-v2"
+_LISTED = {"step": str, "kind": str, "status": str, "inputs": dict, "outputs": dict, "started_ns": int, "ended_ns": int}
 
 
 class Lineage:
@@ -50,9 +55,17 @@ class Lineage:
     def record_run(self, run) -> bytes:
         return self.record_runs([run])[0]
 
-    def index_paths(self, versions) -> None:
-        """Index path versions that the object store's history file has recorded."""
-        self.graph.put_paths([(v.path, v.oid, int(v.time * 1e9), None, v.kind) for v in versions])
+    def index_paths(self, versions) -> int:
+        """Index path versions that the object store's history file has recorded; a version
+        that cannot be indexed (a damaged line: a time out of range, a path that is not text)
+        is skipped. Returns how many were indexed."""
+        items = []
+        for v in versions:
+            try:
+                items.append((v.path, v.oid, int(v.time * 1e9), None, v.kind))
+            except (TypeError, ValueError, OverflowError):
+                continue
+        return self.graph.put_paths(items)
 
     def set_tag(self, name: str, oid: bytes, force: bool = False) -> None:
         self.repo.refs.set_tag(name, oid, force=force)
@@ -78,11 +91,23 @@ class Lineage:
         return rec
 
     def run_dict(self, rid: bytes) -> dict | None:
-        """A run as a plain dict (no cattrs: the fast path for listing and walking)."""
+        """A run as a plain dict (no cattrs: the fast path for listing and walking).
+
+        Every run in the index passed strict validation when it was indexed; should one not
+        even parse, or lack a field listing needs, it is None (as if absent), never an error.
+        """
         import json
 
         data = self.graph.run_bytes(rid)
-        return None if data is None else json.loads(data)
+        if data is None:
+            return None
+        try:
+            d = json.loads(data)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(d, dict) or any(type(d.get(k)) is not t for k, t in _LISTED.items()):
+            return None
+        return d
 
     def runs(self, step: str | None = None, status: str | None = None, since_ns: int = 0,
              limit: int | None = None) -> list[tuple[bytes, dict]]:
@@ -112,7 +137,11 @@ class Lineage:
             out.append(rid)
             d = self.run_dict(rid)
             if d:
-                out.extend(bytes.fromhex(x) for x in (*d["inputs"].values(), *d["outputs"].values()))
+                for x in (*d["inputs"].values(), *d["outputs"].values()):
+                    try:
+                        out.append(from_hex(x))
+                    except (ZcasError, TypeError):
+                        continue  # not an id: names nothing to keep
         out.extend(oid for _, oid in self.graph.all_paths())
         return out
 
@@ -144,10 +173,31 @@ class Lineage:
                 batch = []
         self.graph.put_runs(batch)
         versions = list(self.repo.refs.history())
-        self.index_paths(versions)
-        tags = self.repo.refs.tags()
+        paths = self.index_paths(versions)
+        tags = self._tags()
         for name, oid in tags.items():
             self.graph.set_tag(name, oid)
         self.graph.write(lambda t: t.put(_MARK, b"1", db=self.graph.dbs["meta"]))
-        self.last_reindex = {"runs": runs, "paths": len(versions), "tags": len(tags), "damaged": bad}
+        self.last_reindex = {"runs": runs, "paths": paths, "tags": len(tags), "damaged": bad}
         return self.last_reindex
+
+    def _tags(self) -> dict[str, bytes]:
+        """Every readable tag: a damaged tag file is left out (the refs report it when used)."""
+        refs = self.repo.refs
+        try:
+            return refs.tags()
+        except ZcasError:
+            pass
+        out = {}
+        try:
+            names = sorted(os.listdir(refs.tags_dir))
+        except OSError:
+            return out
+        for name in names:
+            try:
+                oid = refs.get_tag(name)
+            except (ZcasError, OSError):
+                continue
+            if oid is not None and not name.endswith(".lock"):
+                out[name] = oid
+        return out

@@ -1,7 +1,10 @@
 """Walking the graph: where an artifact came from, and what was made from it.
 
 Each walk visits every run and artifact it reports once, reading only their own index
-entries, so it costs time in proportion to its answer, not to the size of the graph.
+entries, so it costs time in proportion to its answer, not to the size of the graph. Walks
+are breadth-first with an explicit queue and one visited set (no recursion): a chain of any
+depth, a cycle (which a hostile remote can write: runs are only records) or a huge fan-out
+ends, bounded by ``depth`` and by what the index holds.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def _walk(lin, start: bytes, depth: int, is_run: bool, up: bool) -> Subgraph:
         todo.append((None, [start], 0))
     else:
         _note(g, start.hex(), None)
+        seen.add(start)
         todo.append((start, runs_of(start), 0))
     while todo:
         art, runs, d = todo.popleft()
@@ -66,9 +70,12 @@ def _walk(lin, start: bytes, depth: int, is_run: bool, up: bool) -> Subgraph:
             for name, oid in rec[other].items():
                 _note(g, oid, name)
             for name, oid in rec[follow].items():
+                try:
+                    b = bytes.fromhex(oid)
+                except (TypeError, ValueError):
+                    continue  # not an id (the index holds validated records: never expected)
                 _note(g, oid, name)
                 g.edges.append((oid, h, "input") if up else (h, oid, "output"))
-                b = bytes.fromhex(oid)
                 if d + 1 < depth and b not in seen:
                     seen.add(b)
                     todo.append((b, runs_of(b), d + 1))
