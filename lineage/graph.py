@@ -5,7 +5,7 @@ Sub-databases, keys raw bytes (ids are 32 raw bytes, never hex):
 | db | key | value |
 | --- | --- | --- |
 | runs | run id | canonical record bytes |
-| cache | cache key | run id (the latest successful run) |
+| cache | cache key | run id (the latest successful run whose key is the hash of its key components) |
 | produced | artifact id | run id (dupsort: every run that wrote it) |
 | consumed | artifact id | run id (dupsort) |
 | paths | blake3(path)[:16] + time_ns (8, big-endian) | id, run id (or zeros), kind byte, path |
@@ -69,6 +69,18 @@ def step_key(step: str) -> bytes:
 
 def path_prefix(path: str) -> bytes:
     return hash_bytes(path.encode("utf-8", "surrogateescape"))[:16]
+
+
+def key_matches(rec: dict) -> bool:
+    """Is the run's cache key the hash of its key components? Only such a run is a cache
+    entry: a record in the object store may have come from a remote's packs, and a key that
+    does not match would let it answer for a step it is not (cache poisoning)."""
+    from .keyhash import key_of
+
+    try:
+        return key_of(rec.get("key_components") or {}).hex() == rec["cache_key"]
+    except (AttributeError, TypeError, UnicodeEncodeError, KeyError):
+        return False
 
 
 def tag_key(name: str) -> bytes:
@@ -161,7 +173,7 @@ class Graph:
         if not txn.put(rid, data, db=d["runs"], overwrite=False):
             return  # already indexed
         txn.put(_BE.pack(rec["started_ns"]) + rid, b"", db=d["time"])
-        if rec["status"] == "ran" and rec.get("cache_key"):
+        if rec["status"] == "ran" and rec.get("cache_key") and key_matches(rec):
             txn.put(bytes.fromhex(rec["cache_key"]), rid, db=d["cache"])
         if rec["status"] == "failed":
             return

@@ -98,6 +98,27 @@ def check_run_record(data: bytes) -> dict:
     return serde.unstructure(rec)
 
 
+def secret_run_ids(lineage) -> set[bytes]:
+    """Ids of the local run records holding an environment value in the clear (written by an
+    older zcas). They must never reach a remote: ``RemoteLineage.push`` leaves them out, and a
+    push that copies whole packs (they are objects in them) must leave these objects out too."""
+    import json
+
+    from .redact import plaintext_env
+
+    graph = lineage.graph
+    out = set()
+    for rid in graph.all_run_ids():
+        data = graph.run_bytes(rid)
+        try:
+            rec = json.loads(data) if data is not None else None
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and plaintext_env(rec):
+            out.add(rid)
+    return out
+
+
 def _rejected_name(key: str) -> str:
     return _REJECTED + hash_bytes(key.encode("utf-8", "surrogateescape")).hex()
 

@@ -8,9 +8,16 @@ import pytest
 
 from zcas.cas import codec
 from zcas.cas.repo import Repo
+from zcas.lineage.keyhash import key_of
 from zcas.lineage.records import Run
 from zcas.lineage.store import Lineage
 from zcas.lineage.walk import ancestors, descendants, diff
+
+
+def keyed(seed) -> dict:
+    """cache_key and key_components of a run: the key is the hash of its components."""
+    comps = {"schema": "zcas-key-1", "seed": str(seed)}
+    return {"cache_key": key_of(comps).hex(), "key_components": comps}
 
 
 def blob(repo, data: bytes) -> str:
@@ -25,7 +32,7 @@ def chain(repo, lin, n=5):
     for i in range(1, n + 1):
         out = blob(repo, f"artifact {i}".encode())
         rid = lin.record_run(Run(
-            step=f"s{i}", kind="command", status="ran", cache_key=f"{i:064x}",
+            step=f"s{i}", kind="command", status="ran", **keyed(i),
             inputs={f"a{i - 1}.txt": prev}, outputs={f"a{i}.txt": out}, params={"i": i},
             started_ns=i * 10**9, ended_ns=i * 10**9 + 5,
         ))
@@ -45,7 +52,7 @@ def lin(repo):
 def answers(lin, raw, arts, rids):
     g = lin.graph
     return {
-        "cache": [g.cache_get(bytes.fromhex(f"{i:064x}")) for i in range(1, 6)],
+        "cache": [g.cache_get(bytes.fromhex(keyed(i)["cache_key"])) for i in range(1, 6)],
         "anc": sorted(ancestors(lin, bytes.fromhex(arts[-1])).runs),
         "anc2": sorted(ancestors(lin, bytes.fromhex(arts[-1]), depth=2).runs),
         "desc": sorted(descendants(lin, bytes.fromhex(raw)).runs),
@@ -58,7 +65,7 @@ def answers(lin, raw, arts, rids):
 def test_queries(repo, lin):
     raw, arts, rids = chain(repo, lin)
     g = lin.graph
-    assert g.cache_get(bytes.fromhex(f"{3:064x}")).hex() == rids[2]
+    assert g.cache_get(bytes.fromhex(keyed(3)["cache_key"])).hex() == rids[2]
     assert g.cache_get(b"\1" * 32) is None
     a = ancestors(lin, bytes.fromhex(arts[-1]))
     assert sorted(a.runs) == sorted(rids)
@@ -114,7 +121,7 @@ def _writer(root, who, n, q):
         repo = Repo(root)
         lin = Lineage(repo)
         for i in range(n):
-            lin.record_run(Run(step=f"{who}", kind="command", status="ran", cache_key=os.urandom(32).hex(),
+            lin.record_run(Run(step=f"{who}", kind="command", status="ran", **keyed(os.urandom(16).hex()),
                                params={"i": i}, started_ns=i))
         lin.close()
         repo.close()
@@ -144,3 +151,17 @@ def test_two_processes_recording_lose_nothing(repo_dir):
         assert lin.last_reindex["runs"] == 180
     finally:
         lin.close()
+
+
+def test_attack_run_whose_key_does_not_match_its_components_is_no_cache_entry(repo, lin):
+    """A record can reach the object store from a remote's packs and be indexed by reindex:
+    only a run whose key is the hash of its components answers for that key."""
+    honest = keyed("victim")
+    forged = lin.record_run(Run(step="evil", kind="command", status="ran", cache_key=honest["cache_key"],
+                                key_components={"schema": "zcas-key-1", "seed": "other"}, outputs={"o": "ee" * 32}))
+    assert lin.graph.has_run(forged)
+    assert lin.graph.cache_get(bytes.fromhex(honest["cache_key"])) is None
+    lin.reindex()
+    assert lin.graph.has_run(forged) and lin.graph.cache_get(bytes.fromhex(honest["cache_key"])) is None
+    real = lin.record_run(Run(step="ok", kind="command", status="ran", **honest))
+    assert lin.graph.cache_get(bytes.fromhex(honest["cache_key"])) == real
