@@ -31,6 +31,9 @@ import lmdb
 from zcas.cas.errors import ZcasError
 from zcas.cas.oid import hash_bytes
 
+from .records import MAX_NAME as MAX_PATH
+from .records import MAX_NS  # what the index holds, PathVersion can hold
+
 T = TypeVar("T")
 DBS = ("runs", "cache", "produced", "consumed", "paths", "tags", "time", "steps", "meta")
 DUPS = {"produced", "consumed"}
@@ -38,7 +41,6 @@ _INITIAL_MAP = 64 << 20
 _BE = struct.Struct(">Q")
 ZERO = b"\0" * 32
 MAX_KEY = 511  # LMDB's default maximum key size, in bytes
-MAX_NS = (1 << 64) - 1
 _KINDS = {"file": 1, "tree": 2, "link": 3}
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
 
@@ -95,7 +97,9 @@ def tag_key(name: str) -> bytes:
 
 
 def _path_version_ok(path, oid, time_ns, run, kind) -> bool:
-    if not isinstance(path, str) or not isinstance(oid, bytes) or len(oid) != 32:
+    if not isinstance(path, str) or len(path) > MAX_PATH or "\0" in path:
+        return False
+    if not isinstance(oid, bytes) or len(oid) != 32:
         return False
     if type(time_ns) is not int or not 0 <= time_ns <= MAX_NS:
         return False

@@ -268,6 +268,7 @@ class RemoteLineage:
             _, payload = codec.decode(key, data)
         except IntegrityError as e:
             raise SegmentError(f"it does not decode: {e.reason}") from None
+        del data  # at most one copy of a large segment in memory
         if hash_bytes(payload).hex() != name[4:]:
             raise SegmentError("its content does not match its name")
         return memoryview(payload)

@@ -113,7 +113,10 @@ def test_attack_damaged_history_lines_and_tags_do_not_stop_reindex(repo, repo_di
         {"path": "nan.txt", "id": oid, "kind": "file", "time": "nan"},
         {"path": 5, "id": oid, "kind": "file", "time": 1.0},
         {"path": "\ud800", "id": oid, "kind": "file", "time": 1.0},
-        {"path": "x" * 10000, "id": oid, "kind": "weird", "time": 2.0},
+        {"path": "x" * 10000, "id": oid, "kind": "file", "time": 2.0},
+        {"path": "a\u0000b", "id": oid, "kind": "file", "time": 2.0},
+        {"path": "late.txt", "id": oid, "kind": "file", "time": 1e10},  # past int64 nanoseconds
+        {"path": "kind.txt", "id": oid, "kind": "weird", "time": 3.0},
     ]
     (repo_dir / ".zcas" / "history.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     tags = repo_dir / ".zcas" / "refs" / "tags"
@@ -124,6 +127,8 @@ def test_attack_damaged_history_lines_and_tags_do_not_stop_reindex(repo, repo_di
     try:
         assert lin.last_reindex["paths"] == 2
         assert [v.id for v in lin.history("ok.txt")] == [oid]
+        assert [v.kind for v in lin.history("kind.txt")] == ["file"]
+        assert lin.history("x" * 10000) == [] and lin.history("late.txt") == []
         assert lin.graph.tags() == {"good": bytes.fromhex(oid)}
     finally:
         lin.close()
