@@ -52,6 +52,12 @@ def default_warn(message: str) -> None:
     print(f"zcas: warning: {printable(message)}", file=sys.stderr, flush=True)
 
 
+def _escaped(warn: Warn) -> Warn:
+    """``warn`` given text fit for a terminal: whatever the callback, names from a remote
+    reach it with their control characters shown as escapes."""
+    return lambda message: warn(printable(message))
+
+
 def _seg_key(payload: bytes) -> str:
     return f"{PREFIX}seg-{hash_bytes(payload).hex()}"
 
@@ -173,7 +179,7 @@ class RemoteLineage:
         from .redact import plaintext_env
         from .serde import RecordError
 
-        warn = warn or self.warn
+        warn = _escaped(warn or self.warn)
         have = self.remote_run_ids()
         graph = self.lineage.graph
         sent = plain = refused = 0
@@ -227,7 +233,7 @@ class RemoteLineage:
         Malformed segments and records are skipped with a warning (see the module's doc);
         only a failure to reach the remote is an error.
         """
-        warn = warn or self.warn
+        warn = _escaped(warn or self.warn)
         seen = self._seen()
         new = 0
         for key in self.backend.list(PREFIX):

@@ -349,3 +349,10 @@ def test_attack_secret_run_ids_name_the_records_a_pack_push_must_leave_out(lin):
     new = lin.record_run(run(2, env={"TOKEN": env_digest("s3cret-value"), "U": None}))
     assert remote_mod.secret_run_ids(lin) == {old}
     assert new not in remote_mod.secret_run_ids(lin)
+
+
+def test_attack_key_with_control_characters_reaches_any_warn_callback_escaped(remote, lin):
+    remote.backend._data["lineage/seg-\x1b]0;pwned\x07\n"] = (b"x", 0.0)
+    assert remote.pull() == 0
+    assert len(remote.warnings) == 1
+    assert "\x1b" not in remote.warnings[0] and "\n" not in remote.warnings[0] and "\\x1b" in remote.warnings[0]
