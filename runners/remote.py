@@ -105,8 +105,8 @@ class Remote:
         local.flush()
         if targets is None:
             missing = local.packs() - remote_packs(self.backend)
-            packs, nbytes = copy_packs(self.repo.backend, self.backend, missing, progress)
-            objects = 0
+            clean, objects = self._push_without_secrets(missing)
+            packs, nbytes = copy_packs(self.repo.backend, self.backend, clean, progress)
         else:
             packs = nbytes = 0
             objects = push_objects(local, self.db, closure(local, targets))
@@ -114,6 +114,28 @@ class Remote:
         for name, oid in (tags or {}).items():
             self.push_tag(name, oid, force)
         return {"packs": packs, "bytes": nbytes, "objects": objects, "runs": runs, "tags": len(tags or {})}
+
+    def _push_without_secrets(self, names: set[str]) -> tuple[set[str], int]:
+        """(packs that may travel as they are, objects sent otherwise).
+
+        Run records an older zcas wrote hold environment values in the clear; they are
+        objects in local packs, so a pack holding one is not copied whole: its other
+        objects go in a new pack, and those records stay here."""
+        from zcas.cas.pack import decode_index, idx_key
+        from zcas.cas.transfer import push_objects
+        from zcas.lineage.remote import secret_run_ids
+
+        secret = secret_run_ids(self.lineage.lineage) if names else set()
+        if not secret:
+            return set(names), 0
+        clean, rest = set(), []
+        for name in names:
+            ids = [e[0] for e in decode_index(name, self.repo.backend.get(idx_key(name)))]
+            if secret.isdisjoint(ids):
+                clean.add(name)
+            else:
+                rest.extend(o for o in ids if o not in secret)
+        return clean, push_objects(self.repo.db, self.db, rest)
 
     def remote_tag(self, name: str) -> bytes | None:
         """What tag NAME names on the remote (None: no such tag), validated before use."""

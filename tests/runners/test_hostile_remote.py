@@ -423,3 +423,29 @@ def test_attack_worker_unpickles_an_input_without_opt_in(tmp_path):
     python_task(spec, lambda v: 1, [ArtifactRef((oid, "pickle@1", True))], {}, False, True)
     assert os.path.exists(marker)  # with the opt-in it loads (and so runs) the pickle
     repo.close()
+
+
+def test_attack_old_record_with_plaintext_env_never_leaves_in_a_whole_pack_push(tmp_path):
+    """A record an older zcas wrote holds the value; it lives in a local pack, and a push of
+    whole packs must still leave it here (the pack's other objects travel)."""
+    from zcas.cas.repo import Repo
+    from zcas.lineage.records import Run
+    from zcas.lineage.store import Lineage
+
+    remote_dir, url = _remote(tmp_path)
+    a = _repo(tmp_path / "a", url)
+    (a / "f.txt").write_text("data")
+    fid = run_zcas("add", "f.txt", cwd=a).out.split()[0]
+    repo = Repo(str(a))
+    lin = Lineage(repo)
+    lin.record_run(Run(step="old", kind="command", status="ran", env={"TOKEN": SECRET}, started_ns=1, ended_ns=2))
+    lin.close()
+    repo.close()
+    assert _leaks(a / ".zcas" / "objects", SECRET)  # the old record is in a local pack
+    r = run_zcas("push", cwd=a)
+    assert r.code == 0, r
+    assert _leaks(remote_dir, SECRET) == []
+    b = _repo(tmp_path / "b", url)
+    assert run_zcas("pull", cwd=b).code == 0
+    assert run_zcas("cat", fid, cwd=b).out == "data"
+    assert run_zcas("push", cwd=a).code == 0 and _leaks(remote_dir, SECRET) == []  # and again
