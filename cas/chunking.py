@@ -45,13 +45,27 @@ def encode_manifest(total: int, chunks: list[tuple[bytes, int]]) -> bytes:
 
 
 def decode_manifest(oid_hex: str, payload: bytes) -> tuple[int, list[tuple[bytes, int]]]:
+    """(total, [(chunk id, length)]). Chunks are blobs, so each length is between 1 and the
+    blob limit, and the lengths must add up to the total: a manifest cannot claim a size
+    its chunks do not make up, or a chunk larger than any reader accepts."""
     if len(payload) < 8 or (len(payload) - 8) % _ITEM.size:
         raise IntegrityError(oid_hex, "malformed chunk manifest")
     (total,) = _TOTAL.unpack_from(payload, 0)
     items = list(_ITEM.iter_unpack(memoryview(payload)[8:]))
-    if sum(n for _, n in items) != total:
+    lengths = [n for _, n in items]
+    if lengths and (min(lengths) < 1 or max(lengths) > codec.MAX_SIZE[codec.KIND_BLOB]):
+        raise IntegrityError(oid_hex, "chunk manifest lists a chunk of impossible length")
+    if sum(lengths) != total:
         raise IntegrityError(oid_hex, "chunk lengths do not add up to the file size")
     return total, items
+
+
+def check_total(db, oid: bytes, total: int) -> None:
+    """A manifest's total must be the size its pack index records, before any file is
+    truncated, written or assembled to that size."""
+    size = db.entry(oid).size
+    if total != size:
+        raise IntegrityError(oid.hex(), f"manifest total {total} differs from the pack index size {size}")
 
 
 def _cutter():
@@ -187,7 +201,8 @@ def _chunk_bytes(db, oid: bytes) -> bytes:
 
 def iter_content(db, oid: bytes, manifest: bytes) -> Iterator[bytes]:
     """Yield a large file's bytes in order; raises at the end if they don't hash to ``oid``."""
-    _, items = decode_manifest(oid.hex(), manifest)
+    total, items = decode_manifest(oid.hex(), manifest)
+    check_total(db, oid, total)
     h = hasher()
     ex = pool()
     window = deque()
@@ -225,9 +240,14 @@ def write_chunked(db, oid: bytes, manifest: bytes, fd: int) -> None:
     """Write a large file into ``fd`` (opened read-write) on all cores, then verify it.
 
     Chunks are decoded without hashing each one: the whole-file hash checked at the end
-    covers every byte. Only on a mismatch are the chunks hashed, to name the bad one.
+    covers every byte. Only on a mismatch is each chunk read again through ``db.get``,
+    which verifies it (and, when a copy is damaged, finds another copy that verifies) and
+    rewritten; then the whole is hashed again, and a chunk with no good copy is named.
     """
+    from .verify import check_header
+
     total, items = decode_manifest(oid.hex(), manifest)
+    check_total(db, oid, total)
     os.ftruncate(fd, total)
     placed = []
     pos = 0
@@ -238,23 +258,43 @@ def write_chunked(db, oid: bytes, manifest: bytes, fd: int) -> None:
     def work(part):
         for coid, n, at in part:
             try:
-                record = db.read_record(coid)
+                e = db.entry(coid)
+                record = db.read_record(coid, e)
             except ObjectNotFoundError:
                 raise IntegrityError(oid.hex(), f"chunk {coid.hex()} listed in its manifest is missing") from None
+            check_header(coid, record, e.kind, e.size)
             kind, data = codec.decode(coid.hex(), record)
             if kind != codec.KIND_BLOB or len(data) != n:
                 raise IntegrityError(coid.hex(), "chunk differs from the manifest")
             os.pwrite(fd, data, at)
 
-    futs = [pool().submit(work, placed[i : i + _BATCH]) for i in range(0, len(placed), _BATCH)]
-    for f in futs:
-        f.result()
-    if total:
-        with mmap.mmap(fd, total, access=mmap.ACCESS_READ) as mm:
-            got = hash_bytes(mm)
-    else:
-        got = hash_bytes(b"")
-    if got != oid:
-        for coid, _n, _at in placed:
-            _chunk_bytes(db, coid)  # raises naming the damaged chunk
-        raise IntegrityError(oid.hex(), "reassembled content hash mismatch", oid.hex(), got.hex())
+    def repair(part):
+        for coid, n, at in part:
+            try:
+                data = _chunk_bytes(db, coid)  # verified, from any good copy; raises naming it
+            except ObjectNotFoundError:
+                raise IntegrityError(oid.hex(), f"chunk {coid.hex()} listed in its manifest is missing") from None
+            if len(data) != n:
+                raise IntegrityError(coid.hex(), "chunk differs from the manifest")
+            os.pwrite(fd, data, at)
+
+    for fn in (work, repair):
+        futs = [pool().submit(fn, placed[i : i + _BATCH]) for i in range(0, len(placed), _BATCH)]
+        errors = []
+        for f in futs:
+            try:
+                f.result()
+            except IntegrityError as e:
+                errors.append(e)
+        if errors and fn is repair:
+            raise errors[0]
+        if not errors and _file_hash(fd, total) == oid:
+            return
+    raise IntegrityError(oid.hex(), "reassembled content hash mismatch")
+
+
+def _file_hash(fd: int, total: int) -> bytes:
+    if not total:
+        return hash_bytes(b"")
+    with mmap.mmap(fd, total, access=mmap.ACCESS_READ) as mm:
+        return hash_bytes(mm)

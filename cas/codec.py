@@ -3,7 +3,10 @@
 The only module that imports zstandard. The id is always the hash of the *uncompressed*
 payload, so the codec and its level can change without changing any id. Decoding checks the
 declared size before allocating and never inflates past it, so a hostile object cannot
-exhaust memory.
+exhaust memory: each kind has its own cap (zcas never writes a blob of 1 MiB or more, so a
+blob claiming 1 GiB is refused from its header alone), and objects above the blob cap are
+decompressed inside a process-wide byte budget, so many threads decoding large trees,
+manifests or records at once hold at most ``BUDGET`` bytes between them, not threads x 1 GiB.
 
 Header (little-endian): kind u8, codec u8, raw_size u64.
 """
@@ -31,10 +34,51 @@ CODEC_ZSTD = 1
 
 LEVEL = 1  # level 1 compressed numeric CSV better and much faster than 3 on this kind of data
 MAX_OBJECT_SIZE = 1 << 30  # no single stored object may claim to be larger than this
+# Per kind: blobs are whole files under 1 MiB (chunking.CHUNK_THRESHOLD) or chunks of at
+# most 128 KiB; a tree of 64 MiB lists about a million entries; a manifest of 256 MiB
+# lists ~7.4 million chunks (a file of ~300 GiB); run records and lineage segments keep the
+# general limit. Writers refuse to create what readers would refuse to read.
+MAX_SIZE = {KIND_BLOB: 4 << 20, KIND_TREE: 64 << 20, KIND_CHUNKED: 256 << 20, KIND_RECORD: MAX_OBJECT_SIZE}
+BUDGET = 256 << 20  # bytes of large objects being decompressed at once, process-wide
 _MIN_COMPRESS = 64  # below this a zstd frame costs more than it saves
 _MAX_WINDOW = 1 << 27
 
 _local = threading.local()
+
+
+class _Budget:
+    """A weighted semaphore over bytes: decompressing a large object takes its size (at
+    most the whole budget) and gives it back when done."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.free = total
+        self._cond = threading.Condition()
+
+    def take(self, n: int) -> int:
+        n = min(n, self.total)
+        with self._cond:
+            while self.free < n:
+                self._cond.wait()
+            self.free -= n
+        return n
+
+    def give(self, n: int) -> None:
+        with self._cond:
+            self.free += n
+            self._cond.notify_all()
+
+
+budget = _Budget(BUDGET)
+
+
+def check_size(kind: int, size: int) -> None:
+    """Refuse to write an object no reader would accept (one line, names the limit)."""
+    cap = MAX_SIZE.get(kind, MAX_OBJECT_SIZE)
+    if size > cap:
+        from .errors import UsageError
+
+        raise UsageError(f"{KINDS.get(kind, kind)} of {size} bytes exceeds the limit of {cap} bytes for one object")
 
 
 def _cctx() -> zstandard.ZstdCompressor:
@@ -54,6 +98,7 @@ def _dctx() -> zstandard.ZstdDecompressor:
 def encode(kind: int, payload) -> bytes:
     """Header plus payload, compressed when that saves at least 1/32 of the bytes."""
     n = len(payload)
+    check_size(kind, n)
     if n >= _MIN_COMPRESS:
         packed = _cctx().compress(payload)
         if len(packed) < n - (n >> 5):
@@ -62,6 +107,7 @@ def encode(kind: int, payload) -> bytes:
 
 
 def encode_raw(kind: int, payload) -> bytes:
+    check_size(kind, len(payload))
     return HEADER.pack(kind, CODEC_RAW, len(payload)) + bytes(payload)
 
 
@@ -73,8 +119,9 @@ def read_header(oid_hex: str, record) -> tuple[int, int, int]:
         raise IntegrityError(oid_hex, f"unknown object kind {kind}")
     if codec not in (CODEC_RAW, CODEC_ZSTD):
         raise IntegrityError(oid_hex, f"unknown codec {codec}")
-    if raw_size > MAX_OBJECT_SIZE:
-        raise IntegrityError(oid_hex, f"declared size {raw_size} exceeds the limit {MAX_OBJECT_SIZE}")
+    cap = MAX_SIZE[kind]
+    if raw_size > cap:
+        raise IntegrityError(oid_hex, f"{KINDS[kind]} declared size {raw_size} exceeds the limit {cap}")
     return kind, codec, raw_size
 
 
@@ -92,10 +139,14 @@ def decode(oid_hex: str, record) -> tuple[int, bytes]:
         raise IntegrityError(oid_hex, f"bad zstd frame: {e}") from None
     if declared != raw_size:
         raise IntegrityError(oid_hex, f"frame claims {declared} bytes, header {raw_size}")
+    held = budget.take(raw_size) if raw_size > MAX_SIZE[KIND_BLOB] else 0
     try:
         out = _dctx().decompress(body, max_output_size=raw_size)
     except zstandard.ZstdError as e:
         raise IntegrityError(oid_hex, f"cannot decompress: {e}") from None
+    finally:
+        if held:
+            budget.give(held)
     if len(out) != raw_size:
         raise IntegrityError(oid_hex, f"decompressed to {len(out)} bytes, declared {raw_size}")
     return kind, out

@@ -3,6 +3,11 @@
 This is where ids are computed and checked, payloads compressed and verified, and packs
 written and indexed; the backend below only moves bytes. Objects written by this process
 are readable at once, and visible to other processes after ``flush()`` publishes the pack.
+
+An id may be stored in several packs (two writers raced, or a pull brought a copy). The
+index points at one copy; if that copy fails verification, the other packs' indexes are
+searched and the first copy that verifies is used and remembered, so a damaged or hostile
+duplicate can never hide a good one.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Iterable, Iterator
 
 from . import codec
 from .backend import Backend
-from .errors import AmbiguousIdError, IntegrityError, ObjectNotFoundError
+from .errors import AmbiguousIdError, IntegrityError, ObjectNotFoundError, StoreError
 from .oid import check_prefix, hash_bytes
 from .pack import (
     MAX_PACK_SIZE,
@@ -20,11 +25,14 @@ from .pack import (
     Entry,
     PackWriter,
     ENTRY,
+    check_entry,
     check_index,
+    find_entry,
     idx_key,
     name_of_idx_key,
     pack_key,
 )
+from .verify import verify_record
 
 
 class ObjectDB:
@@ -93,9 +101,24 @@ class ObjectDB:
         size = ENTRY.size
         ids = [data[p : p + 32] for p in range(12, 12 + n * size, size)]
         fresh = dict(zip(ids, range(base, base + n)))
+        if len(fresh) != n or ids != sorted(ids):  # lookups of other copies bisect it
+            self._names.pop()
+            self._idx.pop()
+            raise IntegrityError(name, "pack index is not sorted")
         if index:
             fresh.update(index)  # an id already indexed keeps its first copy
         index.update(fresh)
+
+    def duplicates(self) -> set[bytes]:
+        """Ids indexed in more than one loaded pack."""
+        self.index  # noqa: B018 - loads the index
+        seen: set[bytes] = set()
+        dup: set[bytes] = set()
+        for data in list(self._idx):
+            n = (len(data) - 44) // ENTRY.size
+            for oid in (data[p : p + 32] for p in range(12, 12 + n * ENTRY.size, ENTRY.size)):
+                (dup if oid in seen else seen).add(oid)
+        return dup
 
     def packs(self) -> set[str]:
         self.index  # noqa: B018 - loads the index
@@ -229,6 +252,7 @@ class ObjectDB:
         if e.pack == "":
             assert self._writer is not None
             return self._writer.read(e.offset, e.length)
+        check_entry(e.pack, oid, e.offset, e.length, None, e.kind, e.size)
         try:
             data = self.backend.get_range(pack_key(e.pack), e.offset, e.length)
         except ObjectNotFoundError:
@@ -243,19 +267,50 @@ class ObjectDB:
     def get(self, oid: bytes) -> tuple[int, bytes]:
         """(kind, payload), verified: a chunked manifest's chunks are checked on assembly."""
         if self.cache is not None and self.cache.has(oid):
-            return self.cache.get(oid)
-        e = self.entry(oid)
-        record = self.read_record(oid, e)
-        kind, payload = codec.decode(oid.hex(), record)
-        if kind != e.kind:
-            raise IntegrityError(oid.hex(), "kind differs from the pack index")
-        if kind != codec.KIND_CHUNKED:
-            got = hash_bytes(payload)
-            if got != oid:
-                raise IntegrityError(oid.hex(), "content hash mismatch", oid.hex(), got.hex())
+            try:
+                return self.cache.get(oid)
+            except IntegrityError:
+                pass  # no good copy in the cache: read the store's
+        e, record, payload = self.verified(oid)
         if self.cache is not None and e.pack:
             self.cache.put_record(oid, e.kind, e.size, record)
-        return kind, payload
+        return e.kind, payload
+
+    def verified(self, oid: bytes) -> tuple[Entry, bytes, bytes]:
+        """(entry, record, payload) of a copy of ``oid`` that verifies (see the module doc).
+
+        Trees are hashed here and decoded by their readers; a manifest's total must match
+        the size its index entry records."""
+        e = self.entry(oid)
+        try:
+            record = self.read_record(oid, e)
+            return e, record, verify_record(oid, record, e.kind, e.size, trees=False)
+        except IntegrityError as first:
+            found = self._other_copy(oid, e.pack)
+            if found is None:
+                raise first from None
+            return found
+
+    def _other_copy(self, oid: bytes, bad: str) -> tuple[Entry, bytes, bytes] | None:
+        """The first copy of ``oid`` in another loaded pack that verifies; the index then
+        points at it, so later reads (and gc, which keeps the index's choice) use it."""
+        self.index  # noqa: B018 - loads the index
+        for num in range(len(self._idx)):
+            if self._names[num] == bad:
+                continue
+            pos = find_entry(self._idx[num], oid)
+            if pos is None:
+                continue
+            code = (num << 32) | pos
+            e = self._entry_at(code)
+            try:
+                record = self.read_record(oid, e)
+                payload = verify_record(oid, record, e.kind, e.size, trees=False)
+            except StoreError:  # corrupt too (IntegrityError), or its pack is gone
+                continue
+            self._index[oid] = code  # type: ignore[index]
+            return e, record, payload
+        return None
 
     def get_bytes(self, oid: bytes) -> bytes:
         """A blob's or large file's whole content, verified against its id."""

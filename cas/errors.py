@@ -87,4 +87,32 @@ class InputPathError(ZcasError, OSError):
     def __init__(self, path: str, reason: str):
         self.path = path
         self.reason = reason
-        super().__init__(f"cannot read {path}: {reason}")
+        super().__init__(self._message(path, reason))
+
+    @staticmethod
+    def _message(path: str, reason: str) -> str:
+        return f"cannot read {path}: {reason}"
+
+
+class RefusedInputError(InputPathError):
+    """A path zcas could read but will not store, because no checkout could restore it
+    (an absolute or escaping symlink, a folder spelled like ``.zcas``, a folder too large
+    for one tree)."""
+
+    @staticmethod
+    def _message(path: str, reason: str) -> str:
+        return f"refusing to add {path}: {reason}"
+
+
+class GcRefusedError(ZcasError):
+    """gc found objects that names reach but that are missing, corrupt or undecodable, so
+    it cannot know what they keep alive: it deletes nothing until the store is repaired."""
+
+    def __init__(self, damaged: dict[str, str]):
+        self.damaged = damaged  # id -> reason
+        oid, reason = next(iter(sorted(damaged.items())))
+        n = len(damaged)
+        super().__init__(
+            f"gc deleted nothing: {n} object{'s' if n != 1 else ''} reachable from a name "
+            f"{'are' if n != 1 else 'is'} missing or damaged (first {oid}: {reason}); run 'zcas fsck --repair' first"
+        )

@@ -6,19 +6,30 @@ encoded, into a new pack that is published before any old pack is deleted: at ev
 each live object is in some indexed pack. Unindexed packs and temp files left by a crash
 are removed once older than an hour (a younger one may belong to a writer still at work,
 whatever the grace period).
+
+gc is conservative on damage. If an object reachable from a root is missing or cannot be
+read, verified or decoded, what lies below it is unknown, so gc deletes nothing and raises
+``GcRefusedError`` (``--dry-run`` still reports, with the count in ``damaged``). When an id
+has copies in several packs, the copy kept is one that verifies, and every record copied
+into a new pack is verified first: gc never drops the only good copy of anything, nor
+spreads a bad one.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from typing import Iterable
 
 import attrs
 
+from .chunking import pool
+from .errors import GcRefusedError, StoreError
 from .pack import PREFIX, decode_index, idx_key, name_of_idx_key, pack_key
 from .reach import walk
 
 LEFTOVER_MIN_AGE = 3600.0
+_BATCH = 256
 
 
 @attrs.define
@@ -29,28 +40,43 @@ class GcReport:
     packs_removed: int = 0
     leftovers_removed: int = 0
     missing: int = 0
+    damaged: int = 0  # reachable objects missing below a present one, or failing verification
 
 
-def gc(db, roots, grace: float, dry_run: bool = False) -> GcReport:
+def gc(db, roots, grace: float, dry_run: bool = False, optional_roots: Iterable[bytes] = ()) -> GcReport:
+    """Collect what ``roots`` and ``optional_roots`` do not reach.
+
+    Every root must be present (a missing one is damage: what it reached is unknown);
+    ``optional_roots`` may be absent (say, outputs of runs indexed from a remote and never
+    fetched), and only count in ``GcReport.missing``.
+    """
     db.flush()
     db.refresh()
     now = time.time()
-    live, missing = walk(db, roots)
-    rep = GcReport(missing=len(missing))
-    plan: dict[str, list] = {}
-    for name in sorted(db.packs()):
-        if now - db.backend.info(idx_key(name)).mtime < grace:
-            continue
-        entries = decode_index(name, db.backend.get(idx_key(name)))
-        # Keep the copy the index chose; a duplicate in another pack is dropped.
-        keep = [t for t in entries if t[0] in live and db.entry(t[0]).pack == name]
-        if len(keep) == len(entries):
-            continue
-        plan[name] = keep
-        rep.objects_removed += sum(1 for t in entries if t[0] not in live)
-        rep.bytes_removed += sum(t[2] for t in entries) - sum(t[2] for t in keep)
+    roots = list(roots)
+    damaged: dict[bytes, str] = {}
+    live, missing = walk(db, [*roots, *optional_roots], damaged=damaged)
+    for oid in roots:
+        if oid in missing:
+            damaged.setdefault(oid, "missing")
+    old = [n for n in sorted(db.packs()) if now - db.backend.info(idx_key(n)).mtime >= grace]
+    entries = {n: decode_index(n, db.backend.get(idx_key(n))) for n in old}
+    # Ids with copies in several packs, one of them old: the index's copy must verify (or
+    # be replaced by one that does) before the others are dropped.
+    _verify(db, [o for o in _duplicates(db, entries) if o in live], damaged)
+    plan = _plan(db, entries, live)
+    _verify(db, [t[0] for keep in plan.values() for t in keep if t[0] not in damaged], damaged)
+    plan = _plan(db, entries, live)  # verification may have chosen other copies
+    rep = GcReport(missing=len(missing), damaged=len(damaged))
+    for name, keep in plan.items():
+        rep.objects_removed += sum(1 for t in entries[name] if t[0] not in live)
+        rep.bytes_removed += sum(t[2] for t in entries[name]) - sum(t[2] for t in keep)
         rep.objects_moved += len(keep)
         rep.packs_removed += 1
+    if damaged:
+        if dry_run:
+            return rep
+        raise GcRefusedError({o.hex(): why for o, why in damaged.items()})
     if not dry_run and plan:
         for keep in plan.values():
             for oid, _off, _len, kind, size in keep:
@@ -62,6 +88,42 @@ def gc(db, roots, grace: float, dry_run: bool = False) -> GcReport:
         db.reload()
     rep.leftovers_removed = _sweep_leftovers(db, now, dry_run)
     return rep
+
+
+def _plan(db, entries: dict[str, list], live: set[bytes]) -> dict[str, list]:
+    """Old packs to rewrite -> the entries they keep: live ones whose indexed copy is theirs."""
+    plan = {}
+    for name, ents in entries.items():
+        keep = [t for t in ents if t[0] in live and db.entry(t[0]).pack == name]
+        if len(keep) != len(ents):
+            plan[name] = keep
+    return plan
+
+
+def _duplicates(db, entries: dict[str, list]) -> set[bytes]:
+    """Ids of the old packs that some other loaded pack holds too."""
+    in_old = {t[0] for ents in entries.values() for t in ents}
+    return db.duplicates() & in_old
+
+
+def _verify(db, oids: list[bytes], damaged: dict[bytes, str]) -> None:
+    """Verify each id (``db.verified`` falls back to another good copy and points the
+    index at it); record the ones with no good copy."""
+
+    def batch(part: list[bytes]) -> list[tuple[bytes, str]]:
+        bad = []
+        for oid in part:
+            try:
+                db.verified(oid)
+            except StoreError as e:
+                bad.append((oid, str(e)))
+        return bad
+
+    todo = [o for o in dict.fromkeys(oids) if o not in damaged]
+    futs = [pool().submit(batch, todo[i : i + _BATCH]) for i in range(0, len(todo), _BATCH)]
+    for f in futs:
+        for oid, why in f.result():
+            damaged.setdefault(oid, why)
 
 
 def _sweep_leftovers(db, now: float, dry_run: bool) -> int:

@@ -2,7 +2,14 @@
 
 Small files are read, hashed and compressed in batches on every core and appended to the
 current pack by one thread; large files are chunked (see chunking.py). A file whose stat
-changes between the walk and the end of its read is an error, not a silently wrong id.
+changes between the walk and the end of its read is an error, not a silently wrong id, and
+so is a path that turned into a FIFO or device in between: files are opened non-blocking
+and without following links, and refused unless the open file is a regular one.
+
+Only what a checkout can restore is stored: a symlink whose target is absolute or climbs
+out of the folder being added, and any spelling of ``.zcas`` other than the repository's
+own (skipped), are refused up front with a one-line error naming the path, rather than
+stored and refused at checkout. Walks are iterative, so folders thousands deep are fine.
 """
 
 from __future__ import annotations
@@ -13,24 +20,41 @@ from collections import deque
 
 from . import codec
 from .chunking import CHUNK_THRESHOLD, pool, store_chunked
-from .errors import ChangedWhileReadingError, InputPathError
+from .errors import ChangedWhileReadingError, InputPathError, RefusedInputError, UnsafePathError, UsageError
 from .oid import hash_bytes
 from .statcache import StatCache, stat_key
-from .tree import MODE_EXEC, MODE_FILE, MODE_LINK, MODE_TREE, encode_entries
+from .tree import MODE_EXEC, MODE_FILE, MODE_LINK, MODE_TREE, check_link_target, encode_entries, is_reserved_name
 
-SKIP_NAMES = frozenset({".zcas"})
+SKIP_NAMES = frozenset({b".zcas", ".zcas"})
 _BATCH = 32
+# Opening never blocks (a FIFO swapped in after the walk), never follows a link, and never
+# makes a terminal the controlling one.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
 
 
 def _reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def _read_small(path: bytes, key: tuple) -> bytes:
+def open_regular(path) -> int:
+    """An fd on ``path`` if it is a regular file now (not a link, FIFO, device or socket)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:
         raise InputPathError(os.fsdecode(path), _reason(e)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as e:
+        os.close(fd)
+        raise InputPathError(os.fsdecode(path), _reason(e)) from None
+    if not st_.S_ISREG(mode):
+        os.close(fd)
+        raise InputPathError(os.fsdecode(path), "not a regular file")
+    return fd
+
+
+def _read_small(path: bytes, key: tuple) -> bytes:
+    fd = open_regular(path)
     try:
         chunks = []
         remaining = key[1] + 1
@@ -59,6 +83,19 @@ def _encode_files(db, batch):
     return out
 
 
+class _Dir:
+    """A folder being added: its entries (name, mode, id | pending path | _Dir) and, once
+    built, its tree id."""
+
+    __slots__ = ("path", "rel", "entries", "oid")
+
+    def __init__(self, path: bytes, rel: str):
+        self.path = path
+        self.rel = rel  # below the added folder, "/"-separated ("" for the folder itself)
+        self.entries: list = []
+        self.oid: bytes | None = None
+
+
 class Ingester:
     """One ``add``: shares the stat cache and the pool of workers across every path given.
 
@@ -76,61 +113,78 @@ class Ingester:
         self.bytes = 0
 
     def add(self, path: str) -> tuple[bytes, int]:
-        """Store a file, symlink or folder; returns (id, kind) with kind a tree mode."""
+        """Store a file, symlink or folder; returns (id, kind) with kind a tree mode.
+
+        A symlink given itself (``zcas add link``) is stored as a link, under the same rule
+        as a link at the top of an added folder: its target must be relative and stay in
+        the link's own folder, so that restoring it anywhere never points outside.
+        """
         bpath = os.fsencode(os.path.abspath(path))
         try:
             st = os.lstat(bpath)
         except OSError as e:
             raise InputPathError(path, _reason(e)) from None
         if st_.S_ISDIR(st.st_mode):
-            plan = self._walk(bpath)
+            dirs = self._walk(bpath)
             self._drain(0)
-            return self._build(plan), MODE_TREE
-        mode, value = self._plan_entry(bpath, st)
+            return self._build(dirs), MODE_TREE
+        mode, value = self._plan_entry(bpath, st, "")
         self._drain(0)
         return (bytes(value) if value.__class__ is _OID else self._results.pop(value)), mode
 
     # Phase 1: walk, answering from the stat cache or queueing work.
-    def _walk(self, top: bytes) -> list:
-        """[name, mode, id | pending path | sub-plan] for each entry of ``top``."""
-        try:
-            it = os.scandir(top)
-        except OSError as e:
-            raise InputPathError(os.fsdecode(top), _reason(e)) from None
-        entries = []
+    def _walk(self, top: bytes) -> list[_Dir]:
+        """Every folder under ``top``, parents before children (iteratively)."""
+        root = _Dir(top, "")
+        order = [root]
+        todo = [root]
         cache_get = self.cache.get
-        with it:
-            for de in it:
-                name = de.name
-                if name in SKIP_NAMES:
-                    continue
-                path = de.path
-                try:
-                    if de.is_dir(follow_symlinks=False):
-                        entries.append((name, MODE_TREE, self._walk(path)))
+        while todo:
+            d = todo.pop()
+            try:
+                it = os.scandir(d.path)
+            except OSError as e:
+                raise InputPathError(os.fsdecode(d.path), _reason(e)) from None
+            entries = d.entries
+            with it:
+                for de in it:
+                    name = de.name
+                    if name in SKIP_NAMES:
                         continue
-                    st = de.stat(follow_symlinks=False)
-                except OSError as e:
-                    raise InputPathError(os.fsdecode(path), _reason(e)) from None
-                m = st.st_mode
-                if st_.S_ISREG(m):  # the common case, inline: a cache hit costs one lookup
-                    key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                    oid = cache_get(path, key)
-                    if oid is not None:
-                        self.files += 1
-                        self.bytes += key[1]
-                        entries.append((name, MODE_EXEC if m & 0o100 else MODE_FILE, _OID(oid)))
-                        continue
-                entries.append((name, *self._plan_entry(path, st)))
-        return entries
+                    path = de.path
+                    if is_reserved_name(name):
+                        raise RefusedInputError(os.fsdecode(path), "a name that folds to .zcas would be a repository's "
+                                                "store on a case-insensitive filesystem, and checkout refuses it")
+                    try:
+                        if de.is_dir(follow_symlinks=False):
+                            sub = _Dir(path, f"{d.rel}/{os.fsdecode(name)}" if d.rel else os.fsdecode(name))
+                            entries.append((name, MODE_TREE, sub))
+                            order.append(sub)
+                            todo.append(sub)
+                            continue
+                        st = de.stat(follow_symlinks=False)
+                    except OSError as e:
+                        raise InputPathError(os.fsdecode(path), _reason(e)) from None
+                    m = st.st_mode
+                    if st_.S_ISREG(m):  # the common case, inline: a cache hit costs one lookup
+                        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                        oid = cache_get(path, key)
+                        if oid is not None:
+                            self.files += 1
+                            self.bytes += key[1]
+                            entries.append((name, MODE_EXEC if m & 0o100 else MODE_FILE, _OID(oid)))
+                            continue
+                    entries.append((name, *self._plan_entry(path, st, d.rel)))
+        return order
 
-    def _plan_entry(self, path: bytes, st: os.stat_result) -> tuple[int, bytes]:
+    def _plan_entry(self, path: bytes, st: os.stat_result, rel_dir: str) -> tuple[int, bytes]:
         """(mode, id) when known now, else (mode, path) with the work queued."""
         if st_.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(path)
             except OSError as e:
                 raise InputPathError(os.fsdecode(path), _reason(e)) from None
+            _check_link(path, rel_dir, target)
             return MODE_LINK, _OID(self.db.put(codec.KIND_BLOB, target))
         if not st_.S_ISREG(st.st_mode):
             raise InputPathError(os.fsdecode(path), "not a regular file, folder or symlink")
@@ -167,10 +221,7 @@ class Ingester:
 
     def _add_large(self, path: bytes, key: tuple) -> bytes:
         shown = os.fsdecode(path)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as e:
-            raise InputPathError(shown, _reason(e)) from None
+        fd = open_regular(path)
         try:
             oid = store_chunked(self.db, fd, key[1])
             if stat_key(os.fstat(fd)) != key:
@@ -183,18 +234,40 @@ class Ingester:
         return oid
 
     # Phase 2: every file has an id now; build trees bottom-up.
-    def _build(self, plan: list) -> bytes:
-        entries = []
+    def _build(self, dirs: list[_Dir]) -> bytes:
         results = self._results
-        for name, mode, value in plan:
-            if mode == MODE_TREE:
-                oid = self._build(value)
-            elif value.__class__ is _OID:
-                oid = value
-            else:
-                oid = results.pop(value)  # a path whose work is done
-            entries.append((name, mode, oid))
-        return self.db.put(codec.KIND_TREE, encode_entries(entries))
+        for d in reversed(dirs):  # children were found after their parents
+            entries = []
+            for name, mode, value in d.entries:
+                if mode == MODE_TREE:
+                    oid = value.oid
+                elif value.__class__ is _OID:
+                    oid = value
+                else:
+                    oid = results.pop(value)  # a path whose work is done
+                entries.append((name, mode, oid))
+            d.entries = []
+            try:
+                d.oid = self.db.put(codec.KIND_TREE, encode_entries(entries))
+            except UsageError:
+                raise RefusedInputError(os.fsdecode(d.path), f"{len(entries)} entries are too many for one folder "
+                                        f"(a tree is at most {codec.MAX_SIZE[codec.KIND_TREE]} bytes)") from None
+        return dirs[0].oid  # type: ignore[return-value]
+
+
+def _check_link(path: bytes, rel_dir: str, target: bytes) -> None:
+    """Refuse, at add time, a link checkout would refuse: absolute, or leading out of the
+    folder being added (``rel_dir`` is the link's folder below it)."""
+    name = os.fsdecode(os.path.basename(path))
+    try:
+        check_link_target(rel_dir, name, target)
+    except UnsafePathError as e:
+        shown = os.fsdecode(target)
+        why = "points to an absolute path" if shown.startswith("/") else "leads outside the folder being added"
+        if not target or b"\0" in target:
+            why = "has an empty target"
+        raise RefusedInputError(os.fsdecode(path), f"symlink {why} ({shown!r}); zcas stores only relative links "
+                                "that stay inside the added folder") from e
 
 
 class _OID(bytes):

@@ -19,7 +19,7 @@ import struct
 import threading
 from typing import NamedTuple
 
-from .errors import IntegrityError, StoreError
+from .errors import IntegrityError
 from .local import store_error
 from .oid import hash_bytes
 
@@ -166,6 +166,52 @@ class PackWriter:
             pass
 
 
-def check_entry(name: str, oid: bytes, off: int, length: int, pack_size: int | None) -> None:
+# zcas stores a payload raw unless zstd saves at least 1/32, so a record is never longer
+# than its header plus its payload; the slack allows another encoder's frame overhead.
+_SLACK = 128
+
+
+def max_record_length(kind: int, size: int) -> int:
+    """The longest record an index entry of this kind and logical size may point at."""
+    from . import codec
+
+    cap = codec.MAX_SIZE[kind]
+    # a manifest lists chunks of at least one byte: 8 bytes, then 36 per chunk
+    raw = min(cap, 8 + 36 * size) if kind == codec.KIND_CHUNKED else min(size, cap)
+    return codec.HEADER_SIZE + raw + (raw >> 7) + _SLACK
+
+
+def check_entry(name: str, oid: bytes, off: int, length: int, pack_size: int | None, kind: int, size: int) -> None:
+    """Refuse an index entry no zcas writer produces, before a byte of it is read: unknown
+    kind, a size over its kind's limit, a record starting inside the pack header or ending
+    past the pack, shorter than a record header or longer than its kind and size allow (a
+    hostile index must not make a reader allocate or fetch gigabytes)."""
+    from . import codec
+
+    h = oid.hex()
+    where = f" (pack {name[:12]})" if name else ""
+    if kind not in codec.KINDS:
+        raise IntegrityError(h, f"pack index gives unknown kind {kind}{where}")
+    if kind != codec.KIND_CHUNKED and size > codec.MAX_SIZE[kind]:
+        raise IntegrityError(h, f"pack index gives size {size}, over the {codec.KINDS[kind]} limit{where}")
     if off < len(PACK_HEADER) or (pack_size is not None and off + length > pack_size):
-        raise StoreError(0, f"pack {name} index points outside the pack for {oid.hex()}")
+        raise IntegrityError(h, f"pack index points outside the pack{where}")
+    if length < codec.HEADER_SIZE or length > max_record_length(kind, size):
+        raise IntegrityError(h, f"pack index gives an impossible record length {length}{where}")
+
+
+def find_entry(data: bytes, oid: bytes) -> int | None:
+    """Position of ``oid`` in a checked, sorted index (bisect over its bytes), or None."""
+    lo, hi = 0, (len(data) - 44) // ENTRY.size
+    size = ENTRY.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        p = 12 + mid * size
+        key = data[p : p + 32]
+        if key < oid:
+            lo = mid + 1
+        elif key > oid:
+            hi = mid
+        else:
+            return mid
+    return None

@@ -1,7 +1,8 @@
 """Reachability: which objects a set of roots keeps alive, and which are missing.
 
 gc, fsck and du all need the same walk: trees name their entries, chunked manifests their
-chunks, blobs nothing. Each object is visited once.
+chunks, blobs nothing. Each object is visited once, iteratively (folders thousands deep are
+fine), and a tree reused many times is read once.
 """
 
 from __future__ import annotations
@@ -14,44 +15,69 @@ from .errors import ObjectNotFoundError, ZcasError
 from .tree import decode_tree
 
 
-def walk(db, roots: Iterable[bytes], sizes: dict[bytes, int] | None = None) -> tuple[set[bytes], set[bytes]]:
-    """(reachable ids, missing ids). Damaged objects count as reachable but not followed."""
+def walk(db, roots: Iterable[bytes], sizes: dict[bytes, int] | None = None,
+         damaged: dict[bytes, str] | None = None) -> tuple[set[bytes], set[bytes]]:
+    """(reachable ids, missing ids). Damaged objects count as reachable but cannot be
+    followed: what lies below them is unknown. Each is recorded in ``damaged`` (id ->
+    reason) when given, and a missing object named by a present one as well (gc refuses
+    to collect anything while either is true)."""
     seen: set[bytes] = set()
     missing: set[bytes] = set()
-    stack = list(roots)
+    stack = [(o, None) for o in roots]
     while stack:
-        oid = stack.pop()
+        oid, parent = stack.pop()
         if oid in seen or oid in missing:
+            if oid in missing and parent is not None and damaged is not None:
+                damaged.setdefault(oid, f"missing (named by {parent.hex()})")
             continue
         if not db.has(oid):
             missing.add(oid)
+            if parent is not None and damaged is not None:
+                damaged.setdefault(oid, f"missing (named by {parent.hex()})")
             continue
         seen.add(oid)
         kind = db.entry(oid).kind
-        if kind == codec.KIND_BLOB:
+        if kind == codec.KIND_BLOB or kind == codec.KIND_RECORD:
             continue
         try:
             kind, payload = db.get(oid)
             if kind == codec.KIND_TREE:
-                stack.extend(e.oid for e in decode_tree(oid.hex(), payload))
+                stack.extend((e.oid, oid) for e in decode_tree(oid.hex(), payload))
             elif kind == codec.KIND_CHUNKED:
-                stack.extend(c for c, _ in decode_manifest(oid.hex(), payload)[1])
-        except ObjectNotFoundError:
+                stack.extend((c, oid) for c, _ in decode_manifest(oid.hex(), payload)[1])
+        except ObjectNotFoundError as e:  # its pack vanished under us
             missing.add(oid)
-        except ZcasError:
-            pass  # fsck reports it as corrupt; gc keeps it
+            if damaged is not None:
+                damaged.setdefault(oid, str(e))
+        except ZcasError as e:
+            if damaged is not None:
+                damaged.setdefault(oid, str(e))  # fsck reports it as corrupt; gc refuses
     return seen, missing
 
 
 def logical_size(db, oid: bytes, memo: dict[bytes, int]) -> int:
     """Bytes a checkout of ``oid`` writes (files and link targets, counted without dedup)."""
-    if oid in memo:
-        return memo[oid]
-    e = db.entry(oid)
-    if e.kind != codec.KIND_TREE:
-        size = e.size
-    else:
-        _, payload = db.get(oid)
-        size = sum(logical_size(db, x.oid, memo) for x in decode_tree(oid.hex(), payload))
-    memo[oid] = size
-    return size
+    stack = [oid]
+    pending: dict[bytes, list[bytes]] = {}  # trees whose children are being sized
+    while stack:
+        t = stack[-1]
+        if t in memo:
+            stack.pop()
+            continue
+        children = pending.get(t)
+        if children is None:
+            e = db.entry(t)
+            if e.kind != codec.KIND_TREE:
+                memo[t] = e.size
+                stack.pop()
+                continue
+            _, payload = db.get(t)
+            children = pending[t] = [x.oid for x in decode_tree(t.hex(), payload)]
+            todo = [c for c in children if c not in memo]
+            if todo:
+                stack.extend(todo)
+                continue
+        memo[t] = sum(memo[c] for c in children)
+        del pending[t]
+        stack.pop()
+    return memo[oid]

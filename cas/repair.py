@@ -1,29 +1,27 @@
 """Repair: replace corrupt or missing objects with good copies from another store.
 
-Good copies are fetched and verified first. A pack holding a corrupt object is rewritten
+Good copies are fetched and verified first, exactly as a pull verifies (hash, kind and
+size against the other store's index, trees decode, manifests add up), and a bad copy
+there is passed over for another copy that verifies. A pack holding a corrupt object is rewritten
 without it (its sound records copied as they are, the good copy added) and published
 before the damaged pack is deleted, so no sound object is ever unavailable.
 """
 
 from __future__ import annotations
 
-from . import codec
 from .db import ObjectDB
 from .errors import ZcasError
-from .oid import hash_bytes
 from .pack import decode_index, idx_key, pack_key
+from .verify import verify_record
 
 
 def _good_record(remote: ObjectDB, oid: bytes) -> tuple[int, int, bytes] | None:
     try:
-        e = remote.entry(oid)
-        record = remote.read_record(oid, e)
-        kind, payload = codec.decode(oid.hex(), record)
+        e, record, _ = remote.verified(oid)
+        verify_record(oid, record, e.kind, e.size)  # trees must decode as well
     except ZcasError:
         return None
-    if kind != codec.KIND_CHUNKED and hash_bytes(payload) != oid:
-        return None
-    return kind, e.size, record
+    return e.kind, e.size, record
 
 
 def repair(db: ObjectDB, remote: ObjectDB, corrupt: list[bytes], missing: list[bytes]) -> tuple[list[bytes], list[bytes]]:

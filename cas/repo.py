@@ -72,14 +72,23 @@ def init(path: str, store: dict | None = None) -> tuple[str, bool]:
 
 
 def read_config(zdir: str) -> dict:
+    """The parsed config, or a one-line error naming the file (bad bytes, bad TOML)."""
     import tomllib
 
     path = os.path.join(zdir, "config.toml")
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ZcasError(f"{path}: cannot read repository config: {e}") from None
+            data = f.read()
+    except OSError as e:
+        raise ZcasError(f"{path}: cannot read repository config: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ZcasError(f"{path}: cannot read repository config: not valid UTF-8 (byte {e.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ZcasError(f"{path}: cannot read repository config: {str(e).splitlines()[0]}") from None
 
 
 def write_config(zdir: str, cfg: dict) -> None:
@@ -89,14 +98,45 @@ def write_config(zdir: str, cfg: dict) -> None:
 
 
 def check_format(zdir: str, cfg: dict | None = None) -> dict:
+    """The config, once its types are what zcas reads: ``[core] format`` a positive integer
+    this zcas understands, ``[store]`` (if present) a table of strings and a boolean.
+    Errors name the file and the key, in one line."""
     path = os.path.join(zdir, "config.toml")
     cfg = read_config(zdir) if cfg is None else cfg
-    fmt = cfg.get("core", {}).get("format") if isinstance(cfg.get("core"), dict) else None
-    if not isinstance(fmt, int):
-        raise ZcasError(f"{path}: core.format must be an integer")
+    core = cfg.get("core")
+    if not isinstance(core, dict):
+        raise ZcasError(f"{path}: [core] must be a table holding format = {FORMAT_VERSION}")
+    fmt = core.get("format")
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise ZcasError(f"{path}: core.format must be a positive integer, not {_shown(fmt)}")
     if fmt > FORMAT_VERSION:
         raise ZcasError(f"{path}: repository format {fmt} is newer than this zcas understands ({FORMAT_VERSION}); upgrade zcas")
+    store_settings(cfg, path)
     return cfg
+
+
+_STORE_TYPES = {"url": str, "endpoint": str, "region": str, "allow_http": bool}
+
+
+def store_settings(cfg: dict, path: str, table: str = "store") -> dict | None:
+    """``cfg[table]`` checked (a table; url a non-empty string; endpoint and region
+    strings; allow_http a boolean), or None when absent or naming no url."""
+    store = cfg.get(table)
+    if store is None:
+        return None
+    if not isinstance(store, dict):
+        raise ZcasError(f"{path}: [{table}] must be a table, not {_shown(store)}")
+    for key, want in _STORE_TYPES.items():
+        value = store.get(key)
+        if value is not None and (not isinstance(value, want) or (want is str and not value)):
+            kind = "a boolean" if want is bool else "a non-empty string"
+            raise ZcasError(f"{path}: {table}.{key} must be {kind}, not {_shown(value)}")
+    return store if store.get("url") else None  # no url: the objects stay in .zcas/objects
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class Repo:
@@ -110,8 +150,8 @@ class Repo:
         cfg = check_format(self.zdir)
         self.config = cfg
         local = LocalBackend(os.path.join(self.zdir, "objects"))
-        store = cfg.get("store")
-        if isinstance(store, dict) and store.get("url"):
+        store = store_settings(cfg, os.path.join(self.zdir, "config.toml"))
+        if store is not None:
             from .objstore import ObstoreBackend
 
             self.backend = ObstoreBackend(store["url"], store.get("endpoint"), store.get("region"), store.get("allow_http"))

@@ -101,6 +101,32 @@ def decode_tree(oid_hex: str, payload: bytes) -> list[TreeEntry]:
     return out
 
 
+_RESERVED = ".zcas"
+# Code points case-insensitive filesystems (HFS+, APFS) ignore in names: ".zc\u200bas" is
+# ".zcas" there, so they are dropped before comparing.
+_IGNORABLE = dict.fromkeys([0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
+                            0x206A, 0x206B, 0x206C, 0x206D, 0x206E, 0x206F, 0xFEFF])
+
+
+def is_reserved_name(name: bytes) -> bool:
+    """Whether a name is, or on some filesystem would be, a repository's ``.zcas``.
+
+    A tree holding one could plant config, objects or refs in whatever repository it is
+    checked out into; on a case-insensitive filesystem ``.ZCAS`` (or a Unicode variant
+    that folds to it) is the same folder, so every such spelling counts.
+    """
+    if len(name) < 5 or len(name) > 64:
+        return False
+    if name.lower() == b".zcas":
+        return True
+    if name.isascii():
+        return False
+    import unicodedata
+
+    text = name.decode("utf-8", "replace").translate(_IGNORABLE)
+    return unicodedata.normalize("NFKC", text).casefold() == _RESERVED
+
+
 def check_link_target(rel_dir: str, name: str, target: bytes) -> None:
     """Refuse a symlink whose target, resolved lexically, leaves the checkout root.
 

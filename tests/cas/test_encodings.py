@@ -133,7 +133,7 @@ def test_link_targets(rel, target, ok):
             check_link_target(rel, "l", target)
 
 
-@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(0, 2**32 - 1)), max_size=20))
+@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(1, codec.MAX_SIZE[codec.KIND_BLOB])), max_size=20))
 def test_manifest_roundtrip(items):
     total = sum(n for _, n in items)
     assert decode_manifest("m", encode_manifest(total, items)) == (total, items)
@@ -151,6 +151,14 @@ def test_manifest_decode_garbage_only_raises_documented_errors(data):
 def test_manifest_lengths_must_add_up():
     with pytest.raises(IntegrityError):
         decode_manifest("m", encode_manifest(5, [(b"\0" * 32, 4)]))
+
+
+@pytest.mark.parametrize("n", [0, codec.MAX_SIZE[codec.KIND_BLOB] + 1, 2**32 - 1])
+def test_attack_manifest_chunk_of_impossible_length(n):
+    """Zero-length chunks would let a tiny file list millions of entries; a chunk over the
+    blob limit could never be read: both are refused when the manifest is decoded."""
+    with pytest.raises(IntegrityError, match="impossible length"):
+        decode_manifest("m", encode_manifest(n, [(b"\1" * 32, n)]))
 
 
 @given(st.dictionaries(st.binary(min_size=32, max_size=32), st.tuples(st.integers(16, 2**40), st.integers(0, 2**31), st.integers(1, 3), st.integers(0, 2**40)), max_size=30))

@@ -1,0 +1,245 @@
+"""Pulling packs from an untrusted remote: every record verified before anything is kept,
+no pulled copy ever beside or in front of a local one, bad objects skipped and reported."""
+
+import os
+import random
+
+import pytest
+
+from zcas.cas import codec
+from zcas.cas.chunking import encode_manifest
+from zcas.cas.db import ObjectDB
+from zcas.cas.errors import IntegrityError
+from zcas.cas.gc import gc
+from zcas.cas.local import LocalBackend
+from zcas.cas.memory import MemoryBackend
+from zcas.cas.oid import hash_bytes
+from zcas.cas.pack import PACK_HEADER, decode_index, idx_key, pack_key
+from zcas.cas.transfer import PullResult, fetch_objects, pull_packs, remote_packs
+from zcas.cas.tree import MODE_FILE, TreeEntry, encode_tree
+
+from .forge import blob, corrupt, pack, publish
+
+FIRST = "0" * 63 + "1"
+
+
+@pytest.fixture(params=["file", "memory"])
+def remote(request, tmp_path):
+    """The remote's backend: object storage through obstore (streamed), or ranged reads."""
+    if request.param == "file":
+        from zcas.cas.objstore import ObstoreBackend
+
+        return ObstoreBackend(f"file://{tmp_path}/remote")
+    return MemoryBackend()
+
+
+@pytest.fixture
+def local(tmp_path):
+    b = LocalBackend(str(tmp_path / "local"))
+    db = ObjectDB(b)
+    yield db
+    db.abort()
+    b.close()
+
+
+def _copies(db) -> dict[bytes, int]:
+    """How many indexed copies of each id the store holds."""
+    out: dict[bytes, int] = {}
+    for key in db.backend.list("packs/"):
+        if key.endswith(".idx"):
+            for t in decode_index(key[11:-4], db.backend.get(key)):
+                out[t[0]] = out.get(t[0], 0) + 1
+    return out
+
+
+def test_pull_installs_a_clean_pack_as_it_is(remote, local):
+    items = [blob(os.urandom(n)) for n in (10, 500, 70_000)]
+    name, body, idx = pack(items)
+    publish(remote, name, body, idx)
+    res = pull_packs(remote, local, remote_packs(remote))
+    assert isinstance(res, PullResult)
+    assert (res.packs, res.installed, res.objects, res.rejected) == (1, 1, 3, [])
+    assert local.backend.get(pack_key(name)) == body and local.backend.get(idx_key(name)) == idx
+    for oid, *_ in items:
+        assert ObjectDB(local.backend).get(oid)[0] == codec.KIND_BLOB
+    assert os.listdir(local.tmp_dir) == []
+
+
+def test_attack_pulled_pack_shadows_local_object(remote, local):
+    """The remote's pack sorts first and holds a corrupt copy of an id the user has: it is
+    refused, the rest of the pack is kept, and gc afterwards still has the good copy."""
+    good = b"precious local data" * 100
+    x = local.put(codec.KIND_BLOB, good)
+    local.flush()
+    xid, kind, size, rec = blob(good)
+    other = blob(b"something new" * 20)
+    _, body, idx = pack([(x, kind, size, corrupt(rec)), other])
+    publish(remote, FIRST, body, idx)
+    res = pull_packs(remote, local, [FIRST])
+    assert res.installed == 0 and res.objects == 1
+    [why] = [r for r in res.rejected if x.hex() in r]
+    assert why.startswith(f"pack {FIRST[:12]}: object {x.hex()}: ") and "\n" not in why
+    assert not local.backend.exists(pack_key(FIRST))
+    assert _copies(local) == {x: 1, other[0]: 1}
+    fresh = ObjectDB(local.backend)
+    assert fresh.get_bytes(x) == good and fresh.get_bytes(other[0]) == b"something new" * 20
+    gc(fresh, [x, other[0]], grace=0)
+    assert ObjectDB(local.backend).get_bytes(x) == good
+
+
+def test_attack_pulled_duplicate_of_a_good_local_object_is_not_installed(remote, local):
+    """Even a sound copy of an id the user has is not installed beside it."""
+    data = b"already here" * 30
+    x = local.put(codec.KIND_BLOB, data)
+    local.flush()
+    new = blob(b"new" * 40)
+    name, body, idx = pack([blob(data), new])
+    publish(remote, name, body, idx)
+    res = pull_packs(remote, local, [name])
+    assert res.rejected == [] and res.installed == 0 and res.objects == 1
+    assert _copies(local) == {x: 1, new[0]: 1}
+
+
+def test_two_remote_packs_holding_one_id_leave_one_copy(remote, local):
+    shared = blob(b"in both packs" * 10)
+    for extra in (b"first", b"second"):
+        name, body, idx = pack([shared, blob(extra * 20)])
+        publish(remote, name, body, idx)
+    res = pull_packs(remote, local, remote_packs(remote))
+    assert res.rejected == [] and res.objects == 3
+    assert set(_copies(local).values()) == {1}
+
+
+def _hostile_cases():
+    good = blob(b"good neighbour" * 10)
+    xid, kind, size, rec = blob(b"victim payload" * 20)
+    rid, _, rsize, rrec = blob(random.Random(1).randbytes(300))  # stored raw: a flip decodes fine
+    big_claim = codec.HEADER.pack(codec.KIND_BLOB, codec.CODEC_RAW, 1 << 30) + b"x" * 50
+    tree = encode_tree([TreeEntry(b"f", MODE_FILE, good[0])])
+    bad_tree = b"ZTREE\x01" + (1).to_bytes(4, "little") + bytes([1]) + good[0] + (2).to_bytes(2, "little") + b".."
+    man = encode_manifest(100, [(good[0], 100)])
+    mid = hash_bytes(b"whatever the file was")
+    return {
+        "flipped byte": ((rid, kind, rsize, corrupt(rrec)), "content hash mismatch"),
+        "flipped byte in a compressed record": ((xid, kind, size, corrupt(rec)), "cannot decompress"),
+        "kind differs from index": ((xid, kind, size, rec, {"kind": codec.KIND_TREE}), "kind differs"),
+        "size differs from index": ((xid, kind, size, rec, {"size": size + 1}), "differs from the pack index"),
+        "entry outside the pack": ((xid, kind, size, rec, {"offset": 1 << 40}), "spans"),
+        "huge length": ((xid, kind, size, rec, {"length": 0xFFFFFFFF}), "impossible record length"),
+        "length shorter than a header": ((xid, kind, size, rec, {"length": 3}), "impossible record length"),
+        "blob claiming 1 GiB": ((hash_bytes(b"x"), kind, 1 << 30, big_claim), "over the blob limit"),
+        "unknown kind": ((xid, kind, size, rec, {"kind": 9}), "unknown kind"),
+        "tree with a '..' entry": ((hash_bytes(bad_tree), codec.KIND_TREE, len(bad_tree), codec.encode(codec.KIND_TREE, bad_tree)), ".."),
+        "tree whose index kind is blob": ((hash_bytes(tree), codec.KIND_TREE, len(tree), codec.encode(codec.KIND_TREE, tree), {"kind": codec.KIND_BLOB}), "kind differs"),
+        "manifest total differs from index": ((mid, codec.KIND_CHUNKED, 999, codec.encode(codec.KIND_CHUNKED, man)), "differs from the pack index size"),
+        "manifest lengths do not add up": ((mid, codec.KIND_CHUNKED, 100, codec.encode(codec.KIND_CHUNKED, encode_manifest(100, [(good[0], 99)]))), "add up"),
+    }, good
+
+
+@pytest.mark.parametrize("case", sorted(_hostile_cases()[0]))
+def test_attack_hostile_record_in_pulled_pack_is_skipped(remote, local, case):
+    cases, good = _hostile_cases()
+    item, reason = cases[case]
+    name, body, idx = pack([item, good])
+    publish(remote, name, body, idx)
+    res = pull_packs(remote, local, [name])
+    if reason == "spans":  # an entry far outside: the whole pack is refused before download
+        assert res.objects == 0 and res.bytes == len(idx)
+    else:
+        assert res.objects == 1 and local.has(good[0])
+    assert res.installed == 0 and not local.has(item[0])
+    assert len(res.rejected) == 1 and reason in res.rejected[0], res.rejected
+    assert not local.backend.exists(pack_key(name))
+    assert os.listdir(local.tmp_dir) == []
+
+
+def test_attack_truncated_remote_pack(remote, local):
+    a, b = blob(b"early" * 30), blob(os.urandom(5000))
+    name, body, idx = pack([a, b])
+    publish(remote, name, body[:-100], idx)
+    res = pull_packs(remote, local, [name])
+    assert res.objects == 1 and local.has(a[0]) and not local.has(b[0])
+    assert "truncated" in res.rejected[0] and b[0].hex() in res.rejected[0]
+
+
+def test_attack_index_not_named_by_its_hash(remote, local):
+    """An index served under another pack's name is never installed under that name."""
+    a = blob(b"fine" * 30)
+    _, body, idx = pack([a])
+    publish(remote, FIRST, body, idx)
+    res = pull_packs(remote, local, [FIRST])
+    assert res.objects == 1 and res.installed == 0 and local.has(a[0])
+    assert "does not hash" in res.rejected[0]
+    assert not local.backend.exists(idx_key(FIRST))
+
+
+def test_attack_bad_pack_header(remote, local):
+    a = blob(b"fine" * 30)
+    name, body, idx = pack([a], header=b"NOTAPACK" + PACK_HEADER[8:])
+    publish(remote, name, body, idx)
+    res = pull_packs(remote, local, [name])
+    assert res.objects == 1 and res.installed == 0 and "header" in res.rejected[0]
+    for key in local.backend.list("packs/"):  # what was written is a new, sound pack
+        if key.endswith(".pack"):
+            assert local.backend.get(key).startswith(PACK_HEADER)
+
+
+def test_attack_damaged_index_skips_the_pack(remote, local):
+    a = blob(b"fine" * 30)
+    name, body, idx = pack([a])
+    publish(remote, name, body, idx[:-1] + bytes([idx[-1] ^ 1]))
+    other = blob(b"other" * 30)
+    publish(remote, *pack([other]))
+    res = pull_packs(remote, local, remote_packs(remote))
+    assert res.packs == 2 and res.objects == 1 and local.has(other[0]) and not local.has(a[0])
+    assert any("checksum" in r for r in res.rejected)
+
+
+def test_attack_missing_pack_file_skips_the_pack(remote, local):
+    name, body, idx = pack([blob(b"fine" * 30)])
+    remote.put(idx_key(name), idx)
+    res = pull_packs(remote, local, [name])
+    assert res.objects == 0 and "missing" in res.rejected[0]
+
+
+def test_pull_of_many_pieces_verifies_records_across_piece_boundaries(remote, local, monkeypatch):
+    from zcas.cas import transfer
+
+    monkeypatch.setattr(transfer, "PIECE", 4096)  # records straddle many pieces
+    items = [blob(os.urandom(n)) for n in (100, 9000, 3, 20_000, 4095, 4096, 1)]
+    items.append(blob(b"compressible " * 3000))
+    name, body, idx = pack(items)
+    publish(remote, name, body, idx)
+    res = pull_packs(remote, local, [name])
+    assert res.rejected == [] and res.installed == 1 and res.objects == len(items)
+    fresh = ObjectDB(local.backend)
+    for oid, *_ in items:
+        fresh.get(oid)
+
+
+def test_attack_fetch_objects_refuses_a_corrupt_record(remote):
+    """A targeted pull verifies too, and takes another remote copy when one is bad."""
+    bad_only = blob(b"no good copy" * 10)
+    twice = blob(b"bad then good" * 10)
+    publish(remote, FIRST, *pack([(*bad_only[:3], corrupt(bad_only[3])), (*twice[:3], corrupt(twice[3]))])[1:])
+    publish(remote, *pack([twice]))
+    local = ObjectDB(MemoryBackend())
+    rdb = ObjectDB(remote)
+    assert rdb.entry(twice[0]).pack == FIRST
+    assert fetch_objects(local, rdb, [twice[0]]) == 1
+    assert local.get_bytes(twice[0]) == b"bad then good" * 10
+    with pytest.raises(IntegrityError) as ei:
+        fetch_objects(local, ObjectDB(remote), [bad_only[0]])
+    assert ei.value.oid == bad_only[0].hex() and not local.has(bad_only[0])
+
+
+def test_attack_remote_index_entry_with_huge_length_is_not_fetched(remote):
+    """A remote ObjectDB refuses an entry of impossible shape before reading a byte."""
+    xid, kind, size, rec = blob(b"x" * 100)
+    publish(remote, FIRST, *pack([(xid, kind, size, rec, {"length": 0xFFFFFFF0})])[1:])
+    asked = []
+    real = remote.get_range
+    remote.get_range = lambda key, start, length: asked.append(length) or real(key, start, length)
+    with pytest.raises(IntegrityError, match="impossible record length"):
+        ObjectDB(remote).get(xid)
+    assert asked == []
