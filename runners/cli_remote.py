@@ -127,4 +127,4 @@ def pull(c: Ctx, args, everything, as_json) -> None:
         emit_json(dict(res, remote=spec.name))
     else:
         click.echo(f"pulled from {spec.name}: {res['packs']} packs ({res['bytes']} bytes), {res['objects']} objects, "
-                   f"{res['runs']} new run records")
+                   f"{res['runs']} new run records" + (f", {res['rejected']} objects refused (see warnings)" if res["rejected"] else ""))

@@ -19,6 +19,12 @@ from zcas.cas.safetext import printable
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
+def _warn(line: str) -> None:
+    import sys
+
+    print(f"zcas: warning: {line}", file=sys.stderr, flush=True)
+
+
 @attrs.frozen
 class RemoteSpec:
     name: str
@@ -173,19 +179,50 @@ class Remote:
                 raise ZcasError(f"tag {name} on remote {self.spec.name} was just set to {shown} by another push "
                                 f"(use --force to move it)")
 
-    def pull(self, targets: list[str] | None, progress=None) -> dict:
-        from zcas.cas.transfer import copy_packs, fetch_objects, remote_packs
+    def pull(self, targets: list[str] | None, progress=None, warn=None) -> dict:
+        """Fetch from the remote, everything verified before it is kept: every pack not yet
+        pulled, or the named objects and what they reach. Objects that fail verification are
+        skipped, each with one warning (``warn``, default: a line on stderr)."""
+        from zcas.cas.transfer import fetch_objects, pull_packs, remote_packs
 
+        warn = warn or _warn
         runs = self.sync_lineage()
         local = self.repo.db
         if targets is None:
-            missing = remote_packs(self.backend) - local.packs()
-            packs, nbytes = copy_packs(self.backend, self.repo.backend, missing, progress)
-            local.refresh()
-            return {"packs": packs, "bytes": nbytes, "objects": 0, "runs": runs}
+            done = self._pulled_packs()
+            missing = remote_packs(self.backend) - local.packs() - done
+            res = pull_packs(self.backend, local, missing, progress)
+            for line in res.rejected:
+                warn(f"remote {self.spec.name}: {printable(line)}")
+            self._remember_pulled(missing)
+            return {"packs": res.packs, "bytes": res.bytes, "objects": res.objects, "runs": runs,
+                    "rejected": len(res.rejected)}
         roots = [self.resolve(t) for t in targets]
         n = fetch_objects(local, self.db, roots)
-        return {"packs": 0, "bytes": 0, "objects": n, "runs": runs}
+        return {"packs": 0, "bytes": 0, "objects": n, "runs": runs, "rejected": 0}
+
+    def _pulled_path(self) -> str:
+        return os.path.join(self.repo.zdir, "remotes", self.spec.name, "pulled-packs")
+
+    def _pulled_packs(self) -> set[str]:
+        """Remote packs already handled: copied object by object (they held objects this
+        repository had, or a bad record), so no local pack bears their name. Without this
+        they would be downloaded again by every pull."""
+        try:
+            with open(self._pulled_path(), encoding="ascii", errors="replace") as f:
+                return {line.strip() for line in f if len(line.strip()) == 64}
+        except FileNotFoundError:
+            return set()
+
+    def _remember_pulled(self, names) -> None:
+        if not names:
+            return
+        os.makedirs(os.path.dirname(self._pulled_path()), exist_ok=True)
+        fd = os.open(self._pulled_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, "".join(f"{n}\n" for n in sorted(names)).encode())
+        finally:
+            os.close(fd)
 
     def resolve(self, text: str) -> bytes:
         """A tag on the remote, or an id (prefix) the remote holds."""
