@@ -396,7 +396,7 @@ def test_attack_terminal_escape_in_names(tmp_path):
     (b"\xff\xfe\x00garbage", "UTF-8"),
     (b"[core]\nformat = 1\n[store]\nurl = 5\n", "url"),
     (b'[core]\nformat = "one"\n', "format"),
-    (b"[core]\nformat = 1\nstore = 3\n", "store"),
+    (b"store = 3\n[core]\nformat = 1\n", "store"),
 ])
 def test_attack_malformed_repository_config(repo_dir, content, fragment):
     (repo_dir / ".zcas" / "config.toml").write_bytes(content)
