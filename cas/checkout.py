@@ -18,6 +18,7 @@ killed checkout (their process gone) are removed by the next checkout of that fo
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import re
@@ -26,13 +27,14 @@ from typing import NamedTuple
 
 from . import codec
 from .chunking import write_chunked
-from .errors import ConflictError, IntegrityError, UnsafePathError, ZcasError
+from .errors import ConflictError, IntegrityError, StoreError, UnsafePathError, ZcasError
 from .oid import hash_bytes, hasher
 from .tree import MODE_EXEC, MODE_FILE, MODE_LINK, MODE_TREE, check_link_target, decode_tree, is_reserved_name
 
 _BATCH = 32
 _WRITERS = 6
 MAX_ENTRIES = 1 << 24  # paths one checkout plans; a tree expanding further is refused
+LINK_MAX = 4096  # PATH_MAX: no symlink target is longer
 _TMP_RE = re.compile(r"\.(.+)\.zcas-(\d+)\.tmp|\.zcas-(\d+)-([0-9a-f]{16})\.tmp")
 _NAME_MAX = 255
 
@@ -106,12 +108,20 @@ def plan(db, oid: bytes, rel: str = "") -> list[Item]:
         if e.mode == MODE_LINK:
             target = targets.get(e.oid)
             if target is None:
-                target = targets[e.oid] = db.get_bytes(e.oid)
+                target = targets[e.oid] = _link_target(db, e.oid, path)
             check_link_target(prefix, name, target)
         out.append(Item(path, e.mode, e.oid))
         if e.mode == MODE_TREE:
             stack.append((path, iter(trees.entries(e.oid))))
     return out
+
+
+def _link_target(db, oid: bytes, path: str) -> bytes:
+    """A link's target: a small blob (never a large file assembled in memory)."""
+    e = db.entry(oid)
+    if e.kind != codec.KIND_BLOB or e.size > LINK_MAX:
+        raise UnsafePathError(path, f"symlink target is a {codec.KINDS[e.kind]} of {e.size} bytes, not a path")
+    return db.get_bytes(oid)
 
 
 def _file_matches(db, path: str, lst: os.stat_result, oid: bytes, exec_bit: bool | None) -> bool:
@@ -120,8 +130,14 @@ def _file_matches(db, path: str, lst: os.stat_result, oid: bytes, exec_bit: bool
         return False
     if exec_bit is not None and bool(lst.st_mode & 0o100) != exec_bit:
         return False
+    try:  # it may have become a FIFO or a link since the lstat: never block, never follow
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
     h = hasher()
-    with open(path, "rb") as f:
+    with open(fd, "rb") as f:
+        if not st_.S_ISREG(os.fstat(fd).st_mode):
+            return False
         while b := f.read(1 << 24):
             h.update(b)
     return h.digest() == oid
@@ -138,7 +154,7 @@ def _existing(db, root: str, item: Item, force: bool) -> str:
         if st_.S_ISDIR(lst.st_mode):
             return "skip"
     elif item.mode == MODE_LINK:
-        if st_.S_ISLNK(lst.st_mode) and os.fsencode(os.readlink(path)) == db.get_bytes(item.oid):
+        if st_.S_ISLNK(lst.st_mode) and os.fsencode(os.readlink(path)) == _link_target(db, item.oid, item.rel):
             return "skip"
     elif _file_matches(db, path, lst, item.oid, item.mode == MODE_EXEC):
         return "skip"
@@ -194,11 +210,11 @@ def _remove(path: str) -> None:
 
 def tmp_name(path: str) -> str:
     """The temporary name this process writes ``path`` under, in the same folder."""
-    parent, name = os.path.split(path)
-    tmp = f".{name}.zcas-{os.getpid()}.tmp"
-    if len(os.fsencode(tmp)) > _NAME_MAX:
-        tmp = f".zcas-{os.getpid()}-{hash_bytes(os.fsencode(name)).hex()[:16]}.tmp"
-    return os.path.join(parent, tmp)
+    cut = path.rfind("/") + 1
+    name = path[cut:]
+    if len(name) > 50 and len(os.fsencode(name)) > _NAME_MAX - 30:
+        return f"{path[:cut]}.zcas-{os.getpid()}-{hash_bytes(os.fsencode(name)).hex()[:16]}.tmp"
+    return f"{path[:cut]}.{name}.zcas-{os.getpid()}.tmp"
 
 
 def _write_file(db, path: str, item: Item) -> None:
@@ -301,6 +317,7 @@ def checkout(db, oid: bytes, dest: str, force: bool = False) -> int:
         _remove(root)
     makedirs(root)
     actions = [(item, _existing(db, root, item, force)) for item in items]
+    _check_space(root, sum(db.entry(i.oid).size for i, a in actions if a != "skip" and i.mode in (MODE_FILE, MODE_EXEC)))
     written = 0
     files: list[Item] = []
     links: list[Item] = []
@@ -351,9 +368,22 @@ def _checkout_file(db, oid: bytes, dest: str, force: bool) -> int:
         if not force:
             raise ConflictError(path)
     makedirs(parent)
+    _check_space(parent, db.entry(oid).size)
     _write_file(db, path, Item("", MODE_FILE, oid))
     _sweep(parent, {os.path.basename(path)})
     return 1
+
+
+def _check_space(folder: str, need: int) -> None:
+    """Refuse, before writing, a checkout the filesystem has no room for: a few KB of
+    manifests and trees can name terabytes (one chunk listed a million times)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise StoreError(errno.ENOSPC, f"checkout needs {need} bytes but {folder} has {free} free; nothing was written")
 
 
 def _check_links(root: str, links: list[Item]) -> None:

@@ -24,6 +24,7 @@ from .oid import hash_bytes, hasher
 
 CHUNK_THRESHOLD = 1 << 20  # files at least this large are chunked
 AVG_CHUNK = 32 << 10  # FastCDC's average is this plus its minimum (avg/4): about 40 KiB
+MIN_CHUNK = AVG_CHUNK // 4  # FastCDC never cuts shorter, except a file's last chunk
 _TOTAL = struct.Struct("<Q")
 _ITEM = struct.Struct("<32sI")
 _BATCH = 64  # chunks per task: enough work to amortise the pool, small enough to overlap
@@ -47,10 +48,15 @@ def encode_manifest(total: int, chunks: list[tuple[bytes, int]]) -> bytes:
 def decode_manifest(oid_hex: str, payload: bytes) -> tuple[int, list[tuple[bytes, int]]]:
     """(total, [(chunk id, length)]). Chunks are blobs, so each length is between 1 and the
     blob limit, and the lengths must add up to the total: a manifest cannot claim a size
-    its chunks do not make up, or a chunk larger than any reader accepts."""
+    its chunks do not make up, or a chunk larger than any reader accepts. FastCDC cuts no
+    chunk but the last below MIN_CHUNK, so a manifest listing more chunks than its total
+    allows (millions of one-byte chunks, to make readers hold millions of entries) is
+    refused before its entries are unpacked."""
     if len(payload) < 8 or (len(payload) - 8) % _ITEM.size:
         raise IntegrityError(oid_hex, "malformed chunk manifest")
     (total,) = _TOTAL.unpack_from(payload, 0)
+    if (len(payload) - 8) // _ITEM.size > total // MIN_CHUNK + 1:
+        raise IntegrityError(oid_hex, "chunk manifest lists more chunks than its size allows")
     items = list(_ITEM.iter_unpack(memoryview(payload)[8:]))
     lengths = [n for _, n in items]
     if lengths and (min(lengths) < 1 or max(lengths) > codec.MAX_SIZE[codec.KIND_BLOB]):

@@ -46,7 +46,7 @@ _MAX_WINDOW = 1 << 27
 _local = threading.local()
 
 
-class _Budget:
+class Budget:
     """A weighted semaphore over bytes: decompressing a large object takes its size (at
     most the whole budget) and gives it back when done."""
 
@@ -69,7 +69,7 @@ class _Budget:
             self._cond.notify_all()
 
 
-budget = _Budget(BUDGET)
+budget = Budget(BUDGET)
 
 
 def check_size(kind: int, size: int) -> None:
@@ -128,11 +128,16 @@ def read_header(oid_hex: str, record) -> tuple[int, int, int]:
 def decode(oid_hex: str, record) -> tuple[int, bytes]:
     """(kind, payload) of a stored record, bounded by its declared size."""
     kind, codec, raw_size = read_header(oid_hex, record)
+    return kind, decode_body(oid_hex, codec, raw_size, record)
+
+
+def decode_body(oid_hex: str, codec: int, raw_size: int, record) -> bytes:
+    """The payload of a record whose header ``read_header`` accepted."""
     body = memoryview(record)[HEADER_SIZE:]
     if codec == CODEC_RAW:
         if len(body) != raw_size:
             raise IntegrityError(oid_hex, f"size {len(body)} differs from declared {raw_size}")
-        return kind, bytes(body)
+        return bytes(body)
     try:
         declared = zstandard.frame_content_size(body)
     except zstandard.ZstdError as e:
@@ -149,4 +154,4 @@ def decode(oid_hex: str, record) -> tuple[int, bytes]:
             budget.give(held)
     if len(out) != raw_size:
         raise IntegrityError(oid_hex, f"decompressed to {len(out)} bytes, declared {raw_size}")
-    return kind, out
+    return out

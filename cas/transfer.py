@@ -13,6 +13,7 @@ copy never sits beside, or in front of, a copy the local store already has.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -27,9 +28,9 @@ from .chunking import decode_manifest, pool
 from .db import ObjectDB
 from .errors import IntegrityError, ObjectNotFoundError, ZcasError
 from .oid import hash_bytes
+from .bounded import get_bounded, stream
 from .pack import (
-    ENTRY,
-    MAX_IDX_ENTRIES,
+    MAX_INDEX_BYTES,
     MAX_PACK_SIZE,
     PACK_HEADER,
     PREFIX,
@@ -41,15 +42,18 @@ from .pack import (
     pack_key,
 )
 from .tree import decode_tree
-from .verify import verify_record
+from .verify import verify_record, verify_span
 
 JOBS = 8
 PIECE = 8 << 20  # bytes of a pack fetched per request while pulling
 _WINDOW = 3  # pieces per pack waiting for verification (bounds memory: JOBS x 3 x PIECE)
+_VERIFY_BATCH = 128  # records per verification task
 # No zcas writer makes a pack longer than this (a pack closes past MAX_PACK_SIZE, after at
 # most one more batch or object), nor an index longer than MAX_IDX_ENTRIES entries.
 MAX_PULLED_PACK = MAX_PACK_SIZE + codec.MAX_OBJECT_SIZE + (64 << 20)
-MAX_PULLED_INDEX = 12 + MAX_IDX_ENTRIES * ENTRY.size + 32
+# Pack indexes held at once while pulling (an index of the largest size a pack allows
+# takes it all), so eight hostile indexes are worked on one at a time, not together.
+_indexes = codec.Budget(1 << 30)
 
 
 def remote_packs(backend) -> set[str]:
@@ -143,18 +147,34 @@ def pull_packs(src_backend, dst_db: ObjectDB, names: Iterable[str],
     return res
 
 
+@contextlib.contextmanager
+def _held(budget, n: int):
+    n = budget.take(n)
+    try:
+        yield
+    finally:
+        budget.give(n)
+
+
 def _pull_one(src, dst: ObjectDB, name: str, claimed: set, lock) -> tuple[int, int, int, list[str]]:
     """(bytes fetched, objects gained, 1 if installed whole, rejections) for one pack."""
     short = name[:12]
-    ikey, pkey = idx_key(name), pack_key(name)
+    ikey = idx_key(name)
     size = src.info(ikey).size
-    if size > MAX_PULLED_INDEX:
-        return 0, 0, 0, [f"pack {short}: index of {size} bytes is larger than any zcas writes; skipped"]
-    idx = src.get(ikey)
-    try:
-        entries = decode_index(name, idx)
-    except IntegrityError as e:
-        return len(idx), 0, 0, [f"pack {short}: {e.reason}; skipped"]
+    if size > MAX_INDEX_BYTES:
+        return 0, 0, 0, [f"pack {short}: index of {size} bytes, more than any zcas writes; skipped"]
+    with _held(_indexes, size):  # indexes being worked on, all packs together
+        try:
+            idx = get_bounded(src, ikey, MAX_INDEX_BYTES)
+            entries = decode_index(name, idx)
+        except IntegrityError as e:
+            return 0, 0, 0, [f"pack {short}: {e.reason}; skipped"]
+        return _pull_indexed(src, dst, name, idx, entries, claimed, lock)
+
+
+def _pull_indexed(src, dst: ObjectDB, name: str, idx: bytes, entries: list, claimed: set, lock):
+    short = name[:12]
+    pkey = pack_key(name)
     rejected: list[str] = []
     whole = hash_bytes(idx).hex() == name  # the name is the hash of the index
     if not whole:
@@ -200,14 +220,14 @@ def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tupl
     carry, carry_base = b"", 0
     header = b""
 
-    def collect(keep: int) -> None:
+    def collect(keep: int) -> None:  # wait until at most ``keep`` pieces are being verified
         while len(futs) > keep:
-            for t, why in futs.popleft().result():
-                (good.append(t) if why is None else bad.append((t[0], why)))
+            for f in futs.popleft():
+                for t, why in f.result():
+                    (good.append(t) if why is None else bad.append((t[0], why)))
 
     try:
-        for data in _pieces(src, pkey, avail):
-            data = data[: avail - pos]  # never more than the index accounts for
+        for data in stream(src, pkey, avail, PIECE):
             _write_all(fd, data)
             if pos < len(PACK_HEADER):
                 header += bytes(data[: len(PACK_HEADER) - pos])
@@ -217,9 +237,10 @@ def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tupl
             j = i
             while j < len(ents) and ents[j][1] + ents[j][2] <= pos:
                 j += 1
-            if j > i:
-                futs.append(pool().submit(_verify_span, buf, base, ents[i:j]))
-                i = j
+            if j > i:  # in small batches, so every core shares a piece
+                futs.append([pool().submit(_verify_span, buf, base, ents[k : min(j, k + _VERIFY_BATCH)])
+                             for k in range(i, j, _VERIFY_BATCH)])
+            i = j
             if i < len(ents) and ents[i][1] < pos:
                 carry, carry_base = bytes(memoryview(buf)[ents[i][1] - base :]), ents[i][1]
             else:
@@ -229,8 +250,9 @@ def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tupl
                 break
         collect(0)
     except BaseException:
-        for f in futs:
-            f.cancel()
+        for group in futs:
+            for f in group:
+                f.cancel()
         raise
     finally:
         os.close(fd)
@@ -238,40 +260,8 @@ def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tupl
     return pos, good, bad, header == PACK_HEADER
 
 
-def _pieces(src, key: str, end: int) -> Iterator:
-    """The bytes of ``key`` from 0 up to ``end`` (or its end), in pieces of about PIECE:
-    one streamed request on object storage, ranged reads on other backends."""
-    store = getattr(src, "store", None)
-    call = getattr(src, "_call", None)
-    if store is not None and call is not None:  # an ObstoreBackend: errors translated by it
-        import obstore
-
-        stream = call("reading", key, lambda: iter(obstore.get(store, key, options={"range": (0, end)}).stream(min_chunk_size=PIECE)))
-        while True:
-            piece = call("reading", key, lambda: next(stream, None))
-            if piece is None:
-                return
-            yield memoryview(piece)
-    pos = 0
-    while pos < end:
-        data = src.get_range(key, pos, min(PIECE, end - pos))
-        if not data:
-            return
-        yield data
-        pos += len(data)
-
-
 def _verify_span(buf, base: int, ents: list) -> list[tuple[tuple, str | None]]:
-    mv = memoryview(buf)
-    out = []
-    for t in ents:
-        oid, off, length, kind, size = t
-        try:
-            verify_record(oid, mv[off - base : off - base + length], kind, size)
-            out.append((t, None))
-        except ZcasError as e:
-            out.append((t, getattr(e, "reason", None) or str(e)))
-    return out
+    return list(zip(ents, verify_span(buf, base, ents)))
 
 
 def _write_all(fd: int, data) -> None:

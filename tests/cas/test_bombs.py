@@ -97,7 +97,7 @@ def test_writers_refuse_what_readers_would_refuse(kind, size):
 def test_large_decompressions_share_one_byte_budget(monkeypatch):
     """Objects over the blob limit decompress inside a process-wide byte budget: eight
     threads decoding 10 MiB trees at once never hold more than the budget between them."""
-    monkeypatch.setattr(codec, "budget", codec._Budget(24 << 20))
+    monkeypatch.setattr(codec, "budget", codec.Budget(24 << 20))
     payload = b"ZTREE\x01" + bytes(10 << 20)
     rec = codec.encode(codec.KIND_TREE, payload)
     inflight = [0, 0]

@@ -159,11 +159,11 @@ def test_deep_folder_chain_add_checkout_ls_du(repo, deep_tmp, zcas):
 
 def test_attack_manifest_total_differs_from_index_before_anything_is_written(repo, tmp_path):
     """A manifest's claimed total must match its index entry before a file is truncated
-    (no 1 TiB sparse file from a few bytes of hostile manifest)."""
+    to either size, written or assembled."""
     chunk = repo.db.put(codec.KIND_BLOB, b"c" * 1000)
     man = encode_manifest(1000, [(chunk, 1000)])
     fid = hash_bytes(b"not really")
-    repo.db.put_record(fid, codec.KIND_CHUNKED, 1 << 40, codec.encode(codec.KIND_CHUNKED, man))
+    repo.db.put_record(fid, codec.KIND_CHUNKED, 5 << 20, codec.encode(codec.KIND_CHUNKED, man))
     tree = repo.db.put(codec.KIND_TREE, encode_tree([TreeEntry(b"big", MODE_FILE, fid)]))
     out = tmp_path / "out"
     with pytest.raises(IntegrityError, match="differs from the pack index size"):
@@ -243,3 +243,35 @@ def test_leftover_temp_of_a_live_process_is_left_alone(repo, tmp_path):
     (out / ".other.zcas-1.tmp").write_text("not ours: no such entry")
     checkout(repo.db, oid, str(out / "f"))
     assert sorted(os.listdir(out)) == sorted(["f", f".f.zcas-{os.getppid()}.tmp", ".other.zcas-1.tmp"])
+
+
+def test_attack_symlink_whose_target_is_a_large_file(repo, tmp_path):
+    """A link entry naming a chunked file would make checkout assemble it in memory as a
+    path: refused from the index entry before any of it is read."""
+    from zcas.cas.chunking import store_buffer
+    from zcas.cas.tree import MODE_LINK
+
+    big = store_buffer(repo.db, os.urandom(2 << 20))
+    tree = _raw_tree(repo, [(MODE_LINK, b"l", big)])
+    with pytest.raises(UnsafePathError, match="not a path"):
+        checkout(repo.db, tree, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_attack_dedup_bomb_refused_before_filling_the_disk(repo, tmp_path):
+    """A manifest naming one chunk over and over stands for a file far larger than its
+    bytes: checkout compares what it would write with the free space before writing."""
+    chunk = repo.db.put(codec.KIND_BLOB, bytes(100_000))
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    n = free // 100_000 + 10
+    man = encode_manifest(n * 100_000, [(chunk, 100_000)] * n)
+    fid = hash_bytes(b"a file of zeros larger than this disk")
+    repo.db.put_record(fid, codec.KIND_CHUNKED, n * 100_000, codec.encode(codec.KIND_CHUNKED, man))
+    tree = repo.db.put(codec.KIND_TREE, encode_tree([TreeEntry(b"zeros", MODE_FILE, fid)]))
+    from zcas.cas.errors import StoreError
+
+    for target, dest in ((tree, tmp_path / "out"), (fid, tmp_path / "one")):
+        with pytest.raises(StoreError, match="free; nothing was written") as ei:
+            checkout(repo.db, target, str(dest))
+        assert "\n" not in str(ei.value)
+    assert not (tmp_path / "one").exists() and os.listdir(tmp_path / "out") == []

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zcas.cas import codec
-from zcas.cas.chunking import decode_manifest, encode_manifest
+from zcas.cas.chunking import MIN_CHUNK, decode_manifest, encode_manifest
 from zcas.cas.errors import IntegrityError, UnsafePathError, ZcasError
 from zcas.cas.oid import check_prefix, from_hex, hash_bytes
 from zcas.cas.pack import decode_index, encode_index
@@ -133,8 +133,10 @@ def test_link_targets(rel, target, ok):
             check_link_target(rel, "l", target)
 
 
-@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(1, codec.MAX_SIZE[codec.KIND_BLOB])), max_size=20))
-def test_manifest_roundtrip(items):
+@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(MIN_CHUNK, codec.MAX_SIZE[codec.KIND_BLOB])), max_size=20),
+       st.integers(1, MIN_CHUNK))
+def test_manifest_roundtrip(items, last):
+    items = [*items, (b"\7" * 32, last)]  # FastCDC cuts only a file's last chunk shorter
     total = sum(n for _, n in items)
     assert decode_manifest("m", encode_manifest(total, items)) == (total, items)
 
@@ -159,6 +161,14 @@ def test_attack_manifest_chunk_of_impossible_length(n):
     blob limit could never be read: both are refused when the manifest is decoded."""
     with pytest.raises(IntegrityError, match="impossible length"):
         decode_manifest("m", encode_manifest(n, [(b"\1" * 32, n)]))
+
+
+def test_attack_manifest_of_a_million_one_byte_chunks():
+    """A few bytes of file listed as a million chunks: refused before they are unpacked."""
+    n = 1_000_000
+    payload = struct.pack("<Q", n) + (b"\1" * 32 + struct.pack("<I", 1)) * n
+    with pytest.raises(IntegrityError, match="more chunks than its size allows"):
+        decode_manifest("m", payload)
 
 
 @given(st.dictionaries(st.binary(min_size=32, max_size=32), st.tuples(st.integers(16, 2**40), st.integers(0, 2**31), st.integers(1, 3), st.integers(0, 2**40)), max_size=30))

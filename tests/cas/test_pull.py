@@ -243,3 +243,32 @@ def test_attack_remote_index_entry_with_huge_length_is_not_fetched(remote):
     with pytest.raises(IntegrityError, match="impossible record length"):
         ObjectDB(remote).get(xid)
     assert asked == []
+
+
+def test_attack_remote_index_larger_than_any_zcas_writes(remote, local, monkeypatch):
+    """An index over the size a pack allows is refused from its size, never held whole."""
+    from zcas.cas import db as dbmod
+    from zcas.cas import transfer
+
+    items = [blob(b"%d" % i * 10) for i in range(40)]  # an index of 40 * 53 bytes
+    name, body, idx = pack(items)
+    publish(remote, name, body, idx)
+    monkeypatch.setattr(transfer, "MAX_INDEX_BYTES", 1000)
+    res = pull_packs(remote, local, [name])
+    assert res.objects == 0 and "more than any zcas writes" in res.rejected[0]
+    monkeypatch.setattr(dbmod, "MAX_INDEX_BYTES", 1000)
+    with pytest.raises(IntegrityError, match="more than any zcas writes"):
+        ObjectDB(remote).refresh()
+
+
+def test_attack_remote_serving_more_indexes_than_any_store_holds(monkeypatch):
+    """A remote ObjectDB stops loading indexes past a total, rather than hold them all."""
+    from zcas.cas import db as dbmod
+    from zcas.cas.objstore import ObstoreBackend
+
+    remote = ObstoreBackend("memory://")
+    for i in range(5):
+        publish(remote, *pack([blob(b"pack %d" % i * 20)]))
+    monkeypatch.setattr(dbmod, "MAX_REMOTE_INDEXES", 250)
+    with pytest.raises(IntegrityError, match="exceed 250 bytes in all"):
+        ObjectDB(remote).refresh()
