@@ -27,9 +27,23 @@ from typing import NamedTuple
 
 from . import codec
 from .chunking import write_chunked
-from .errors import ConflictError, IntegrityError, StoreError, UnsafePathError, ZcasError
+from .errors import (
+    ConflictError,
+    IntegrityError,
+    StoreError,
+    UnsafePathError,
+    ZcasError,
+)
 from .oid import hash_bytes, hasher
-from .tree import MODE_EXEC, MODE_FILE, MODE_LINK, MODE_TREE, check_link_target, decode_tree, is_reserved_name
+from .tree import (
+    MODE_EXEC,
+    MODE_FILE,
+    MODE_LINK,
+    MODE_TREE,
+    check_link_target,
+    decode_tree,
+    is_reserved_name,
+)
 
 _BATCH = 32
 _WRITERS = 6

@@ -19,16 +19,16 @@ from typing import Iterable, Iterator
 
 from . import codec
 from .backend import Backend
+from .bounded import get_bounded
 from .errors import AmbiguousIdError, IntegrityError, ObjectNotFoundError, StoreError
 from .oid import check_prefix, hash_bytes
-from .bounded import get_bounded
 from .pack import (
+    ENTRY,
     MAX_INDEX_BYTES,
     MAX_PACK_SIZE,
     PREFIX,
     Entry,
     PackWriter,
-    ENTRY,
     check_entry,
     check_index,
     find_entry,
@@ -37,7 +37,6 @@ from .pack import (
     pack_key,
 )
 from .verify import verify_record
-
 
 # Index bytes an ObjectDB loads from a store that is not on this machine: 4 GiB of indexes
 # list some 80 million objects; a remote serving more is refused rather than held.

@@ -20,10 +20,24 @@ from collections import deque
 
 from . import codec
 from .chunking import CHUNK_THRESHOLD, pool, store_chunked
-from .errors import ChangedWhileReadingError, InputPathError, RefusedInputError, UnsafePathError, UsageError
+from .errors import (
+    ChangedWhileReadingError,
+    InputPathError,
+    RefusedInputError,
+    UnsafePathError,
+    UsageError,
+)
 from .oid import hash_bytes
 from .statcache import StatCache, stat_key
-from .tree import MODE_EXEC, MODE_FILE, MODE_LINK, MODE_TREE, check_link_target, encode_entries, is_reserved_name
+from .tree import (
+    MODE_EXEC,
+    MODE_FILE,
+    MODE_LINK,
+    MODE_TREE,
+    check_link_target,
+    encode_entries,
+    is_reserved_name,
+)
 
 SKIP_NAMES = frozenset({b".zcas", ".zcas"})
 _BATCH = 32

@@ -9,7 +9,6 @@ import threading
 
 import pytest
 import zstandard
-
 from zcas.cas import codec
 from zcas.cas.errors import IntegrityError, UsageError
 from zcas.cas.oid import hash_bytes

@@ -12,7 +12,6 @@ import time
 import tracemalloc
 
 import pytest
-
 from zcas.cas import checkout as co
 from zcas.cas import codec
 from zcas.cas.checkout import checkout

@@ -6,7 +6,6 @@ import random
 
 import pytest
 from blake3 import blake3
-
 from zcas.cas import chunking, codec
 from zcas.cas.errors import ChangedWhileReadingError, IntegrityError
 

@@ -5,7 +5,6 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from zcas.cas import codec
 from zcas.cas.chunking import MIN_CHUNK, decode_manifest, encode_manifest
 from zcas.cas.errors import IntegrityError, UnsafePathError, ZcasError

@@ -3,9 +3,9 @@ no pulled copy ever beside or in front of a local one, bad objects skipped and r
 
 import os
 import random
+import time
 
 import pytest
-
 from zcas.cas import codec
 from zcas.cas.chunking import encode_manifest
 from zcas.cas.db import ObjectDB
@@ -203,9 +203,9 @@ def test_attack_missing_pack_file_skips_the_pack(remote, local):
 
 
 def test_pull_of_many_pieces_verifies_records_across_piece_boundaries(remote, local, monkeypatch):
-    from zcas.cas import transfer
+    from zcas.cas import pull
 
-    monkeypatch.setattr(transfer, "PIECE", 4096)  # records straddle many pieces
+    monkeypatch.setattr(pull, "PIECE", 4096)  # records straddle many pieces
     items = [blob(os.urandom(n)) for n in (100, 9000, 3, 20_000, 4095, 4096, 1)]
     items.append(blob(b"compressible " * 3000))
     name, body, idx = pack(items)
@@ -248,12 +248,12 @@ def test_attack_remote_index_entry_with_huge_length_is_not_fetched(remote):
 def test_attack_remote_index_larger_than_any_zcas_writes(remote, local, monkeypatch):
     """An index over the size a pack allows is refused from its size, never held whole."""
     from zcas.cas import db as dbmod
-    from zcas.cas import transfer
+    from zcas.cas import pull
 
     items = [blob(b"%d" % i * 10) for i in range(40)]  # an index of 40 * 53 bytes
     name, body, idx = pack(items)
     publish(remote, name, body, idx)
-    monkeypatch.setattr(transfer, "MAX_INDEX_BYTES", 1000)
+    monkeypatch.setattr(pull, "MAX_INDEX_BYTES", 1000)
     res = pull_packs(remote, local, [name])
     assert res.objects == 0 and "more than any zcas writes" in res.rejected[0]
     monkeypatch.setattr(dbmod, "MAX_INDEX_BYTES", 1000)
@@ -272,3 +272,17 @@ def test_attack_remote_serving_more_indexes_than_any_store_holds(monkeypatch):
     monkeypatch.setattr(dbmod, "MAX_REMOTE_INDEXES", 250)
     with pytest.raises(IntegrityError, match="exceed 250 bytes in all"):
         ObjectDB(remote).refresh()
+
+
+def test_record_spanning_many_pieces_is_carried_without_recopying(remote, local, monkeypatch):
+    """A record far larger than a piece grows in place (not copied again per piece)."""
+    from zcas.cas import pull
+
+    monkeypatch.setattr(pull, "PIECE", 1024)
+    big = blob(random.Random(3).randbytes(3 << 20))  # 3,072 pieces
+    name, body, idx = pack([blob(b"small" * 10), big, blob(b"after" * 10)])
+    publish(remote, name, body, idx)
+    t = time.perf_counter()
+    res = pull_packs(remote, local, [name])
+    assert res.rejected == [] and res.installed == 1 and res.objects == 3
+    assert time.perf_counter() - t < 10

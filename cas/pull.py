@@ -1,0 +1,274 @@
+"""Pulling whole packs from an untrusted remote: verified as they stream in, kept only
+when sound, never installed beside or in front of a local copy.
+
+Each remote pack's index is fetched (bounded) and checked: checksum, order, every entry of
+a possible shape. The pack is then streamed, up to the end of its last record, into a temp
+file in the local store's tmp folder, and every record is verified as soon as its bytes
+are in (``verify.verify_span``: id hash, kind and size against the index, trees decode,
+manifests add up), on the process-wide pool, while the next piece downloads; several packs
+are in flight at once. A pack whose records all verify and none of whose ids the local store
+(or another pack of the same pull) holds is installed as it is, pack first, index last;
+otherwise only its verified records the store lacks are written, into a new local pack.
+Refused objects are reported, one line each, and never stop the rest of the pull.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable
+
+import attrs
+
+from . import codec
+from .bounded import get_bounded, stream
+from .chunking import pool
+from .db import ObjectDB
+from .errors import IntegrityError, ObjectNotFoundError
+from .oid import hash_bytes
+from .pack import (
+    MAX_INDEX_BYTES,
+    MAX_PACK_SIZE,
+    PACK_HEADER,
+    check_entry,
+    decode_index,
+    idx_key,
+    pack_key,
+)
+from .verify import verify_span
+
+JOBS = 8  # packs in flight
+PIECE = 8 << 20  # bytes of a pack fetched per request while pulling
+_WINDOW = 3  # pieces per pack waiting for verification (bounds memory: JOBS x 3 x PIECE)
+_VERIFY_BATCH = 128  # records per verification task
+# No zcas writer makes a pack longer than this (a pack closes past MAX_PACK_SIZE, after at
+# most one more batch or object), nor an index longer than MAX_IDX_ENTRIES entries.
+MAX_PULLED_PACK = MAX_PACK_SIZE + codec.MAX_OBJECT_SIZE + (64 << 20)
+# Pack indexes held at once while pulling (an index of the largest size a pack allows
+# takes it all), so eight hostile indexes are worked on one at a time, not together.
+_indexes = codec.Budget(1 << 30)
+
+
+@attrs.define
+class PullResult:
+    """What ``pull_packs`` did. ``rejected`` holds one line per refused object or pack
+    (pack, object and reason), for the caller to print as warnings: a bad object is skipped,
+    never kept, and never stops the rest of the pull."""
+
+    packs: int = 0  # remote packs handled (installed whole or copied object by object)
+    bytes: int = 0  # bytes downloaded
+    objects: int = 0  # objects the local store gained
+    installed: int = 0  # packs installed as they are (every record verified, none already here)
+    rejected: list[str] = attrs.Factory(list)
+
+
+def pull_packs(src_backend, dst_db: ObjectDB, names: Iterable[str],
+               progress: Callable[[int, int], None] | None = None) -> PullResult:
+    """Fetch whole packs from ``src_backend`` into ``dst_db``, verifying every record.
+
+    For each pack: its index is fetched and checked (checksum, order, every entry inside
+    the pack and of a possible shape); the pack is streamed up to the end of its last
+    record into a temp file in ``dst_db.tmp_dir``, and each record is verified as its bytes
+    arrive, on the process-wide pool (all cores), while the next piece downloads
+    (``verify_span``: hash, kind and size against the index, trees decode, manifests add
+    up). Several packs are in flight at once. A pack whose records all verify and none of whose ids the local
+    store (or another pack of this pull) has is installed as it is: pack first, index
+    last. Otherwise only its verified records that the local store lacks are written, into
+    a new local pack: no bad copy, and no second copy, is ever installed. Refused objects
+    are listed in ``PullResult.rejected``; failures of the transfer itself raise.
+    """
+    local = dst_db.packs()
+    todo = sorted(n for n in names if n not in local)
+    res = PullResult()
+    lock = threading.Lock()
+    claimed: set[bytes] = set()
+    try:
+        with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-pull") as ex:
+            futs = [ex.submit(_pull_one, src_backend, dst_db, name, claimed, lock) for name in todo]
+            try:
+                for f in futs:
+                    nbytes, objects, installed, rejected = f.result()
+                    res.packs += 1
+                    res.bytes += nbytes
+                    res.objects += objects
+                    res.installed += installed
+                    res.rejected.extend(rejected)
+                    if progress:
+                        progress(res.packs, len(todo))
+            except BaseException:
+                for f in futs:
+                    f.cancel()
+                raise
+    finally:
+        dst_db.flush()  # what was verified and written so far is kept
+        dst_db.refresh()
+    return res
+
+
+@contextlib.contextmanager
+def _held(budget, n: int):
+    n = budget.take(n)
+    try:
+        yield
+    finally:
+        budget.give(n)
+
+
+def _pull_one(src, dst: ObjectDB, name: str, claimed: set, lock) -> tuple[int, int, int, list[str]]:
+    """(bytes fetched, objects gained, 1 if installed whole, rejections) for one pack."""
+    short = name[:12]
+    ikey = idx_key(name)
+    size = src.info(ikey).size
+    if size > MAX_INDEX_BYTES:
+        return 0, 0, 0, [f"pack {short}: index of {size} bytes, more than any zcas writes; skipped"]
+    with _held(_indexes, size):  # indexes being worked on, all packs together
+        try:
+            idx = get_bounded(src, ikey, MAX_INDEX_BYTES)
+            entries = decode_index(name, idx)
+        except IntegrityError as e:
+            return 0, 0, 0, [f"pack {short}: {e.reason}; skipped"]
+        return _pull_indexed(src, dst, name, idx, entries, claimed, lock)
+
+
+def _pull_indexed(src, dst: ObjectDB, name: str, idx: bytes, entries: list, claimed: set, lock):
+    short = name[:12]
+    pkey = pack_key(name)
+    rejected: list[str] = []
+    whole = hash_bytes(idx).hex() == name  # the name is the hash of the index
+    if not whole:
+        rejected.append(f"pack {short}: index does not hash to the pack's name; its objects were copied one by one")
+    ok = []
+    for t in entries:
+        try:
+            check_entry(name, t[0], t[1], t[2], None, t[3], t[4])
+            ok.append(t)
+        except IntegrityError as e:
+            rejected.append(f"pack {short}: object {t[0].hex()}: {e.reason}")
+    extent = max((t[1] + t[2] for t in ok), default=len(PACK_HEADER))
+    if extent > MAX_PULLED_PACK:
+        return len(idx), 0, 0, [*rejected, f"pack {short}: index spans {extent} bytes, more than any zcas pack; skipped"]
+    try:
+        have = src.info(pkey).size
+    except ObjectNotFoundError:
+        return len(idx), 0, 0, [*rejected, f"pack {short}: the pack is missing on the remote; skipped"]
+    os.makedirs(dst.tmp_dir, exist_ok=True)
+    tmp = os.path.join(dst.tmp_dir, f"pull-{os.getpid()}-{os.urandom(6).hex()}.pack")
+    try:
+        got, good, bad, header_ok = _fetch_verified(src, pkey, tmp, ok, min(extent, have))
+        rejected.extend(f"pack {short}: object {o.hex()}: {why}" for o, why in bad)
+        if not header_ok:
+            rejected.append(f"pack {short}: not a zcas pack header; its objects were copied one by one")
+        objects, installed = _keep(dst, name, idx, tmp, entries, good, claimed, lock,
+                                   whole and header_ok and not bad and len(ok) == len(entries))
+        return len(idx) + got, objects, installed, rejected
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tuple[int, list, list, bool]:
+    """Download ``[0, avail)`` of a pack into ``tmp``, verifying each record on the pool
+    as soon as its bytes are in. (bytes, verified entries, [(id, reason)], header ok)."""
+    ents = sorted(entries, key=lambda t: t[1])
+    good: list = []
+    bad: list = []
+    futs: deque = deque()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    pos = i = 0
+    carry: bytearray | None = None  # bytes from the start of the first incomplete record
+    carry_base = 0
+    header = b""
+
+    def collect(keep: int) -> None:  # wait until at most ``keep`` pieces are being verified
+        while len(futs) > keep:
+            for f in futs.popleft():
+                for t, why in f.result():
+                    (good.append(t) if why is None else bad.append((t[0], why)))
+
+    try:
+        for data in stream(src, pkey, avail, PIECE):
+            _write_all(fd, data)
+            if pos < len(PACK_HEADER):
+                header += bytes(data[: len(PACK_HEADER) - pos])
+            if carry is not None:  # a record started in an earlier piece: grow it in place
+                carry += data
+                buf, base = carry, carry_base
+            else:
+                buf, base = data, pos
+            pos += len(data)
+            j = i
+            while j < len(ents) and ents[j][1] + ents[j][2] <= pos:
+                j += 1
+            if j > i:  # in small batches, so every core shares a piece
+                futs.append([pool().submit(_verify_span, buf, base, ents[k : min(j, k + _VERIFY_BATCH)])
+                             for k in range(i, j, _VERIFY_BATCH)])
+            if j < len(ents) and ents[j][1] < pos:  # the next record is under way
+                if carry is None or j > i:  # (``buf`` is being verified: carry a copy)
+                    carry, carry_base = bytearray(memoryview(buf)[ents[j][1] - base :]), ents[j][1]
+            else:
+                carry = None
+            i = j
+            collect(_WINDOW)
+            if pos >= avail:
+                break
+        collect(0)
+    except BaseException:
+        for group in futs:
+            for f in group:
+                f.cancel()
+        raise
+    finally:
+        os.close(fd)
+    bad.extend((t[0], "the pack on the remote is truncated before it") for t in ents[i:])
+    return pos, good, bad, header == PACK_HEADER
+
+
+def _verify_span(buf, base: int, ents: list) -> list[tuple[tuple, str | None]]:
+    return list(zip(ents, verify_span(buf, base, ents)))
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _keep(dst: ObjectDB, name: str, idx: bytes, tmp: str, entries: list, good: list, claimed: set, lock,
+          installable: bool) -> tuple[int, int]:
+    """Install the pack whole, or write its verified records the store lacks; (objects, 1
+    if installed whole)."""
+    with lock:
+        if installable and not dst.backend.exists(pack_key(name)):
+            installable = not any(t[0] in claimed or dst.has(t[0]) for t in entries)
+        else:
+            installable = False
+        if installable:
+            claimed.update(t[0] for t in entries)
+            need = []
+        else:
+            need = [t for t in good if t[0] not in claimed and not dst.has(t[0])]
+            claimed.update(t[0] for t in need)
+    if installable:
+        if dst.backend.put_file(pack_key(name), tmp):  # pack first, index last
+            dst.backend.put(idx_key(name), idx)
+            return len(entries), 1
+        return 0, 0  # appeared meanwhile (another process pulling): its index decides
+    need.sort(key=lambda t: t[1])
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        batch: list = []
+        held = 0
+        for oid, off, length, kind, size in need:
+            batch.append((oid, kind, size, os.pread(fd, length, off)))
+            held += length
+            if held >= PIECE:
+                dst.put_records(batch)
+                batch, held = [], 0
+        if batch:
+            dst.put_records(batch)
+    finally:
+        os.close(fd)
+    return len(need), 0
