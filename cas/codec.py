@@ -125,6 +125,20 @@ def read_header(oid_hex: str, record) -> tuple[int, int, int]:
     return kind, codec, raw_size
 
 
+def inflate_small(body, raw_size: int) -> bytes | None:
+    """A zstd frame declaring exactly ``raw_size`` (at most the blob limit), inflated; None
+    when it does not (the caller then decodes it the careful way, for the reason)."""
+    if raw_size > MAX_SIZE[KIND_BLOB]:
+        return None
+    try:
+        if zstandard.frame_content_size(body) != raw_size:
+            return None
+        out = _dctx().decompress(body, max_output_size=raw_size)
+    except zstandard.ZstdError:
+        return None
+    return out if len(out) == raw_size else None
+
+
 def decode(oid_hex: str, record) -> tuple[int, bytes]:
     """(kind, payload) of a stored record, bounded by its declared size."""
     kind, codec, raw_size = read_header(oid_hex, record)
