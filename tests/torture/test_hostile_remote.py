@@ -100,7 +100,8 @@ def lying_index(remote, rng):
     entries = [list(e) for e in decode_index(idx.name, idx.read_bytes())]
     e = rng.choice(entries)
     field = rng.choice([1, 2, 3, 4])
-    e[field] = rng.choice([0, 1, 2**31, 2**40, e[field] + 1, max(0, e[field] - 1)])
+    top = 2**32 - 1 if field == 2 else 2**40  # the length is a u32; offset and size u64
+    e[field] = rng.choice([0, 1, 2**31, top, e[field] + 1, max(0, e[field] - 1)])
     if field == 3:
         e[3] = rng.choice([1, 2, 3, 4, 9])
     body = IDX_MAGIC + struct.pack("<I", len(entries)) + b"".join(ENTRY.pack(*x) for x in entries)
