@@ -174,14 +174,21 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @pass_ctx
 def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
-    """Delete objects that no tag or recorded path version reaches."""
+    """Delete objects that no tag, recorded path version or run record reaches.
+
+    If anything those reach is corrupt, or missing below a stored tree or file, nothing is
+    deleted (what it would keep alive is unknown): run `zcas fsck --repair` first.
+    """
     from zcas.cas.gc import gc as do_gc
     from zcas.cas.statcache import StatCache
 
     c.exclusive = True
     from .durations import human_bytes, parse_duration
 
-    rep = do_gc(c.repo.db, c.roots(), parse_duration(grace), dry_run=dry_run)
+    # Tags, path history and run records must be here; what a run names may never have been
+    # fetched (runs indexed from a remote), so those roots may be absent.
+    required = c.repo.roots() + list(c.lineage.graph.all_run_ids())
+    rep = do_gc(c.repo.db, required, parse_duration(grace), dry_run=dry_run, optional_roots=c.lineage.roots())
     if not dry_run and rep.objects_removed:
         StatCache.clear(c.repo.statcache_path)
     if as_json:

@@ -449,3 +449,17 @@ def test_attack_old_record_with_plaintext_env_never_leaves_in_a_whole_pack_push(
     assert run_zcas("pull", cwd=b).code == 0
     assert run_zcas("cat", fid, cwd=b).out == "data"
     assert run_zcas("push", cwd=a).code == 0 and _leaks(remote_dir, SECRET) == []  # and again
+
+
+def test_gc_after_indexing_a_remote_whose_outputs_were_never_fetched(tmp_path):
+    """Runs indexed from a remote name outputs this repository never fetched: absent, not
+    damaged, so gc still runs (it refuses only when something stored is damaged)."""
+    _, url = _remote(tmp_path)
+    a, b = _repo(tmp_path / "a", url), _repo(tmp_path / "b", url)
+    assert run_zcas("run", "-o", "out.txt", "--", *CMD, cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    assert run_zcas("run", "-o", "other.txt", "--", "sh", "-c", "echo o > other.txt", cwd=b).code == 0
+    assert len(json.loads(run_zcas("log", "--json", cwd=b).out)) == 2  # a's run is indexed here
+    r = run_zcas("gc", "--grace", "0", cwd=b)
+    assert r.code == 0, r
+    assert run_zcas("cat", _record_of_last_run(b)["outputs"]["other.txt"], cwd=b).out == "o\n"
