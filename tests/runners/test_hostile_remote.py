@@ -463,3 +463,13 @@ def test_gc_after_indexing_a_remote_whose_outputs_were_never_fetched(tmp_path):
     r = run_zcas("gc", "--grace", "0", cwd=b)
     assert r.code == 0, r
     assert run_zcas("cat", _record_of_last_run(b)["outputs"]["other.txt"], cwd=b).out == "o\n"
+
+
+def test_attack_user_config_not_utf8_or_holding_credentials(repo_dir, tmp_path):
+    user = tmp_path / "user.toml"
+    user.write_bytes(b"[run]\njobs = 2\n\xff\xfe")
+    assert_one_line_error(run_zcas("config", "list", cwd=repo_dir, env={"ZCAS_CONFIG": str(user)}), "not valid UTF-8")
+    user.write_text('[store]\nurl = "s3://u:pa55word@bucket/p"\n')
+    r = run_zcas("config", "list", cwd=repo_dir, env={"ZCAS_CONFIG": str(user)})
+    assert_one_line_error(r, "store.url", "credentials")
+    assert "pa55word" not in r.err
