@@ -197,28 +197,6 @@ class ObstoreBackend:
         local.put_file(key, tmp)
         return size
 
-    def fetch_to(self, key: str, path: str) -> int:
-        """Stream ``key`` into a new local file at ``path`` (never whole in memory); its size.
-
-        The file is the caller's (to verify before installing anything); it is removed if
-        the transfer fails."""
-        check_key(key)
-
-        def fetch() -> int:
-            n = 0
-            with open(path, "xb") as f:
-                for chunk in self._obs.get(self.store, key).stream(min_chunk_size=8 << 20):
-                    f.write(chunk)
-                    n += len(chunk)
-            return n
-
-        try:
-            return self._call("reading", key, fetch)
-        except BaseException:
-            if os.path.exists(path):
-                os.unlink(path)
-            raise
-
     def exists(self, key: str) -> bool:
         try:
             self.info(key)
