@@ -10,6 +10,13 @@ import pytest
 
 from zcas.cas.repo import Repo, init
 
+# Property tests check what is generated, not how fast: on a loaded 2-core machine (CI runs
+# the torture tests beside them) generation can be slow, which is no failure of zcas.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("zcas", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("zcas")
+
 # No test may ever reach a cloud metadata service: if some code path ends up without S3
 # credentials, obstore would ask the instance metadata endpoint (169.254.169.254). Point it
 # at a closed port on this machine instead, for this process and everything it starts.
