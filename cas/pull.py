@@ -63,6 +63,7 @@ class PullResult:
     objects: int = 0  # objects the local store gained
     installed: int = 0  # packs installed as they are (every record verified, none already here)
     rejected: list[str] = attrs.Factory(list)
+    complete: set[str] = attrs.Factory(set)  # packs every record of which verified (installed or copied)
 
 
 def pull_packs(src_backend, dst_db: ObjectDB, names: Iterable[str],
@@ -89,8 +90,10 @@ def pull_packs(src_backend, dst_db: ObjectDB, names: Iterable[str],
         with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-pull") as ex:
             futs = [ex.submit(_pull_one, src_backend, dst_db, name, claimed, lock) for name in todo]
             try:
-                for f in futs:
+                for name, f in zip(todo, futs):
                     nbytes, objects, installed, rejected = f.result()
+                    if not rejected:
+                        res.complete.add(name)
                     res.packs += 1
                     res.bytes += nbytes
                     res.objects += objects

@@ -8,20 +8,20 @@ learns that a remote (or someone with write access to it) served them.
 from __future__ import annotations
 
 import json
-import posixpath
 
-from zcas.lineage.keyhash import key_of
+from zcas.lineage.graph import key_matches
 
+from .spec import SpecError, norm_path
 from .step import _well_formed_outputs
 
 
 def _unsafe_path(name: str) -> str | None:
-    if not name or "\0" in name:
-        return "empty or NUL"
-    if name.startswith("/"):
-        return "absolute"
-    norm = posixpath.normpath(name)
-    if norm != name or norm == "." or norm.startswith("../") or norm == "..":
+    """Why an output name is not one a step could declare (None: it could)."""
+    try:
+        norm = norm_path(name, "output")
+    except SpecError:
+        return "absolute, empty or outside the repository"
+    if norm != name or norm == ".":
         return "not a plain path inside the repository"
     if ".zcas" in norm.lower().split("/"):
         return "inside .zcas"
@@ -31,8 +31,8 @@ def _unsafe_path(name: str) -> str | None:
 def problems(rec: dict) -> list[str]:
     """What is wrong with one run record (empty: nothing)."""
     out: list[str] = []
-    comps, key = rec.get("key_components") or {}, rec.get("cache_key") or ""
-    if key and key_of(comps).hex() != key:
+    comps = rec.get("key_components") or {}
+    if rec.get("cache_key") and not key_matches(rec):
         out.append("its cache key does not match its key components")
     outputs = rec.get("outputs") or {}
     if rec.get("kind") == "command":

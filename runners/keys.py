@@ -51,19 +51,30 @@ def env_digests(names) -> dict[str, str | None]:
 
 
 def explain(old: dict[str, str], new: dict[str, str]) -> list[str]:
-    """One line per component that differs, in words a user can act on."""
+    """One line per component that differs, in words a user can act on.
+
+    Environment components are compared in their public form (a digest, whoever wrote
+    the record), so a record from before digests does not report an unchanged value."""
+    from zcas.lineage.redact import public_record
+
+    raw_old, raw_new = old, new
+    old = public_record({"key_components": old})["key_components"]
+    new = public_record({"key_components": new})["key_components"]
     out = []
     for name in sorted(set(old) | set(new)):
         a, b = old.get(name), new.get(name)
         if a == b:
+            if raw_old.get(name) != raw_new.get(name):  # the same value, recorded by an older zcas
+                out.append(f"environment variable {name[4:]} is now keyed by a digest of its value "
+                           "(a one-time rerun after upgrading zcas)")
             continue
         kind, _, what = name.partition(":")
         label = {"input": "input", "param": "param", "env": "environment variable"}.get(kind)
         short = (lambda v: v[:12] if v and kind == "input" else v)
         if kind == "env":  # only that it changed: digests mean nothing to a reader, values are secret
-            was, now = (None if x is None or x == "null" else "set" for x in (a, b))
-            out.append(f"{label} {what} " + ("added" if a is None else "removed" if b is None else
-                                              f"changed ({was or 'unset'} -> {now or 'unset'})"))
+            was, now = ("unset" if x == "null" else "set" for x in (a, b))
+            change = "changed" if was == now else f"changed ({was} -> {now})"
+            out.append(f"{label} {what} " + ("added" if a is None else "removed" if b is None else change))
             continue
         if label is None:
             label = {"argv": "command", "outputs": "declared outputs", "cwd": "working directory",

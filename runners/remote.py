@@ -145,15 +145,18 @@ class Remote:
 
     def remote_tag(self, name: str) -> bytes | None:
         """What tag NAME names on the remote (None: no such tag), validated before use."""
-        from zcas.cas.errors import ObjectNotFoundError
+        from zcas.cas.bounded import get_bounded
+        from zcas.cas.errors import IntegrityError, ObjectNotFoundError
         from zcas.cas.oid import from_hex
         from zcas.cas.refs import check_tag_name
 
         check_tag_name(name)
         try:
-            data = self.backend.get(f"refs/tags/{name}")
+            data = get_bounded(self.backend, f"refs/tags/{name}", 128)  # an id and a newline
         except ObjectNotFoundError:
             return None
+        except IntegrityError:
+            data = b""
         try:
             return from_hex(data.decode("ascii").strip())
         except (UnicodeDecodeError, ZcasError):
@@ -194,7 +197,7 @@ class Remote:
             res = pull_packs(self.backend, local, missing, progress)
             for line in res.rejected:
                 warn(f"remote {self.spec.name}: {printable(line)}")
-            self._remember_pulled(missing)
+            self._remember_pulled(res.complete)  # a pack with a refusal is looked at again next time
             return {"packs": res.packs, "bytes": res.bytes, "objects": res.objects, "runs": runs,
                     "rejected": len(res.rejected)}
         roots = [self.resolve(t) for t in targets]
@@ -205,9 +208,10 @@ class Remote:
         return os.path.join(self.repo.zdir, "remotes", self.spec.name, "pulled-packs")
 
     def _pulled_packs(self) -> set[str]:
-        """Remote packs already handled: copied object by object (they held objects this
-        repository had, or a bad record), so no local pack bears their name. Without this
-        they would be downloaded again by every pull."""
+        """Remote packs whose every record verified and was kept (copied object by object
+        because they held objects this repository had), so no local pack bears their name.
+        Without this they would be downloaded again by every pull. Packs with a refused
+        record are not remembered: each pull looks at them again (and warns again)."""
         try:
             with open(self._pulled_path(), encoding="ascii", errors="replace") as f:
                 return {line.strip() for line in f if len(line.strip()) == 64}

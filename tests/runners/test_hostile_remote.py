@@ -10,6 +10,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -473,3 +475,60 @@ def test_attack_user_config_not_utf8_or_holding_credentials(repo_dir, tmp_path):
     r = run_zcas("config", "list", cwd=repo_dir, env={"ZCAS_CONFIG": str(user)})
     assert_one_line_error(r, "store.url", "credentials")
     assert "pa55word" not in r.err
+
+
+def test_why_names_env_changes_without_values_and_explains_the_upgrade():
+    from zcas.lineage.redact import env_digest
+    from zcas.runners.keys import explain
+
+    old_zcas = {"env:TOKEN": json.dumps(SECRET)}  # records before digests held the value
+    now = {"env:TOKEN": json.dumps(env_digest(SECRET))}
+    lines = explain(old_zcas, now)
+    assert lines == ["environment variable TOKEN is now keyed by a digest of its value (a one-time rerun after upgrading zcas)"]
+    lines = explain(now, {"env:TOKEN": json.dumps(env_digest(SECRET + "x"))})
+    assert lines == ["environment variable TOKEN changed"]
+    assert explain(now, {"env:TOKEN": "null"}) == ["environment variable TOKEN changed (set -> unset)"]
+    assert explain({}, now) == ["environment variable TOKEN added"]
+    assert all(SECRET not in x for x in explain(old_zcas, {"env:TOKEN": "null"}))
+
+
+def test_attack_huge_remote_tag_is_refused_without_reading_it(tmp_path):
+    remote_dir, url = _remote(tmp_path)
+    a = _repo(tmp_path / "a", url)
+    (remote_dir / "refs" / "tags").mkdir(parents=True)
+    with open(remote_dir / "refs" / "tags" / "v1", "wb") as f:
+        f.truncate(1500 << 20)  # sparse: 1.5 GB that costs no disk
+    probe = ("import resource, subprocess, sys; p = subprocess.run([sys.executable, '-m', 'zcas.runners', 'pull', 'v1'],"
+             " capture_output=True, text=True); print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+             " print(p.stderr, end='')")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=a, capture_output=True, text=True).stdout.splitlines()
+    code, maxrss_kb = map(int, out[0].split())
+    assert code == 1 and "tag v1 on remote origin is damaged" in out[1], out
+    assert maxrss_kb < 400_000, maxrss_kb
+
+
+def test_pull_looks_again_at_a_pack_it_refused_but_not_at_one_it_copied(tmp_path):
+    """A pack copied object by object (it held objects already here) is remembered, so later
+    pulls do not download it again; a pack with a refused record is not."""
+    remote_dir, url = _remote(tmp_path)
+    a, b = _repo(tmp_path / "a", url), _repo(tmp_path / "b", url)
+    for repo in (a, b):
+        (repo / "same.txt").write_text("shared")
+        assert run_zcas("add", "same.txt", cwd=repo).code == 0
+    (a / "new.txt").write_text("only in a")
+    assert run_zcas("add", "new.txt", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    r = run_zcas("pull", "--json", cwd=b)
+    assert json.loads(r.out)["objects"] >= 1, r
+    again = json.loads(run_zcas("pull", "--json", cwd=b).out)
+    assert again["packs"] == 0 and again["bytes"] == 0, again
+    # a pack whose record is damaged on the remote: refused, and looked at again next time
+    c = _repo(tmp_path / "c", url)
+    pack = next((remote_dir / "packs").glob("*.pack"))
+    data = bytearray(pack.read_bytes())
+    data[-3] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    first = run_zcas("pull", "--json", cwd=c)
+    assert "zcas: warning:" in first.err and json.loads(first.out)["rejected"] >= 1, first
+    second = run_zcas("pull", "--json", cwd=c)
+    assert json.loads(second.out)["packs"] >= 1 and "zcas: warning:" in second.err, second
