@@ -97,11 +97,13 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
 
     from .cli import RAW_ARGS as raw
 
+    remote_cache = not no_remote_cache and c.config.get("run.remote_cache", True)
+    verify = verify or c.config.get("run.verify", False)
     if args and "--" not in raw and not (inputs or outputs or env or name or cwd) and _PY_TARGET.fullmatch(args[0]):
         from .pyrun import run_python
 
-        sys.exit(run_python(c, args[0], list(args[1:]), params, as_json, not no_remote_cache, stack))
-    ctx = _context(c, verify, as_json, not no_remote_cache, stack)
+        sys.exit(run_python(c, args[0], list(args[1:]), params, as_json, remote_cache, stack))
+    ctx = _context(c, verify, as_json, remote_cache, stack)
     steps = spec_mod.load(c.repo.root)
     command_mode = "--" in raw or inputs or outputs or params or env or name or cwd or (args and args[0] not in steps)
     if command_mode:

@@ -20,6 +20,7 @@ from zcas.cas import codec
 from zcas.cas.errors import InputPathError, ZcasError
 
 from .artifacts import current_id, restore, store_paths
+from .aside import put_back, set_aside
 from .keys import command_components, env_digests, key_of
 from .spec import StepSpec
 
@@ -259,6 +260,7 @@ def _execute(ctx, p: Plan) -> StepResult:
     if ctx.executor is not None:
         return _execute_on(ctx, p, env)
     cwd = ctx.abspath(p.spec.cwd)
+    aside = set_aside(ctx, p.spec.outputs)  # a stale file there must not pass for this run's output
     started = time.time_ns()
     if ctx.out.isatty():  # progress for people: what is running now (scripts get ran:/cached: lines)
         ctx.say(f"running: {p.spec.name}")
@@ -269,16 +271,21 @@ def _execute(ctx, p: Plan) -> StepResult:
         code, err = 127, f"command not found: {p.argv[0]}"
     except PermissionError:
         code, err = 126, f"permission denied: {p.argv[0]}"
+    except BaseException:  # interrupted: the user's files go back before anything else
+        put_back(ctx, aside)
+        raise
     else:
         err = f"exit {code}"
     ended = time.time_ns()
     dur = (ended - started) / 1e9
     if code != 0:
+        put_back(ctx, aside)
         rid = _record(ctx, p, "failed", started, ended, {}, code)
         ctx.say(f"failed: {p.spec.name} ({err})")
         return StepResult(p.spec.name, "failed", p.key.hex(), rid.hex(), dur, code, err)
     missing = [o for o in p.spec.outputs if not os.path.lexists(ctx.abspath(o))]
     if missing:
+        put_back(ctx, aside)
         rid = _record(ctx, p, "failed", started, ended, {}, 0)
         why = f"declared output {missing[0]} was not produced"
         ctx.say(f"failed: {p.spec.name} ({why})")
@@ -293,10 +300,16 @@ def _execute_on(ctx, p: Plan, env: dict) -> StepResult:
     """Hand the command to the stack's runner (it runs in the shared repository folder)."""
     from .tasks import command_task
 
+    aside = set_aside(ctx, p.spec.outputs)
     fut = ctx.executor.submit(command_task, ctx.spec, ctx.repo.root, p.argv, p.spec.cwd, env, list(p.spec.outputs))
-    code, err, outputs, started, ended = fut.result()
+    try:
+        code, err, outputs, started, ended = fut.result()
+    except BaseException:
+        put_back(ctx, aside)
+        raise
     dur = (ended - started) / 1e9
     if code != 0:
+        put_back(ctx, aside)
         rid = _record(ctx, p, "failed", started, ended, {}, code)
         ctx.say(f"failed: {p.spec.name} ({err})")
         return StepResult(p.spec.name, "failed", p.key.hex(), rid.hex(), dur, code, err)

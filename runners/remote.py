@@ -100,6 +100,14 @@ class Remote:
         self.db = ObjectDB(self.backend, tmp_dir=os.path.join(repo.zdir, "objects", "tmp"))
         self.lineage = RemoteLineage(lineage, self.backend, os.path.join(repo.zdir, "remotes", spec.name, "segments"))
         self._synced = False
+        self.unusable: str | None = None  # why lookups stopped asking this remote (see lookup_failed)
+
+    def lookup_failed(self, e: Exception) -> None:
+        """A cache lookup on the remote failed (offline, server down, refused): lookups are
+        an optimisation, so say so once and go on without the remote for this command."""
+        if self.unusable is None:
+            self.unusable = str(e)
+            _warn(f"remote {self.spec.name} cannot be reached ({printable(e)}); continuing without its cache")
 
     # -- push / pull ---------------------------------------------------------------------
 
@@ -277,10 +285,14 @@ def cached_run(lineage, key: bytes, usable, remote_fn, lock=None, valid=None) ->
     remote = None
     if rid is None:
         remote = remote_fn()
-        if remote is None:
+        if remote is None or remote.unusable:
             return None
-        with lock or contextlib.nullcontext():
-            remote.sync_lineage()
+        try:
+            with lock or contextlib.nullcontext():
+                remote.sync_lineage()
+        except ZcasError as e:
+            remote.lookup_failed(e)
+            return None
         rid = lineage.graph.cache_get(key)
         if rid is None:
             return None
@@ -289,11 +301,15 @@ def cached_run(lineage, key: bytes, usable, remote_fn, lock=None, valid=None) ->
         return None
     if not usable(rec):
         remote = remote or remote_fn()
-        if remote is None:
+        if remote is None or remote.unusable:
             return None
         try:
             remote.fetch([bytes.fromhex(o) for o in rec["outputs"].values()])
-        except ZcasError:
+        except ZcasError as e:
+            from zcas.cas.objstore import RemoteError
+
+            if isinstance(e, RemoteError):  # the store itself failed (a bad object is just no hit)
+                remote.lookup_failed(e)
             return None
         if not usable(rec):
             return None

@@ -324,7 +324,10 @@ class Session:
 
             try:
                 self._remote = open_default(self.repo, self.lineage) or False
-            except ZcasError:
+            except ZcasError as e:
+                import sys
+
+                print(f"zcas: warning: remote cache off: {e}", file=sys.stderr)
                 self._remote = False
         return self._remote or None
 

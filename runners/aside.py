@@ -1,0 +1,62 @@
+"""Declared outputs are moved out of the way before a command runs, and put back if it fails.
+
+A file left at an output's path (by an earlier run, or by hand) would otherwise be recorded
+as the step's result when the command does not write it, and restored by every later hit.
+So, as DVC does, each existing output is first made safe in the object store — stored, and
+unless a recorded run produced it, recorded in the path history, so gc keeps it and ``zcas
+log PATH`` lists it — and removed; if the step fails, it is checked out again. A crash in between
+loses nothing: the bytes are in the store under a recorded path version.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from .artifacts import current_id, restore
+
+
+def set_aside(ctx, outputs) -> list[tuple[str, bytes]]:
+    """Remove the declared outputs that exist, keeping each in the store; [(path, id)]."""
+    from zcas.cas.ingest import Ingester
+    from zcas.cas.refs import PathVersion, Refs
+    from zcas.cas.tree import MODES
+
+    aside: list[tuple[str, bytes]] = []
+    kept: list[PathVersion] = []
+    db = ctx.repo.db
+    graph = ctx.lineage.graph
+    for rel in outputs:
+        path = ctx.abspath(rel)
+        if not os.path.lexists(path):
+            continue
+        oid, mode = Ingester(db, ctx.statcache).add(path)  # known files cost a stat
+        if not graph.producers(oid):  # not a run's output (lineage keeps those): the user's own
+            last = graph.history(rel)
+            if not last or last[-1][1] != oid:
+                kept.append(PathVersion(rel, oid, MODES[mode], time.time()))
+        aside.append((rel, oid))
+    if kept:
+        db.flush()
+        Refs(ctx.repo.zdir).record(kept)
+        ctx.lineage.index_paths(kept)
+    for rel, _ in aside:
+        path = ctx.abspath(rel)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    return aside
+
+
+def put_back(ctx, aside: list[tuple[str, bytes]]) -> None:
+    """After a failed step: every output set aside is back as it was."""
+    for rel, oid in aside:
+        path = ctx.abspath(rel)
+        if os.path.lexists(path) and current_id(ctx, rel) != oid:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        restore(ctx, rel, oid)
