@@ -87,6 +87,9 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
     zcas run STEP...          those steps and the steps they need
     zcas run FILE.py:NAME [-p KEY=VALUE]...   a Python pipeline (or step)
 
+    With a zcas.toml present, a word that is not a step is refused (a typo must not run as a
+    command): put a command after --.
+
     The cache key covers the command, the content of every input (and of any argument
     naming a file in the repository), params, declared environment values, outputs and
     working directory. On a hit the outputs are restored and nothing runs.
@@ -106,6 +109,9 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
     ctx = _context(c, verify, as_json, remote_cache, stack)
     steps = spec_mod.load(c.repo.root)
     command_mode = "--" in raw or inputs or outputs or params or env or name or cwd or (args and args[0] not in steps)
+    unknown = [a for a in args if a not in steps]
+    if steps and unknown and "--" not in raw and not (inputs or outputs or params or env or name or cwd):
+        _no_such_step(steps, unknown[0])
     if command_mode:
         if not args:
             raise click.UsageError("no command given: zcas run [OPTIONS] -- CMD [ARGS]...")
@@ -126,6 +132,20 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
     failed = [r for r in results if r.status == "failed"]
     if failed:
         sys.exit(failed[0].exit_status or 1)
+
+
+def _no_such_step(steps: dict, word: str) -> None:
+    """With a pipeline file present, a word that is no step is a typo, not a command to run."""
+    import difflib
+
+    from zcas.cas.safetext import printable
+
+    close = difflib.get_close_matches(word, list(steps), n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else f" (steps: {', '.join(sorted(steps))})"
+    from zcas.cas.errors import UsageError
+
+    raise UsageError(f"no step named {printable(word)!r} in zcas.toml{hint}; to run a command, put it after --: "
+                     f"zcas run -- {printable(word)} ...")
 
 
 @cli.command()

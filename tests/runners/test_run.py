@@ -207,9 +207,13 @@ def test_bad_pipelines_refused_before_running(repo_dir, zcas, toml, msg):
 
 def test_unknown_step(repo_dir, zcas):
     pipeline(repo_dir)
-    r = zcas("run", "zz_nope", cwd=repo_dir)
-    # an unknown name is taken as a command (like `zcas run make`): not found, exit 127
-    assert r.code == 127
+    # with a pipeline file, a word that is no step is a typo, never a command to run
+    assert_one_line_error(zcas("run", "zz_nope", cwd=repo_dir), "no step named 'zz_nope'", "put it after --", code=2)
+    assert_one_line_error(zcas("run", "a", "bb", cwd=repo_dir), "no step named 'bb'", "did you mean b?", code=2)
+    (repo_dir / "touch-me").unlink(missing_ok=True)
+    r = zcas("run", "touch", "touch-me", cwd=repo_dir)
+    assert r.code == 2 and not (repo_dir / "touch-me").exists(), r
+    assert zcas("run", "--", "touch", "touch-me", cwd=repo_dir).code == 0 and (repo_dir / "touch-me").exists()
     assert_one_line_error(zcas("status", "zz_nope", cwd=repo_dir), "unknown step 'zz_nope'")
 
 
