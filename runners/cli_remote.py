@@ -18,17 +18,20 @@ def remote() -> None:
 @click.option("--endpoint", help="Endpoint URL (S3-compatible servers, e.g. http://127.0.0.1:9000).")
 @click.option("--region", help="Region (S3).")
 @click.option("--allow-http", is_flag=True, default=None, help="Allow plain HTTP (local test servers).")
+@click.option("--instance-credentials", is_flag=True, default=None,
+              help="Use the machine's own cloud credentials (its metadata service), e.g. on a VM with a role.")
 @pass_ctx
-def remote_add(c: Ctx, name, url, endpoint, region, allow_http) -> None:
+def remote_add(c: Ctx, name, url, endpoint, region, allow_http, instance_credentials) -> None:
     """Add a remote: URL is s3://BUCKET/PREFIX, gs://..., az://..., memory:// or a path.
 
     Credentials are never stored: they come from the environment (AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_REGION, ...) or the
-    provider's usual chain.
+    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_REGION, ...); without them
+    zcas says "no credentials for remote NAME" instead of asking a metadata service, unless
+    --instance-credentials says the machine's own role is meant.
     """
     from .remote import RemoteSpec, add_remote
 
-    add_remote(c.repo, RemoteSpec(name, url, endpoint, region, allow_http))
+    add_remote(c.repo, RemoteSpec(name, url, endpoint, region, allow_http, instance_credentials))
 
 
 @remote.command("list")

@@ -84,6 +84,7 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "remote.*.endpoint": _url,
     "remote.*.region": _str,
     "remote.*.allow_http": _bool,
+    "remote.*.instance_credentials": _bool,
     "store.url": _url,
     "store.endpoint": _url,
     "store.region": _str,

@@ -32,6 +32,7 @@ class RemoteSpec:
     endpoint: str | None = None
     region: str | None = None
     allow_http: bool | None = None
+    instance_credentials: bool | None = None  # let the cloud SDK ask the machine's metadata service
 
     def settings(self) -> dict:
         return {k: v for k, v in attrs.asdict(self).items() if k != "name" and v is not None}
@@ -45,8 +46,39 @@ def remotes(repo) -> dict[str, RemoteSpec]:
     for name, body in table.items() if isinstance(table, dict) else ():
         if not isinstance(body, dict) or not isinstance(body.get("url"), str):
             raise ZcasError(f"{repo.zdir}/config.toml: remote.{name}: 'url' must be a string")
-        out[name] = RemoteSpec(name, body["url"], body.get("endpoint"), body.get("region"), body.get("allow_http"))
+        out[name] = RemoteSpec(name, body["url"], body.get("endpoint"), body.get("region"), body.get("allow_http"),
+                               body.get("instance_credentials"))
     return out
+
+
+# Where each provider's SDK finds credentials without asking a metadata service.
+_CREDENTIALS = {
+    "s3": (("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("AWS_WEB_IDENTITY_TOKEN_FILE",),
+           ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",), ("AWS_CONTAINER_CREDENTIALS_FULL_URI",), ("AWS_SKIP_SIGNATURE",)),
+    "gs": (("GOOGLE_APPLICATION_CREDENTIALS",), ("GOOGLE_SERVICE_ACCOUNT",), ("GOOGLE_SERVICE_ACCOUNT_PATH",),
+           ("GOOGLE_SERVICE_ACCOUNT_KEY",)),
+    "az": (("AZURE_STORAGE_ACCOUNT_KEY",), ("AZURE_STORAGE_ACCESS_KEY",), ("AZURE_STORAGE_SAS_KEY",),
+           ("AZURE_CLIENT_SECRET",), ("AZURE_STORAGE_TOKEN",), ("AZURE_FEDERATED_TOKEN_FILE",),
+           ("AZURE_USE_AZURE_CLI",), ("AZURE_STORAGE_USE_EMULATOR",)),
+}
+_HINT = {"s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", "gs": "GOOGLE_APPLICATION_CREDENTIALS",
+         "az": "AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY)"}
+
+
+def check_credentials(spec: RemoteSpec) -> None:
+    """Refuse, in one line, a cloud remote with no credentials in the environment, rather
+    than let the SDK fall back to probing the machine's metadata service (slow, and wrong
+    off a cloud VM) — unless the remote says the machine's own credentials are meant."""
+    from zcas.cas.objstore import RemoteError, parse_url
+
+    scheme = parse_url(spec.url)[0]
+    scheme = "az" if scheme in ("abfs", "abfss") else scheme
+    if spec.instance_credentials or scheme not in _CREDENTIALS:
+        return
+    if any(all(os.environ.get(v) for v in group) for group in _CREDENTIALS[scheme]):
+        return
+    raise RemoteError(0, f"no credentials for remote {spec.name}: set {_HINT[scheme]} in the environment "
+                         f"(on a cloud machine with its own role: zcas remote add ... --instance-credentials)")
 
 
 def add_remote(repo, spec: RemoteSpec) -> None:
@@ -96,6 +128,7 @@ class Remote:
 
         self.spec = spec
         self.repo = repo
+        check_credentials(spec)
         self.backend = ObstoreBackend(spec.url, spec.endpoint, spec.region, spec.allow_http)
         self.db = ObjectDB(self.backend, tmp_dir=os.path.join(repo.zdir, "objects", "tmp"))
         self.lineage = RemoteLineage(lineage, self.backend, os.path.join(repo.zdir, "remotes", spec.name, "segments"))

@@ -587,3 +587,15 @@ def test_unreachable_remote_warns_once_and_runs_locally(repo_dir):
     (repo_dir / "zcas.toml").write_text((repo_dir / "zcas.toml").read_text().replace("echo a", "echo A"))
     r = run_zcas("run", cwd=repo_dir, env=env)
     assert r.code == 0 and r.err == "", r  # switched off: the remote is not even asked
+
+
+def test_missing_credentials_are_named_without_probing_a_metadata_service(repo_dir):
+    no_creds = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_WEB_IDENTITY_TOKEN_FILE": ""}
+    assert run_zcas("remote", "add", "origin", "s3://bucket/p", cwd=repo_dir).code == 0
+    assert_one_line_error(run_zcas("push", cwd=repo_dir, env=no_creds), "no credentials for remote origin",
+                          "AWS_ACCESS_KEY_ID")
+    r = run_zcas("run", "-o", "o.txt", "--", "sh", "-c", "echo o > o.txt", cwd=repo_dir, env=no_creds)
+    assert r.code == 0 and "ran:" in r.out, r
+    assert r.err.count("no credentials for remote origin") == 1 and len(r.err.strip().splitlines()) == 1, r
+    assert run_zcas("remote", "add", "vm", "s3://bucket/q", "--instance-credentials", cwd=repo_dir).code == 0
+    assert json.loads(run_zcas("remote", "list", "--json", cwd=repo_dir).out)["vm"]["instance_credentials"] is True
