@@ -175,28 +175,6 @@ class ObstoreBackend:
             except FileNotFoundError:
                 pass
 
-    def download(self, key: str, local) -> int:
-        """Stream ``key`` into a local backend (no whole copy in memory); returns its size."""
-        check_key(key)
-        tmp = os.path.join(local.tmp_dir(), f"dl-{os.getpid()}-{os.urandom(6).hex()}")
-
-        def fetch() -> int:
-            n = 0
-            with open(tmp, "wb") as f:
-                for chunk in self._obs.get(self.store, key).stream(min_chunk_size=8 << 20):
-                    f.write(chunk)
-                    n += len(chunk)
-            return n
-
-        try:
-            size = self._call("reading", key, fetch)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        local.put_file(key, tmp)
-        return size
-
     def exists(self, key: str) -> bool:
         try:
             self.info(key)

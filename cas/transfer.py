@@ -33,13 +33,13 @@ def remote_packs(backend) -> set[str]:
 
 
 def _upload(src, dst, name: str) -> int:
-    """Copy one pack and its index; the index goes last, so the pack counts only when whole."""
+    """Copy one local pack and its index to a remote; the index goes last, so the pack
+    counts only when whole. (Nothing here verifies records: packs from a remote come in
+    through ``pull_packs`` only.)"""
     local = src.local_path(pack_key(name))
     if local and hasattr(dst, "put_path"):
         dst.put_path(pack_key(name), local)  # streamed from disk
         size = os.path.getsize(local)
-    elif hasattr(dst, "tmp_dir") and hasattr(src, "download"):
-        size = src.download(pack_key(name), dst)
     else:
         data = src.get(pack_key(name))
         size = len(data)
@@ -51,7 +51,10 @@ def _upload(src, dst, name: str) -> int:
 
 
 def copy_packs(src, dst, names: Iterable[str], progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-    """Copy whole packs (concurrently); (packs, bytes) copied."""
+    """Push: copy whole packs of the local store ``src`` to the remote ``dst``
+    (concurrently); (packs, bytes) copied. For local -> remote only: it installs what it
+    copies without verifying a record, so it must never be used to bring packs *from* a
+    remote (that is ``pull_packs``, which verifies every record)."""
     names = sorted(names)
     done = total = 0
     with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-xfer") as ex:
