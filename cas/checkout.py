@@ -13,7 +13,8 @@ made is checked at the end to resolve inside the checkout.
 Every file is written under a temporary name beside its target (``.NAME.zcas-PID.tmp``),
 verified, and only then renamed into place, so a checkout killed at any moment leaves each
 target path either as it was or holding exactly the stored bytes. Temp files left by a
-killed checkout (their process gone) are removed by the next checkout of that folder.
+killed checkout (their process gone from this machine, and untouched for an hour) are
+removed by a later checkout of that folder.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import posixpath
 import re
 import stat as st_
+import time
 from typing import NamedTuple
 
 from . import codec
@@ -47,10 +49,11 @@ from .tree import (
 
 _BATCH = 32
 _WRITERS = 6
-MAX_ENTRIES = 1 << 24  # paths one checkout plans; a tree expanding further is refused
+MAX_ENTRIES = 1 << 22  # paths one checkout plans (~600 MB planned); a tree expanding further is refused
 LINK_MAX = 4096  # PATH_MAX: no symlink target is longer
 _TMP_RE = re.compile(r"\.(.+)\.zcas-(\d+)\.tmp|\.zcas-(\d+)-([0-9a-f]{16})\.tmp")
 _NAME_MAX = 255
+SWEEP_MIN_AGE = 3600.0  # seconds a leftover temp file must be untouched before it is swept
 
 
 class Item(NamedTuple):
@@ -72,6 +75,7 @@ class Trees:
     def __init__(self, db):
         self.db = db
         self._seen: dict[bytes, list] = {}
+        self._totals: dict[int, dict[bytes, Totals]] = {}
 
     def entries(self, oid: bytes) -> list:
         got = self._seen.get(oid)
@@ -86,28 +90,60 @@ class Trees:
     def expanded(self, oid: bytes) -> int:
         """How many paths a checkout of tree ``oid`` would plan, counted per distinct tree
         (iteratively: folders thousands deep are fine)."""
-        counts: dict[bytes, int] = {}
+        return self.totals(oid, 1).paths
+
+    def totals(self, oid: bytes, block: int) -> "Totals":
+        """What a checkout of tree ``oid`` would create, counted once per distinct tree
+        (however often a tree reuses it) and iteratively, from the index entries of its
+        files (nothing but trees is read): paths, folders, and bytes on disk with each file
+        rounded up to whole ``block``-byte blocks (an empty file takes none, a 1-byte file
+        one) and each folder taking one block."""
+        memo = self._totals.setdefault(block, {})
         stack = [oid]
         while stack:
             t = stack[-1]
-            if t in counts:
+            if t in memo:
                 stack.pop()
                 continue
-            subs = [e.oid for e in self.entries(t) if e.mode == MODE_TREE and e.oid not in counts]
+            ents = self.entries(t)
+            subs = [e.oid for e in ents if e.mode == MODE_TREE and e.oid not in memo]
             if subs:
                 stack.extend(subs)
                 continue
             stack.pop()
-            counts[t] = sum(1 + (counts[e.oid] if e.mode == MODE_TREE else 0) for e in self.entries(t))
-        return counts[oid]
+            paths = folders = size = 0
+            for e in ents:
+                paths += 1
+                if e.mode == MODE_TREE:
+                    sub = memo[e.oid]
+                    paths += sub.paths
+                    folders += 1 + sub.folders
+                    size += block + sub.disk
+                elif e.mode != MODE_LINK:
+                    n = self.db.entry(e.oid).size
+                    size += -(-n // block) * block
+            memo[t] = Totals(paths, folders, size)
+        return memo[oid]
 
 
-def plan(db, oid: bytes, rel: str = "") -> list[Item]:
-    """Every entry under a tree, parents before children, links validated."""
-    trees = Trees(db)
+class Totals(NamedTuple):
+    paths: int  # files, links and folders below the tree
+    folders: int
+    disk: int  # bytes on disk: files rounded up to whole blocks, one block per folder
+
+
+def check_expansion(trees: Trees, oid: bytes) -> None:
+    """Refuse a tree expanding to more paths than one checkout plans (one line)."""
     n = trees.expanded(oid)
     if n > MAX_ENTRIES:
-        raise ZcasError(f"tree {oid.hex()} expands to {n} paths, more than one checkout writes ({MAX_ENTRIES})")
+        raise ZcasError(f"tree {oid.hex()} expands to {n} paths, more than one checkout writes ({MAX_ENTRIES}); "
+                        "nothing was written")
+
+
+def plan(db, oid: bytes, rel: str = "", trees: Trees | None = None) -> list[Item]:
+    """Every entry under a tree, parents before children, links validated."""
+    trees = trees or Trees(db)
+    check_expansion(trees, oid)
     targets: dict[bytes, bytes] = {}
     out: list[Item] = []
     stack = [(rel, iter(trees.entries(oid)))]
@@ -282,8 +318,16 @@ def _alive(pid: int) -> bool:
 
 
 def _sweep(folder: str, names: set[str]) -> None:
-    """Remove temp files a killed checkout left for these names in ``folder``."""
+    """Remove temp files a killed checkout left for these names in ``folder``.
+
+    The pid in a temp name only says something about this machine: in a folder shared
+    across hosts or containers another writer's pid means nothing here. So a temp file is
+    removed only when its pid is not running here *and* it is a regular file (not a folder,
+    not a link) last modified more than ``SWEEP_MIN_AGE`` ago: a live writer touches its
+    temp file all along, and a user's own file that merely matches the pattern survives
+    unless it is both old and named after a file this checkout writes."""
     hashed = None
+    now = time.time()
     try:
         it = os.scandir(folder)
     except OSError:
@@ -301,11 +345,18 @@ def _sweep(folder: str, names: set[str]) -> None:
                 if hashed is None:
                     hashed = {hash_bytes(os.fsencode(n)).hex()[:16] for n in names}
                 mine, pid = m.group(4) in hashed, int(m.group(3))
-            if mine and not _alive(pid) and de.is_file(follow_symlinks=False):
-                try:
-                    os.unlink(de.path)
-                except FileNotFoundError:
-                    pass
+            if not mine or _alive(pid):
+                continue
+            try:  # a regular file (never a folder or a link), untouched for an hour
+                lst = os.lstat(de.path)
+            except FileNotFoundError:
+                continue
+            if not st_.S_ISREG(lst.st_mode) or now - lst.st_mtime < SWEEP_MIN_AGE:
+                continue
+            try:
+                os.unlink(de.path)
+            except FileNotFoundError:
+                pass
 
 
 def _sweep_all(root: str, items: list[Item]) -> None:
@@ -323,15 +374,34 @@ def checkout(db, oid: bytes, dest: str, force: bool = False) -> int:
     kind = db.entry(oid).kind
     if kind != codec.KIND_TREE:
         return _checkout_file(db, oid, dest, force)
-    items = plan(db, oid)
     root = os.path.abspath(dest)
+    trees = Trees(db)
+    check_expansion(trees, oid)  # before anything is planned: paths, then disk and inodes
+    st = _statvfs(root)
+    fresh = not os.path.isdir(root) or os.path.islink(root) or not os.listdir(root)
+    if st is not None:
+        t = trees.totals(oid, st.f_frsize or 4096)
+        try:
+            _check_space(root, t.disk, t.paths + 1, st, f"tree {oid.hex()} expands to {t.paths} paths "
+                         f"({t.folders} folders), {t.disk} bytes on disk")
+        except StoreError:
+            if fresh:
+                raise
+            # Files already in place are left alone: judged again below, on what is written.
+    items = plan(db, oid, trees=trees)
     if os.path.lexists(root) and not os.path.isdir(root) or os.path.islink(root):
         if not force:
             raise ConflictError(root)
         _remove(root)
     makedirs(root)
     actions = [(item, _existing(db, root, item, force)) for item in items]
-    _check_space(root, sum(db.entry(i.oid).size for i, a in actions if a != "skip" and i.mode in (MODE_FILE, MODE_EXEC)))
+    if not fresh and st is not None:
+        block = st.f_frsize or 4096
+        todo = [i for i, a in actions if a != "skip"]
+        disk = sum(block if i.mode == MODE_TREE else -(-db.entry(i.oid).size // block) * block
+                   for i in todo if i.mode != MODE_LINK)
+        _check_space(root, disk, len(todo), _statvfs(root),
+                     f"checkout of tree {oid.hex()} writes {len(todo)} paths, {disk} bytes on disk")
     written = 0
     files: list[Item] = []
     links: list[Item] = []
@@ -381,23 +451,43 @@ def _checkout_file(db, oid: bytes, dest: str, force: bool) -> int:
             return 0
         if not force:
             raise ConflictError(path)
+    st = _statvfs(parent)
+    if st is not None:
+        block = st.f_frsize or 4096
+        disk = -(-db.entry(oid).size // block) * block
+        _check_space(parent, disk, 1, st, f"file {oid.hex()} takes {disk} bytes on disk")
     makedirs(parent)
-    _check_space(parent, db.entry(oid).size)
     _write_file(db, path, Item("", MODE_FILE, oid))
     _sweep(parent, {os.path.basename(path)})
     return 1
 
 
-def _check_space(folder: str, need: int) -> None:
+def _statvfs(path: str):
+    """statvfs of the nearest existing folder at or above ``path`` (None if unknown)."""
+    while True:
+        try:
+            return os.statvfs(path)
+        except FileNotFoundError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+        except OSError:
+            return None
+
+
+def _check_space(folder: str, disk: int, inodes: int, st, what: str) -> None:
     """Refuse, before writing, a checkout the filesystem has no room for: a few KB of
-    manifests and trees can name terabytes (one chunk listed a million times)."""
-    try:
-        st = os.statvfs(folder)
-    except OSError:
+    manifests and trees can name terabytes (one chunk listed a million times), or millions
+    of empty files (each an inode). ``disk`` is counted in whole blocks; ``inodes`` is the
+    number of files, links and folders to create. One line naming what and what is free."""
+    if st is None:
         return
     free = st.f_bavail * st.f_frsize
-    if need > free:
-        raise StoreError(errno.ENOSPC, f"checkout needs {need} bytes but {folder} has {free} free; nothing was written")
+    favail = st.f_favail
+    if disk > free or (st.f_files and inodes > favail):  # f_files 0: no inode limit (btrfs, ...)
+        raise StoreError(errno.ENOSPC, f"{what}, but {folder} has {free} bytes and {favail} inodes free; "
+                         "nothing was written")
 
 
 def _check_links(root: str, links: list[Item]) -> None:

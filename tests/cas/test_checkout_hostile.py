@@ -16,7 +16,7 @@ from zcas.cas import checkout as co
 from zcas.cas import codec
 from zcas.cas.checkout import checkout
 from zcas.cas.chunking import encode_manifest
-from zcas.cas.errors import IntegrityError, UnsafePathError, ZcasError
+from zcas.cas.errors import IntegrityError, StoreError, UnsafePathError, ZcasError
 from zcas.cas.oid import hash_bytes
 from zcas.cas.tree import MODE_FILE, MODE_TREE, TreeEntry, encode_tree
 from zcas.cas.view import list_tree
@@ -100,6 +100,74 @@ def test_attack_dag_expanding_past_the_limit_is_refused_before_planning(repo, tm
     with pytest.raises(ZcasError, match="expands to 2199023255550 paths"):
         checkout(repo.db, top, str(dest))
     assert time.perf_counter() - t < 1.0 and not dest.exists()
+
+
+def _wide(repo, outer, inner, data=b""):
+    """A tree of ``outer`` folders sharing one folder of ``inner`` files holding ``data``."""
+    f = repo.db.put(codec.KIND_BLOB, data)
+    sub = repo.db.put(codec.KIND_TREE, encode_tree([TreeEntry(b"f%05d" % i, MODE_FILE, f) for i in range(inner)]))
+    return repo.db.put(codec.KIND_TREE, encode_tree([TreeEntry(b"d%05d" % i, MODE_TREE, sub) for i in range(outer)]))
+
+
+def test_attack_wide_tree_of_empty_files_refused_before_planning(repo, tmp_path, monkeypatch):
+    """The reviewer's 5.8 KB tree: 4095 folders x 4096 empty files, 16.7M paths. Refused
+    from the per-tree counts, in one line, before plan() builds a single item."""
+    top = _wide(repo, 4095, 4096)
+    monkeypatch.setattr(co, "plan", lambda *a, **k: pytest.fail("planned"))
+    dest = tmp_path / "out"
+    t = time.perf_counter()
+    with pytest.raises(ZcasError, match=f"tree {top.hex()} expands to 16777215 paths, more than one checkout "
+                       f"writes \\({co.MAX_ENTRIES}\\)") as ei:
+        checkout(repo.db, top, str(dest))
+    assert time.perf_counter() - t < 2.0 and not dest.exists() and "\n" not in str(ei.value)
+    assert co.MAX_ENTRIES == 1 << 22
+
+
+class _Vfs:
+    def __init__(self, real, blocks, inodes):
+        self.f_frsize = 4096
+        self.f_bavail = blocks
+        self.f_files = 1 << 20
+        self.f_favail = inodes
+
+
+def _small_disk(monkeypatch, blocks, inodes):
+    real = os.statvfs
+    monkeypatch.setattr(co.os, "statvfs", lambda p: _Vfs(real(p), blocks, inodes))
+
+
+def test_attack_tree_of_empty_files_needs_more_inodes_than_free(repo, tmp_path, monkeypatch):
+    """Empty files take no bytes but an inode each: 64 folders x 1000 empty files on a
+    disk with 10,000 inodes free is refused before planning, naming what is free."""
+    top = _wide(repo, 64, 1000)
+    _small_disk(monkeypatch, blocks=1 << 30, inodes=10_000)
+    monkeypatch.setattr(co, "plan", lambda *a, **k: pytest.fail("planned"))
+    dest = tmp_path / "out"
+    with pytest.raises(StoreError, match="expands to 64064 paths \\(64 folders\\).* 10000 inodes free; nothing was written") as ei:
+        checkout(repo.db, top, str(dest))
+    assert not dest.exists() and "\n" not in str(ei.value)
+
+
+def test_attack_tree_of_one_byte_files_counts_whole_blocks(repo, tmp_path, monkeypatch):
+    """1-byte files take a 4 KiB block each: 16 folders x 1000 of them need 65 MB on disk
+    (not 16 KB); a disk with 40 MB free refuses before planning. Counted per tree."""
+    top = _wide(repo, 16, 1000, b"x")
+    _small_disk(monkeypatch, blocks=10_000, inodes=1 << 30)
+    monkeypatch.setattr(co, "plan", lambda *a, **k: pytest.fail("planned"))
+    dest = tmp_path / "out"
+    need = 16 * (1000 * 4096 + 4096)
+    with pytest.raises(StoreError, match=f"{need} bytes on disk, but .* has {10_000 * 4096} bytes") as ei:
+        checkout(repo.db, top, str(dest))
+    assert not dest.exists() and "\n" not in str(ei.value)
+
+
+def test_tree_that_fits_is_checked_out_with_the_space_check(repo, tmp_path, monkeypatch):
+    top = _wide(repo, 3, 5, b"x")
+    _small_disk(monkeypatch, blocks=100, inodes=100)
+    assert checkout(repo.db, top, str(tmp_path / "out")) == 15
+    # again over itself on a disk now "full": nothing to write, so nothing is refused
+    _small_disk(monkeypatch, blocks=0, inodes=0)
+    assert checkout(repo.db, top, str(tmp_path / "out")) == 0
 
 
 @pytest.fixture
@@ -223,6 +291,9 @@ def test_attack_kill_checkout_never_leaves_wrong_bytes(repo, tmp_path):
                     assert got == want[name] or got == b"stale", name
                 else:
                     assert name.startswith(".") and name.endswith(".tmp"), name
+        for name in os.listdir(out):  # leftovers are swept once an hour old (see _sweep)
+            if name.endswith(".tmp"):
+                os.utime(out / name, (time.time() - 7200, time.time() - 7200))
         subprocess.run(cmd, check=True)
         assert sorted(os.listdir(out)) == sorted(want)  # leftovers of the killed run are gone
         for name, data in want.items():
@@ -237,11 +308,43 @@ def test_leftover_temp_of_a_live_process_is_left_alone(repo, tmp_path):
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (out / f".f.zcas-{dead.pid}.tmp").write_text("half written")
-    (out / f".f.zcas-{os.getppid()}.tmp").write_text("someone at work")
-    (out / ".other.zcas-1.tmp").write_text("not ours: no such entry")
+    old = time.time() - 7200
+    for name, text in ((f".f.zcas-{dead.pid}.tmp", "half written"), (f".f.zcas-{os.getppid()}.tmp", "someone at work"),
+                       (".other.zcas-1.tmp", "not ours: no such entry")):
+        (out / name).write_text(text)
+        os.utime(out / name, (old, old))
     checkout(repo.db, oid, str(out / "f"))
     assert sorted(os.listdir(out)) == sorted(["f", f".f.zcas-{os.getppid()}.tmp", ".other.zcas-1.tmp"])
+
+
+def test_attack_sweep_spares_young_temp_names_of_other_hosts_and_non_files(repo, tmp_path):
+    """In a folder shared across hosts or containers, a temp name's pid means nothing here:
+    a live writer elsewhere (pid not running here) keeps its young temp file, and a folder
+    or a link matching the pattern is never removed, however old. Only an old regular file
+    of a dead pid is swept."""
+    f = tmp_path / "f"
+    f.write_text("content")
+    [(oid, _, _)] = repo.add([str(f)])
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid = dead.pid
+    old = time.time() - 7200
+    (out / f".f.zcas-{pid}.tmp").write_text("a writer on another host, at work right now")
+    d = out / f".f.zcas-{pid + 1000000}.tmp"
+    d.mkdir()
+    (d / "inside").write_text("a user's folder")
+    link = out / f".f.zcas-{pid + 1000001}.tmp"
+    link.symlink_to(tmp_path / "f")
+    stale = out / f".f.zcas-{pid + 1000002}.tmp"
+    stale.write_text("left by a killed checkout long ago")
+    for p in (d, stale):
+        os.utime(p, (old, old))
+    os.utime(link, (old, old), follow_symlinks=False)
+    checkout(repo.db, oid, str(out / "f"))
+    assert sorted(os.listdir(out)) == sorted(["f", f".f.zcas-{pid}.tmp", d.name, link.name])
+    assert (d / "inside").read_text() == "a user's folder" and (tmp_path / "f").read_text() == "content"
 
 
 def test_attack_symlink_whose_target_is_a_large_file(repo, tmp_path):
@@ -273,4 +376,4 @@ def test_attack_dedup_bomb_refused_before_filling_the_disk(repo, tmp_path):
         with pytest.raises(StoreError, match="free; nothing was written") as ei:
             checkout(repo.db, target, str(dest))
         assert "\n" not in str(ei.value)
-    assert not (tmp_path / "one").exists() and os.listdir(tmp_path / "out") == []
+    assert not (tmp_path / "one").exists() and not (tmp_path / "out").exists()  # refused before planning
