@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from . import codec
-from .errors import IntegrityError, ObjectNotFoundError
+from .errors import IntegrityError, ObjectNotFoundError, ZcasError
 from .oid import hash_bytes, hasher
 
 CHUNK_THRESHOLD = 1 << 20  # files at least this large are chunked
@@ -173,8 +173,7 @@ def store_chunked(db, fd: int, size: int) -> bytes:
     if seen != size:
         raise ValueError("file size changed while being read")
     oid = whole.digest()
-    if not db.has(oid):
-        db.put(codec.KIND_CHUNKED, encode_manifest(size, chunks), oid=oid, size=size)
+    db.put_manifest(oid, size, encode_manifest(size, chunks))  # never trusts a copy found under oid
     return oid
 
 
@@ -193,9 +192,27 @@ def store_buffer(db, data) -> bytes:
         db.put_records([(o, codec.KIND_BLOB, n, r) for o, n, r in results if r is not None])
         chunks.extend((o, n) for o, n, _ in results)
     oid = whole.result()
-    if not db.has(oid):
-        db.put(codec.KIND_CHUNKED, encode_manifest(len(view), chunks), oid=oid, size=len(view))
+    db.put_manifest(oid, len(view), encode_manifest(len(view), chunks))  # never trusts a copy found under oid
     return oid
+
+
+def reassembles(db, oid: bytes, manifest: bytes, size: int) -> bool:
+    """Whether this copy of ``oid``'s manifest lists chunks, all present and sound, whose
+    bytes hash to ``oid`` and add up to ``size``. Read one chunk at a time on the calling
+    thread (it may be a pool worker): only manifests with rival copies are checked so."""
+    try:
+        total, items = decode_manifest(oid.hex(), manifest)
+        if total != size:
+            return False
+        h = hasher()
+        for coid, n in items:
+            data = _chunk_bytes(db, coid)
+            if len(data) != n:
+                return False
+            h.update(data)
+    except ZcasError:
+        return False
+    return h.digest() == oid
 
 
 def _chunk_bytes(db, oid: bytes) -> bytes:

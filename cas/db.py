@@ -8,6 +8,18 @@ An id may be stored in several packs (two writers raced, or a pull brought a cop
 index points at one copy; if that copy fails verification, the other packs' indexes are
 searched and the first copy that verifies is used and remembered, so a damaged or hostile
 duplicate can never hide a good one.
+
+A chunked file's manifest is stored under the hash of the whole file, so a copy can only
+be judged by reassembling it: a remote may plant a manifest that adds up, under the id of a
+file the user will add later. So ``put_manifest`` compares what is stored with the manifest
+it just computed (chunking is deterministic) and, when they differ, stores its own as
+another copy that the index then uses; and whenever a manifest has several copies,
+``get`` hands out the first whose chunks reassemble to the id (checked once per process),
+so readers (checkout, cat, fsck) and gc's walk all use that one, across processes too.
+
+Pack indexes of a local store that fail their checks raise (damage to fix with fsck); those
+of a remote (a backend that is not local) are skipped, remembered so they are not fetched
+again, and reported once through ``warn``.
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ from __future__ import annotations
 import operator
 import threading
 from itertools import islice
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from . import codec
 from .backend import Backend
@@ -38,16 +50,20 @@ from .pack import (
 )
 from .verify import verify_record
 
-# Index bytes an ObjectDB loads from a store that is not on this machine: 4 GiB of indexes
-# list some 80 million objects; a remote serving more is refused rather than held.
-MAX_REMOTE_INDEXES = 4 << 30
+# Index bytes an ObjectDB loads from a store that is not on this machine. Each id costs its
+# 53 index bytes plus ~150 bytes of dict entry, key and locator in memory (measured: 1M ids
+# take ~200 MB), so 256 MiB of indexes (about 5 million objects) stay near 1 GiB in all; a
+# remote serving more is refused rather than held.
+MAX_REMOTE_INDEXES = 256 << 20
 
 
 class ObjectDB:
     def __init__(self, backend: Backend, tmp_dir: str | None = None, max_pack_size: int = MAX_PACK_SIZE,
-                 cache: "ObjectDB | None" = None):
+                 cache: "ObjectDB | None" = None, warn: Callable[[str], None] | None = None):
         self.backend = backend
         self.cache = cache  # a local ObjectDB that keeps what was read from a remote backend
+        # Told (once each) about a remote's pack indexes that were skipped; None: silent.
+        self.warn = warn
         if tmp_dir is None:
             local_tmp = getattr(backend, "tmp_dir", None)
             if local_tmp is None:
@@ -66,6 +82,9 @@ class ObjectDB:
         self._writer: PackWriter | None = None
         self._lock = threading.RLock()
         self._remote_bytes = 0  # index bytes loaded from a non-local backend
+        self._bad: set[str] = set()  # a remote's pack indexes refused (not fetched again)
+        self._prefer: set[bytes] = set()  # manifests whose pending copy replaces the indexed one
+        self._settled: set[bytes] = set()  # manifests whose copy in use reassembles (or has no rival)
 
     # -- index ---------------------------------------------------------------------------
 
@@ -86,20 +105,45 @@ class ObjectDB:
         with self._lock:
             index = {} if self._index is None else self._index
             known = set(self._names)
+            local = self.backend.capabilities.local
             for key in self.backend.list(PREFIX):
                 name = name_of_idx_key(key)
-                if name is None or name in known:
+                if name is None or name in known or name in self._bad:
                     continue
-                if self.backend.capabilities.local:
-                    data = self.backend.get(key)
-                else:  # a remote's indexes are refused, not held, past what zcas could write
-                    data = get_bounded(self.backend, key, MAX_INDEX_BYTES)
-                    self._remote_bytes += len(data)
-                    if self._remote_bytes > MAX_REMOTE_INDEXES:
-                        raise IntegrityError(key, f"the store's pack indexes exceed {MAX_REMOTE_INDEXES} bytes in all")
-                self._add_pack(index, name, data)
+                if local:  # damage here is the user's to know about: it raises
+                    self._add_pack(index, name, self.backend.get(key))
+                    known.add(name)
+                    continue
+                # a remote's indexes are refused, not held, past what zcas could write; a bad
+                # one is skipped (and remembered), so one junk key cannot break every lookup
+                room = MAX_REMOTE_INDEXES - self._remote_bytes
+                try:
+                    data = get_bounded(self.backend, key, min(MAX_INDEX_BYTES, room))
+                except ObjectNotFoundError:
+                    continue  # deleted since it was listed
+                except IntegrityError as e:
+                    if room < MAX_INDEX_BYTES and self.backend.info(key).size <= MAX_INDEX_BYTES:
+                        raise IntegrityError(key, f"the store's pack indexes exceed {MAX_REMOTE_INDEXES} bytes "
+                                             "in all") from None
+                    self._skip(name, key, e.reason)
+                    continue
+                try:
+                    self._add_pack(index, name, data)
+                except IntegrityError as e:
+                    self._skip(name, key, e.reason)
+                    continue
+                self._remote_bytes += len(data)
                 known.add(name)
             self._index = index
+
+    def _skip(self, name: str, key: str, reason: str) -> None:
+        self._bad.add(name)
+        if self.warn is not None:
+            self.warn(f"pack index {key} skipped: {reason}; that pack is not read")
+
+    def bad_indexes(self) -> set[str]:
+        """Names of a remote's packs whose index was refused (see ``refresh``)."""
+        return set(self._bad)
 
     def reload(self) -> None:
         """Forget the loaded index (packs were deleted) and read it again."""
@@ -107,6 +151,7 @@ class ObjectDB:
             self._index = None
             self._names, self._idx = [], []
             self._remote_bytes = 0
+            self._settled.clear()
             self.refresh()
 
     def _add_pack(self, index: dict, name: str, data: bytes) -> None:
@@ -147,6 +192,10 @@ class ObjectDB:
         return Entry(self._names[num], off, length, kind, size)
 
     def _lookup(self, oid: bytes) -> Entry | None:
+        if self._prefer and oid in self._prefer and self._writer is not None:
+            w = self._writer.entries.get(oid)
+            if w is not None:
+                return Entry("", *w)
         code = self.index.get(oid)
         if code is not None:
             return self._entry_at(code)
@@ -214,6 +263,32 @@ class ObjectDB:
             self.put_record(oid, kind, n, codec.encode(kind, payload))
         return oid
 
+    def put_manifest(self, oid: bytes, size: int, payload: bytes) -> None:
+        """Store the manifest of a chunked file whose content hashes to ``oid``.
+
+        Chunking is deterministic, so a copy already stored under ``oid`` must hold exactly
+        this payload. One that does not (planted by a remote, or damaged) is not trusted:
+        ours is stored as another copy and becomes the one the index uses (and, being the
+        copy that reassembles, the one every later process picks; see ``get``)."""
+        with self._lock:
+            if not self.has(oid):
+                self.put_record(oid, codec.KIND_CHUNKED, size, codec.encode(codec.KIND_CHUNKED, payload))
+                return
+            for code, e in self._copies(oid):
+                try:
+                    record = self.read_record(oid, e)
+                    same = e.size == size and verify_record(oid, record, e.kind, e.size, trees=False) == payload
+                except StoreError:
+                    continue
+                if same:
+                    self._use(oid, code)
+                    return
+            if self._writer is not None and oid in self._writer.entries:
+                self.flush()  # a pack holds one copy of an id: publish the other one first
+            self._prefer.add(oid)
+            self._settled.add(oid)
+            self.put_record(oid, codec.KIND_CHUNKED, size, codec.encode(codec.KIND_CHUNKED, payload))
+
     def put_record(self, oid: bytes, kind: int, size: int, record: bytes) -> None:
         """Append an already-encoded record (workers encode in parallel, one thread appends)."""
         self.put_records([(oid, kind, size, record)])
@@ -243,6 +318,10 @@ class ObjectDB:
                 raise
             if self._index is not None:
                 self._add_pack(self._index, name, idx)
+                num = len(self._names) - 1
+                for oid in self._prefer & w.entries.keys():  # our manifest, not the one found before
+                    self._index[oid] = (num << 32) | find_entry(idx, oid)  # type: ignore[operator]
+            self._prefer.difference_update(w.entries.keys())
             return name
 
     def abort(self) -> None:
@@ -289,9 +368,56 @@ class ObjectDB:
             except IntegrityError:
                 pass  # no good copy in the cache: read the store's
         e, record, payload = self.verified(oid)
+        if e.kind == codec.KIND_CHUNKED and oid not in self._settled:
+            e, record, payload = self._reassembling(oid, e, record, payload)
         if self.cache is not None and e.pack:
             self.cache.put_record(oid, e.kind, e.size, record)
         return e.kind, payload
+
+    def _copies(self, oid: bytes) -> list[tuple[int | None, Entry]]:
+        """(locator, entry) of every copy of ``oid``: the one in use first, then the other
+        loaded packs' in load order, then one being written (locator None)."""
+        first = self.index.get(oid)
+        codes = [] if first is None else [first]
+        for num in range(len(self._idx)):
+            pos = find_entry(self._idx[num], oid)
+            if pos is not None and (num << 32) | pos != first:
+                codes.append((num << 32) | pos)
+        out: list[tuple[int | None, Entry]] = [(c, self._entry_at(c)) for c in codes]
+        w = self._writer.entries.get(oid) if self._writer is not None else None
+        if w is not None:
+            out.insert(0 if oid in self._prefer else len(out), (None, Entry("", *w)))
+        return out
+
+    def _use(self, oid: bytes, code: int | None) -> None:
+        """Make the copy at ``code`` (None: the one being written) the one reads use."""
+        if code is None:
+            self._prefer.add(oid)
+        else:
+            self._prefer.discard(oid)
+            self._index[oid] = code  # type: ignore[index]
+        self._settled.add(oid)
+
+    def _reassembling(self, oid: bytes, e: Entry, record: bytes, payload: bytes) -> tuple[Entry, bytes, bytes]:
+        """A manifest with several copies: the first copy whose chunks reassemble to ``oid``
+        (read and hashed once per process), which the index then points at. With a single
+        copy, or none that reassembles, the copy in hand is returned (readers hash what they
+        assemble and raise on a mismatch)."""
+        from .chunking import reassembles
+
+        copies = self._copies(oid)
+        if len(copies) > 1:
+            for code, c in copies:
+                try:
+                    rec = record if c == e else self.read_record(oid, c)
+                    pay = payload if c == e else verify_record(oid, rec, c.kind, c.size, trees=False)
+                except StoreError:
+                    continue
+                if c.kind == codec.KIND_CHUNKED and reassembles(self, oid, pay, c.size):
+                    self._use(oid, code)
+                    return c, rec, pay
+        self._settled.add(oid)
+        return e, record, payload
 
     def verified(self, oid: bytes) -> tuple[Entry, bytes, bytes]:
         """(entry, record, payload) of a copy of ``oid`` that verifies (see the module doc).

@@ -160,7 +160,7 @@ def test_attack_repair_never_takes_a_bad_only_copy():
     assert not local.has(xid)
 
 
-def test_attack_unsorted_index_refused():
+def test_attack_unsorted_index_refused(tmp_path):
     """Other copies are found by bisecting indexes, so an unsorted one is refused."""
     from .forge import raw_index
 
@@ -174,6 +174,15 @@ def test_attack_unsorted_index_refused():
         body += rec
     idx = raw_index(ents)
     publish(backend, FIRST, bytes(body), idx)
-    with pytest.raises(IntegrityError, match="not sorted"):
-        ObjectDB(backend).refresh()
+    warnings = []
+    db = ObjectDB(backend, warn=warnings.append)  # a remote: the pack is skipped, said once
+    db.refresh()
+    db.refresh()
+    assert not db.has(a[0]) and len(warnings) == 1 and "pack index" in warnings[0] and "not sorted" in warnings[0]
     assert idx_key(FIRST) in list(backend.list("packs/"))
+    from zcas.cas.local import LocalBackend
+
+    local = LocalBackend(str(tmp_path))  # local damage: raises
+    publish(local, FIRST, bytes(body), idx)
+    with pytest.raises(IntegrityError, match="not sorted"):
+        ObjectDB(local).refresh()

@@ -257,8 +257,10 @@ def test_attack_remote_index_larger_than_any_zcas_writes(remote, local, monkeypa
     res = pull_packs(remote, local, [name])
     assert res.objects == 0 and "more than any zcas writes" in res.rejected[0]
     monkeypatch.setattr(dbmod, "MAX_INDEX_BYTES", 1000)
-    with pytest.raises(IntegrityError, match="more than any zcas writes"):
-        ObjectDB(remote).refresh()
+    warnings = []
+    db = ObjectDB(remote, warn=warnings.append)  # a remote's bad index is skipped, said once
+    db.refresh()
+    assert not db.has(items[0][0]) and len(warnings) == 1 and "more than any zcas writes" in warnings[0]
 
 
 def test_attack_remote_serving_more_indexes_than_any_store_holds(monkeypatch):
@@ -286,3 +288,43 @@ def test_record_spanning_many_pieces_is_carried_without_recopying(remote, local,
     res = pull_packs(remote, local, [name])
     assert res.rejected == [] and res.installed == 1 and res.objects == 3
     assert time.perf_counter() - t < 10
+
+
+def test_attack_junk_index_key_on_a_remote_breaks_nothing_else(tmp_path):
+    """One garbage ``packs/pack-0…1.idx`` on a file-backed remote: the remote's other
+    packs still resolve and fetch; the junk is skipped, reported once as a pack index (not
+    an "object"), and not fetched again by later refreshes."""
+    from zcas.cas.objstore import ObstoreBackend
+
+    remote = ObstoreBackend(f"file://{tmp_path}/remote")
+    x = blob(b"a good object on the remote" * 10)
+    name, body, idx = pack([x])
+    publish(remote, name, body, idx)
+    remote.put(idx_key(FIRST), b"garbage, not an index")
+    warnings = []
+    rdb = ObjectDB(remote, warn=warnings.append)
+    assert rdb.resolve(x[0].hex()) == x[0] and rdb.resolve(x[0].hex()[:8]) == x[0]
+    assert rdb.get_bytes(x[0]) == b"a good object on the remote" * 10
+    assert len(warnings) == 1 and warnings[0].startswith(f"pack index {idx_key(FIRST)} skipped: not a pack index")
+    assert "corrupt" not in warnings[0] and "object" not in warnings[0]
+    asked = []
+    real = remote.info
+    remote.info = lambda key: asked.append(key) or real(key)
+    rdb.refresh()
+    rdb.refresh()
+    assert idx_key(FIRST) not in asked and len(warnings) == 1 and rdb.bad_indexes() == {FIRST}
+    b = LocalBackend(str(tmp_path / "local"))
+    local = ObjectDB(b)
+    assert fetch_objects(local, ObjectDB(remote), [x[0]]) == 1  # a shared-cache style fetch
+    assert local.get_bytes(x[0]) == b"a good object on the remote" * 10
+    b.close()
+
+
+def test_remote_index_budget_keeps_the_in_memory_index_near_a_gib():
+    """256 MiB of index bytes is ~5 million ids: with ~150 bytes of dict per id on top of
+    its 53 index bytes, about 1 GiB in memory (not the >10 GiB 4 GiB of indexes made)."""
+    from zcas.cas import db as dbmod
+    from zcas.cas.pack import ENTRY
+
+    ids = dbmod.MAX_REMOTE_INDEXES // ENTRY.size
+    assert 4_000_000 < ids < 6_000_000 and ids * (ENTRY.size + 150) < 1.1 * (1 << 30)
