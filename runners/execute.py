@@ -52,24 +52,48 @@ def param_text(v) -> str:
     return str(v)
 
 
+def _is_shell(argv) -> bool:
+    from .spec import SHELL
+
+    return len(argv) == 3 and tuple(argv[:2]) == SHELL
+
+
 def substitute(argv: tuple[str, ...], params: dict) -> list[str]:
-    """``{key}`` in argv becomes the param's value; other braces are left alone."""
+    """``{key}`` in argv becomes the param's value; other braces are left alone. Into shell
+    code (a string ``cmd``) a value goes quoted, so spaces or ``;`` in it stay one word."""
     texts = {k: param_text(v) for k, v in params.items()}
+    if _is_shell(argv):
+        import shlex
+
+        texts = {k: shlex.quote(v) for k, v in texts.items()}
     return [_PLACEHOLDER.sub(lambda m: texts.get(m.group(1), m.group(0)), a) for a in argv]
+
+
+def _words(argv: list[str]) -> list[str]:
+    """The words of a command, the words of its shell code included (best effort: a script
+    named in ``cmd = "python train.py"`` counts as an input like in the list form)."""
+    if not _is_shell(argv):
+        return list(argv)
+    import shlex
+
+    try:
+        return shlex.split(argv[2], comments=True)
+    except ValueError:
+        return argv[2].split()
 
 
 def implicit_inputs(ctx, argv: list[str], cwd: str, declared: set[str]) -> list[str]:
     """argv tokens naming an existing file inside the repository (the script, most often)."""
     root = ctx.repo.root
     out = []
-    for tok in argv:
+    for tok in _words(argv):
         if not tok or tok.startswith("-") or "\0" in tok:
             continue
         full = os.path.normpath(os.path.join(ctx.abspath(cwd), tok))
         if not full.startswith(root + os.sep) or os.sep + ".zcas" + os.sep in full + os.sep:
             continue
         rel = os.path.relpath(full, root).replace(os.sep, "/")
-        if rel in declared:
+        if rel in declared or any(rel.startswith(d + "/") for d in declared):  # covered, or the step's own output
             continue
         try:
             if os.path.isfile(full):

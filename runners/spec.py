@@ -20,6 +20,7 @@ from zcas.cas.errors import UsageError, ZcasError
 FILE = "zcas.toml"
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _STEP_KEYS = {"cmd", "inputs", "outputs", "params", "env", "cwd"}
+SHELL = ("sh", "-c")  # how a string ``cmd`` runs
 
 
 class SpecError(ZcasError):
@@ -106,12 +107,11 @@ def _step(name: str, body) -> StepSpec:
     if extra:
         raise SpecError(f"{where}: unknown key {sorted(extra)[0]!r} (allowed: {', '.join(sorted(_STEP_KEYS))})")
     cmd = body.get("cmd")
-    if isinstance(cmd, str):
-        try:
-            argv = tuple(shlex.split(cmd))
-        except ValueError as e:
-            raise SpecError(f"{where}: cmd: {e}") from None
-    elif isinstance(cmd, list) and all(isinstance(x, str) for x in cmd):
+    if isinstance(cmd, str):  # a string is shell code, as in make, DVC and CI files
+        if not cmd.strip():
+            raise SpecError(f"{where}: 'cmd' is empty")
+        argv = (*SHELL, cmd)
+    elif isinstance(cmd, list) and all(isinstance(x, str) for x in cmd):  # a list runs with no shell
         argv = tuple(cmd)
     else:
         raise SpecError(f"{where}: 'cmd' must be a string or a list of strings")

@@ -262,3 +262,19 @@ def test_why_names_the_file_that_changed_in_a_folder_input(repo_dir, zcas):
     r = zcas("why", "cat", cwd=repo_dir)
     assert "input d changed" in r.out
     assert "d/b.txt changed" in r.out and "d/new.txt added" in r.out and "a.txt" not in r.out
+
+
+def test_string_cmd_runs_in_a_shell_and_list_cmd_does_not(repo_dir, zcas):
+    (repo_dir / "gen.sh").write_text("echo from-script\n")
+    (repo_dir / "zcas.toml").write_text(
+        '[steps.s]\ncmd = "sh gen.sh > out.txt && echo {msg} >> out.txt"\noutputs = ["out.txt"]\n'
+        'params = { msg = "two words; echo injected" }\n'
+        '[steps.l]\ncmd = ["echo", "a", ">", "b"]\noutputs = []\n')
+    r = zcas("run", cwd=repo_dir)
+    assert r.code == 0, r
+    assert (repo_dir / "out.txt").read_text() == "from-script\ntwo words; echo injected\n"  # a param stays one word
+    assert "a > b" in r.out and not (repo_dir / "b").exists()  # the list form: no shell
+    assert "cached: s" in zcas("run", "s", cwd=repo_dir).out
+    (repo_dir / "gen.sh").write_text("echo changed\n")  # a script named in shell code is an input
+    r = zcas("run", "s", cwd=repo_dir)
+    assert "ran: s" in r.out and (repo_dir / "out.txt").read_text().startswith("changed"), r
