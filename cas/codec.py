@@ -5,8 +5,9 @@ payload, so the codec and its level can change without changing any id. Decoding
 declared size before allocating and never inflates past it, so a hostile object cannot
 exhaust memory: each kind has its own cap (zcas never writes a blob of 1 MiB or more, so a
 blob claiming 1 GiB is refused from its header alone), and objects above the blob cap are
-decompressed inside a process-wide byte budget, so many threads decoding large trees,
-manifests or records at once hold at most ``BUDGET`` bytes between them, not threads x 1 GiB.
+decompressed (or, stored raw, copied) inside a process-wide byte budget, so many threads
+decoding large trees, manifests or records at once hold at most ``BUDGET`` bytes between
+them, not threads x 256 MiB.
 
 Header (little-endian): kind u8, codec u8, raw_size u64.
 """
@@ -33,12 +34,19 @@ CODEC_RAW = 0
 CODEC_ZSTD = 1
 
 LEVEL = 1  # level 1 compressed numeric CSV better and much faster than 3 on this kind of data
-MAX_OBJECT_SIZE = 1 << 30  # no single stored object may claim to be larger than this
-# Per kind: blobs are whole files under 1 MiB (chunking.CHUNK_THRESHOLD) or chunks of at
-# most 128 KiB; a tree of 64 MiB lists about a million entries; a manifest of 256 MiB
-# lists ~7.4 million chunks (a file of ~300 GiB); run records and lineage segments keep the
-# general limit. Writers refuse to create what readers would refuse to read.
-MAX_SIZE = {KIND_BLOB: 4 << 20, KIND_TREE: 64 << 20, KIND_CHUNKED: 256 << 20, KIND_RECORD: MAX_OBJECT_SIZE}
+# Per kind, the most a coded record may declare: blobs are whole files under 1 MiB
+# (chunking.CHUNK_THRESHOLD) or chunks of at most 128 KiB; a tree of 64 MiB lists about a
+# million entries; a manifest of 256 MiB lists ~7.4 million chunks (a file of ~300 GiB).
+# The record kind is also the envelope of a remote's lineage segments (many run records,
+# at most 256 MiB decoded: lineage.remote.MAX_SEGMENT), so the codec allows 256 MiB.
+# Writers refuse to create what readers would refuse to read.
+MAX_SIZE = {KIND_BLOB: 4 << 20, KIND_TREE: 64 << 20, KIND_CHUNKED: 256 << 20, KIND_RECORD: 256 << 20}
+MAX_OBJECT_SIZE = max(MAX_SIZE.values())  # no coded record may claim to be larger than this
+# Per kind, the most an *object in a pack* may hold. A stored record object is one run
+# record, and zcas never writes one over 16 MiB (lineage.serde.MAX_RECORD): a pack index
+# entry claiming more is refused before a byte of it is fetched or read.
+MAX_RECORD_OBJECT = 16 << 20
+MAX_STORED_SIZE = {**MAX_SIZE, KIND_RECORD: MAX_RECORD_OBJECT}
 BUDGET = 256 << 20  # bytes of large objects being decompressed at once, process-wide
 _MIN_COMPRESS = 64  # below this a zstd frame costs more than it saves
 _MAX_WINDOW = 1 << 27
@@ -72,9 +80,10 @@ class Budget:
 budget = Budget(BUDGET)
 
 
-def check_size(kind: int, size: int) -> None:
-    """Refuse to write an object no reader would accept (one line, names the limit)."""
-    cap = MAX_SIZE.get(kind, MAX_OBJECT_SIZE)
+def check_size(kind: int, size: int, caps: dict[int, int] = MAX_SIZE) -> None:
+    """Refuse to write an object no reader would accept (one line, names the limit); with
+    ``caps=MAX_STORED_SIZE``, one no pack reader would accept."""
+    cap = caps.get(kind, MAX_OBJECT_SIZE)
     if size > cap:
         from .errors import UsageError
 
@@ -145,13 +154,22 @@ def decode(oid_hex: str, record) -> tuple[int, bytes]:
     return kind, decode_body(oid_hex, codec, raw_size, record)
 
 
-def decode_body(oid_hex: str, codec: int, raw_size: int, record) -> bytes:
-    """The payload of a record whose header ``read_header`` accepted."""
+def decode_body(oid_hex: str, codec: int, raw_size: int, record, view: bool = False) -> bytes:
+    """The payload of a record whose header ``read_header`` accepted. ``view=True``: a raw
+    payload is returned as a view into ``record`` (a verifier that only reads it needs no
+    copy); otherwise a large raw payload is copied inside the budget, like an inflation."""
     body = memoryview(record)[HEADER_SIZE:]
     if codec == CODEC_RAW:
         if len(body) != raw_size:
             raise IntegrityError(oid_hex, f"size {len(body)} differs from declared {raw_size}")
-        return bytes(body)
+        if view:
+            return body  # type: ignore[return-value]
+        held = budget.take(raw_size) if raw_size > MAX_SIZE[KIND_BLOB] else 0
+        try:
+            return bytes(body)
+        finally:
+            if held:
+                budget.give(held)
     try:
         declared = zstandard.frame_content_size(body)
     except zstandard.ZstdError as e:

@@ -260,6 +260,7 @@ class ObjectDB:
             oid = hash_bytes(payload)
         if not self.has(oid):
             n = len(payload) if size is None else size
+            codec.check_size(kind, len(payload), codec.MAX_STORED_SIZE)  # what pack readers accept
             self.put_record(oid, kind, n, codec.encode(kind, payload))
         return oid
 

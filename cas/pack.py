@@ -34,6 +34,8 @@ PREFIX = "packs/"
 MAX_PACK_SIZE = 256 << 20
 MAX_IDX_ENTRIES = 1 << 24
 MAX_INDEX_BYTES = 12 + MAX_IDX_ENTRIES * ENTRY.size + 32
+# The longest record any index entry may point at (a manifest of the largest size).
+MAX_ENTRY_LENGTH = codec.HEADER_SIZE + codec.MAX_OBJECT_SIZE + (codec.MAX_OBJECT_SIZE >> 7) + 128
 
 
 class Entry(NamedTuple):
@@ -177,7 +179,7 @@ _BLOB_CAP = codec.MAX_SIZE[codec.KIND_BLOB]
 
 def max_record_length(kind: int, size: int) -> int:
     """The longest record an index entry of this kind and logical size may point at."""
-    cap = codec.MAX_SIZE[kind]
+    cap = codec.MAX_STORED_SIZE[kind]
     # a manifest lists chunks of at least one byte: 8 bytes, then 36 per chunk
     raw = min(cap, 8 + 36 * size) if kind == codec.KIND_CHUNKED else min(size, cap)
     return codec.HEADER_SIZE + raw + (raw >> 7) + _SLACK
@@ -195,7 +197,7 @@ def check_entry(name: str, oid: bytes, off: int, length: int, pack_size: int | N
     where = f" (pack {name[:12]})" if name else ""
     if kind not in codec.KINDS:
         raise IntegrityError(h, f"pack index gives unknown kind {kind}{where}")
-    if kind != codec.KIND_CHUNKED and size > codec.MAX_SIZE[kind]:
+    if kind != codec.KIND_CHUNKED and size > codec.MAX_STORED_SIZE[kind]:  # a run record: 16 MiB
         raise IntegrityError(h, f"pack index gives size {size}, over the {codec.KINDS[kind]} limit{where}")
     if off < len(PACK_HEADER) or (pack_size is not None and off + length > pack_size):
         raise IntegrityError(h, f"pack index points outside the pack{where}")

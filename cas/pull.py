@@ -30,6 +30,7 @@ from .db import ObjectDB
 from .errors import IntegrityError, ObjectNotFoundError
 from .oid import hash_bytes
 from .pack import (
+    MAX_ENTRY_LENGTH,
     MAX_INDEX_BYTES,
     MAX_PACK_SIZE,
     PACK_HEADER,
@@ -42,11 +43,19 @@ from .verify import verify_span
 
 JOBS = 8  # packs in flight
 PIECE = 8 << 20  # bytes of a pack fetched per request while pulling
-_WINDOW = 3  # pieces per pack waiting for verification (bounds memory: JOBS x 3 x PIECE)
+_WINDOW = 3  # pieces per pack waiting for verification
 _VERIFY_BATCH = 128  # records per verification task
 # No zcas writer makes a pack longer than this (a pack closes past MAX_PACK_SIZE, after at
 # most one more batch or object), nor an index longer than MAX_IDX_ENTRIES entries.
-MAX_PULLED_PACK = MAX_PACK_SIZE + codec.MAX_OBJECT_SIZE + (64 << 20)
+MAX_PULLED_PACK = MAX_PACK_SIZE + MAX_ENTRY_LENGTH + (64 << 20)
+# A record longer than a piece is carried (held whole) until its last byte is in. Those
+# carries draw on one budget for the whole process, so eight packs each holding a record
+# of the largest size an entry may have (a 256 MiB manifest) are carried one at a time.
+# Memory while pulling is then at most: pieces in flight (JOBS x (_WINDOW + 2) x PIECE),
+# plus _CARRIED, plus codec.BUDGET for records being decoded (raw ones are verified in
+# place, without a copy).
+_CARRIED = 256 << 20
+_carried = codec.Budget(_CARRIED)
 # Pack indexes held at once while pulling (an index of the largest size a pack allows
 # takes it all), so eight hostile indexes are worked on one at a time, not together.
 _indexes = codec.Budget(1 << 30)
@@ -178,18 +187,25 @@ def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tupl
     ents = sorted(entries, key=lambda t: t[1])
     good: list = []
     bad: list = []
-    futs: deque = deque()
+    futs: deque = deque()  # (verification futures of one buffer, carry budget they release)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     pos = i = 0
     carry: bytearray | None = None  # bytes from the start of the first incomplete record
     carry_base = 0
+    held = 0  # carry budget taken for the record being carried
     header = b""
 
     def collect(keep: int) -> None:  # wait until at most ``keep`` pieces are being verified
         while len(futs) > keep:
-            for f in futs.popleft():
-                for t, why in f.result():
-                    (good.append(t) if why is None else bad.append((t[0], why)))
+            group, release = futs[0]
+            try:
+                for f in group:
+                    for t, why in f.result():
+                        (good.append(t) if why is None else bad.append((t[0], why)))
+            finally:
+                futs.popleft()
+                if release:
+                    _carried.give(release)
 
     try:
         for data in stream(src, pkey, avail, PIECE):
@@ -206,10 +222,16 @@ def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tupl
             while j < len(ents) and ents[j][1] + ents[j][2] <= pos:
                 j += 1
             if j > i:  # in small batches, so every core shares a piece
-                futs.append([pool().submit(_verify_span, buf, base, ents[k : min(j, k + _VERIFY_BATCH)])
-                             for k in range(i, j, _VERIFY_BATCH)])
+                release = 0
+                if buf is carry:  # the carried record is whole: its budget goes with its check
+                    release, held = held, 0
+                futs.append(([pool().submit(_verify_span, buf, base, ents[k : min(j, k + _VERIFY_BATCH)])
+                              for k in range(i, j, _VERIFY_BATCH)], release))
             if j < len(ents) and ents[j][1] < pos:  # the next record is under way
                 if carry is None or j > i:  # (``buf`` is being verified: carry a copy)
+                    if ents[j][2] > PIECE:  # held whole until its end is in: take the budget
+                        collect(0)  # (what we hold is given back first: never wait on ourselves)
+                        held = _carried.take(ents[j][2])
                     carry, carry_base = bytearray(memoryview(buf)[ents[j][1] - base :]), ents[j][1]
             else:
                 carry = None
@@ -219,12 +241,18 @@ def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tupl
                 break
         collect(0)
     except BaseException:
-        for group in futs:
+        for group, _ in futs:
             for f in group:
                 f.cancel()
         raise
     finally:
         os.close(fd)
+        for _, release in futs:  # (verifications abandoned: their memory goes with them)
+            if release:
+                _carried.give(release)
+        futs.clear()
+        if held:
+            _carried.give(held)
     bad.extend((t[0], "the pack on the remote is truncated before it") for t in ents[i:])
     return pos, good, bad, header == PACK_HEADER
 

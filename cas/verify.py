@@ -28,12 +28,14 @@ def check_header(oid: bytes, record, kind: int, size: int) -> tuple[int, int]:
     return rcodec, raw_size
 
 
-def verify_record(oid: bytes, record, kind: int, size: int, trees: bool = True) -> bytes:
+def verify_record(oid: bytes, record, kind: int, size: int, trees: bool = True, view: bool = False) -> bytes:
     """The payload of a record that is exactly what its id and index entry say, else
     IntegrityError (or, for a tree breaking checkout's rules, UnsafePathError) naming the
-    object. ``trees=False`` leaves decoding trees to the caller, which does it anyway."""
+    object. ``trees=False`` leaves decoding trees to the caller, which does it anyway.
+    ``view=True`` (a caller that only verifies): a raw payload may be a view into
+    ``record``, not a copy."""
     rcodec, raw_size = check_header(oid, record, kind, size)
-    payload = codec.decode_body(oid.hex(), rcodec, raw_size, record)
+    payload = codec.decode_body(oid.hex(), rcodec, raw_size, record, view=view)
     check_payload(oid, kind, size, payload, trees)
     return payload
 
@@ -44,9 +46,9 @@ def check_payload(oid: bytes, kind: int, size: int, payload: bytes, trees: bool 
             return
     h = oid.hex()
     if kind == codec.KIND_CHUNKED:
-        from .chunking import decode_manifest
+        from .chunking import check_manifest
 
-        total, _ = decode_manifest(h, payload)
+        total = check_manifest(h, payload)  # without unpacking millions of entries at once
         if total != size:
             raise IntegrityError(h, f"manifest total {total} differs from the pack index size {size}")
         return
@@ -56,7 +58,7 @@ def check_payload(oid: bytes, kind: int, size: int, payload: bytes, trees: bool 
     if trees and kind == codec.KIND_TREE:
         from .tree import decode_tree
 
-        decode_tree(h, payload)
+        decode_tree(h, bytes(payload))  # (a view, when the caller asked for one)
 
 
 def verify_span(buf, base: int, entries: list) -> list[str | None]:
@@ -82,7 +84,7 @@ def verify_span(buf, base: int, entries: list) -> list[str | None]:
                 if data is not None and hash_bytes(data) == oid:
                     out.append(None)
                     continue
-            verify_record(oid, rec, kind, size)
+            verify_record(oid, rec, kind, size, view=True)
             out.append(None)
         except ZcasError as e:
             out.append(getattr(e, "reason", None) or str(e))

@@ -28,7 +28,19 @@ def _zero_frame(n: int) -> bytes:
     return b"".join(out)
 
 
-BOMB_RUN = textwrap.dedent("""
+# The child's own peak: VmHWM belongs to the process's memory map, made fresh by exec;
+# ru_maxrss also keeps the peak of the (pytest) process it was forked from, on Linux.
+PEAK = """
+def peak_kb():
+    import resource
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+
+BOMB_RUN = PEAK + textwrap.dedent("""
     import json, resource, sys
     from zcas.cas.repo import Repo
     from zcas.cas.checkout import checkout
@@ -39,7 +51,7 @@ BOMB_RUN = textwrap.dedent("""
         err = None
     except IntegrityError as e:
         err = str(e)
-    print(json.dumps({"err": err, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    print(json.dumps({"err": err, "maxrss_kb": peak_kb()}))
 """)
 
 
@@ -123,3 +135,75 @@ def test_large_decompressions_share_one_byte_budget(monkeypatch):
         t.join()
     assert 0 < inflight[1] <= 24 << 20 and inflight[0] == 0
     assert codec.budget.free == 24 << 20
+
+
+PULL_RUN = PEAK + textwrap.dedent("""
+    import json, resource, sys
+    from zcas.cas.db import ObjectDB
+    from zcas.cas.local import LocalBackend
+    from zcas.cas.objstore import ObstoreBackend
+    from zcas.cas.pull import pull_packs
+    from zcas.cas.transfer import remote_packs
+    remote = ObstoreBackend("file://" + sys.argv[1])
+    db = ObjectDB(LocalBackend(sys.argv[2]))
+    res = pull_packs(remote, db, remote_packs(remote))
+    print(json.dumps({"rejected": res.rejected, "objects": res.objects, "bytes": res.bytes,
+                      "maxrss_kb": peak_kb()}))
+""")
+
+
+def _sparse_packs(root, kind: int, n: int, size: int, index_size: int) -> None:
+    """The reviewer's remote: ``n`` packs, each one raw record of ``size`` zero bytes
+    (sparse files: nothing on disk)."""
+    from zcas.cas.pack import PACK_HEADER, idx_key, pack_key
+
+    from .forge import raw_index
+
+    for k in range(n):
+        oid = hash_bytes(b"x%d-%d" % (kind, k))
+        hdr = codec.HEADER.pack(kind, codec.CODEC_RAW, size)
+        idx = raw_index([(oid, len(PACK_HEADER), len(hdr) + size, kind, index_size)])
+        name = hash_bytes(idx).hex()
+        p = os.path.join(root, pack_key(name))
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(PACK_HEADER + hdr)
+            f.truncate(len(PACK_HEADER) + len(hdr) + size)
+        with open(os.path.join(root, idx_key(name)), "wb") as f:
+            f.write(idx)
+
+
+def _pull_in_subprocess(remote, local) -> dict:
+    import json
+
+    p = subprocess.run([sys.executable, "-c", PULL_RUN, str(remote), str(local)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_attack_pull_of_four_packs_of_one_gib_raw_records_stays_bounded(tmp_path):
+    """The reviewer's remote: 4 packs, each one raw record claiming 1 GiB (6.4 GB peak
+    before). A record object in a pack is at most 16 MiB (no zcas writes a larger run
+    record), so each entry is refused from the index: nothing of it is fetched."""
+    _sparse_packs(tmp_path / "remote", codec.KIND_RECORD, 4, GIB, GIB)
+    res = _pull_in_subprocess(tmp_path / "remote", tmp_path / "local")
+    assert res["objects"] == 0 and len(res["rejected"]) == 4, res
+    assert all("over the record limit" in r for r in res["rejected"]), res
+    assert res["maxrss_kb"] < 150 * 1024, res
+
+
+def test_attack_pull_of_four_packs_of_largest_raw_manifests_carries_one_at_a_time(tmp_path):
+    """4 packs each holding one raw manifest of the largest size an entry allows (256 MiB,
+    spanning 32 pieces): the carried records draw on one budget, and raw records are
+    verified in place, so peak memory is a few hundred MB, not 4 x 256 MiB and copies."""
+    size = codec.MAX_SIZE[codec.KIND_CHUNKED]
+    _sparse_packs(tmp_path / "remote", codec.KIND_CHUNKED, 4, size, 1 << 40)
+    res = _pull_in_subprocess(tmp_path / "remote", tmp_path / "local")
+    assert res["objects"] == 0 and len(res["rejected"]) == 4, res
+    assert res["maxrss_kb"] < 500 * 1024, res
+
+
+def test_record_objects_over_16_mib_are_not_written_to_a_pack(repo):
+    with pytest.raises(UsageError, match="exceeds the limit of 16777216 bytes"):
+        repo.db.put(codec.KIND_RECORD, bytes(codec.MAX_RECORD_OBJECT + 1))
+    assert codec.MAX_SIZE[codec.KIND_RECORD] == 256 << 20  # lineage segments keep their envelope
