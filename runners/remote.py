@@ -130,7 +130,8 @@ class Remote:
         self.repo = repo
         check_credentials(spec)
         self.backend = ObstoreBackend(spec.url, spec.endpoint, spec.region, spec.allow_http)
-        self.db = ObjectDB(self.backend, tmp_dir=os.path.join(repo.zdir, "objects", "tmp"))
+        self.db = ObjectDB(self.backend, tmp_dir=os.path.join(repo.zdir, "objects", "tmp"),
+                           warn=lambda line: _warn(f"remote {spec.name}: {printable(line)}"))
         self.lineage = RemoteLineage(lineage, self.backend, os.path.join(repo.zdir, "remotes", spec.name, "segments"))
         self._synced = False
         self.unusable: str | None = None  # why lookups stopped asking this remote (see lookup_failed)

@@ -599,3 +599,18 @@ def test_missing_credentials_are_named_without_probing_a_metadata_service(repo_d
     assert r.err.count("no credentials for remote origin") == 1 and len(r.err.strip().splitlines()) == 1, r
     assert run_zcas("remote", "add", "vm", "s3://bucket/q", "--instance-credentials", cwd=repo_dir).code == 0
     assert json.loads(run_zcas("remote", "list", "--json", cwd=repo_dir).out)["vm"]["instance_credentials"] is True
+
+
+def test_attack_junk_pack_index_on_the_remote_does_not_break_named_pulls_or_hits(tmp_path, poisoned):
+    a, url, rec = poisoned
+    remote_dir = tmp_path / "remote"
+    _publish_records(url, [rec])
+    (remote_dir / "packs" / ("pack-" + "0" * 63 + "1.idx")).write_bytes(b"garbage")
+    b = _repo(tmp_path / "b", url)
+    r = run_zcas("run", "-o", "out.txt", "--", *CMD, cwd=b)
+    assert r.code == 0 and "cached:" in r.out, r  # the hit still comes from the good pack
+    assert "pack index" in r.err and len(r.err.strip().splitlines()) == 1, r
+    oid = rec["outputs"]["out.txt"]
+    c = _repo(tmp_path / "c", url)
+    r = run_zcas("pull", oid, cwd=c)
+    assert r.code == 0 and run_zcas("cat", oid, cwd=c).out == "hello\n", r
