@@ -37,6 +37,7 @@ from .errors import (
     ZcasError,
 )
 from .oid import hash_bytes, hasher
+from .reach import fold
 from .tree import (
     MODE_EXEC,
     MODE_FILE,
@@ -99,20 +100,13 @@ class Trees:
         rounded up to whole ``block``-byte blocks (an empty file takes none, a 1-byte file
         one) and each folder taking one block."""
         memo = self._totals.setdefault(block, {})
-        stack = [oid]
-        while stack:
-            t = stack[-1]
-            if t in memo:
-                stack.pop()
-                continue
-            ents = self.entries(t)
-            subs = [e.oid for e in ents if e.mode == MODE_TREE and e.oid not in memo]
-            if subs:
-                stack.extend(subs)
-                continue
-            stack.pop()
+
+        def children(t: bytes) -> list[bytes]:
+            return [e.oid for e in self.entries(t) if e.mode == MODE_TREE]
+
+        def combine(t: bytes) -> Totals:
             paths = folders = size = 0
-            for e in ents:
+            for e in self.entries(t):
                 paths += 1
                 if e.mode == MODE_TREE:
                     sub = memo[e.oid]
@@ -122,8 +116,9 @@ class Trees:
                 elif e.mode != MODE_LINK:
                     n = self.db.entry(e.oid).size
                     size += -(-n // block) * block
-            memo[t] = Totals(paths, folders, size)
-        return memo[oid]
+            return Totals(paths, folders, size)
+
+        return fold(oid, children, combine, memo)
 
 
 class Totals(NamedTuple):

@@ -55,29 +55,41 @@ def walk(db, roots: Iterable[bytes], sizes: dict[bytes, int] | None = None,
     return seen, missing
 
 
-def logical_size(db, oid: bytes, memo: dict[bytes, int]) -> int:
-    """Bytes a checkout of ``oid`` writes (files and link targets, counted without dedup)."""
+def fold(oid: bytes, children, combine, memo: dict):
+    """``memo[oid] = combine(oid)``, after the same for every id ``children(oid)`` names:
+    a post-order walk of a DAG of trees, each distinct node once (however often a tree
+    reuses it) and iteratively (folders thousands deep are fine). ``combine`` reads its
+    children's results from ``memo``."""
     stack = [oid]
-    pending: dict[bytes, list[bytes]] = {}  # trees whose children are being sized
+    pending: dict[bytes, list[bytes]] = {}  # nodes whose children are being folded
     while stack:
         t = stack[-1]
         if t in memo:
             stack.pop()
             continue
-        children = pending.get(t)
-        if children is None:
-            e = db.entry(t)
-            if e.kind != codec.KIND_TREE:
-                memo[t] = e.size
-                stack.pop()
-                continue
-            _, payload = db.get(t)
-            children = pending[t] = [x.oid for x in decode_tree(t.hex(), payload)]
-            todo = [c for c in children if c not in memo]
+        if t not in pending:
+            pending[t] = children(t)
+            todo = [c for c in pending[t] if c not in memo]
             if todo:
                 stack.extend(todo)
                 continue
-        memo[t] = sum(memo[c] for c in children)
+        memo[t] = combine(t)
         del pending[t]
         stack.pop()
     return memo[oid]
+
+
+def logical_size(db, oid: bytes, memo: dict[bytes, int]) -> int:
+    """Bytes a checkout of ``oid`` writes (files and link targets, counted without dedup)."""
+    kids: dict[bytes, list[bytes]] = {}
+
+    def children(t: bytes) -> list[bytes]:
+        if db.entry(t).kind != codec.KIND_TREE:
+            return []
+        kids[t] = [x.oid for x in decode_tree(t.hex(), db.get(t)[1])]
+        return kids[t]
+
+    def combine(t: bytes) -> int:
+        return sum(memo[c] for c in kids.pop(t)) if t in kids else db.entry(t).size
+
+    return fold(oid, children, combine, memo)
