@@ -138,12 +138,11 @@ def _no_such_step(steps: dict, word: str) -> None:
     """With a pipeline file present, a word that is no step is a typo, not a command to run."""
     import difflib
 
+    from zcas.cas.errors import UsageError
     from zcas.cas.safetext import printable
 
     close = difflib.get_close_matches(word, list(steps), n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(close)}?)" if close else f" (steps: {', '.join(sorted(steps))})"
-    from zcas.cas.errors import UsageError
-
     raise UsageError(f"no step named {printable(word)!r} in zcas.toml{hint}; to run a command, put it after --: "
                      f"zcas run -- {printable(word)} ...")
 
