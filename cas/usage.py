@@ -6,14 +6,14 @@ import attrs
 
 from . import codec
 from .pack import PREFIX
-from .reach import logical_size
+from .reach import logical_size, walk
 
 
 @attrs.frozen
 class Usage:
     versions: int  # path versions recorded
     logical_bytes: int  # every recorded version checked out side by side
-    unique_bytes: int  # distinct file content (blobs and chunks) after deduplication, uncompressed
+    unique_bytes: int  # distinct file content (blobs and chunks) of those versions, uncompressed
     stored_bytes: int  # bytes on disk (packs and indexes)
     objects: int
 
@@ -35,6 +35,9 @@ class Usage:
 def usage(db, version_ids: list[bytes]) -> Usage:
     memo: dict[bytes, int] = {}
     logical = sum(logical_size(db, oid, memo) for oid in version_ids if db.has(oid))
-    unique = sum(e.size for _, e in db.iter_entries() if e.kind == codec.KIND_BLOB)
+    # the distinct content those versions hold (not every blob in the store: run outputs and
+    # stored values are no recorded version), so logical / unique is never below 1
+    live, _ = walk(db, [o for o in version_ids if db.has(o)])
+    unique = sum(e.size for o in live if (e := db.entry(o)).kind == codec.KIND_BLOB)
     stored = sum(db.backend.info(k).size for k in db.backend.list(PREFIX))
     return Usage(len(version_ids), logical, unique, stored, len(db.index))

@@ -250,3 +250,15 @@ def test_fsck_reports_corruption(repo_dir, zcas):
     assert r.code == 1
     assert re.search(rf"corrupt {oid}: .*hash mismatch", r.out), r
     assert_one_line_error(zcas("cat", oid, cwd=repo_dir), oid, "corrupt")
+
+
+def test_du_dedup_counts_only_what_recorded_versions_hold(repo_dir, zcas):
+    """Run outputs and stored values are objects too, but no recorded version: they must not
+    make deduplication look below 1x (issue 13)."""
+    (repo_dir / "a.txt").write_bytes(b"same content " * 100)
+    (repo_dir / "b.txt").write_bytes(b"same content " * 100)
+    assert zcas("add", "a.txt", "b.txt", cwd=repo_dir).code == 0
+    r = zcas("run", "-o", "big.bin", "--", "sh", "-c", "head -c 200000 /dev/urandom > big.bin", cwd=repo_dir)
+    assert r.code == 0, r
+    du = json.loads(zcas("du", "--json", cwd=repo_dir).out)
+    assert du["logical_bytes"] == 2600 and du["unique_bytes"] == 1300 and du["dedup_ratio"] == 2.0, du
