@@ -89,6 +89,10 @@ def add_remote(repo, spec: RemoteSpec) -> None:
         raise UsageError(f"invalid remote name {printable(spec.name)!r}: use letters, digits, '.', '_' and '-'")
     parse_url(spec.url)  # a malformed URL (or one holding credentials) fails here, in one line
     check_no_credentials(spec.endpoint, "endpoint URL")
+    plain_ok = spec.allow_http or os.environ.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true", "yes")
+    if spec.endpoint and spec.endpoint.lower().startswith("http://") and not plain_ok:
+        raise UsageError(f"endpoint {spec.endpoint} is plain HTTP: add --allow-http (a local test server), "
+                         "or use https://")
     cfg = read_config(repo.zdir)
     table = cfg.setdefault("remote", {})
     if spec.name in table:

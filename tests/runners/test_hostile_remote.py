@@ -614,3 +614,11 @@ def test_attack_junk_pack_index_on_the_remote_does_not_break_named_pulls_or_hits
     c = _repo(tmp_path / "c", url)
     r = run_zcas("pull", oid, cwd=c)
     assert r.code == 0 and run_zcas("cat", oid, cwd=c).out == "hello\n", r
+
+
+def test_plain_http_endpoint_needs_allow_http_at_remote_add(repo_dir):
+    r = run_zcas("remote", "add", "x", "s3://b/p", "--endpoint", "http://127.0.0.1:9000", cwd=repo_dir,
+                 env={"AWS_ALLOW_HTTP": ""})
+    assert_one_line_error(r, "plain HTTP", "--allow-http", code=2)
+    assert run_zcas("remote", "add", "x", "s3://b/p", "--endpoint", "http://127.0.0.1:9000", "--allow-http",
+                    cwd=repo_dir).code == 0
