@@ -34,7 +34,20 @@ def write_csv(path: str, rows: int, seed: int) -> None:
 
 
 def main() -> None:
-    work = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="zcas-demo-")
+    """Runs in a temporary folder, removed at the end; ``demo.py DIR`` keeps it in DIR."""
+    if len(sys.argv) > 1:
+        run(sys.argv[1], keep=True)
+        return
+    import shutil
+
+    work = tempfile.mkdtemp(prefix="zcas-demo-")
+    try:
+        run(work, keep=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: str, keep: bool) -> None:
     os.makedirs(work, exist_ok=True)
     print(f"# working in {work}\n")
     zcas("init", cwd=work)
@@ -79,7 +92,10 @@ def main() -> None:
     print("# 9. where did the report come from?")
     zcas("log", "-n", "4", cwd=work)
     zcas("log", "--graph", "out/report.txt", cwd=work)
-    print(f"# done: the repository is in {work}/.zcas")
+    if keep:
+        print(f"# done: the repository is in {work}/.zcas")
+    else:
+        print("# done (the temporary folder is removed; run 'examples/demo.py DIR' to keep one to explore)")
 
 
 SUMMARY = """
