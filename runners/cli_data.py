@@ -11,16 +11,26 @@ from .cli import Ctx, cli, emit_json, pass_ctx
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-t", "--tag", "tag_name", metavar="NAME", help="Also tag the version added (one PATH only).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @pass_ctx
-def add(c: Ctx, paths: tuple[str, ...], as_json: bool) -> None:
+def add(c: Ctx, paths: tuple[str, ...], tag_name: str | None, as_json: bool) -> None:
     """Store files or folders and record this version of each PATH.
 
     Prints "<id>  <path>" per path. Unchanged files are recognised by their stat and not
     read again.
     """
+    if tag_name is not None:
+        from zcas.cas.errors import UsageError
+        from zcas.cas.refs import check_tag_name
+
+        check_tag_name(tag_name)  # before anything is stored
+        if len(paths) != 1:
+            raise UsageError(f"--tag names one version: give one PATH, not {len(paths)}")
     out = c.repo.add(list(paths))
     c.lineage.index_paths(c.repo.refs.last_recorded)
+    if tag_name is not None:
+        c.lineage.set_tag(tag_name, out[0][0])
     if as_json:
         emit_json([{"id": oid.hex(), "path": p, "kind": kind} for oid, p, kind in out])
     else:
@@ -83,7 +93,10 @@ def checkout(c: Ctx, ref: str, dest: str, force: bool) -> None:
 @click.option("-d", "--delete", is_flag=True, help="Delete the tag NAME.")
 @pass_ctx
 def tag(c: Ctx, name: str, ref: str | None, force: bool, delete: bool) -> None:
-    """Name an object: NAME then works wherever an id does."""
+    """Name an object: NAME then works wherever an id does.
+
+    REF is an id (or unique prefix), a tag, or a path with recorded versions (its latest).
+    """
     if delete:
         c.lineage.delete_tag(name)
         return
@@ -91,7 +104,9 @@ def tag(c: Ctx, name: str, ref: str | None, force: bool, delete: bool) -> None:
         raise click.UsageError("missing argument ID (the object to tag)")
     from zcas.cas.refs import check_tag_name
 
-    c.lineage.set_tag(check_tag_name(name), c.repo.resolve(ref), force=force)
+    check_tag_name(name)
+    versions = c.lineage.graph.history(c.repo.rel(ref))  # a path: its latest recorded version
+    c.lineage.set_tag(name, versions[-1][1] if versions else c.repo.resolve(ref), force=force)
 
 
 @cli.command()

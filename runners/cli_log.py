@@ -63,11 +63,12 @@ def _since(text: str | None) -> int:
 @click.option("--used-by", is_flag=True, help="Follow TARGET downstream: what was made from it.")
 @click.option("--depth", type=click.IntRange(min=1), help="Follow at most N runs away from TARGET.")
 @click.option("--graph", "as_graph", is_flag=True, help="Draw the lineage as a tree in the terminal.")
+@click.option("--versions", is_flag=True, help="List the recorded versions of the path TARGET, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: dot and mermaid draw the graph; openlineage prints RunEvents.")
 @pass_ctx
-def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, as_json, fmt) -> None:
+def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, versions, as_json, fmt) -> None:
     """Show runs, newest first; or, given a PATH or ID, where it came from.
 
     With no TARGET: one line per run (id, start time, status, duration, step). With a
@@ -79,6 +80,11 @@ def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, as_json, f
 
     fmt = "json" if as_json else fmt
     lin = c.lineage
+    if versions:
+        if target is None:
+            raise click.UsageError("--versions needs a PATH")
+        _print_versions(c, target, limit, fmt)
+        return
     if target is None:
         if as_graph or fmt in ("dot", "mermaid"):
             raise click.UsageError("--graph, dot and mermaid need a TARGET (a path or an id)")
@@ -123,6 +129,24 @@ def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, as_json, f
 
                     names = printable(", ".join(sorted(g.artifacts[a]))) or "(unnamed)"
                     click.echo(f"source {a[:12]}  {names}")
+
+
+def _print_versions(c: Ctx, path: str, limit: int | None, fmt: str) -> None:
+    """Every recorded version of a path, newest first: added by hand or written by a run."""
+    from zcas.cas.errors import ZcasError
+    from zcas.cas.safetext import printable
+    from zcas.lineage import export
+
+    rel = c.repo.rel(path)
+    found = list(reversed(c.lineage.history(rel)))[:limit]
+    if not found:
+        raise ZcasError(f"no recorded versions of {printable(rel)} (zcas add it, or let a run write it)")
+    if fmt == "json":
+        emit_json([{"path": v.path, "id": v.id, "time_ns": v.time_ns, "kind": v.kind, "run": v.run} for v in found])
+        return
+    for v in found:
+        how = f"run {v.run[:12]}" if v.run else "added"
+        click.echo(f"{v.id[:12]}  {export.when(v.time_ns)}  {v.kind:<4}  {how}")
 
 
 def _print_runs(c: Ctx, runs: dict[str, dict], fmt: str) -> None:

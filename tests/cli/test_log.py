@@ -79,3 +79,24 @@ def test_show(ran, zcas):
     art = json.loads(zcas("show", "--json", "a.txt", cwd=ran).out)
     assert art["produced_by"] == [rid] and len(art["used_by"]) == 1
     assert_one_line_error(zcas("show", "nosuchthing", cwd=ran), "unknown tag or id")
+
+
+def test_versions_of_a_path_tag_a_path_and_add_with_a_tag(repo_dir, zcas):
+    """Issue 13: `log PATH --versions`, `tag NAME PATH` (its latest version), `add --tag`."""
+    import json
+
+    f = repo_dir / "data.csv"
+    f.write_text("v1\n")
+    v1 = zcas("add", "data.csv", "--tag", "first", cwd=repo_dir).out.split()[0]
+    f.write_text("v2\n")
+    v2 = zcas("add", "data.csv", cwd=repo_dir).out.split()[0]
+    rows = zcas("log", "data.csv", "--versions", cwd=repo_dir).out.splitlines()
+    assert [r.split()[0] for r in rows] == [v2[:12], v1[:12]] and all("added" in r for r in rows), rows
+    js = json.loads(zcas("log", "data.csv", "--versions", "--json", "-n", "1", cwd=repo_dir).out)
+    assert [v["id"] for v in js] == [v2]
+    assert zcas("tag", "latest", "data.csv", cwd=repo_dir).code == 0
+    assert zcas("cat", "latest", cwd=repo_dir).out == "v2\n" and zcas("cat", "first", cwd=repo_dir).out == "v1\n"
+    r = zcas("add", "data.csv", "other", "--tag", "x", cwd=repo_dir)
+    assert r.code == 2 and "one PATH" in r.err, r
+    r = zcas("log", "nothing.csv", "--versions", cwd=repo_dir)
+    assert r.code == 1 and "no recorded versions" in r.err, r
