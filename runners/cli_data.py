@@ -74,16 +74,57 @@ def ls(c: Ctx, ref: str, recursive: bool, as_json: bool) -> None:
 @click.argument("ref")
 @click.argument("dest", type=click.Path())
 @click.option("-f", "--force", is_flag=True, help="Overwrite files whose content differs.")
+@click.option("--prune", is_flag=True, help="Also delete files and folders in DEST that the tree does not name.")
 @pass_ctx
-def checkout(c: Ctx, ref: str, dest: str, force: bool) -> None:
+def checkout(c: Ctx, ref: str, dest: str, force: bool, prune: bool) -> None:
     """Restore a stored file or tree (by id or tag) at DEST, byte for byte.
 
     Existing identical files are left alone; changed ones are refused unless --force.
+    Files already in DEST that the tree does not name are left and counted (--prune
+    deletes them).
     """
     from zcas.cas.checkout import checkout as do_checkout
 
-    n = do_checkout(c.repo.db, c.repo.resolve(ref), dest, force=force)
+    oid = c.repo.resolve(ref)
+    n = do_checkout(c.repo.db, oid, dest, force=force)
     click.echo(f"restored {n} file{'s' if n != 1 else ''} into {dest}", err=True)
+    from zcas.cas import codec
+
+    if c.repo.db.entry(oid).kind == codec.KIND_TREE:
+        _extra_files(c, oid, dest, prune)
+
+
+def _extra_files(c: Ctx, oid: bytes, dest: str, prune: bool) -> None:
+    """Say what DEST holds that the tree does not name; with ``prune``, delete it."""
+    import os
+    import shutil
+
+    from zcas.cas.safetext import printable
+    from zcas.cas.view import list_tree
+
+    named = {p.rstrip("/") for _, _, _, p in list_tree(c.repo.db, oid, recursive=True)}
+    extra: list[str] = []
+    for top, dirs, files in os.walk(dest):
+        rel = os.path.relpath(top, dest)
+        rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        for d in list(dirs):
+            if rel + d not in named:
+                extra.append(rel + d + "/")
+                dirs.remove(d)  # everything inside is extra too: named once
+        extra.extend(rel + f for f in files if rel + f not in named)
+    if not extra:
+        return
+    if prune:
+        for e in extra:
+            path = os.path.join(dest, e.rstrip("/"))
+            if e.endswith("/") and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        click.echo(f"pruned {len(extra)} entries the tree does not name", err=True)
+    else:
+        shown = ", ".join(printable(e) for e in extra[:3]) + (", ..." if len(extra) > 3 else "")
+        click.echo(f"left {len(extra)} entries the tree does not name ({shown}); --prune deletes them", err=True)
 
 
 @cli.command()

@@ -262,3 +262,22 @@ def test_du_dedup_counts_only_what_recorded_versions_hold(repo_dir, zcas):
     assert r.code == 0, r
     du = json.loads(zcas("du", "--json", cwd=repo_dir).out)
     assert du["logical_bytes"] == 2600 and du["unique_bytes"] == 1300 and du["dedup_ratio"] == 2.0, du
+
+
+def test_checkout_says_what_it_left_and_prunes_on_request(repo_dir, zcas):
+    """Issue 13: a tree checked out over a folder names the files it did not write."""
+    src = repo_dir / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("a")
+    (src / "sub" / "b.txt").write_text("b")
+    tree = zcas("add", "src", cwd=repo_dir).out.split()[0]
+    dest = repo_dir / "dest"
+    (dest / "old").mkdir(parents=True)
+    (dest / "old" / "x.txt").write_text("x")
+    (dest / "stray.txt").write_text("s")
+    r = zcas("checkout", tree, "dest", cwd=repo_dir)
+    assert r.code == 0 and "left 2 entries the tree does not name" in r.err and "--prune" in r.err, r
+    assert (dest / "stray.txt").exists() and (dest / "old" / "x.txt").exists()
+    r = zcas("checkout", tree, "dest", "--prune", cwd=repo_dir)
+    assert r.code == 0 and "pruned 2 entries" in r.err, r
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == ["a.txt", "sub", "sub/b.txt"]
