@@ -34,6 +34,23 @@ def remote_add(c: Ctx, name, url, endpoint, region, allow_http, instance_credent
     add_remote(c.repo, RemoteSpec(name, url, endpoint, region, allow_http, instance_credentials))
 
 
+@remote.command("modify")
+@click.argument("name")
+@click.option("--url", help="A new URL (s3://BUCKET/PREFIX, gs://..., az://..., memory:// or a path).")
+@click.option("--endpoint", help="A new endpoint URL.")
+@click.option("--region", help="A new region.")
+@click.option("--allow-http/--no-allow-http", default=None, help="Allow plain HTTP, or no longer.")
+@click.option("--instance-credentials/--no-instance-credentials", default=None,
+              help="Use the machine's own cloud credentials, or no longer.")
+@pass_ctx
+def remote_modify(c: Ctx, name, url, endpoint, region, allow_http, instance_credentials) -> None:
+    """Change a remote's settings; those not given stay as they are (checked as by add)."""
+    from .remote import modify_remote
+
+    modify_remote(c.repo, name, url=url, endpoint=endpoint, region=region, allow_http=allow_http,
+                  instance_credentials=instance_credentials)
+
+
 @remote.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @pass_ctx

@@ -81,9 +81,9 @@ def check_credentials(spec: RemoteSpec) -> None:
                          f"(on a cloud machine with its own role: zcas remote add ... --instance-credentials)")
 
 
-def add_remote(repo, spec: RemoteSpec) -> None:
+def check_spec(spec: RemoteSpec) -> None:
+    """Everything a remote's settings must satisfy before they are written, in one line each."""
     from zcas.cas.objstore import check_no_credentials, parse_url
-    from zcas.cas.repo import read_config, write_config
 
     if not _NAME.fullmatch(spec.name):
         raise UsageError(f"invalid remote name {printable(spec.name)!r}: use letters, digits, '.', '_' and '-'")
@@ -93,12 +93,32 @@ def add_remote(repo, spec: RemoteSpec) -> None:
     if spec.endpoint and spec.endpoint.lower().startswith("http://") and not plain_ok:
         raise UsageError(f"endpoint {spec.endpoint} is plain HTTP: add --allow-http (a local test server), "
                          "or use https://")
+
+
+def add_remote(repo, spec: RemoteSpec) -> None:
+    from zcas.cas.repo import read_config, write_config
+
+    check_spec(spec)
     cfg = read_config(repo.zdir)
     table = cfg.setdefault("remote", {})
     if spec.name in table:
-        raise ZcasError(f"remote {spec.name} already exists (remove it first: zcas remote remove {spec.name})")
+        raise ZcasError(f"remote {spec.name} already exists (change it: zcas remote modify {spec.name} ...)")
     table[spec.name] = spec.settings()
     write_config(repo.zdir, cfg)
+
+
+def modify_remote(repo, name: str, **changes) -> RemoteSpec:
+    """Change some of a remote's settings (a value of None leaves that one as it is); the
+    result is checked as a new remote would be."""
+    from zcas.cas.repo import read_config, write_config
+
+    old = pick(repo, name)
+    spec = attrs.evolve(old, **{k: v for k, v in changes.items() if v is not None})
+    check_spec(spec)
+    cfg = read_config(repo.zdir)
+    cfg["remote"][name] = spec.settings()
+    write_config(repo.zdir, cfg)
+    return spec
 
 
 def remove_remote(repo, name: str) -> None:

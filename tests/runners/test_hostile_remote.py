@@ -622,3 +622,15 @@ def test_plain_http_endpoint_needs_allow_http_at_remote_add(repo_dir):
     assert_one_line_error(r, "plain HTTP", "--allow-http", code=2)
     assert run_zcas("remote", "add", "x", "s3://b/p", "--endpoint", "http://127.0.0.1:9000", "--allow-http",
                     cwd=repo_dir).code == 0
+
+
+def test_remote_modify_changes_settings_and_checks_them_like_add(repo_dir):
+    assert run_zcas("remote", "add", "origin", "s3://b/p", cwd=repo_dir).code == 0
+    r = run_zcas("remote", "add", "origin", "s3://b/q", cwd=repo_dir)
+    assert_one_line_error(r, "already exists", "zcas remote modify origin")
+    assert run_zcas("remote", "modify", "origin", "--url", "s3://b/q", "--region", "eu-west-1", cwd=repo_dir).code == 0
+    assert json.loads(run_zcas("remote", "list", "--json", cwd=repo_dir).out)["origin"] == {"url": "s3://b/q", "region": "eu-west-1"}
+    assert_one_line_error(run_zcas("remote", "modify", "origin", "--endpoint", "http://u:pa55@127.0.0.1:9", cwd=repo_dir),
+                          "holds credentials")
+    assert_one_line_error(run_zcas("remote", "modify", "nope", "--url", "s3://b/q", cwd=repo_dir), "no remote named nope")
+    assert "pa55" not in (repo_dir / ".zcas" / "config.toml").read_text()
