@@ -47,6 +47,21 @@ def _target(c: Ctx, text: str) -> tuple[bytes, bool, str | None]:
     return oid, lin.graph.has_run(oid), None
 
 
+def _writer_of_latest(lin, path: str) -> bytes | None:
+    """The latest run that wrote the version now recorded at ``path`` (None: none did, it
+    was added by hand)."""
+    hist = lin.graph.history(path)
+    if not hist:
+        return None
+    oid = hist[-1][1].hex()
+    best = None
+    for rid in lin.graph.producers(hist[-1][1]):
+        r = lin.run_dict(rid)
+        if r and r.get("outputs", {}).get(path) == oid and (best is None or r["started_ns"] > best[0]):
+            best = (r["started_ns"], rid)
+    return best[1] if best else None
+
+
 def _since(text: str | None) -> int:
     if not text:
         return 0
@@ -64,11 +79,13 @@ def _since(text: str | None) -> int:
 @click.option("--depth", type=click.IntRange(min=1), help="Follow at most N runs away from TARGET.")
 @click.option("--graph", "as_graph", is_flag=True, help="Draw the lineage as a tree in the terminal.")
 @click.option("--versions", is_flag=True, help="List the recorded versions of the path TARGET, newest first.")
+@click.option("--all", "every", is_flag=True,
+              help="For a PATH: every run that wrote its bytes, not only the one behind its latest version.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: dot and mermaid draw the graph; openlineage prints RunEvents.")
 @pass_ctx
-def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, versions, as_json, fmt) -> None:
+def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, versions, every, as_json, fmt) -> None:
     """Show runs, newest first; or, given a PATH or ID, where it came from.
 
     With no TARGET: one line per run (id, start time, status, duration, step). With a
@@ -95,7 +112,13 @@ def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, versions, 
 
     oid, is_run, path = _target(c, target)
     walk = descendants if used_by else ancestors
-    g = walk(lin, oid, depth or (1 << 30), is_run=is_run)
+    credited = _writer_of_latest(lin, path) if path and not used_by and not every else None
+    if credited is not None:  # that version's own history, not that of every run that wrote the same bytes
+        g = ancestors(lin, credited, depth or (1 << 30), is_run=True)
+        g.root = oid.hex()
+        g.edges.append((credited.hex(), oid.hex(), "output"))
+    else:
+        g = walk(lin, oid, depth or (1 << 30), is_run=is_run)
     if path:
         g.artifacts.setdefault(oid.hex(), set()).add(path)
     if step:

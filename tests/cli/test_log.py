@@ -100,3 +100,23 @@ def test_versions_of_a_path_tag_a_path_and_add_with_a_tag(repo_dir, zcas):
     assert r.code == 2 and "one PATH" in r.err, r
     r = zcas("log", "nothing.csv", "--versions", cwd=repo_dir)
     assert r.code == 1 and "no recorded versions" in r.err, r
+
+
+def test_lineage_of_a_path_follows_the_run_behind_its_latest_version(repo_dir, zcas):
+    """Issue 13: two runs wrote the same bytes to one path; its lineage is that of the run
+    that wrote the version there now (--all: both)."""
+    import json
+
+    (repo_dir / "x.txt").write_text("x\n")
+    (repo_dir / "y.txt").write_text("y\n")
+    for src in ("x.txt", "y.txt"):
+        r = zcas("run", "-i", src, "-o", "m.json", "--", "sh", "-c", f"cat {src} > /dev/null; echo same > m.json", cwd=repo_dir)
+        assert r.code == 0, r
+    g = json.loads(zcas("log", "m.json", "--json", cwd=repo_dir).out)
+    assert [r["cmd"][-1] for r in g["runs"]] == ["cat y.txt > /dev/null; echo same > m.json"], g
+    assert g["root"] in {a["id"] for a in g["artifacts"]}
+    graph = zcas("log", "--graph", "m.json", cwd=repo_dir).out
+    assert graph.splitlines()[0].startswith("m.json (") and "y.txt" in graph and "x.txt" not in graph, graph
+    g = json.loads(zcas("log", "m.json", "--json", "--all", cwd=repo_dir).out)
+    assert sorted(r["cmd"][-1] for r in g["runs"]) == ["cat x.txt > /dev/null; echo same > m.json",
+                                                       "cat y.txt > /dev/null; echo same > m.json"]
