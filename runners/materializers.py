@@ -91,7 +91,7 @@ def for_value(value, allow_pickle: bool = False) -> Materializer:
     if m is None:
         if allow_pickle:
             return _by_name["pickle"]
-        raise NoMaterializerError(tp)
+        raise NoMaterializerError(_first_bad(value) if tp in (list, tuple, dict) else tp)
     if m.name == "json" and not _plain(value):
         if allow_pickle:
             return _by_name["pickle"]
@@ -99,7 +99,35 @@ def for_value(value, allow_pickle: bool = False) -> Materializer:
     return m
 
 
+def check_return_type(fn, allow_pickle: bool) -> None:
+    """Before a step runs: if its return annotation is a class no materializer handles,
+    say so now rather than after the work is done (best effort: annotations that are not
+    a plain class, or cannot be resolved, are checked on the value instead)."""
+    if allow_pickle:
+        return
+    try:
+        import typing
+
+        ret = typing.get_type_hints(fn).get("return")
+    except Exception:  # noqa: BLE001 - an annotation we cannot resolve is not the user's error here
+        return
+    if not isinstance(ret, type) or ret in (object, type(None), bool, int, float, str, bytes, bytearray, list, tuple, dict):
+        return
+    if ret in _by_type or any(issubclass(ret, t) for t in _by_type):
+        return
+    _register_imported()
+    if ret in _by_type or any(issubclass(ret, t) for t in _by_type):
+        return
+    raise NoMaterializerError(ret)
+
+
 # -- plain values: canonical JSON with tuples and bytes tagged ------------------------------
+
+
+def _np_scalar(v) -> bool:
+    """A numpy scalar (np.float64, np.int32, np.bool_ ...): what ``arr.mean()`` returns,
+    stored as the plain Python value its ``item()`` gives."""
+    return type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0 and hasattr(v, "item")
 
 
 def _plain(v, depth: int = 0) -> bool:
@@ -107,6 +135,9 @@ def _plain(v, depth: int = 0) -> bool:
         return False
     if v is None or type(v) in (bool, int, str, bytes):
         return True
+    if _np_scalar(v):
+        x = v.item()
+        return type(x) is not type(v) and _plain(x, depth + 1)
     if type(v) is float:
         return v == v and v not in (float("inf"), float("-inf"))
     if type(v) in (list, tuple):
@@ -131,6 +162,8 @@ def _first_bad(v):
 
 
 def _tag(v):
+    if _np_scalar(v):
+        v = v.item()
     if type(v) is tuple:
         return {"$tuple": [_tag(x) for x in v]}
     if type(v) is list:

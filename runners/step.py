@@ -300,6 +300,7 @@ class Session:
                 if hit is not None:  # another process ran it while we waited
                     lock.release()
                     return self.call(step, args, kwargs)
+            mats.check_return_type(step.fn, step.pickle)  # before the work, not after it
             if self.executor is not None:
                 return self._submit(step, bound, common, used_mats)
             return self._execute(step, bound, common, used_mats)

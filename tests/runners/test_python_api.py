@@ -377,3 +377,39 @@ def test_cli_runs_python_pipeline(repo_dir):
     assert [x["step"] for x in json.loads(r.out)][:2] == ["flow.sq", "flow.main"] or "flow.sq" in r.out
     r = run_zcas("run", "flow.py:nothing", cwd=repo_dir)
     assert r.code != 0 and "has no 'nothing'" in r.err
+
+
+def test_numpy_scalars_in_plain_values_and_return_types_checked_first(here):
+    """Issue 13: a dict of numpy scalars (what metrics code returns) stores as plain JSON;
+    a return annotation no materializer handles fails before the step body runs."""
+    import numpy as np
+
+    import zcas
+
+    ran = []
+
+    @zcas.step
+    def metrics() -> dict:
+        ran.append(1)
+        return {"acc": np.float64(0.75), "n": np.int64(4), "ok": np.bool_(True)}
+
+    assert metrics() == {"acc": 0.75, "n": 4, "ok": True}
+
+    class Model:
+        pass
+
+    @zcas.step
+    def train() -> Model:
+        ran.append("train")
+        return Model()
+
+    with pytest.raises(zcas.NoMaterializerError, match="Model"):
+        train()
+    assert "train" not in ran
+
+    @zcas.step
+    def bad() -> dict:
+        return {"m": Model()}
+
+    with pytest.raises(zcas.NoMaterializerError, match=r"no materializer for .*Model"):
+        bad()  # the message names the value inside the dict, not dict
