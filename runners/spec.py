@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import shlex
 from typing import Any
 
 import attrs
