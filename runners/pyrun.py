@@ -37,6 +37,19 @@ def _value(text: str):
         return text
 
 
+def _check_params(obj, kwargs: dict) -> None:
+    """Params the pipeline (or step) does not take are a usage error naming them, checked
+    before anything runs (not a TypeError from deep inside the call)."""
+    import inspect
+
+    sig = inspect.signature(obj.fn)
+    try:
+        sig.bind(**kwargs)
+    except TypeError as e:
+        names = [n for n, p in sig.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        raise UsageError(f"{obj.name}: {e} (its params: {', '.join(names) or 'none'})") from None
+
+
 def run_python(c, target: str, extra: list[str], params: tuple[str, ...], as_json: bool, remote_cache: bool = True, stack: str | None = None) -> int:
     from .step import Pipeline, Session, Step
 
@@ -63,6 +76,8 @@ def run_python(c, target: str, extra: list[str], params: tuple[str, ...], as_jso
     Session.say = lambda line: print(line, file=out, flush=True)
     Session.remote_cache = remote_cache
     try:
+        if isinstance(obj, (Pipeline, Step)):
+            _check_params(obj, kwargs)
         if isinstance(obj, Pipeline):
             run = obj(repo=repo, stack=stack, **kwargs)
             steps = {n: r for n, r in run.step_ids.items()}

@@ -377,6 +377,10 @@ def test_cli_runs_python_pipeline(repo_dir):
     assert [x["step"] for x in json.loads(r.out)][:2] == ["flow.sq", "flow.main"] or "flow.sq" in r.out
     r = run_zcas("run", "flow.py:nothing", cwd=repo_dir)
     assert r.code != 0 and "has no 'nothing'" in r.err
+    # a param the pipeline does not take: one line naming it and the params it does take
+    r = run_zcas("run", "flow.py:main", "-p", "bogus=1", cwd=repo_dir)
+    assert r.code == 2 and "bogus" in r.err and "its params: x" in r.err and "internal error" not in r.err, r
+    assert len(r.err.strip().splitlines()) == 1, r
 
 
 def test_numpy_scalars_in_plain_values_and_return_types_checked_first(here):
