@@ -27,6 +27,7 @@ class FsckReport:
     missing: list[str] = attrs.Factory(list)
     dangling: list[str] = attrs.Factory(list)
     unindexed_packs: list[str] = attrs.Factory(list)
+    absent: int = 0  # optional roots not stored here (never fetched): not damage
 
     @property
     def ok(self) -> bool:
@@ -52,7 +53,10 @@ def _verify_all(db, oids: list[bytes]) -> list[tuple[bytes, str | None]]:
     return [(o, _verify(db, o)) for o in oids]
 
 
-def fsck(db, roots, progress: Callable[[int, int], None] | None = None) -> FsckReport:
+def fsck(db, roots, progress: Callable[[int, int], None] | None = None, optional_roots=()) -> FsckReport:
+    """Verify every object; report what ``roots`` reach but is missing. ``optional_roots``
+    may be absent without that being damage (outputs of runs indexed from a remote and
+    never fetched: ``absent``); what they reach below a stored object must still be there."""
     db.flush()
     rep = FsckReport()
     for key in db.backend.list(PREFIX):
@@ -82,8 +86,11 @@ def fsck(db, roots, progress: Callable[[int, int], None] | None = None) -> FsckR
         if progress:
             progress(done, total)
     rep.checked = total
-    live, missing = walk(db, roots)
-    rep.missing = sorted(o.hex() for o in missing)
+    roots = list(roots)
+    optional = set(optional_roots) - set(roots)
+    live, missing = walk(db, [*roots, *optional])
+    rep.absent = len(missing & optional)
+    rep.missing = sorted(o.hex() for o in missing - optional)
     rep.dangling = sorted(o.hex() for o in set(oids) - live)
     return rep
 

@@ -62,9 +62,11 @@ class Ctx:
             self._lineage = Lineage(self.repo)
         return self._lineage
 
-    def roots(self) -> list[bytes]:
-        """Everything gc and fsck must keep: tags, path history and lineage."""
-        return self.repo.roots() + self.lineage.roots()
+    def roots(self) -> tuple[list[bytes], list[bytes]]:
+        """(required, optional) roots for gc and fsck. Tags, path history and run records
+        must be here; what runs name may never have been fetched (runs indexed from a
+        remote), so those may be absent without that being damage."""
+        return self.repo.roots() + list(self.lineage.graph.all_run_ids()), self.lineage.roots()
 
     def close(self) -> None:
         try:

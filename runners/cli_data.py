@@ -179,7 +179,8 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
     """
     from zcas.cas.fsck import fsck as do_fsck, tty_progress
 
-    rep = do_fsck(c.repo.db, c.roots(), progress=tty_progress)
+    required, optional = c.roots()
+    rep = do_fsck(c.repo.db, required, progress=tty_progress, optional_roots=optional)
     repaired: list[str] = []
     if repair and not rep.ok:
         from zcas.cas.repair import repair as do_repair
@@ -190,7 +191,7 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
         corrupt = [bytes.fromhex(k) for k in rep.corrupt if not k.startswith("pack ")]
         fixed, _ = do_repair(c.repo.db, r.db, corrupt, [bytes.fromhex(m) for m in rep.missing])
         repaired = [o.hex() for o in fixed]
-        rep = do_fsck(c.repo.db, c.roots(), progress=tty_progress)
+        rep = do_fsck(c.repo.db, required, progress=tty_progress, optional_roots=optional)
     from .audit import unsafe_runs
 
     unsafe = unsafe_runs(c.lineage)
@@ -198,7 +199,7 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
         emit_json(
             {"checked": rep.checked, "corrupt": rep.corrupt, "missing": rep.missing, "repaired": repaired,
              "dangling": rep.dangling, "unindexed_packs": rep.unindexed_packs, "ok": rep.ok,
-             "unsafe_runs": [{"run": rid, "reason": why} for rid, why in unsafe]}
+             "unsafe_runs": [{"run": rid, "reason": why} for rid, why in unsafe], "absent": rep.absent}
         )
     else:
         for oid in repaired:
@@ -218,6 +219,8 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
         click.echo(
             f"checked {rep.checked} objects: {len(rep.corrupt)} corrupt, {len(rep.missing)} missing, "
             f"{len(rep.dangling)} dangling" + (f", {len(repaired)} repaired" if repair else "")
+            + (f"; {rep.absent} outputs of runs indexed from a remote are not fetched here (not damage)"
+               if rep.absent else "")
         )
     if not rep.ok:
         sys.exit(1)
@@ -241,10 +244,8 @@ def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
     c.exclusive = True
     from .durations import human_bytes, parse_duration
 
-    # Tags, path history and run records must be here; what a run names may never have been
-    # fetched (runs indexed from a remote), so those roots may be absent.
-    required = c.repo.roots() + list(c.lineage.graph.all_run_ids())
-    rep = do_gc(c.repo.db, required, parse_duration(grace), dry_run=dry_run, optional_roots=c.lineage.roots())
+    required, optional = c.roots()
+    rep = do_gc(c.repo.db, required, parse_duration(grace), dry_run=dry_run, optional_roots=optional)
     if not dry_run and rep.objects_removed:
         StatCache.clear(c.repo.statcache_path)
     if as_json:

@@ -465,6 +465,9 @@ def test_gc_after_indexing_a_remote_whose_outputs_were_never_fetched(tmp_path):
     r = run_zcas("gc", "--grace", "0", cwd=b)
     assert r.code == 0, r
     assert run_zcas("cat", _record_of_last_run(b)["outputs"]["other.txt"], cwd=b).out == "o\n"
+    r = run_zcas("fsck", "--json", cwd=b)  # and fsck does not call them missing either
+    rep = json.loads(r.out)
+    assert r.code == 0 and rep["missing"] == [] and rep["absent"] >= 1, r
 
 
 def test_attack_user_config_not_utf8_or_holding_credentials(repo_dir, tmp_path):
