@@ -147,6 +147,19 @@ class Lineage:
 
     # -- rebuilding ------------------------------------------------------------------------
 
+    def _pulled_history(self) -> list:
+        """Path versions pulled from remotes (kept apart from the local history file)."""
+        import glob
+
+        from zcas.cas.refs import Refs
+
+        out = []
+        for path in sorted(glob.glob(os.path.join(self.repo.zdir, "remotes", "*", "history.jsonl"))):
+            r = Refs(self.repo.zdir)
+            r.history_path = path
+            out.extend(r.history())
+        return out
+
     def reindex(self) -> dict[str, int]:
         """Rebuild the graph from run objects, the history file and tags alone."""
         from . import serde
@@ -172,7 +185,7 @@ class Lineage:
                 self.graph.put_runs(batch)
                 batch = []
         self.graph.put_runs(batch)
-        versions = list(self.repo.refs.history())
+        versions = list(self.repo.refs.history()) + self._pulled_history()
         paths = self.index_paths(versions)
         tags = self._tags()
         for name, oid in tags.items():

@@ -108,12 +108,12 @@ def push(c: Ctx, args, everything, force, as_json) -> None:
     r = Remote(c.repo, c.lineage, spec)
     tags = {t: oid for t in targets if (oid := c.repo.refs.get_tag(t)) is not None}
     ids = None if everything or not targets else [c.repo.resolve(t) for t in targets]
-    res = r.push(ids, tags, tty_progress("pushing"), force=force)
+    res = r.push(ids, tags, tty_progress("pushing"), force=force, refs=ids is None)
     if as_json:
         emit_json(dict(res, remote=spec.name))
     else:
         click.echo(f"pushed to {spec.name}: {res['packs']} packs ({res['bytes']} bytes), {res['objects']} objects, "
-                   f"{res['runs']} run records, {res['tags']} tags")
+                   f"{res['runs']} run records, {res['tags']} tags, {res['history']} path versions")
 
 
 @cli.command()
@@ -147,4 +147,5 @@ def pull(c: Ctx, args, everything, as_json) -> None:
         emit_json(dict(res, remote=spec.name))
     else:
         click.echo(f"pulled from {spec.name}: {res['packs']} packs ({res['bytes']} bytes), {res['objects']} objects, "
-                   f"{res['runs']} new run records" + (f", {res['rejected']} objects refused (see warnings)" if res["rejected"] else ""))
+                   f"{res['runs']} new run records, {res['tags']} tags, {res['history']} path versions"
+                   + (f", {res['rejected']} objects refused (see warnings)" if res["rejected"] else ""))

@@ -170,7 +170,8 @@ class Remote:
     # -- push / pull ---------------------------------------------------------------------
 
     def push(self, targets: list[bytes] | None, tags: dict[str, bytes] | None = None, progress=None,
-             force: bool = False) -> dict:
+             force: bool = False, refs: bool = False) -> dict:
+        """Send what the remote lacks; ``refs``: also every tag and the path history."""
         from zcas.cas.transfer import closure, copy_packs, push_objects, remote_packs
 
         local = self.repo.db
@@ -185,7 +186,13 @@ class Remote:
         runs = self.lineage.push()
         for name, oid in (tags or {}).items():
             self.push_tag(name, oid, force)
-        return {"packs": packs, "bytes": nbytes, "objects": objects, "runs": runs, "tags": len(tags or {})}
+        ntags, history = len(tags or {}), 0
+        if refs:
+            from .refsync import push_refs
+
+            more, history = push_refs(self, _warn)
+            ntags += more
+        return {"packs": packs, "bytes": nbytes, "objects": objects, "runs": runs, "tags": ntags, "history": history}
 
     def _push_without_secrets(self, names: set[str]) -> tuple[set[str], int]:
         """(packs that may travel as they are, objects sent otherwise).
@@ -264,11 +271,14 @@ class Remote:
             for line in res.rejected:
                 warn(f"remote {self.spec.name}: {printable(line)}")
             self._remember_pulled(res.complete)  # a pack with a refusal is looked at again next time
+            from .refsync import pull_refs
+
+            tags, history = pull_refs(self, warn)
             return {"packs": res.packs, "bytes": res.bytes, "objects": res.objects, "runs": runs,
-                    "rejected": len(res.rejected)}
+                    "rejected": len(res.rejected), "tags": tags, "history": history}
         roots = [self.resolve(t) for t in targets]
         n = fetch_objects(local, self.db, roots)
-        return {"packs": 0, "bytes": 0, "objects": n, "runs": runs, "rejected": 0}
+        return {"packs": 0, "bytes": 0, "objects": n, "runs": runs, "rejected": 0, "tags": 0, "history": 0}
 
     def _pulled_path(self) -> str:
         return os.path.join(self.repo.zdir, "remotes", self.spec.name, "pulled-packs")

@@ -637,3 +637,56 @@ def test_remote_modify_changes_settings_and_checks_them_like_add(repo_dir):
                           "holds credentials")
     assert_one_line_error(run_zcas("remote", "modify", "nope", "--url", "s3://b/q", cwd=repo_dir), "no remote named nope")
     assert "pa55" not in (repo_dir / ".zcas" / "config.toml").read_text()
+
+
+# -- issue 13.7: tags and path history travel -------------------------------------------------
+
+
+def test_push_and_pull_carry_tags_and_path_history(tmp_path):
+    remote_dir, url = _remote(tmp_path)
+    a, b = _repo(tmp_path / "a", url), _repo(tmp_path / "b", url)
+    (a / "data.csv").write_text("v1\n")
+    assert run_zcas("add", "data.csv", "--tag", "data-v1", cwd=a).code == 0
+    (a / "data.csv").write_text("v2\n")
+    assert run_zcas("add", "data.csv", "--tag", "data-v2", cwd=a).code == 0
+    r = run_zcas("push", cwd=a)
+    assert r.code == 0 and "2 tags, 2 path versions" in r.out, r
+    r = run_zcas("pull", cwd=b)
+    assert r.code == 0 and "2 tags, 2 path versions" in r.out and r.err == "", r
+    assert run_zcas("cat", "data-v1", cwd=b).out == "v1\n" and run_zcas("cat", "data-v2", cwd=b).out == "v2\n"
+    assert len(run_zcas("log", "data.csv", "--versions", cwd=b).out.splitlines()) == 2
+    assert run_zcas("reindex", cwd=b).code == 0  # pulled history survives a rebuilt index
+    assert len(run_zcas("log", "data.csv", "--versions", cwd=b).out.splitlines()) == 2
+    again = run_zcas("push", cwd=a)
+    assert "0 tags, 0 path versions" in again.out, again  # nothing sent twice
+    # a tag that differs is reported and kept, both ways
+    (b / "other").write_text("b's own\n")
+    mine = run_zcas("add", "other", cwd=b).out.split()[0]
+    assert run_zcas("tag", "-f", "data-v2", mine, cwd=b).code == 0
+    r = run_zcas("push", cwd=b)
+    assert r.code == 0 and "tag data-v2 on remote origin points to" in r.err and "not moved" in r.err, r
+    r = run_zcas("pull", cwd=b)
+    assert r.code == 0 and run_zcas("cat", "data-v2", cwd=b).out == "b's own\n", r
+    assert run_zcas("cat", "data-v2", cwd=a).out == "v2\n"
+
+
+def test_attack_hostile_history_segment_lines_are_skipped(tmp_path):
+    from zcas.cas import codec
+    from zcas.cas.objstore import ObstoreBackend
+    from zcas.cas.oid import hash_bytes
+
+    remote_dir, url = _remote(tmp_path)
+    a = _repo(tmp_path / "a", url)
+    good = {"path": "ok.txt", "id": "ab" * 32, "kind": "file", "time": 1.0}
+    lines = [good, dict(good, path="../../etc/passwd"), dict(good, path="/abs"), dict(good, id="zz"),
+             dict(good, kind="fifo"), dict(good, time=float("1e300")), "not json", dict(good, path="a\x00b")]
+    payload = b"".join((x if isinstance(x, str) else json.dumps(x)).encode() + b"\n" for x in lines)
+    ObstoreBackend(url).put(f"history/seg-{hash_bytes(payload).hex()}", codec.encode(codec.KIND_RECORD, payload))
+    ObstoreBackend(url).put("history/seg-x", b"junk")  # not a segment name: ignored
+    r = run_zcas("pull", cwd=a)
+    assert r.code == 0 and "1 path versions" in r.out, r
+    assert "7 lines skipped" in r.err and len(r.err.strip().splitlines()) == 1, r
+    out = run_zcas("log", "ok.txt", "--versions", "--json", cwd=a).out
+    assert [v["id"] for v in json.loads(out)] == ["ab" * 32]
+    assert run_zcas("gc", "--grace", "0", cwd=a).code == 0  # a pulled version's absent object is no damage
+    assert run_zcas("pull", cwd=a).err == ""  # said once

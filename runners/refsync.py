@@ -1,0 +1,162 @@
+"""Tags and path history travel with ``zcas push`` and ``zcas pull`` (without targets).
+
+A tag is pushed create-only: one that names another id on the remote is reported and left
+alone (``zcas push --force TAG`` moves it). A pulled tag is set here only when no local tag
+has the name and its object arrived; a local tag that differs is kept, and reported.
+
+Path history goes as segments, ``history/seg-<BLAKE3>``: the lines of ``history.jsonl`` not
+yet pushed (the offset pushed so far is remembered per remote). Pulled lines are validated
+one by one — a hostile remote's history is no more trusted than its records — and kept in
+``.zcas/remotes/NAME/history.jsonl``, apart from the local history: versions someone else
+recorded, whose objects may never be fetched here, name nothing gc must find.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+
+from zcas.cas import codec
+from zcas.cas.errors import ZcasError
+from zcas.cas.safetext import printable
+
+PREFIX = "history/"
+_SEGMENT = 8 << 20  # bytes of history lines per segment
+_MAX_SEGMENT = 64 << 20  # the most a pulled segment may hold
+_KINDS = ("file", "tree", "link")
+_SEG_NAME = re.compile(r"seg-[0-9a-f]{64}")
+
+
+def _state(remote, name: str) -> str:
+    return os.path.join(remote.repo.zdir, "remotes", remote.spec.name, name)
+
+
+def push_refs(remote, warn) -> tuple[int, int]:
+    """(tags created on the remote, history lines sent)."""
+    tags = 0
+    for name, oid in remote.repo.refs.tags().items():
+        try:
+            if remote.remote_tag(name) != oid:
+                remote.push_tag(name, oid)
+                tags += 1
+        except ZcasError as e:
+            warn(f"{printable(e)}; not moved")
+    return tags, _push_history(remote)
+
+
+def _push_history(remote) -> int:
+    from zcas.cas.oid import hash_bytes
+
+    done_path = _state(remote, "history-pushed")
+    try:
+        with open(done_path) as f:
+            done = int(f.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        done = 0
+    try:
+        with open(remote.repo.refs.history_path, "rb") as f:
+            f.seek(done)
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    data = data[: data.rfind(b"\n") + 1]  # whole lines only (a line being appended waits)
+    sent = 0
+    while sent < len(data):
+        end = data.rfind(b"\n", sent, sent + _SEGMENT) + 1 or data.find(b"\n", sent) + 1
+        payload = data[sent:end]
+        remote.backend.put(f"{PREFIX}seg-{hash_bytes(payload).hex()}", codec.encode(codec.KIND_RECORD, payload))
+        sent = end
+    if data:
+        os.makedirs(os.path.dirname(done_path), exist_ok=True)
+        with open(done_path + ".tmp", "w") as f:
+            f.write(str(done + len(data)))
+        os.replace(done_path + ".tmp", done_path)
+    return data.count(b"\n")
+
+
+def pull_refs(remote, warn) -> tuple[int, int]:
+    """(tags set here, history lines taken)."""
+    return _pull_tags(remote, warn), _pull_history(remote, warn)
+
+
+def _pull_tags(remote, warn) -> int:
+    from zcas.cas.refs import check_tag_name
+
+    lin, repo = remote.lineage.lineage, remote.repo
+    n = 0
+    for key in remote.backend.list("refs/tags/"):
+        name = key[len("refs/tags/") :]
+        try:
+            check_tag_name(name)
+            oid = remote.remote_tag(name)
+        except ZcasError as e:
+            warn(f"remote {remote.spec.name}: tag {printable(name)!r} skipped: {printable(e)}")
+            continue
+        local = repo.refs.get_tag(name)
+        if oid is None or local == oid:
+            continue
+        if local is not None:
+            warn(f"tag {name} differs: here {local.hex()[:12]}, on remote {remote.spec.name} {oid.hex()[:12]}; "
+                 "kept the one here")
+        elif repo.db.has(oid):
+            lin.set_tag(name, oid)
+            n += 1
+        else:
+            warn(f"tag {name} on remote {remote.spec.name} names {oid.hex()[:12]}, which was not pulled; not set")
+    return n
+
+
+def _line(raw: bytes):
+    """A history line from a remote as a PathVersion, or the reason it is refused."""
+    from zcas.cas.oid import from_hex
+    from zcas.cas.refs import PathVersion
+
+    from .spec import SpecError, norm_path
+
+    try:
+        d = json.loads(raw)
+        path, kind, t = d["path"], d["kind"], d["time"]
+        if not isinstance(path, str) or len(path) > 4096 or norm_path(path, "path") != path:
+            return "not a plain path inside a repository"
+        if kind not in _KINDS or isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 <= t < 1e10):
+            return "bad kind or time"
+        if not math.isfinite(t):
+            return "bad time"
+        return PathVersion(path, from_hex(d["id"]), kind, float(t))
+    except (ValueError, KeyError, TypeError, SpecError, ZcasError):
+        return "not a history line"
+
+
+def _pull_history(remote, warn) -> int:
+    from zcas.cas.bounded import get_bounded
+
+    seen_dir = _state(remote, "history-seen")
+    os.makedirs(seen_dir, exist_ok=True)
+    seen = set(os.listdir(seen_dir))
+    taken = 0
+    for key in remote.backend.list(PREFIX):
+        name = key[len(PREFIX) :]
+        if not _SEG_NAME.fullmatch(name) or name in seen:
+            continue
+        try:
+            _, payload = codec.decode(key, get_bounded(remote.backend, key, _MAX_SEGMENT))
+        except ZcasError as e:
+            warn(f"remote {remote.spec.name}: history segment {printable(key)} skipped: {printable(e)}")
+            open(os.path.join(seen_dir, name), "w").close()
+            continue
+        good, bad = [], []
+        for raw in payload.splitlines():
+            v = _line(raw)
+            (bad if isinstance(v, str) else good).append(v)
+        if bad:
+            warn(f"remote {remote.spec.name}: history segment {printable(key)}: {len(bad)} lines skipped ({bad[0]})")
+        if good:
+            with open(_state(remote, "history.jsonl"), "a") as f:
+                f.writelines(json.dumps({"path": v.path, "id": v.oid.hex(), "kind": v.kind, "time": v.time}) + "\n"
+                             for v in good)
+            remote.lineage.lineage.index_paths(good)
+        open(os.path.join(seen_dir, name), "w").close()
+        taken += len(good)
+    return taken
