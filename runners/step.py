@@ -507,6 +507,18 @@ def _has_artifact(v, depth: int = 0) -> bool:
     return False
 
 
+def default_name(fn) -> str:
+    """``module.qualname``; for a script run as ``python flow.py`` the module is the file's
+    name (``flow``), not ``__main__``, so the same steps have the same names — and share the
+    cache — whether the file runs as a script or as ``zcas run flow.py:main``."""
+    mod = fn.__module__
+    if mod == "__main__":
+        path = getattr(inspect.getmodule(fn), "__file__", None)
+        if path:
+            mod = os.path.splitext(os.path.basename(path))[0]
+    return f"{mod}.{fn.__qualname__}"
+
+
 class Step:
     """A function whose results are cached by content. Made by ``@zcas.step``."""
 
@@ -516,7 +528,7 @@ class Step:
         if not callable(fn):
             raise UsageError("@zcas.step decorates a function")
         self.fn = fn
-        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        self.name = name or default_name(fn)
         self.version = version
         self.cache = cache
         self.env = tuple(env)
@@ -583,7 +595,7 @@ class Pipeline:
 
     def __init__(self, fn, name=None):
         self.fn = fn
-        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        self.name = name or default_name(fn)
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:

@@ -417,3 +417,29 @@ def test_numpy_scalars_in_plain_values_and_return_types_checked_first(here):
 
     with pytest.raises(zcas.NoMaterializerError, match=r"no materializer for .*Model"):
         bad()  # the message names the value inside the dict, not dict
+
+
+def test_script_and_zcas_run_share_step_names_and_cache(repo_dir):
+    """Issue 13: `python flow.py` and `zcas run flow.py:main` name the steps alike
+    (flow.sq, not __main__.sq), so one's results are the other's cache hits."""
+    from tests.conftest import run_zcas
+
+    (repo_dir / "flow.py").write_text(textwrap.dedent('''
+        import zcas
+        @zcas.step
+        def sq(x: int) -> int:
+            open("ran.log", "a").write("sq\\\\n")
+            return x * x
+        @zcas.pipeline
+        def main(x: int = 3):
+            return sq(x)
+        if __name__ == "__main__":
+            print(main().load())
+    '''))
+    e = dict(os.environ)
+    e.pop("ZCAS_DIR", None)
+    p = subprocess.run([sys.executable, "flow.py"], cwd=repo_dir, env=e, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "9", p
+    r = run_zcas("run", "flow.py:main", cwd=repo_dir)
+    assert r.code == 0 and "cached: flow.sq" in r.out, r
+    assert (repo_dir / "ran.log").read_text().count("sq") == 1  # ran once, by the script
