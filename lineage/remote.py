@@ -93,15 +93,16 @@ def check_run_record(data: bytes) -> dict:
     strictly, is a run, and its cache key (if any) is the hash of its key components.
     RecordError otherwise."""
     from . import serde
-    from .keyhash import key_of
+    from .graph import key_matches
     from .records import Run
 
     rec = serde.decode(data)
     if not isinstance(rec, Run):
         raise serde.RecordError("not a run record")
-    if rec.cache_key and key_of(rec.key_components).hex() != rec.cache_key:
+    d = serde.unstructure(rec)
+    if rec.cache_key and not key_matches(d):
         raise serde.RecordError(f"cache key {rec.cache_key[:12]} does not match its key components")
-    return serde.unstructure(rec)
+    return d
 
 
 def secret_run_ids(lineage) -> set[bytes]:
