@@ -300,7 +300,8 @@ def test_attack_kill_checkout_never_leaves_wrong_bytes(repo, tmp_path):
             assert (out / name).read_bytes() == data
 
 
-def test_leftover_temp_of_a_live_process_is_left_alone(repo, tmp_path):
+def _sweep_scene(repo, tmp_path):
+    """(id of a stored file "f", an empty folder to check it out into, a pid now dead)."""
     f = tmp_path / "f"
     f.write_text("content")
     [(oid, _, _)] = repo.add([str(f)])
@@ -308,8 +309,13 @@ def test_leftover_temp_of_a_live_process_is_left_alone(repo, tmp_path):
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
+    return oid, out, dead.pid
+
+
+def test_leftover_temp_of_a_live_process_is_left_alone(repo, tmp_path):
+    oid, out, dead_pid = _sweep_scene(repo, tmp_path)
     old = time.time() - 7200
-    for name, text in ((f".f.zcas-{dead.pid}.tmp", "half written"), (f".f.zcas-{os.getppid()}.tmp", "someone at work"),
+    for name, text in ((f".f.zcas-{dead_pid}.tmp", "half written"), (f".f.zcas-{os.getppid()}.tmp", "someone at work"),
                        (".other.zcas-1.tmp", "not ours: no such entry")):
         (out / name).write_text(text)
         os.utime(out / name, (old, old))
@@ -322,14 +328,7 @@ def test_attack_sweep_spares_young_temp_names_of_other_hosts_and_non_files(repo,
     a live writer elsewhere (pid not running here) keeps its young temp file, and a folder
     or a link matching the pattern is never removed, however old. Only an old regular file
     of a dead pid is swept."""
-    f = tmp_path / "f"
-    f.write_text("content")
-    [(oid, _, _)] = repo.add([str(f)])
-    out = tmp_path / "out"
-    out.mkdir()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    pid = dead.pid
+    oid, out, pid = _sweep_scene(repo, tmp_path)
     old = time.time() - 7200
     (out / f".f.zcas-{pid}.tmp").write_text("a writer on another host, at work right now")
     d = out / f".f.zcas-{pid + 1000000}.tmp"
