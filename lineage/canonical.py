@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 from zcas.cas.errors import UsageError
 
 
 class NotCanonicalError(UsageError, TypeError):
-    def __init__(self, where: str, value):
+    def __init__(self, where: str, value: object) -> None:
         self.where = where
         super().__init__(f"{where} has no canonical encoding: {type(value).__name__} {value!r:.60}")
 
 
-def check(value, where: str = "value") -> None:
+def check(value: Any, where: str = "value") -> None:
     """Raise NotCanonicalError naming the first part of ``value`` that has no canonical form."""
     if value is None or isinstance(value, (bool, int, str)):
         return
@@ -41,6 +42,6 @@ def check(value, where: str = "value") -> None:
     raise NotCanonicalError(where, value)
 
 
-def dumps(value, where: str = "value") -> bytes:
+def dumps(value: Any, where: str = "value") -> bytes:
     check(value, where)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

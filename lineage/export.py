@@ -35,7 +35,7 @@ def when(ns: int) -> str:
 
 def iso(ns: int) -> str:
     try:
-        return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError, TypeError):
         return "1970-01-01T00:00:00Z"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TypeGuard
 
 from zcas.cas.oid import hash_bytes
 
@@ -25,24 +26,29 @@ def env_digest(value: str | None) -> str | None:
     """``"b3:" + hex BLAKE3`` of a domain-separated encoding of ``value``; None stays None."""
     if value is None:
         return None
+    return _digest(value)
+
+
+def _digest(value: str) -> str:
+    """``env_digest`` of a value that is set."""
     return "b3:" + hash_bytes(_DOMAIN + value.encode("utf-8", "surrogateescape")).hex()
 
 
-def is_digest(value) -> bool:
+def is_digest(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
 
 
-def _public_value(value) -> str:
+def _public_value(value: object) -> str:
     """The ``env`` field's value: its digest, or ``unset`` (kept as it is: public_record of
     a public record changes nothing)."""
     if value is None or value == UNSET:
         return UNSET
     if is_digest(value):
         return value
-    return env_digest(value if isinstance(value, str) else json.dumps(value))
+    return _digest(value if isinstance(value, str) else json.dumps(value))
 
 
-def _component(text) -> tuple[str, bool]:
+def _component(text: object) -> tuple[str, bool]:
     """(public form, was it plaintext) of an ``env:VAR`` key component.
 
     Current records hold ``json.dumps(digest)`` (``"null"`` when unset); older ones
@@ -52,16 +58,16 @@ def _component(text) -> tuple[str, bool]:
     if is_digest(text):
         return text, False
     if not isinstance(text, str):
-        return env_digest(json.dumps(text)), True
+        return _digest(json.dumps(text)), True
     try:
         v = json.loads(text)
     except ValueError:
-        return env_digest(text), True
+        return _digest(text), True
     if v is None:
         return "null", False
     if is_digest(v):
         return v, False
-    return env_digest(v if isinstance(v, str) else text), True
+    return _digest(v if isinstance(v, str) else text), True
 
 
 def public_record(rec: dict) -> dict:

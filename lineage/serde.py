@@ -16,24 +16,31 @@ else is a ``RecordError`` with a one-line reason; decoding never raises another 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 
 from .canonical import dumps
 from .records import MAX_DEPTH, PATH_REQUIRED, RUN_REQUIRED, SCHEMA, PathVersion, RecordError, Run, _show, check_plain
 
-__all__ = ["RecordError", "NewerRecordError", "MAX_RECORD", "encode", "decode", "decode_dict", "canonical", "unstructure", "converter"]
+if TYPE_CHECKING:
+    import cattrs
+
+__all__ = [
+    "RecordError", "NewerRecordError", "MAX_RECORD", "encode", "decode", "decode_dict", "canonical", "unstructure",
+    "converter",
+]
 
 MAX_RECORD = 16 << 20  # bytes of one encoded record
 
-_REQUIRED = {Run: RUN_REQUIRED, PathVersion: PATH_REQUIRED}
+_REQUIRED: dict[type, frozenset[str]] = {Run: RUN_REQUIRED, PathVersion: PATH_REQUIRED}
 
 
 class NewerRecordError(RecordError):
     """A record of a schema newer than this zcas knows: not malformed, only not readable yet."""
 
 
-def _build(d: dict, cls):
+def _build(d: dict[str, Any], cls: type[Run] | type[PathVersion]) -> Run | PathVersion:
     """Structure hook of the record classes: exact fields, then attrs' validators (no coercion)."""
     fields = attrs.fields_dict(cls)
     unknown = [k for k in d if k not in fields]
@@ -45,7 +52,7 @@ def _build(d: dict, cls):
     return cls(**d)
 
 
-def make_converter():
+def make_converter() -> cattrs.Converter:
     """The project's one cattrs converter (imported on first decode: cattrs is slow to load).
 
     Records are structured by ``_build``: cattrs' own structuring would coerce (a string
@@ -59,11 +66,11 @@ def make_converter():
     return c
 
 
-_converter = None
-TYPES = {"run": Run, "path": PathVersion}
+_converter: cattrs.Converter | None = None
+TYPES: dict[str, type[Run] | type[PathVersion]] = {"run": Run, "path": PathVersion}
 
 
-def converter():
+def converter() -> cattrs.Converter:
     global _converter
     if _converter is None:
         _converter = make_converter()
@@ -75,7 +82,7 @@ def unstructure(record: Run | PathVersion) -> dict:
     return attrs.asdict(record, recurse=True)
 
 
-def canonical(obj) -> bytes:
+def canonical(obj: Any) -> bytes:
     return dumps(obj, "record")
 
 
@@ -86,7 +93,7 @@ def encode(record: Run | PathVersion) -> bytes:
     return canonical(d)
 
 
-def _no_constant(name: str):
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not allowed")
 
 

@@ -10,8 +10,12 @@ ends, bounded by ``depth`` and by what the index holds.
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from .store import Lineage
 
 
 @attrs.define
@@ -39,7 +43,7 @@ def _note(g: Subgraph, oid: str, name: str | None) -> None:
         names.add(name)
 
 
-def _walk(lin, start: bytes, depth: int, is_run: bool, up: bool) -> Subgraph:
+def _walk(lin: Lineage, start: bytes, depth: int, is_run: bool, up: bool) -> Subgraph:
     """Breadth-first from an artifact (or a run): up through producers' inputs, or down
     through consumers' outputs, each run and artifact visited once."""
     g = Subgraph(start.hex())
@@ -82,19 +86,19 @@ def _walk(lin, start: bytes, depth: int, is_run: bool, up: bool) -> Subgraph:
     return g
 
 
-def ancestors(lin, start: bytes, depth: int = 1 << 30, is_run: bool = False) -> Subgraph:
+def ancestors(lin: Lineage, start: bytes, depth: int = 1 << 30, is_run: bool = False) -> Subgraph:
     """Where ``start`` came from: the runs that made it, their inputs, and so on up."""
     return _walk(lin, start, depth, is_run, up=True)
 
 
-def descendants(lin, start: bytes, depth: int = 1 << 30, is_run: bool = False) -> Subgraph:
+def descendants(lin: Lineage, start: bytes, depth: int = 1 << 30, is_run: bool = False) -> Subgraph:
     """What was made from ``start``: the runs that used it, their outputs, and so on down."""
     return _walk(lin, start, depth, is_run, up=False)
 
 
 def diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
     """What differs between two runs' key components: (component, in a, in b)."""
-    out = []
+    out: list[tuple[str, object, object]] = []
     for field in ("cmd", "code", "cwd"):
         if a.get(field) != b.get(field):
             out.append((field, a.get(field), b.get(field)))

@@ -13,7 +13,7 @@ from zcas.lineage.records import Run
 
 hexid = st.binary(min_size=32, max_size=32).map(bytes.hex)
 # names (steps, paths, params ...) are text without NUL: no path, argument or variable holds one
-name = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=10)
+name = st.text(st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]), max_size=10)
 plain = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),

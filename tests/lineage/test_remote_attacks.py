@@ -5,6 +5,7 @@ remote sends can stop a pull, poison the cache, or write outside the repository.
 import json
 import os
 import struct
+from typing import Any
 
 import pytest
 import zstandard
@@ -24,7 +25,7 @@ OUT = "cd" * 32
 
 def run(i: int, **kw) -> Run:
     comps = {"schema": "zcas-key-1", "argv": json.dumps([f"step{i}"]), "cwd": ""}
-    fields = dict(step=f"s{i}", kind="command", status="ran", cache_key=key_of(comps).hex(), key_components=comps,
+    fields: dict[str, Any] = dict(step=f"s{i}", kind="command", status="ran", cache_key=key_of(comps).hex(), key_components=comps,
                   cmd=[f"step{i}"], outputs={f"out{i}.txt": OUT}, started_ns=10**18 + i, ended_ns=10**18 + i + 1)
     fields.update(kw)
     return Run(**fields)
@@ -59,7 +60,7 @@ def lin(repo):
 def remote(lin, tmp_path):
     warnings: list[str] = []
     r = RemoteLineage(lin, MemoryBackend(), str(tmp_path / "state"), warn=warnings.append)
-    r.warnings = warnings
+    setattr(r, "warnings", warnings)  # noqa: B010 - a test's own attribute: what was warned
     return r
 
 
@@ -169,7 +170,12 @@ def test_attack_segment_too_large_is_skipped_before_it_is_read(remote, lin, monk
     remote.backend.put(key, codec.encode_raw(codec.KIND_RECORD, payload))
     reads = []
     real = remote.backend.get_range
-    remote.backend.get_range = lambda *a: reads.append(a) or real(*a)
+
+    def get_range(*a):
+        reads.append(a)
+        return real(*a)
+
+    remote.backend.get_range = get_range
     assert remote.pull() == 0
     assert reads == [] and "more than the limit" in remote.warnings[0]
 

@@ -31,7 +31,8 @@ def refused(d: dict, match: str | None = None) -> str:
 
 
 def test_good_record_decodes():
-    assert serde.decode(serde.canonical(good())).step == "train"
+    r = serde.decode(serde.canonical(good()))
+    assert isinstance(r, Run) and r.step == "train"
 
 
 @pytest.mark.parametrize("field,value", [
@@ -133,12 +134,14 @@ def test_record_of_schema_1_before_materializers_sessions_and_steps_still_decode
     for k in ("materializers", "session", "steps"):
         del d[k]
     r = serde.decode(serde.canonical(d))
+    assert isinstance(r, Run)
     assert r.materializers == {} and r.session is None and r.steps == {}
 
 
 def test_attack_path_record_with_bad_id_is_refused():
     d = json.loads(serde.encode(PathVersion(path="a", id=ID, time_ns=1)))
-    assert serde.decode(serde.canonical(d)).path == "a"
+    p = serde.decode(serde.canonical(d))
+    assert isinstance(p, PathVersion) and p.path == "a"
     d["id"] = "../../x"
     refused(d, "id")
 
@@ -147,7 +150,7 @@ def test_records_with_bad_fields_cannot_be_built_locally_either():
     with pytest.raises(RecordError, match="outputs"):
         Run(step="s", kind="command", status="ran", outputs={"o": "../../etc/passwd"})
     with pytest.raises(RecordError, match="started_ns"):
-        Run(step="s", kind="command", status="ran", started_ns=1.5)
+        Run(step="s", kind="command", status="ran", started_ns=1.5)  # type: ignore[arg-type]
 
 
 json_values = st.recursive(
