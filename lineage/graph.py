@@ -21,18 +21,23 @@ be rebuilt from the object store and the refs files (``reindex``).
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import threading
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
 from zcas.cas.errors import ZcasError
 from zcas.cas.oid import hash_bytes
 
-from .records import MAX_NAME as MAX_PATH
-from .records import MAX_NS  # what the index holds, PathVersion can hold
+from .keyhash import key_of
+from .records import PATH_KINDS, PathVersion
+
+if TYPE_CHECKING:
+    Txn = lmdb.Transaction[bytes]  # opened without buffers=True: values are bytes
 
 T = TypeVar("T")
 DBS = ("runs", "cache", "produced", "consumed", "paths", "tags", "time", "steps", "meta")
@@ -41,15 +46,16 @@ _INITIAL_MAP = 64 << 20
 _BE = struct.Struct(">Q")
 ZERO = b"\0" * 32
 MAX_KEY = 511  # LMDB's default maximum key size, in bytes
-_KINDS = {"file": 1, "tree": 2, "link": 3}
+_KINDS = {"file": 1, "tree": 2, "link": 3}  # the kind byte of a path version (PATH_KINDS)
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
+assert set(_KINDS) == set(PATH_KINDS)
 
 
 class LineageStoreError(ZcasError):
     pass
 
 
-def _open_env(path: str):
+def _open_env(path: str) -> tuple[lmdb.Environment, dict[str, Any]]:
     try:
         env = lmdb.open(
             path, map_size=_INITIAL_MAP, max_dbs=len(DBS) + 2, subdir=True,
@@ -73,12 +79,10 @@ def path_prefix(path: str) -> bytes:
     return hash_bytes(path.encode("utf-8", "surrogateescape"))[:16]
 
 
-def key_matches(rec: dict) -> bool:
+def key_matches(rec: dict[str, Any]) -> bool:
     """Is the run's cache key the hash of its key components? Only such a run is a cache
     entry: a record in the object store may have come from a remote's packs, and a key that
     does not match would let it answer for a step it is not (cache poisoning)."""
-    from .keyhash import key_of
-
     try:
         return key_of(rec.get("key_components") or {}).hex() == rec["cache_key"]
     except (AttributeError, TypeError, UnicodeEncodeError, KeyError):
@@ -96,28 +100,26 @@ def tag_key(name: str) -> bytes:
     return key
 
 
-def _path_version_ok(path, oid, time_ns, run, kind) -> bool:
-    if not isinstance(path, str) or len(path) > MAX_PATH or "\0" in path:
-        return False
-    if not isinstance(oid, bytes) or len(oid) != 32:
-        return False
-    if type(time_ns) is not int or not 0 <= time_ns <= MAX_NS:
-        return False
-    if run is not None and (not isinstance(run, bytes) or len(run) != 32):
-        return False
+def _indexable(v: PathVersion) -> bool:
+    """A PathVersion (valid: records checked it) the index can hold: its path must encode."""
     try:
-        path.encode("utf-8", "surrogateescape")
+        v.path.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return False
     return True
 
 
-_open: dict[str, list] = {}  # real path -> [env, dbs, users]: LMDB allows one env per process
+def path_kind_file(oid: bytes) -> str:
+    """The kind of path a run's input or output is indexed as when nothing better is known."""
+    return "file"
+
+
+_open: dict[str, list[Any]] = {}  # real path -> [env, dbs, users]: LMDB allows one env per process
 _open_lock = threading.Lock()
 
 
 class Graph:
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self.path = os.path.realpath(path)
         os.makedirs(self.path, exist_ok=True)
         with _open_lock:
@@ -142,7 +144,7 @@ class Graph:
 
     # -- transactions ----------------------------------------------------------------------
 
-    def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+    def write(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn`` in a write transaction, growing the map as often as it needs."""
         while True:
             try:
@@ -153,7 +155,7 @@ class Graph:
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)
 
-    def read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+    def read(self, fn: Callable[[Txn], T]) -> T:
         while True:
             try:
                 with self.env.begin(write=False) as txn:
@@ -163,16 +165,21 @@ class Graph:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def put_runs(self, items: list[tuple[bytes, dict, bytes]]) -> None:
-        """Index runs in one transaction: (run id, decoded record, record bytes)."""
+    def put_runs(self, items: list[tuple[bytes, dict[str, Any], bytes]],
+                 kind_of: Callable[[bytes], str] = path_kind_file) -> None:
+        """Index runs in one transaction: (run id, decoded record, record bytes).
 
-        def fn(txn):
+        A command's inputs and outputs are paths, indexed into path history too; a record
+        names only their ids, so ``kind_of(id)`` says what each path held ("file", "tree" or
+        "link"; ``Lineage.path_kind`` asks the object store)."""
+
+        def fn(txn: Txn) -> None:
             for rid, rec, data in items:
-                self._put_run(txn, rid, rec, data)
+                self._put_run(txn, rid, rec, data, kind_of)
 
         self.write(fn)
 
-    def _put_run(self, txn, rid: bytes, rec: dict, data: bytes) -> None:
+    def _put_run(self, txn: Txn, rid: bytes, rec: dict[str, Any], data: bytes, kind_of: Callable[[bytes], str]) -> None:
         d = self.dbs
         if not txn.put(rid, data, db=d["runs"], overwrite=False):
             return  # already indexed
@@ -192,27 +199,32 @@ class Graph:
             txn.put(bytes.fromhex(oid), rid, db=d["consumed"], dupdata=True)
         if rec["kind"] == "command":  # names are paths: index what each path held
             for name, oid in rec["inputs"].items():
-                self._put_path(txn, name, bytes.fromhex(oid), rec["started_ns"], None, "file")
+                b = bytes.fromhex(oid)
+                self._put_path(txn, name, b, rec["started_ns"], None, kind_of(b))
             for name, oid in rec["outputs"].items():
-                self._put_path(txn, name, bytes.fromhex(oid), rec["ended_ns"], rid, "file")
+                b = bytes.fromhex(oid)
+                self._put_path(txn, name, b, rec["ended_ns"], rid, kind_of(b))
 
-    def _started(self, txn, rid: bytes) -> int:
-        import json
-
+    def _started(self, txn: Txn, rid: bytes) -> int:
         data = txn.get(rid, db=self.dbs["runs"])
-        return json.loads(data)["started_ns"] if data else 0
+        return int(json.loads(data)["started_ns"]) if data else 0
 
-    def _put_path(self, txn, path: str, oid: bytes, time_ns: int, run: bytes | None, kind: str) -> None:
+    def _put_path(self, txn: Txn, path: str, oid: bytes, time_ns: int, run: bytes | None, kind: str) -> None:
         key = path_prefix(path) + _BE.pack(time_ns)
         val = oid + (run or ZERO) + bytes([_KINDS.get(kind, 1)]) + path.encode("utf-8", "surrogateescape")
         txn.put(key, val, db=self.dbs["paths"])
 
-    def put_paths(self, versions: list[tuple[str, bytes, int, bytes | None, str]]) -> int:
-        """(path, id, time_ns, run id or None, kind) each; one that cannot be indexed (a path
-        that is not text, a time out of range, an id of another length) is skipped.
-        Returns how many were indexed."""
-        ok = [v for v in versions if _path_version_ok(*v)]
-        self.write(lambda txn: [self._put_path(txn, *v) for v in ok])
+    def put_paths(self, versions: Iterable[PathVersion]) -> int:
+        """Index path versions; one whose path does not encode is skipped. Returns how many
+        were indexed."""
+        ok = [v for v in versions if _indexable(v)]
+
+        def fn(txn: Txn) -> None:
+            for v in ok:
+                run = bytes.fromhex(v.run) if v.run else None
+                self._put_path(txn, v.path, bytes.fromhex(v.id), v.time_ns, run, v.kind)
+
+        self.write(fn)
         return len(ok)
 
     def set_tag(self, name: str, oid: bytes | None) -> None:
@@ -220,7 +232,7 @@ class Graph:
         if oid is not None and (not isinstance(oid, bytes) or len(oid) != 32):
             raise LineageStoreError(f"tag {name} must name a 32-byte id")
 
-        def fn(txn):
+        def fn(txn: Txn) -> None:
             if oid is None:
                 txn.delete(key, db=self.dbs["tags"])
             else:
@@ -229,28 +241,36 @@ class Graph:
         self.write(fn)
 
     def clear(self) -> None:
-        self.write(lambda txn: [txn.drop(db, delete=False) for db in self.dbs.values()])
+        def fn(txn: Txn) -> None:
+            for db in self.dbs.values():
+                txn.drop(db, delete=False)
+
+        self.write(fn)
 
     # -- reading ---------------------------------------------------------------------------
 
+    def _get(self, db: str, key: bytes) -> bytes | None:
+        v = self.read(lambda txn: txn.get(key, db=self.dbs[db]))
+        return None if v is None else bytes(v)
+
     def cache_get(self, key: bytes) -> bytes | None:
-        return self.read(lambda txn: txn.get(key, db=self.dbs["cache"]))
+        return self._get("cache", key)
 
     def last_run(self, step: str) -> bytes | None:
-        return self.read(lambda txn: txn.get(step_key(step), db=self.dbs["steps"]))
+        return self._get("steps", step_key(step))
 
     def run_bytes(self, rid: bytes) -> bytes | None:
-        return self.read(lambda txn: txn.get(rid, db=self.dbs["runs"]))
+        return self._get("runs", rid)
 
     def has_run(self, rid: bytes) -> bool:
         return self.run_bytes(rid) is not None
 
     def _dups(self, db: str, key: bytes) -> list[bytes]:
-        def fn(txn):
+        def fn(txn: Txn) -> list[bytes]:
             cur = txn.cursor(self.dbs[db])
             if not cur.set_key(key):
                 return []
-            return list(cur.iternext_dup())
+            return [bytes(v) for v in cur.iternext_dup()]
 
         return self.read(fn)
 
@@ -260,8 +280,8 @@ class Graph:
     def consumers(self, oid: bytes) -> list[bytes]:
         return self._dups("consumed", oid)
 
-    def history(self, path: str) -> list[tuple[int, bytes, bytes | None, str]]:
-        """(time_ns, id, run id or None, kind) of every version of ``path``, oldest first.
+    def versions(self, path: str) -> list[PathVersion]:
+        """Every version of ``path``, oldest first.
 
         A path is indexed each time it is added, read by a run or written by one; the same
         content seen again in a row is one version (credited to the run that wrote it).
@@ -269,8 +289,8 @@ class Graph:
         prefix = path_prefix(path)
         want = path.encode("utf-8", "surrogateescape")
 
-        def fn(txn):
-            out = []
+        def fn(txn: Txn) -> list[tuple[int, bytes, bytes | None, str]]:
+            out: list[tuple[int, bytes, bytes | None, str]] = []
             cur = txn.cursor(self.dbs["paths"])
             if not cur.set_range(prefix):
                 return out
@@ -279,19 +299,29 @@ class Graph:
                     break
                 if v[65:] != want:
                     continue  # another path with the same 16-byte hash prefix
-                run = None if v[32:64] == ZERO else v[32:64]
+                run = None if v[32:64] == ZERO else bytes(v[32:64])
                 if out and out[-1][1] == v[:32]:  # seen again (read by a later run): one version
                     if out[-1][2] is None and run is not None:
                         out[-1] = (out[-1][0], out[-1][1], run, out[-1][3])
                     continue
-                out.append((_BE.unpack(k[16:])[0], v[:32], run, _KIND_NAMES.get(v[64], "file")))
+                out.append((_BE.unpack(k[16:])[0], bytes(v[:32]), run, _KIND_NAMES.get(v[64], "file")))
             return out
 
-        return self.read(fn)
+        return [PathVersion(path=path, id=oid.hex(), time_ns=t, kind=kind, run=run.hex() if run else None)
+                for t, oid, run, kind in self.read(fn)]
+
+    def history(self, path: str) -> list[tuple[int, bytes, bytes | None, str]]:
+        """``versions`` as (time_ns, id, run id or None, kind) tuples of bytes ids.
+
+        Transitional (issue 12): zcas/cli/log.py, zcas/cli/data.py and runners/aside.py
+        still read these; once they read ``versions`` (or ``Lineage.history``) this goes."""
+        return [(v.time_ns, bytes.fromhex(v.id), bytes.fromhex(v.run) if v.run else None, v.kind)
+                for v in self.versions(path)]
 
     def all_paths(self) -> Iterator[tuple[str, bytes]]:
-        def fn(txn):
-            return [(v[65:].decode("utf-8", "surrogateescape"), v[:32]) for _, v in txn.cursor(self.dbs["paths"])]
+        def fn(txn: Txn) -> list[tuple[str, bytes]]:
+            return [(bytes(v[65:]).decode("utf-8", "surrogateescape"), bytes(v[:32]))
+                    for _, v in txn.cursor(self.dbs["paths"])]
 
         return iter(self.read(fn))
 
@@ -305,7 +335,7 @@ class Graph:
                 k = cur.key()
                 if _BE.unpack(k[:8])[0] < since_ns:
                     return
-                yield k[8:]
+                yield bytes(k[8:])
                 if not cur.prev():
                     return
 
@@ -314,7 +344,7 @@ class Graph:
         lo = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
         odd = prefix[-1] if len(prefix) % 2 else ""
 
-        def fn(txn):
+        def fn(txn: Txn) -> list[bytes]:
             found: set[bytes] = set()
             for db in ("runs", "produced", "consumed"):
                 cur = txn.cursor(self.dbs[db])
@@ -325,7 +355,7 @@ class Graph:
                         break
                     if odd and k[len(lo) : len(lo) + 1].hex()[0] != odd:
                         continue
-                    found.add(k)
+                    found.add(bytes(k))
                     if len(found) >= limit:
                         return sorted(found)
             return sorted(found)
@@ -333,10 +363,10 @@ class Graph:
         return self.read(fn)
 
     def all_run_ids(self) -> list[bytes]:
-        return self.read(lambda txn: [k for k, _ in txn.cursor(self.dbs["runs"])])
+        return self.read(lambda txn: [bytes(k) for k, _ in txn.cursor(self.dbs["runs"])])
 
     def tags(self) -> dict[str, bytes]:
-        return self.read(lambda txn: {k.decode("utf-8", "replace"): v for k, v in txn.cursor(self.dbs["tags"])})
+        return self.read(lambda txn: {bytes(k).decode("utf-8", "replace"): bytes(v) for k, v in txn.cursor(self.dbs["tags"])})
 
     def count(self, db: str) -> int:
         return self.read(lambda txn: txn.stat(self.dbs[db])["entries"])

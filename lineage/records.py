@@ -1,5 +1,10 @@
 """The records lineage keeps: runs and path versions, as small frozen attrs classes.
 
+``PathVersion`` is lineage's one form of a path version: what the index holds and
+``Lineage.history`` returns. The object store's history file has its own line type
+(``zcas.cas.refs.PathVersion``: a bytes id, float seconds, no run); ``from_history_line`` is
+the one conversion from it.
+
 Ids inside records are 64-hex strings, times are integer nanoseconds: both encode the
 same way everywhere, which is what makes a record's bytes (and so a run's id) canonical.
 
@@ -14,11 +19,15 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 
 from zcas.cas.errors import ZcasError
+
+if TYPE_CHECKING:
+    from zcas.cas.refs import PathVersion as HistoryLine
 
 SCHEMA = 1
 STATUSES = ("ran", "cached", "failed")
@@ -39,19 +48,19 @@ class RecordError(ZcasError, ValueError):
     """A record that does not decode, or does not validate."""
 
 
-def _show(value) -> str:
+def _show(value: object) -> str:
     r = repr(value)  # repr escapes control characters: safe in a one-line message
     return r if len(r) <= 60 else r[:57] + "..."
 
 
-def _fail(where: str, what: str, value=None, show: bool = True) -> None:
+def _fail(where: str, what: str, value: object = None, show: bool = True) -> NoReturn:
     raise RecordError(f"{where} {what}" + (f": {_show(value)}" if show else ""))
 
 
 # -- checks of one value (where: how the message names it) -----------------------------------
 
 
-def check_str(where: str, v, limit: int = MAX_NAME, nul: bool = False) -> None:
+def check_str(where: str, v: object, limit: int = MAX_NAME, nul: bool = False) -> None:
     if type(v) is not str:
         _fail(where, f"must be a string, not {type(v).__name__}", v)
     if len(v) > limit:
@@ -60,21 +69,21 @@ def check_str(where: str, v, limit: int = MAX_NAME, nul: bool = False) -> None:
         _fail(where, "contains NUL", v)
 
 
-def check_id(where: str, v) -> None:
+def check_id(where: str, v: object) -> None:
     if type(v) is not str or not _HEX.fullmatch(v):
         _fail(where, "is not an id (64 lowercase hex digits)", v)
 
 
-def check_int(where: str, v, lo: int, hi: int) -> None:
+def check_int(where: str, v: object, lo: int, hi: int) -> None:
     if type(v) is not int:
         _fail(where, f"must be an integer, not {type(v).__name__}", v)
     if not lo <= v <= hi:
         _fail(where, f"is out of range [{lo}, {hi}]", v)
 
 
-def check_plain(where: str, value, max_depth: int = MAX_DEPTH, max_values: int = MAX_ENTRIES * 10) -> None:
+def check_plain(where: str, value: object, max_depth: int = MAX_DEPTH, max_values: int = MAX_ENTRIES * 10) -> None:
     """JSON-able plain data nesting at most ``max_depth`` deep (walked without recursion)."""
-    todo = [(value, 0)]
+    todo: list[tuple[Any, int]] = [(value, 0)]
     count = 0
     while todo:
         v, depth = todo.pop()
@@ -100,8 +109,12 @@ def check_plain(where: str, value, max_depth: int = MAX_DEPTH, max_values: int =
             _fail(where, f"holds a {type(v).__name__}", v)
 
 
-def _mapping(check_key, check_value):
-    def validate(inst, attr, v) -> None:
+Check = Callable[[str, Any], None]  # a check of one value: (where, value)
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]  # an attrs validator
+
+
+def _mapping(check_key: Check, check_value: Check) -> Validator:
+    def validate(inst: object, attr: attrs.Attribute[Any], v: Any) -> None:
         if type(v) is not dict:
             _fail(attr.name, f"must be a map, not {type(v).__name__}", v)
         if len(v) > MAX_ENTRIES:
@@ -113,44 +126,44 @@ def _mapping(check_key, check_value):
     return validate
 
 
-def _one(check):
+def _one(check: Check) -> Validator:
     return lambda inst, attr, v: check(attr.name, v)
 
 
-def _optional(check):
+def _optional(check: Check) -> Validator:
     return lambda inst, attr, v: None if v is None else check(attr.name, v)
 
 
-def _name(where, v):
+def _name(where: str, v: object) -> None:
     check_str(where, v)
 
 
-def _component_name(where, v):
+def _component_name(where: str, v: object) -> None:
     check_str(where, v, MAX_COMPONENT_NAME)
 
 
-def _any_text(where, v):
+def _any_text(where: str, v: object) -> None:
     check_str(where, v, limit=1 << 62, nul=True)  # bounded by the record's size
 
 
-def _env_value(where, v):
+def _env_value(where: str, v: object) -> None:
     if v is not None:
         check_str(where, v, MAX_TEXT)
 
 
-def _materializer(where, v):
+def _materializer(where: str, v: Any) -> None:
     check_str(where, v)
     name, at, version = v.partition("@")
     if not name or not at or not version:
         _fail(where, "is not a materializer tag (name@version)", v)
 
 
-def _cache_key(where, v):
+def _cache_key(where: str, v: object) -> None:
     if not (type(v) is str and v == ""):
         check_id(where, v)
 
 
-def _argv(where, v):
+def _argv(where: str, v: object) -> None:
     if type(v) is not list:
         _fail(where, f"must be a list, not {type(v).__name__}", v)
     if len(v) > MAX_ENTRIES:
@@ -159,16 +172,16 @@ def _argv(where, v):
         check_str(f"{where}[{i}]", x, MAX_TEXT)
 
 
-def _params(where, v):
+def _params(where: str, v: object) -> None:
     check_plain(where, v)
 
 
-def _ns(where, v):
+def _ns(where: str, v: object) -> None:
     check_int(where, v, 0, MAX_NS)
 
 
-def _in(options):
-    def validate(inst, attr, v) -> None:
+def _in(options: tuple[str, ...]) -> Validator:
+    def validate(inst: object, attr: attrs.Attribute[Any], v: Any) -> None:
         if type(v) is not str or v not in options:
             _fail(attr.name, f"must be one of {', '.join(options)}", v)
 
@@ -191,7 +204,8 @@ class Run:
     params: dict[str, Any] = attrs.field(factory=dict, validator=_mapping(_name, _params))
     # VAR -> "b3:<digest>" of its value (or the value itself, in records of an older zcas), None if unset
     env: dict[str, str | None] = attrs.field(factory=dict, validator=_mapping(_name, _env_value))
-    code: str | None = attrs.field(default=None, validator=_optional(lambda w, v: check_str(w, v, MAX_TEXT)))  # code fingerprint (Python steps)
+    # code fingerprint (Python steps)
+    code: str | None = attrs.field(default=None, validator=_optional(lambda w, v: check_str(w, v, MAX_TEXT)))
     cmd: list[str] | None = attrs.field(default=None, validator=_optional(_argv))  # argv (command steps)
     cwd: str = attrs.field(default="", validator=_one(_name))
     started_ns: int = attrs.field(default=0, validator=_one(_ns))
@@ -234,3 +248,16 @@ class PathVersion:
 
 
 PATH_REQUIRED = frozenset({"path", "id", "time_ns"})
+
+
+def from_history_line(line: HistoryLine) -> PathVersion:
+    """The path version a line of the object store's history file records (a bytes id, float
+    seconds), or RecordError if it cannot be one. A kind path history does not tell apart
+    ("exec", from a tree's modes) or does not know is "file"."""
+    try:
+        time_ns = int(line.time * 1e9)
+        oid = line.oid.hex()
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        raise RecordError(f"history line {_show(line)}: bad id or time") from None
+    kind = line.kind if isinstance(line.kind, str) and line.kind in PATH_KINDS else "file"
+    return PathVersion(path=line.path, id=oid, time_ns=time_ns, kind=kind)

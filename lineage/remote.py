@@ -26,12 +26,18 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from zcas.cas import codec
 from zcas.cas.errors import IntegrityError, ObjectNotFoundError, ZcasError
 from zcas.cas.oid import hash_bytes
 from zcas.cas.safetext import printable
+
+if TYPE_CHECKING:
+    from zcas.cas.backend import Backend
+
+    from .store import Lineage
 
 PREFIX = "lineage/"
 MAX_SEGMENT = 256 << 20  # decoded bytes of one segment
@@ -66,7 +72,7 @@ def _pack(records: list[bytes]) -> bytes:
     return b"".join(len(r).to_bytes(8, "little") + r for r in records)
 
 
-def _frames(payload) -> Iterator[tuple[int, int]]:
+def _frames(payload: bytes | memoryview) -> Iterator[tuple[int, int]]:
     """(start, end) of each record in ``payload``; SegmentError where the framing is wrong."""
     from .serde import MAX_RECORD
 
@@ -83,7 +89,7 @@ def _frames(payload) -> Iterator[tuple[int, int]]:
         pos += 8 + size
 
 
-def _unpack(payload) -> list[bytes]:
+def _unpack(payload: bytes | memoryview) -> list[bytes]:
     """The records of a segment payload (SegmentError if its framing is wrong)."""
     return [bytes(payload[a:b]) for a, b in list(_frames(payload))]
 
@@ -105,7 +111,7 @@ def check_run_record(data: bytes) -> dict:
     return d
 
 
-def secret_run_ids(lineage) -> set[bytes]:
+def secret_run_ids(lineage: Lineage) -> set[bytes]:
     """Ids of the local run records holding an environment value in the clear (written by an
     older zcas). They must never reach a remote: ``RemoteLineage.push`` leaves them out, and a
     push that copies whole packs (they are objects in them) must leave these objects out too."""
@@ -114,7 +120,7 @@ def secret_run_ids(lineage) -> set[bytes]:
     from .redact import plaintext_env
 
     graph = lineage.graph
-    out = set()
+    out: set[bytes] = set()
     for rid in graph.all_run_ids():
         data = graph.run_bytes(rid)
         try:
@@ -131,7 +137,7 @@ def _rejected_name(key: str) -> str:
 
 
 class RemoteLineage:
-    def __init__(self, lineage, backend, state_dir: str, warn: Warn | None = None):
+    def __init__(self, lineage: Lineage, backend: Backend, state_dir: str, warn: Warn | None = None) -> None:
         self.lineage = lineage
         self.backend = backend
         self.state_dir = state_dir  # which segments this repository has already seen
@@ -339,5 +345,5 @@ class RemoteLineage:
         for rid, _, data in batch:
             db.put(codec.KIND_RECORD, data, oid=rid)
         db.flush()
-        self.lineage.graph.put_runs(batch)
+        self.lineage.index_runs(batch)
         return len(batch)

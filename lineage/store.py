@@ -8,6 +8,8 @@ and path history: that is the record of truth. The LMDB graph is an index over t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from zcas.cas import codec
 from zcas.cas.errors import ZcasError
@@ -15,6 +17,10 @@ from zcas.cas.oid import from_hex
 from zcas.cas.repo import Repo
 
 from .graph import Graph
+from .records import PathVersion, RecordError, Run, from_history_line
+
+if TYPE_CHECKING:
+    from zcas.cas.refs import PathVersion as HistoryLine
 
 # The index is complete and every run in it passed strict validation. v1 indexes were built
 # by a zcas that validated remote records less strictly: opening one rebuilds it.
@@ -23,7 +29,7 @@ _LISTED = {"step": str, "kind": str, "status": str, "inputs": dict, "outputs": d
 
 
 class Lineage:
-    def __init__(self, repo: Repo, rebuild: bool = False):
+    def __init__(self, repo: Repo, rebuild: bool = False) -> None:
         self.repo = repo
         path = os.path.join(repo.zdir, "lineage")
         if rebuild:  # a damaged LMDB may not even open: start from nothing
@@ -41,7 +47,7 @@ class Lineage:
 
     # -- recording -------------------------------------------------------------------------
 
-    def record_runs(self, runs: list) -> list[bytes]:
+    def record_runs(self, runs: list[Run]) -> list[bytes]:
         """Store run records durably as objects, then index them (in one transaction)."""
         from . import serde
 
@@ -49,21 +55,41 @@ class Lineage:
         db = self.repo.db
         ids = [db.put(codec.KIND_RECORD, d) for d in datas]
         db.flush()
-        self.graph.put_runs([(rid, serde.unstructure(r), d) for rid, r, d in zip(ids, runs, datas)])
+        self.index_runs([(rid, serde.unstructure(r), d) for rid, r, d in zip(ids, runs, datas, strict=True)])
         return ids
 
-    def record_run(self, run) -> bytes:
+    def record_run(self, run: Run) -> bytes:
         return self.record_runs([run])[0]
 
-    def index_paths(self, versions) -> int:
+    def index_runs(self, items: list[tuple[bytes, dict[str, Any], bytes]]) -> None:
+        """Index runs already stored (run id, unstructured record, record bytes), with the
+        paths of command runs in path history as what they hold (``path_kind``)."""
+        self.graph.put_runs(items, self.path_kind)
+
+    def path_kind(self, oid: bytes) -> str:
+        """What a path that held ``oid`` was, as path history names it: "tree" for a folder,
+        else "file". A record names only ids, and the object's kind tells a folder from a
+        file, not a symlink from a file (its target is stored as a blob), so a symlink a
+        command wrote is a "file" here. An object not in this store (a run pulled from a
+        remote, its outputs not fetched) is a "file" too, until ``reindex``."""
+        db = self.repo.db
+        if not db.has(oid):
+            return "file"
+        try:
+            kind = db.entry(oid).kind
+        except ZcasError:
+            return "file"
+        return "tree" if kind == codec.KIND_TREE else "file"
+
+    def index_paths(self, versions: Iterable[HistoryLine]) -> int:
         """Index path versions that the object store's history file has recorded; a version
         that cannot be indexed (a damaged line: a time out of range, a path that is not text)
         is skipped. Returns how many were indexed."""
         items = []
         for v in versions:
             try:
-                items.append((v.path, v.oid, int(v.time * 1e9), None, v.kind))
-            except (TypeError, ValueError, OverflowError):
+                items.append(from_history_line(v))
+            except RecordError:
                 continue
         return self.graph.put_paths(items)
 
@@ -77,10 +103,9 @@ class Lineage:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def run(self, rid: bytes):
-        """The run record ``rid`` (a ``records.Run``), from the index or the object store."""
+    def run(self, rid: bytes) -> Run:
+        """The run record ``rid``, from the index or the object store."""
         from . import serde
-        from .records import Run
 
         data = self.graph.run_bytes(rid)
         if data is None:
@@ -90,7 +115,7 @@ class Lineage:
             raise serde.RecordError(f"{rid.hex()} is not a run record")
         return rec
 
-    def run_dict(self, rid: bytes) -> dict | None:
+    def run_dict(self, rid: bytes) -> dict[str, Any] | None:
         """A run as a plain dict (no cattrs: the fast path for listing and walking).
 
         Every run in the index passed strict validation when it was indexed; should one not
@@ -110,7 +135,7 @@ class Lineage:
         return d
 
     def runs(self, step: str | None = None, status: str | None = None, since_ns: int = 0,
-             limit: int | None = None) -> list[tuple[bytes, dict]]:
+             limit: int | None = None) -> list[tuple[bytes, dict[str, Any]]]:
         """(run id, record) newest first, filtered; stops reading once ``limit`` is reached."""
         out = []
         for rid in self.graph.run_ids_newest(since_ns):
@@ -122,13 +147,9 @@ class Lineage:
                 break
         return out
 
-    def history(self, path: str) -> list:
-        from .records import PathVersion
-
-        return [
-            PathVersion(path=path, id=oid.hex(), time_ns=t, kind=kind, run=run.hex() if run else None)
-            for t, oid, run, kind in self.graph.history(path)
-        ]
+    def history(self, path: str) -> list[PathVersion]:
+        """Every recorded version of ``path``, oldest first."""
+        return self.graph.versions(path)
 
     def roots(self) -> list[bytes]:
         """Objects lineage keeps alive: every run record and every artifact it names."""
@@ -147,13 +168,13 @@ class Lineage:
 
     # -- rebuilding ------------------------------------------------------------------------
 
-    def _pulled_history(self) -> list:
+    def _pulled_history(self) -> list[HistoryLine]:
         """Path versions pulled from remotes (kept apart from the local history file)."""
         import glob
 
         from zcas.cas.refs import Refs
 
-        out = []
+        out: list[HistoryLine] = []
         for path in sorted(glob.glob(os.path.join(self.repo.zdir, "remotes", "*", "history.jsonl"))):
             r = Refs(self.repo.zdir)
             r.history_path = path
@@ -163,7 +184,6 @@ class Lineage:
     def reindex(self) -> dict[str, int]:
         """Rebuild the graph from run objects, the history file and tags alone."""
         from . import serde
-        from .records import Run
 
         db = self.repo.db
         self.graph.clear()
@@ -182,9 +202,9 @@ class Lineage:
                 batch.append((oid, serde.unstructure(rec), data))
                 runs += 1
             if len(batch) >= 2000:
-                self.graph.put_runs(batch)
+                self.index_runs(batch)
                 batch = []
-        self.graph.put_runs(batch)
+        self.index_runs(batch)
         versions = list(self.repo.refs.history()) + self._pulled_history()
         paths = self.index_paths(versions)
         tags = self._tags()
@@ -201,7 +221,7 @@ class Lineage:
             return refs.tags()
         except ZcasError:
             pass
-        out = {}
+        out: dict[str, bytes] = {}
         try:
             names = sorted(os.listdir(refs.tags_dir))
         except OSError:

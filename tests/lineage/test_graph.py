@@ -165,3 +165,45 @@ def test_attack_run_whose_key_does_not_match_its_components_is_no_cache_entry(re
     assert lin.graph.has_run(forged) and lin.graph.cache_get(bytes.fromhex(honest["cache_key"])) is None
     real = lin.record_run(Run(step="ok", kind="command", status="ran", **honest))
     assert lin.graph.cache_get(bytes.fromhex(honest["cache_key"])) == real
+
+
+def test_folder_outputs_are_indexed_as_trees(repo_dir, repo, lin):
+    """A command's paths are indexed into path history as what they hold: a folder as a
+    "tree", a file as a "file" (a record names ids only: the object store knows which)."""
+    (repo_dir / "d").mkdir()
+    (repo_dir / "d" / "x.txt").write_text("x")
+    (repo_dir / "f.txt").write_text("f")
+    (tree, _, kind), (f, _, _) = repo.add([str(repo_dir / "d"), str(repo_dir / "f.txt")])
+    assert kind == "tree"
+    absent = "cd" * 32  # a pulled run's output, never fetched: nothing says what it is
+    rid = lin.record_run(Run(step="s", kind="command", status="ran", inputs={"in": tree.hex()},
+                             outputs={"out": tree.hex(), "out.txt": f.hex(), "gone": absent},
+                             started_ns=1, ended_ns=2))
+    expect = {"in": ("tree", None), "out": ("tree", rid.hex()), "out.txt": ("file", rid.hex()), "gone": ("file", rid.hex())}
+    assert {p: [(v.kind, v.run) for v in lin.history(p)] for p in expect} == {p: [e] for p, e in expect.items()}
+    lin.reindex()
+    assert {p: [(v.kind, v.run) for v in lin.history(p)] for p in expect} == {p: [e] for p, e in expect.items()}
+
+
+def test_path_versions_have_one_form(repo_dir, repo, lin):
+    """The history file's lines (bytes ids, float seconds) become lineage's PathVersion in
+    one place; the index returns that same type (the old tuples are derived from it)."""
+    from zcas.cas.refs import PathVersion as HistoryLine
+    from zcas.lineage.records import PathVersion, RecordError, from_history_line
+
+    (repo_dir / "run.sh").write_text("#!/bin/sh\n")
+    (repo_dir / "run.sh").chmod(0o755)
+    [(oid, _, kind)] = repo.add([str(repo_dir / "run.sh")])
+    assert kind == "exec"  # the history file keeps a tree mode; path history knows files
+    assert lin.index_paths(repo.refs.last_recorded) == 1
+    [v] = lin.history("run.sh")
+    assert isinstance(v, PathVersion) and v == lin.graph.versions("run.sh")[0]
+    assert (v.id, v.kind, v.run) == (oid.hex(), "file", None)
+    assert v.time_ns == int(repo.refs.last_recorded[0].time * 1e9)
+    assert lin.graph.history("run.sh") == [(v.time_ns, oid, None, "file")]
+    assert from_history_line(HistoryLine("l", oid, "link", 1.5)) == PathVersion(path="l", id=oid.hex(), time_ns=1_500_000_000,
+                                                                               kind="link")
+    for bad in (HistoryLine("p", oid, "file", -1.0), HistoryLine("p", b"short", "file", 1.0),
+                HistoryLine("p", oid, "file", float("nan")), HistoryLine("a\0b", oid, "file", 1.0)):
+        with pytest.raises(RecordError):
+            from_history_line(bad)
