@@ -45,7 +45,7 @@ def encode_manifest(total: int, chunks: list[tuple[bytes, int]]) -> bytes:
     return _TOTAL.pack(total) + b"".join(_ITEM.pack(o, n) for o, n in chunks)
 
 
-def decode_manifest(oid_hex: str, payload: bytes) -> tuple[int, list[tuple[bytes, int]]]:
+def decode_manifest(oid: bytes | str, payload: bytes) -> tuple[int, list[tuple[bytes, int]]]:
     """(total, [(chunk id, length)]). Chunks are blobs, so each length is between 1 and the
     blob limit, and the lengths must add up to the total: a manifest cannot claim a size
     its chunks do not make up, or a chunk larger than any reader accepts. FastCDC cuts no
@@ -53,29 +53,29 @@ def decode_manifest(oid_hex: str, payload: bytes) -> tuple[int, list[tuple[bytes
     allows (millions of one-byte chunks, to make readers hold millions of entries) is
     refused before its entries are unpacked."""
     if len(payload) < 8 or (len(payload) - 8) % _ITEM.size:
-        raise IntegrityError(oid_hex, "malformed chunk manifest")
+        raise IntegrityError(oid, "malformed chunk manifest")
     (total,) = _TOTAL.unpack_from(payload, 0)
     if (len(payload) - 8) // _ITEM.size > total // MIN_CHUNK + 1:
-        raise IntegrityError(oid_hex, "chunk manifest lists more chunks than its size allows")
+        raise IntegrityError(oid, "chunk manifest lists more chunks than its size allows")
     items = list(_ITEM.iter_unpack(memoryview(payload)[8:]))
     lengths = [n for _, n in items]
     if lengths and (min(lengths) < 1 or max(lengths) > codec.MAX_SIZE[codec.KIND_BLOB]):
-        raise IntegrityError(oid_hex, "chunk manifest lists a chunk of impossible length")
+        raise IntegrityError(oid, "chunk manifest lists a chunk of impossible length")
     if sum(lengths) != total:
-        raise IntegrityError(oid_hex, "chunk lengths do not add up to the file size")
+        raise IntegrityError(oid, "chunk lengths do not add up to the file size")
     return total, items
 
 
-def check_manifest(oid_hex: str, payload) -> int:
+def check_manifest(oid: bytes | str, payload: bytes | memoryview) -> int:
     """The total of a manifest that ``decode_manifest`` would accept, checked a block of
     entries at a time (a 256 MiB manifest is 7.4 million entries: unpacked at once they
     would take gigabytes of Python objects)."""
     if len(payload) < 8 or (len(payload) - 8) % _ITEM.size:
-        raise IntegrityError(oid_hex, "malformed chunk manifest")
+        raise IntegrityError(oid, "malformed chunk manifest")
     (total,) = _TOTAL.unpack_from(payload, 0)
     count = (len(payload) - 8) // _ITEM.size
     if count > total // MIN_CHUNK + 1:
-        raise IntegrityError(oid_hex, "chunk manifest lists more chunks than its size allows")
+        raise IntegrityError(oid, "chunk manifest lists more chunks than its size allows")
     view = memoryview(payload)
     cap = codec.MAX_SIZE[codec.KIND_BLOB]
     step = 65536 * _ITEM.size
@@ -83,10 +83,10 @@ def check_manifest(oid_hex: str, payload) -> int:
     for at in range(8, len(payload), step):
         lengths = [n for _, n in _ITEM.iter_unpack(view[at : at + step])]
         if min(lengths) < 1 or max(lengths) > cap:
-            raise IntegrityError(oid_hex, "chunk manifest lists a chunk of impossible length")
+            raise IntegrityError(oid, "chunk manifest lists a chunk of impossible length")
         added += sum(lengths)
     if added != total:
-        raise IntegrityError(oid_hex, "chunk lengths do not add up to the file size")
+        raise IntegrityError(oid, "chunk lengths do not add up to the file size")
     return total
 
 
@@ -95,7 +95,7 @@ def check_total(db, oid: bytes, total: int) -> None:
     truncated, written or assembled to that size."""
     size = db.entry(oid).size
     if total != size:
-        raise IntegrityError(oid.hex(), f"manifest total {total} differs from the pack index size {size}")
+        raise IntegrityError(oid, f"manifest total {total} differs from the pack index size {size}")
 
 
 def _cutter():
@@ -225,7 +225,7 @@ def reassembles(db, oid: bytes, manifest: bytes, size: int) -> bool:
     bytes hash to ``oid`` and add up to ``size``. Read one chunk at a time on the calling
     thread (it may be a pool worker): only manifests with rival copies are checked so."""
     try:
-        total, items = decode_manifest(oid.hex(), manifest)
+        total, items = decode_manifest(oid, manifest)
         if total != size:
             return False
         h = hasher()
@@ -242,13 +242,13 @@ def reassembles(db, oid: bytes, manifest: bytes, size: int) -> bool:
 def _chunk_bytes(db, oid: bytes) -> bytes:
     kind, data = db.get(oid)
     if kind != codec.KIND_BLOB:
-        raise IntegrityError(oid.hex(), "chunk is not a blob")
+        raise IntegrityError(oid, "chunk is not a blob")
     return data
 
 
 def iter_content(db, oid: bytes, manifest: bytes) -> Iterator[bytes]:
     """Yield a large file's bytes in order; raises at the end if they don't hash to ``oid``."""
-    total, items = decode_manifest(oid.hex(), manifest)
+    total, items = decode_manifest(oid, manifest)
     check_total(db, oid, total)
     h = hasher()
     ex = pool()
@@ -261,7 +261,7 @@ def iter_content(db, oid: bytes, manifest: bytes) -> Iterator[bytes]:
     while window:
         yield _take(window, h, oid)
     if h.digest() != oid:
-        raise IntegrityError(oid.hex(), "reassembled content hash mismatch", oid.hex(), h.hexdigest())
+        raise IntegrityError(oid, "reassembled content hash mismatch", oid, h.digest())
 
 
 def _take(window: deque, h, oid: bytes) -> bytes:
@@ -270,11 +270,11 @@ def _take(window: deque, h, oid: bytes) -> bytes:
     try:
         data = fut.result()
     except ObjectNotFoundError as e:
-        raise IntegrityError(oid.hex(), f"chunk {e.oid} listed in its manifest is missing") from None
+        raise IntegrityError(oid, f"chunk {e.oid} listed in its manifest is missing") from None
     except IntegrityError as e:
-        raise IntegrityError(oid.hex(), f"chunk {e.oid} is corrupt: {e.reason}") from None
+        raise IntegrityError(oid, f"chunk {e.oid} is corrupt: {e.reason}") from None
     if len(data) != n:
-        raise IntegrityError(oid.hex(), "a chunk's length differs from the manifest")
+        raise IntegrityError(oid, "a chunk's length differs from the manifest")
     h.update(data)
     return data
 
@@ -293,7 +293,7 @@ def write_chunked(db, oid: bytes, manifest: bytes, fd: int) -> None:
     """
     from .verify import check_header
 
-    total, items = decode_manifest(oid.hex(), manifest)
+    total, items = decode_manifest(oid, manifest)
     check_total(db, oid, total)
     os.ftruncate(fd, total)
     placed = []
@@ -308,11 +308,11 @@ def write_chunked(db, oid: bytes, manifest: bytes, fd: int) -> None:
                 e = db.entry(coid)
                 record = db.read_record(coid, e)
             except ObjectNotFoundError:
-                raise IntegrityError(oid.hex(), f"chunk {coid.hex()} listed in its manifest is missing") from None
+                raise IntegrityError(oid, f"chunk {coid.hex()} listed in its manifest is missing") from None
             check_header(coid, record, e.kind, e.size)
-            kind, data = codec.decode(coid.hex(), record)
+            kind, data = codec.decode(coid, record)
             if kind != codec.KIND_BLOB or len(data) != n:
-                raise IntegrityError(coid.hex(), "chunk differs from the manifest")
+                raise IntegrityError(coid, "chunk differs from the manifest")
             os.pwrite(fd, data, at)
 
     def repair(part):
@@ -320,9 +320,9 @@ def write_chunked(db, oid: bytes, manifest: bytes, fd: int) -> None:
             try:
                 data = _chunk_bytes(db, coid)  # verified, from any good copy; raises naming it
             except ObjectNotFoundError:
-                raise IntegrityError(oid.hex(), f"chunk {coid.hex()} listed in its manifest is missing") from None
+                raise IntegrityError(oid, f"chunk {coid.hex()} listed in its manifest is missing") from None
             if len(data) != n:
-                raise IntegrityError(coid.hex(), "chunk differs from the manifest")
+                raise IntegrityError(coid, "chunk differs from the manifest")
             os.pwrite(fd, data, at)
 
     for fn in (work, repair):
@@ -337,7 +337,7 @@ def write_chunked(db, oid: bytes, manifest: bytes, fd: int) -> None:
             raise errors[0]
         if not errors and _file_hash(fd, total) == oid:
             return
-    raise IntegrityError(oid.hex(), "reassembled content hash mismatch")
+    raise IntegrityError(oid, "reassembled content hash mismatch")
 
 
 def _file_hash(fd: int, total: int) -> bytes:

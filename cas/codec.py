@@ -120,17 +120,17 @@ def encode_raw(kind: int, payload) -> bytes:
     return HEADER.pack(kind, CODEC_RAW, len(payload)) + bytes(payload)
 
 
-def read_header(oid_hex: str, record) -> tuple[int, int, int]:
+def read_header(what: bytes | str, record: bytes | memoryview) -> tuple[int, int, int]:
     if len(record) < HEADER_SIZE:
-        raise IntegrityError(oid_hex, "truncated header")
+        raise IntegrityError(what, "truncated header")
     kind, codec, raw_size = HEADER.unpack_from(record, 0)
     if kind not in KINDS:
-        raise IntegrityError(oid_hex, f"unknown object kind {kind}")
+        raise IntegrityError(what, f"unknown object kind {kind}")
     if codec not in (CODEC_RAW, CODEC_ZSTD):
-        raise IntegrityError(oid_hex, f"unknown codec {codec}")
+        raise IntegrityError(what, f"unknown codec {codec}")
     cap = MAX_SIZE[kind]
     if raw_size > cap:
-        raise IntegrityError(oid_hex, f"{KINDS[kind]} declared size {raw_size} exceeds the limit {cap}")
+        raise IntegrityError(what, f"{KINDS[kind]} declared size {raw_size} exceeds the limit {cap}")
     return kind, codec, raw_size
 
 
@@ -148,20 +148,20 @@ def inflate_small(body, raw_size: int) -> bytes | None:
     return out if len(out) == raw_size else None
 
 
-def decode(oid_hex: str, record) -> tuple[int, bytes]:
+def decode(what: bytes | str, record: bytes | memoryview) -> tuple[int, bytes]:
     """(kind, payload) of a stored record, bounded by its declared size."""
-    kind, codec, raw_size = read_header(oid_hex, record)
-    return kind, decode_body(oid_hex, codec, raw_size, record)
+    kind, codec, raw_size = read_header(what, record)
+    return kind, decode_body(what, codec, raw_size, record)
 
 
-def decode_body(oid_hex: str, codec: int, raw_size: int, record, view: bool = False) -> bytes:
+def decode_body(what: bytes | str, codec: int, raw_size: int, record: bytes | memoryview, view: bool = False) -> bytes:
     """The payload of a record whose header ``read_header`` accepted. ``view=True``: a raw
     payload is returned as a view into ``record`` (a verifier that only reads it needs no
     copy); otherwise a large raw payload is copied inside the budget, like an inflation."""
     body = memoryview(record)[HEADER_SIZE:]
     if codec == CODEC_RAW:
         if len(body) != raw_size:
-            raise IntegrityError(oid_hex, f"size {len(body)} differs from declared {raw_size}")
+            raise IntegrityError(what, f"size {len(body)} differs from declared {raw_size}")
         if view:
             return body  # type: ignore[return-value]
         held = budget.take(raw_size) if raw_size > MAX_SIZE[KIND_BLOB] else 0
@@ -173,17 +173,17 @@ def decode_body(oid_hex: str, codec: int, raw_size: int, record, view: bool = Fa
     try:
         declared = zstandard.frame_content_size(body)
     except zstandard.ZstdError as e:
-        raise IntegrityError(oid_hex, f"bad zstd frame: {e}") from None
+        raise IntegrityError(what, f"bad zstd frame: {e}") from None
     if declared != raw_size:
-        raise IntegrityError(oid_hex, f"frame claims {declared} bytes, header {raw_size}")
+        raise IntegrityError(what, f"frame claims {declared} bytes, header {raw_size}")
     held = budget.take(raw_size) if raw_size > MAX_SIZE[KIND_BLOB] else 0
     try:
         out = _dctx().decompress(body, max_output_size=raw_size)
     except zstandard.ZstdError as e:
-        raise IntegrityError(oid_hex, f"cannot decompress: {e}") from None
+        raise IntegrityError(what, f"cannot decompress: {e}") from None
     finally:
         if held:
             budget.give(held)
     if len(out) != raw_size:
-        raise IntegrityError(oid_hex, f"decompressed to {len(out)} bytes, declared {raw_size}")
+        raise IntegrityError(what, f"decompressed to {len(out)} bytes, declared {raw_size}")
     return out

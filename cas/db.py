@@ -20,18 +20,23 @@ so readers (checkout, cat, fsck) and gc's walk all use that one, across processe
 Pack indexes of a local store that fail their checks raise (damage to fix with fsck); those
 of a remote (a backend that is not local) are skipped, remembered so they are not fetched
 again, and reported once through ``warn``.
+
+Every run flushes a pack of its own, so small packs pile up; past ``REPACK_AT`` of them a
+flush consolidates them into one (``repack.py``), so opening the store and looking an id up
+cost the same after ten thousand runs as after ten. A local read cache in front of a remote
+store is a backend (``cache.CachingBackend``), not something this class knows about.
 """
 
 from __future__ import annotations
 
 import operator
+import tempfile
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import Callable, Iterable, Iterator
 
 from . import codec
 from .backend import Backend
-from .bounded import get_bounded
 from .errors import AmbiguousIdError, IntegrityError, ObjectNotFoundError, StoreError
 from .oid import check_prefix, hash_bytes
 from .pack import (
@@ -46,6 +51,7 @@ from .pack import (
     find_entry,
     idx_key,
     name_of_idx_key,
+    pack_extent,
     pack_key,
 )
 from .verify import verify_record
@@ -57,28 +63,48 @@ from .verify import verify_record
 MAX_REMOTE_INDEXES = 256 << 20
 
 
+# A pack whose records end before this many bytes is small; past REPACK_AT small packs, a
+# flush consolidates them (see repack.py). Each consolidation rewrites at most
+# REPACK_AT x SMALL_PACK bytes, so its cost spread over the flushes it follows is constant.
+SMALL_PACK = 4 << 20
+REPACK_AT = 32
+_SMALL_ENTRIES = 4096  # a pack with more entries than this is never counted small
+
+
 class ObjectDB:
+    """Objects over a backend, in packs (see the module doc).
+
+    ``auto_repack``: consolidate small packs when a flush leaves ``REPACK_AT`` or more of
+    them (default: for a local backend only; a repository whose objects live in object
+    storage turns it on for its own store). ``cache`` (an ObjectDB) is the older way of
+    putting a local read cache in front of a remote backend: it wraps ``backend`` in a
+    ``CachingBackend`` over the cache's backend, which is the preferred construction.
+    """
+
     def __init__(self, backend: Backend, tmp_dir: str | None = None, max_pack_size: int = MAX_PACK_SIZE,
-                 cache: "ObjectDB | None" = None, warn: Callable[[str], None] | None = None):
+                 cache: ObjectDB | None = None, warn: Callable[[str], None] | None = None,
+                 auto_repack: bool | None = None):
+        if cache is not None:  # compatible adapter: the cache is a backend wrapper now
+            from .cache import CachingBackend
+            from .local import LocalBackend
+
+            local = cache.backend
+            if isinstance(local, LocalBackend):  # a cache needs no fsync: every read of it is checked
+                local = LocalBackend(local.root, fsync=False)
+            backend = CachingBackend(backend, local)
         self.backend = backend
-        self.cache = cache  # a local ObjectDB that keeps what was read from a remote backend
         # Told (once each) about a remote's pack indexes that were skipped; None: silent.
         self.warn = warn
-        if tmp_dir is None:
-            local_tmp = getattr(backend, "tmp_dir", None)
-            if local_tmp is None:
-                import tempfile
-
-                tmp_dir = tempfile.gettempdir()
-            else:
-                tmp_dir = local_tmp()
-        self.tmp_dir = tmp_dir
+        self.tmp_dir = tmp_dir or backend.tmp_dir() or tempfile.gettempdir()
         self.max_pack_size = max_pack_size
+        self.auto_repack = backend.local if auto_repack is None else auto_repack
+        self.repacking = False  # a repack is under way (it flushes nothing of ours)
         # id -> (pack number << 32) | entry number. The entry's fields stay in the pack's
         # index bytes and are unpacked on lookup: loading 100,000 ids costs milliseconds.
         self._index: dict[bytes, int] | None = None
         self._names: list[str] = []  # pack number -> name
         self._idx: list[bytes] = []  # pack number -> index bytes
+        self._small: set[str] = set()  # loaded packs under SMALL_PACK bytes
         self._writer: PackWriter | None = None
         self._lock = threading.RLock()
         self._remote_bytes = 0  # index bytes loaded from a non-local backend
@@ -103,22 +129,26 @@ class ObjectDB:
         are atomic for readers).
         """
         with self._lock:
-            index = {} if self._index is None else self._index
+            index: dict[bytes, int] = {} if self._index is None else self._index
             known = set(self._names)
-            local = self.backend.capabilities.local
+            local = self.backend.local
             for key in self.backend.list(PREFIX):
                 name = name_of_idx_key(key)
                 if name is None or name in known or name in self._bad:
                     continue
                 if local:  # damage here is the user's to know about: it raises
-                    self._add_pack(index, name, self.backend.get(key))
+                    try:
+                        data = self.backend.get(key)
+                    except ObjectNotFoundError:
+                        continue  # repacked (or collected) since it was listed
+                    self._add_pack(index, name, data)
                     known.add(name)
                     continue
                 # a remote's indexes are refused, not held, past what zcas could write; a bad
                 # one is skipped (and remembered), so one junk key cannot break every lookup
                 room = MAX_REMOTE_INDEXES - self._remote_bytes
                 try:
-                    data = get_bounded(self.backend, key, min(MAX_INDEX_BYTES, room))
+                    data = self.backend.get_bounded(key, min(MAX_INDEX_BYTES, room))
                 except ObjectNotFoundError:
                     continue  # deleted since it was listed
                 except IntegrityError as e:
@@ -150,29 +180,45 @@ class ObjectDB:
         with self._lock:
             self._index = None
             self._names, self._idx = [], []
+            self._small.clear()
             self._remote_bytes = 0
             self._settled.clear()
             self.refresh()
 
-    def _add_pack(self, index: dict, name: str, data: bytes) -> None:
+    def _add_pack(self, index: dict[bytes, int], name: str, data: bytes) -> None:
+        """Index a pack's ids: linear in its entries (an id already indexed keeps its first
+        copy), so loading N packs costs their ids, not N times everything loaded before."""
         n = check_index(name, data)
+        size = ENTRY.size
+        ids = [data[p : p + 32] for p in range(12, 12 + n * size, size)]
+        if not all(map(operator.lt, ids, islice(ids, 1, None))):  # other copies are found by bisecting
+            raise IntegrityError(name, "pack index is not sorted")
         num = len(self._names)
         self._names.append(name)
         self._idx.append(data)
         base = num << 32
-        size = ENTRY.size
-        ids = [data[p : p + 32] for p in range(12, 12 + n * size, size)]
-        fresh = dict(zip(ids, range(base, base + n)))
-        if not all(map(operator.lt, ids, islice(ids, 1, None))):  # other copies are found by bisecting
-            self._names.pop()
-            self._idx.pop()
-            raise IntegrityError(name, "pack index is not sorted")
-        if index:
-            fresh.update(index)  # an id already indexed keeps its first copy
-        index.update(fresh)
+        if not index:
+            index.update(zip(ids, range(base, base + n)))
+        else:
+            setdefault = index.setdefault
+            for oid, code in zip(ids, range(base, base + n)):
+                setdefault(oid, code)
+        if n <= _SMALL_ENTRIES and pack_extent(data) < SMALL_PACK:
+            self._small.add(name)
 
-    def duplicates(self) -> set[bytes]:
-        """Ids indexed in more than one loaded pack."""
+    def small_packs(self) -> list[str]:
+        """Loaded packs whose records end before ``SMALL_PACK`` bytes, by name."""
+        self.index  # noqa: B018 - loads the index
+        return sorted(self._small)
+
+    def index_bytes(self, name: str) -> bytes:
+        """The loaded (checked) index of pack ``name``."""
+        self.index  # noqa: B018 - loads the index
+        return self._idx[self._names.index(name)]
+
+    def duplicates(self, among: Iterable[str] | None = None) -> set[bytes]:
+        """Ids indexed in more than one loaded pack (``among``: of those, the ones in one
+        of these packs)."""
         self.index  # noqa: B018 - loads the index
         seen: set[bytes] = set()
         dup: set[bytes] = set()
@@ -180,7 +226,12 @@ class ObjectDB:
             n = (len(data) - 44) // ENTRY.size
             for oid in (data[p : p + 32] for p in range(12, 12 + n * ENTRY.size, ENTRY.size)):
                 (dup if oid in seen else seen).add(oid)
-        return dup
+        if among is None:
+            return dup
+        wanted = set(among)
+        return {o for num, name in enumerate(list(self._names)) if name in wanted
+                for o in (self._idx[num][p : p + 32] for p in range(12, len(self._idx[num]) - 32, ENTRY.size))
+                if o in dup}
 
     def packs(self) -> set[str]:
         self.index  # noqa: B018 - loads the index
@@ -214,7 +265,7 @@ class ObjectDB:
             self.refresh()
             e = self._lookup(oid)
             if e is None:
-                raise ObjectNotFoundError(oid.hex())
+                raise ObjectNotFoundError(oid)
         return e
 
     def __iter__(self) -> Iterator[bytes]:
@@ -317,13 +368,24 @@ class ObjectDB:
             except BaseException:
                 w.abort()
                 raise
-            if self._index is not None:
+            if self._index is not None and name not in self._names:
                 self._add_pack(self._index, name, idx)
                 num = len(self._names) - 1
                 for oid in self._prefer & w.entries.keys():  # our manifest, not the one found before
-                    self._index[oid] = (num << 32) | find_entry(idx, oid)  # type: ignore[operator]
+                    pos = find_entry(idx, oid)
+                    if pos is not None:
+                        self._index[oid] = (num << 32) | pos
             self._prefer.difference_update(w.entries.keys())
+            if self.auto_repack and not self.repacking and len(self._small) >= REPACK_AT:
+                self.repack()
             return name
+
+    def repack(self, min_packs: int = REPACK_AT) -> int:
+        """Consolidate the small packs into one, when there are at least ``min_packs`` of
+        them (see repack.py); returns how many packs were replaced."""
+        from .repack import repack
+
+        return repack(self, min_packs=min_packs).packs_removed
 
     def abort(self) -> None:
         """Drop everything written since the last flush (an error happened mid-command)."""
@@ -334,45 +396,37 @@ class ObjectDB:
 
     def close(self) -> None:
         self.flush()
-        if self.cache is not None:
-            self.cache.close()
-        close = getattr(self.backend, "close", None)
-        if close:
-            close()
+        self.backend.close()
 
     # -- reading -------------------------------------------------------------------------
 
     def read_record(self, oid: bytes, e: Entry | None = None) -> bytes:
-        if e is None and self.cache is not None and self.cache.has(oid):
-            return self.cache.read_record(oid)
-        e = e or self.entry(oid)
+        """The stored record of ``oid``: of the copy in use, or of copy ``e`` when given
+        (then a pack deleted meanwhile raises ObjectNotFoundError: that copy is gone)."""
+        if e is not None:
+            return self._read_at(oid, e)
+        try:
+            return self._read_at(oid, self.entry(oid))
+        except ObjectNotFoundError:
+            # a repack or gc may have replaced its pack since the index was loaded: look again, once
+            self.reload()
+            return self._read_at(oid, self.entry(oid))
+
+    def _read_at(self, oid: bytes, e: Entry) -> bytes:
         if e.pack == "":
             assert self._writer is not None
             return self._writer.read(e.offset, e.length)
-        check_entry(e.pack, oid, e.offset, e.length, None, e.kind, e.size)
-        try:
-            data = self.backend.get_range(pack_key(e.pack), e.offset, e.length)
-        except ObjectNotFoundError:
-            # gc may have repacked it since the index was loaded: look again, once.
-            self.reload()
-            e = self.entry(oid)
-            data = self.backend.get_range(pack_key(e.pack), e.offset, e.length)
+        check_entry(e.pack, oid, e.offset, e.length, e.kind, e.size)
+        data = self.backend.get_range(pack_key(e.pack), e.offset, e.length)
         if len(data) != e.length:
-            raise IntegrityError(oid.hex(), f"pack {e.pack[:12]} is truncated")
+            raise IntegrityError(oid, f"pack {e.pack[:12]} is truncated")
         return data
 
     def get(self, oid: bytes) -> tuple[int, bytes]:
         """(kind, payload), verified: a chunked manifest's chunks are checked on assembly."""
-        if self.cache is not None and self.cache.has(oid):
-            try:
-                return self.cache.get(oid)
-            except IntegrityError:
-                pass  # no good copy in the cache: read the store's
         e, record, payload = self.verified(oid)
         if e.kind == codec.KIND_CHUNKED and oid not in self._settled:
             e, record, payload = self._reassembling(oid, e, record, payload)
-        if self.cache is not None and e.pack:
-            self.cache.put_record(oid, e.kind, e.size, record)
         return e.kind, payload
 
     def _copies(self, oid: bytes) -> list[tuple[int | None, Entry]]:
@@ -427,7 +481,12 @@ class ObjectDB:
         the size its index entry records."""
         e = self.entry(oid)
         try:
-            record = self.read_record(oid, e)
+            try:
+                record = self.read_record(oid, e)
+            except ObjectNotFoundError:  # its pack was repacked away since the index was loaded
+                self.reload()
+                e = self.entry(oid)
+                record = self.read_record(oid, e)
             return e, record, verify_record(oid, record, e.kind, e.size, trees=False)
         except IntegrityError as first:
             found = self._other_copy(oid, e.pack)

@@ -7,6 +7,8 @@ to act on it; ``str()`` is a one-line message fit for a terminal.
 
 from __future__ import annotations
 
+import errno
+
 
 class ZcasError(Exception):
     """Root of every error zcas raises on purpose (the CLI prints these as one line)."""
@@ -33,10 +35,29 @@ class StoreError(ZcasError, OSError):
         return self.strerror if self.strerror else super().__str__()
 
 
+def shown_id(oid: bytes | str) -> str:
+    """An id as errors carry and print it: 64 hex characters (a key or name stays as is).
+    Ids are bytes everywhere inside the store; this is the one place they become text for
+    an error."""
+    return oid.hex() if isinstance(oid, (bytes, bytearray)) else oid
+
+
+def store_error(e: OSError, doing: str) -> StoreError:
+    """A ``StoreError`` for an OS error met while ``doing`` something, in one line (a full
+    disk and a file size limit are named as such)."""
+    if e.errno == errno.ENOSPC:
+        return StoreError(errno.ENOSPC, f"no space left on device while {doing}")
+    if e.errno == errno.EFBIG:
+        return StoreError(errno.EFBIG, f"file size limit exceeded while {doing}")
+    return StoreError(e.errno or 0, f"{e.strerror or e} while {doing}")
+
+
 class ObjectNotFoundError(StoreError, LookupError):
-    def __init__(self, oid: str, what: str = "object"):
-        self.oid = oid
-        super().__init__(f"{what} not found: {oid}")
+    """An object (``oid``: its id, or a store key, as hex text) is not in the store."""
+
+    def __init__(self, oid: bytes | str, what: str = "object"):
+        self.oid = shown_id(oid)
+        super().__init__(f"{what} not found: {self.oid}")
 
 
 class AmbiguousIdError(UsageError, LookupError):
@@ -50,12 +71,13 @@ class AmbiguousIdError(UsageError, LookupError):
 class IntegrityError(StoreError):
     """Stored bytes do not hash to their id, or do not decode as their header says."""
 
-    def __init__(self, oid: str, reason: str, expected: str | None = None, got: str | None = None):
-        self.oid = oid
+    def __init__(self, oid: bytes | str, reason: str, expected: bytes | str | None = None,
+                 got: bytes | str | None = None):
+        self.oid = shown_id(oid)  # hex (or the name of a pack, index or key)
         self.reason = reason
-        self.expected = expected
-        self.got = got
-        super().__init__(f"object {oid} is corrupt: {reason}")
+        self.expected = None if expected is None else shown_id(expected)
+        self.got = None if got is None else shown_id(got)
+        super().__init__(f"object {self.oid} is corrupt: {reason}")
 
 
 class UnsafePathError(ZcasError, ValueError):
@@ -108,10 +130,10 @@ class GcRefusedError(ZcasError):
     """gc found objects that names reach but that are missing, corrupt or undecodable, so
     it cannot know what they keep alive: it deletes nothing until the store is repaired."""
 
-    def __init__(self, damaged: dict[str, str]):
-        self.damaged = damaged  # id -> reason
-        oid, reason = next(iter(sorted(damaged.items())))
-        n = len(damaged)
+    def __init__(self, damaged: dict[bytes, str] | dict[str, str]):
+        self.damaged = {shown_id(o): why for o, why in damaged.items()}  # hex id -> reason
+        oid, reason = next(iter(sorted(self.damaged.items())))
+        n = len(self.damaged)
         super().__init__(
             f"gc deleted nothing: {n} object{'s' if n != 1 else ''} reachable from a name "
             f"{'are' if n != 1 else 'is'} missing or damaged (first {oid}: {reason}); run 'zcas fsck --repair' first"

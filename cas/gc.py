@@ -76,7 +76,7 @@ def gc(db, roots, grace: float, dry_run: bool = False, optional_roots: Iterable[
     if damaged:
         if dry_run:
             return rep
-        raise GcRefusedError({o.hex(): why for o, why in damaged.items()})
+        raise GcRefusedError(damaged)
     if not dry_run and plan:
         for keep in plan.values():
             for oid, _off, _len, kind, size in keep:
@@ -140,9 +140,8 @@ def _sweep_leftovers(db, now: float, dry_run: bool) -> int:
         for key in old:
             db.backend.delete(key)
     count = len(old)
-    tmp = getattr(db.backend, "tmp_dir", None)
-    if tmp:
-        d = tmp()
+    d = db.backend.tmp_dir()
+    if d is not None and os.path.isdir(d):
         for n in os.listdir(d):
             p = os.path.join(d, n)
             try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import stat as st_
 from collections import deque
+from typing import TYPE_CHECKING
 
 from . import codec
 from .chunking import CHUNK_THRESHOLD, pool, store_chunked
@@ -27,7 +28,7 @@ from .errors import (
     UnsafePathError,
     UsageError,
 )
-from .oid import hash_bytes
+from .oid import hash_bytes, hash_fd
 from .statcache import StatCache, stat_key
 from .tree import (
     MODE_EXEC,
@@ -38,6 +39,9 @@ from .tree import (
     encode_entries,
     is_reserved_name,
 )
+
+if TYPE_CHECKING:
+    from .db import ObjectDB
 
 SKIP_NAMES = frozenset({b".zcas", ".zcas"})
 _BATCH = 32
@@ -88,12 +92,13 @@ def _read_small(path: bytes, key: tuple) -> bytes:
     return data
 
 
-def _encode_files(db, batch):
+def _encode_files(db: ObjectDB | None, batch: list[tuple[bytes, tuple]]) -> list[tuple[bytes, tuple, bytes, bytes | None]]:
+    """(path, stat key, id, record or None) per file; ``db`` None: ids only (nothing encoded)."""
     out = []
     for path, key in batch:
         data = _read_small(path, key)
         oid = hash_bytes(data)
-        out.append((path, key, oid, None if db.has(oid) else codec.encode(codec.KIND_BLOB, data)))
+        out.append((path, key, oid, None if db is None or db.has(oid) else codec.encode(codec.KIND_BLOB, data)))
     return out
 
 
@@ -115,9 +120,12 @@ class Ingester:
 
     Paths are walked as bytes (what the kernel gives: no decoding per name), and entries
     known from the stat cache carry their id straight into the tree being built.
+
+    ``db`` None names paths without storing anything (``path_id``): the same walk, the same
+    ids, the stat cache read but never written (an entry there says its object is stored).
     """
 
-    def __init__(self, db, cache: StatCache):
+    def __init__(self, db: ObjectDB | None, cache: StatCache):
         self.db = db
         self.cache = cache
         self._inflight: deque = deque()
@@ -199,7 +207,7 @@ class Ingester:
             except OSError as e:
                 raise InputPathError(os.fsdecode(path), _reason(e)) from None
             _check_link(path, rel_dir, target)
-            return MODE_LINK, _OID(self.db.put(codec.KIND_BLOB, target))
+            return MODE_LINK, _OID(self._put(codec.KIND_BLOB, target))
         if not st_.S_ISREG(st.st_mode):
             raise InputPathError(os.fsdecode(path), "not a regular file, folder or symlink")
         mode = MODE_EXEC if st.st_mode & 0o100 else MODE_FILE
@@ -228,24 +236,39 @@ class Ingester:
             self._batch = []
         while len(self._inflight) > keep:
             done = self._inflight.popleft().result()
-            self.db.put_records([(oid, codec.KIND_BLOB, key[1], rec) for _, key, oid, rec in done if rec is not None])
+            if self.db is not None:
+                self.db.put_records([(oid, codec.KIND_BLOB, key[1], rec) for _, key, oid, rec in done if rec is not None])
             for path, key, oid, _ in done:
-                self.cache.put(path, key, oid)
+                if self.db is not None:
+                    self.cache.put(path, key, oid)
                 self._results[path] = oid
 
     def _add_large(self, path: bytes, key: tuple) -> bytes:
         shown = os.fsdecode(path)
         fd = open_regular(path)
         try:
-            oid = store_chunked(self.db, fd, key[1])
+            if self.db is None:  # its id is the hash of its bytes: no chunking needed to name it
+                oid = hash_fd(fd)
+                if os.fstat(fd).st_size != key[1]:
+                    raise ValueError("file size changed while being read")
+            else:
+                oid = store_chunked(self.db, fd, key[1])
             if stat_key(os.fstat(fd)) != key:
                 raise ChangedWhileReadingError(shown)
         except ValueError:
             raise ChangedWhileReadingError(shown) from None
         finally:
             os.close(fd)
-        self.cache.put(path, key, oid)
+        if self.db is not None:
+            self.cache.put(path, key, oid)
         return oid
+
+    def _put(self, kind: int, payload: bytes) -> bytes:
+        """Store a payload (``db`` None: only check it could be stored) and return its id."""
+        if self.db is not None:
+            return self.db.put(kind, payload)
+        codec.check_size(kind, len(payload), codec.MAX_STORED_SIZE)
+        return hash_bytes(payload)
 
     # Phase 2: every file has an id now; build trees bottom-up.
     def _build(self, dirs: list[_Dir]) -> bytes:
@@ -262,7 +285,7 @@ class Ingester:
                 entries.append((name, mode, oid))
             d.entries = []
             try:
-                d.oid = self.db.put(codec.KIND_TREE, encode_entries(entries))
+                d.oid = self._put(codec.KIND_TREE, encode_entries(entries))
             except UsageError:
                 raise RefusedInputError(os.fsdecode(d.path), f"{len(entries)} entries are too many for one folder "
                                         f"(a tree is at most {codec.MAX_SIZE[codec.KIND_TREE]} bytes)") from None
@@ -286,3 +309,11 @@ def _check_link(path: bytes, rel_dir: str, target: bytes) -> None:
 
 class _OID(bytes):
     """An id returned where a pending path could be: the type tells them apart."""
+
+
+def path_id(path: str, cache: StatCache | None = None) -> tuple[bytes, int]:
+    """(id, tree mode) that adding ``path`` (a file, symlink or folder) would give it,
+    without storing anything: the same walk and rules as ``Ingester.add``, files the stat
+    cache knows are not read again, and a large file is hashed whole, not chunked. Errors
+    are ``add``'s (a path that cannot be read, a link that could not be restored)."""
+    return Ingester(None, cache if cache is not None else StatCache(None)).add(path)

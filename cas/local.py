@@ -7,13 +7,12 @@ create-only semantics without a lock.
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
-from .backend import Capabilities, KeyInfo, check_key
-from .errors import ObjectNotFoundError, StoreError
+from .backend import Backend, KeyInfo, check_key, too_large
+from .errors import ObjectNotFoundError, store_error
 
 _TMP = "tmp"
 
@@ -26,16 +25,8 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def store_error(e: OSError, doing: str) -> StoreError:
-    if e.errno == errno.ENOSPC:
-        return StoreError(errno.ENOSPC, f"no space left on device while {doing}")
-    if e.errno == errno.EFBIG:
-        return StoreError(errno.EFBIG, f"file size limit exceeded while {doing}")
-    return StoreError(e.errno or 0, f"{e.strerror or e} while {doing}")
-
-
-class LocalBackend:
-    capabilities = Capabilities(local=True, durable=True)
+class LocalBackend(Backend):
+    local = True
 
     def __init__(self, root: str, fsync: bool = True):
         self.root = os.path.abspath(root)
@@ -53,7 +44,7 @@ class LocalBackend:
     def tmp_dir(self) -> str:
         return os.path.join(self.root, _TMP)
 
-    def local_path(self, key: str) -> str | None:
+    def local_path(self, key: str) -> str:
         return self._path(key)
 
     def get(self, key: str) -> bytes:
@@ -117,6 +108,19 @@ class LocalBackend:
         except OSError as e:
             raise store_error(e, f"writing {key}") from None
 
+    def get_bounded(self, key: str, limit: int) -> bytes:
+        """The file, read up to one byte past ``limit`` (so a huge one is never held)."""
+        try:
+            with open(self._path(key), "rb") as f:
+                data = f.read(limit + 1)
+        except FileNotFoundError:
+            raise ObjectNotFoundError(key, "key") from None
+        except OSError as e:
+            raise store_error(e, f"reading {key}") from None
+        if len(data) > limit:
+            raise too_large(key, os.path.getsize(self._path(key)), limit)
+        return data
+
     def put_file(self, key: str, path: str) -> bool:
         check_key(key)
         try:
@@ -142,9 +146,11 @@ class LocalBackend:
         _unlink_quiet(self._path(key))
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        base = self.root
+        # only the folder the prefix names is walked (``packs/`` never walks a cache beside it)
+        top = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = os.path.join(self.root, top) if top else self.root
         for dirpath, dirnames, filenames in os.walk(base):
-            rel = os.path.relpath(dirpath, base)
+            rel = os.path.relpath(dirpath, self.root)
             if rel == _TMP:
                 dirnames[:] = []
                 continue

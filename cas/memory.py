@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
-from .backend import Capabilities, KeyInfo, check_key
+from .backend import Backend, KeyInfo, check_key
 from .errors import ObjectNotFoundError
 
 
-class MemoryBackend:
-    capabilities = Capabilities(local=False, durable=False)
+class MemoryBackend(Backend):
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
@@ -20,17 +19,11 @@ class MemoryBackend:
     def __repr__(self) -> str:
         return "MemoryBackend()"
 
-    def local_path(self, key: str) -> str | None:
-        return None
-
     def get(self, key: str) -> bytes:
         try:
             return self._data[check_key(key)][0]
         except KeyError:
             raise ObjectNotFoundError(key, "key") from None
-
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        return self.get(key)[start : start + length]
 
     def put(self, key: str, data: bytes) -> bool:
         check_key(key)
@@ -39,14 +32,6 @@ class MemoryBackend:
                 return False
             self._data[key] = (bytes(data), time.time())
             return True
-
-    def put_file(self, key: str, path: str) -> bool:
-        import os
-
-        with open(path, "rb") as f:
-            data = f.read()
-        os.unlink(path)
-        return self.put(key, data)
 
     def exists(self, key: str) -> bool:
         return check_key(key) in self._data
@@ -66,11 +51,3 @@ class MemoryBackend:
         except KeyError:
             raise ObjectNotFoundError(key, "key") from None
         return KeyInfo(len(data), mtime)
-
-    def set_mtime(self, key: str, mtime: float) -> None:
-        """Age a key (tests of gc's grace period)."""
-        with self._lock:
-            self._data[key] = (self._data[key][0], mtime)
-
-    def close(self) -> None:
-        pass

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from .backend import Capabilities, KeyInfo, check_key
+from .backend import PIECE, Backend, KeyInfo, check_key, too_large
 from .errors import ObjectNotFoundError, StoreError, UsageError
 
 SCHEMES = ("s3", "gs", "az", "abfs", "abfss", "memory", "file")
+_T = TypeVar("_T")
 _SECRETS = re.compile(r"(?i)(secret|token|password|signature|credential|key)[=:]\s*\S+")
 
 
@@ -68,14 +70,15 @@ def parse_url(url: str) -> tuple[str, str, str]:
     return u.scheme, u.netloc, u.path.strip("/")
 
 
-def make_store(url: str, endpoint: str | None = None, region: str | None = None, allow_http: bool | None = None):
+def make_store(url: str, endpoint: str | None = None, region: str | None = None,
+               allow_http: bool | None = None) -> Any:
     import obstore.store as s
 
     scheme, bucket, prefix = parse_url(url)
     if endpoint is not None and not isinstance(endpoint, str):
         raise UsageError(f"endpoint must be a string, got {endpoint!r}")
     check_no_credentials(endpoint, "endpoint URL")
-    client = {}
+    client: dict[str, Any] = {}
     if allow_http or os.environ.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true", "yes"):
         client["allow_http"] = True
     try:
@@ -85,7 +88,7 @@ def make_store(url: str, endpoint: str | None = None, region: str | None = None,
             os.makedirs(prefix, exist_ok=True)
             return s.LocalStore(prefix)
         if scheme == "s3":
-            cfg = {}
+            cfg: dict[str, Any] = {}
             if endpoint:
                 cfg["endpoint"] = endpoint
             if region:
@@ -98,12 +101,11 @@ def make_store(url: str, endpoint: str | None = None, region: str | None = None,
         raise RemoteError(0, f"cannot open {scheme}://{bucket}: {_clean(e)}") from None
 
 
-class ObstoreBackend:
+class ObstoreBackend(Backend):
     """A Backend over an obstore store (see cas/backend.py for the contract)."""
 
-    capabilities = Capabilities(local=False, durable=True)
-
-    def __init__(self, url: str, endpoint: str | None = None, region: str | None = None, allow_http: bool | None = None):
+    def __init__(self, url: str, endpoint: str | None = None, region: str | None = None,
+                 allow_http: bool | None = None):
         self.url = url
         self.store = make_store(url, endpoint, region, allow_http)
         import obstore
@@ -113,10 +115,7 @@ class ObstoreBackend:
     def __repr__(self) -> str:
         return f"ObstoreBackend({self.url!r})"
 
-    def local_path(self, key: str) -> str | None:
-        return None
-
-    def _call(self, what: str, key: str, fn):
+    def _call(self, what: str, key: str, fn: Callable[[], _T]) -> _T:
         from obstore.exceptions import NotFoundError
 
         try:
@@ -140,23 +139,26 @@ class ObstoreBackend:
 
     def get_ranges(self, key: str, starts: list[int], lengths: list[int]) -> list[bytes]:
         check_key(key)
-        ends = [s + n for s, n in zip(starts, lengths)]
+        ends = [s + n for s, n in zip(starts, lengths, strict=True)]
         got = self._call("reading", key, lambda: self._obs.get_ranges(self.store, key, starts=starts, ends=ends))
         return [b.to_bytes() for b in got]
 
-    def put(self, key: str, data) -> bool:
-        from obstore.exceptions import AlreadyExistsError
+    def put(self, key: str, data: Any) -> bool:
+        """Create-only (``mode="create"``): False when the key exists. obstore raises
+        AlreadyExistsError for that, or PreconditionError from servers that answer the
+        condition with 412; both are caught here, before ``_call`` would translate them."""
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         check_key(key)
-        try:
-            self._call("writing", key, lambda: self._obs.put(self.store, key, data, mode="create"))
-        except RemoteError as e:
-            if "already exists" in str(e).lower():
+
+        def create() -> bool:
+            try:
+                self._obs.put(self.store, key, data, mode="create")
+            except (AlreadyExistsError, PreconditionError):
                 return False
-            raise
-        except AlreadyExistsError:
-            return False
-        return True
+            return True
+
+        return self._call("writing", key, create)
 
     def put_path(self, key: str, path: str) -> bool:
         """Upload a local file (streamed, multipart when large), leaving it in place."""
@@ -164,16 +166,33 @@ class ObstoreBackend:
 
         return self.put(key, pathlib.Path(path))
 
-    def put_file(self, key: str, path: str) -> bool:
-        import pathlib
+    def get_bounded(self, key: str, limit: int) -> bytes:
+        """One request: the size comes with the response's metadata, before the body."""
+        check_key(key)
+        res = self._call("reading", key, lambda: self._obs.get(self.store, key))
+        size = res.meta["size"]
+        if size > limit:
+            raise too_large(key, size, limit)
+        data = self._call("reading", key, lambda: res.bytes().to_bytes())
+        if len(data) > limit:
+            raise too_large(key, len(data), limit)
+        return data
 
-        try:
-            return self.put(key, pathlib.Path(path))
-        finally:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+    def stream(self, key: str, end: int, piece: int = PIECE) -> Iterator[bytes | memoryview]:
+        """One streamed, ranged request; never more than ``end`` bytes in all."""
+        check_key(key)
+        if end <= 0:
+            return
+        pieces = self._call("reading", key, lambda: iter(
+            self._obs.get(self.store, key, options={"range": (0, end)}).stream(min_chunk_size=piece)))
+        sent = 0
+        while sent < end:
+            data = self._call("reading", key, lambda: next(pieces, None))
+            if data is None:
+                return
+            view = memoryview(data)[: end - sent]
+            sent += len(view)
+            yield view
 
     def exists(self, key: str) -> bool:
         try:
@@ -190,8 +209,8 @@ class ObstoreBackend:
             pass
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        def all_keys():
-            out = []
+        def all_keys() -> list[str]:
+            out: list[str] = []
             for batch in self._obs.list(self.store, prefix=prefix or None, chunk_size=1000):
                 out.extend(m["path"] for m in batch)
             return out
@@ -202,6 +221,3 @@ class ObstoreBackend:
         check_key(key)
         meta = self._call("reading", key, lambda: self._obs.head(self.store, key))
         return KeyInfo(meta["size"], meta["last_modified"].timestamp())
-
-    def close(self) -> None:
-        pass

@@ -20,8 +20,7 @@ import threading
 from typing import NamedTuple
 
 from . import codec
-from .errors import IntegrityError
-from .local import store_error
+from .errors import IntegrityError, store_error
 from .oid import hash_bytes
 
 PACK_MAGIC = b"ZCASPACK"
@@ -133,6 +132,7 @@ class PackWriter:
         self.size = pos
 
     def add(self, oid: bytes, kind: int, size: int, record: bytes) -> None:
+        """Append one encoded record (an id already in this pack is skipped)."""
         self.add_many([(oid, kind, size, record)])
 
     def add_many(self, items: list[tuple[bytes, int, int, bytes]]) -> None:
@@ -151,6 +151,7 @@ class PackWriter:
                 raise store_error(e, "writing a pack") from None
 
     def read(self, offset: int, length: int) -> bytes:
+        """Bytes of the pack being written (records appended so far are readable at once)."""
         return os.pread(self._fd, length, offset)
 
     def finish(self) -> tuple[str, bytes]:
@@ -185,24 +186,34 @@ def max_record_length(kind: int, size: int) -> int:
     return codec.HEADER_SIZE + raw + (raw >> 7) + _SLACK
 
 
-def check_entry(name: str, oid: bytes, off: int, length: int, pack_size: int | None, kind: int, size: int) -> None:
+def check_entry(name: str, oid: bytes, off: int, length: int, kind: int, size: int) -> None:
     """Refuse an index entry no zcas writer produces, before a byte of it is read: unknown
-    kind, a size over its kind's limit, a record starting inside the pack header or ending
-    past the pack, shorter than a record header or longer than its kind and size allow (a
-    hostile index must not make a reader allocate or fetch gigabytes)."""
+    kind, a size over its kind's limit, a record starting inside the pack header, shorter
+    than a record header or longer than its kind and size allow (a hostile index must not
+    make a reader allocate or fetch gigabytes). A record ending past the pack's end shows
+    as a short read, which every reader refuses."""
     if kind == codec.KIND_BLOB and off >= _HEADER_LEN and codec.HEADER_SIZE <= length <= size + (size >> 7) + (
-            codec.HEADER_SIZE + _SLACK) and size <= _BLOB_CAP and (pack_size is None or off + length <= pack_size):
+            codec.HEADER_SIZE + _SLACK) and size <= _BLOB_CAP:
         return  # the common case, in one test
-    h = oid.hex()
     where = f" (pack {name[:12]})" if name else ""
     if kind not in codec.KINDS:
-        raise IntegrityError(h, f"pack index gives unknown kind {kind}{where}")
+        raise IntegrityError(oid, f"pack index gives unknown kind {kind}{where}")
     if kind != codec.KIND_CHUNKED and size > codec.MAX_STORED_SIZE[kind]:  # a run record: 16 MiB
-        raise IntegrityError(h, f"pack index gives size {size}, over the {codec.KINDS[kind]} limit{where}")
-    if off < len(PACK_HEADER) or (pack_size is not None and off + length > pack_size):
-        raise IntegrityError(h, f"pack index points outside the pack{where}")
+        raise IntegrityError(oid, f"pack index gives size {size}, over the {codec.KINDS[kind]} limit{where}")
+    if off < len(PACK_HEADER):
+        raise IntegrityError(oid, f"pack index points outside the pack{where}")
     if length < codec.HEADER_SIZE or length > max_record_length(kind, size):
-        raise IntegrityError(h, f"pack index gives an impossible record length {length}{where}")
+        raise IntegrityError(oid, f"pack index gives an impossible record length {length}{where}")
+
+
+def pack_extent(index: bytes) -> int:
+    """Where the last record of a checked index's pack ends (the pack's size, as written)."""
+    count = (len(index) - 44) // ENTRY.size
+    end = len(PACK_HEADER)
+    for _, off, length, _, _ in ENTRY.iter_unpack(memoryview(index)[12 : 12 + count * ENTRY.size]):
+        if off + length > end:
+            end = off + length
+    return end
 
 
 def find_entry(data: bytes, oid: bytes) -> int | None:

@@ -155,7 +155,7 @@ def _pull_indexed(src, dst: ObjectDB, name: str, idx: bytes, entries: list, clai
     ok = []
     for t in entries:
         try:
-            check_entry(name, t[0], t[1], t[2], None, t[3], t[4])
+            check_entry(name, t[0], t[1], t[2], t[3], t[4])
             ok.append(t)
         except IntegrityError as e:
             rejected.append(f"pack {short}: object {t[0].hex()}: {e.reason}")

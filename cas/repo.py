@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from .backend import Backend
 from .db import ObjectDB
 from .errors import NotARepositoryError, ZcasError
 from .local import LocalBackend
@@ -154,11 +155,14 @@ class Repo:
         if store is not None:
             from .objstore import ObstoreBackend
 
-            self.backend = ObstoreBackend(store["url"], store.get("endpoint"), store.get("region"), store.get("allow_http"))
-            # packs are written locally, then uploaded; reads fill a local cache
-            self.db = ObjectDB(self.backend, tmp_dir=local.tmp_dir(), cache=ObjectDB(local))
+            from .cache import CachingBackend
+
+            remote = ObstoreBackend(store["url"], store.get("endpoint"), store.get("region"), store.get("allow_http"))
+            # packs are written locally, then uploaded; what is read is kept in objects/cache/
+            self.backend = CachingBackend(remote, LocalBackend(local.root, fsync=False))
+            self.db = ObjectDB(self.backend, auto_repack=True)  # the repository's own store: consolidated too
         else:
-            self.backend = local
+            self.backend: Backend = local
             self.db = ObjectDB(self.backend)
         self.refs = Refs(self.zdir)
         self.statcache_path = os.path.join(self.zdir, "statcache")

@@ -55,9 +55,9 @@ class BackendContract:
 
         f = tmp_path / "upload"
         f.write_bytes(b"payload")
-        tmp = getattr(backend, "tmp_dir", None)
-        if tmp:  # the local backend links from its own temp folder (same filesystem)
-            src = os.path.join(tmp(), "upload")
+        tmp = backend.tmp_dir()
+        if tmp is not None:  # the local backend links from its own temp folder (same filesystem)
+            src = os.path.join(tmp, "upload")
             os.replace(f, src)
             f = src
         assert backend.put_file("packs/f.pack", str(f)) is True

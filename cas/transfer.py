@@ -16,28 +16,28 @@ from __future__ import annotations
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
-from . import codec
-from .chunking import decode_manifest, pool
+from .backend import Backend
+from .chunking import pool
 from .db import ObjectDB
 from .errors import IntegrityError, ZcasError
 from .pack import PREFIX, check_entry, check_index, idx_key, name_of_idx_key, pack_key
 from .pull import JOBS, PullResult, pull_packs  # noqa: F401 - the pull API lives here too
-from .tree import decode_tree
+from .reach import children, closure  # noqa: F401 - closure: push's walk is reach's
 from .verify import verify_record
 
 
-def remote_packs(backend) -> set[str]:
+def remote_packs(backend: Backend) -> set[str]:
     return {n for n in (name_of_idx_key(k) for k in backend.list(PREFIX)) if n}
 
 
-def _upload(src, dst, name: str) -> int:
+def _upload(src: Backend, dst: Backend, name: str) -> int:
     """Copy one local pack and its index to a remote; the index goes last, so the pack
     counts only when whole. (Nothing here verifies records: packs from a remote come in
     through ``pull_packs`` only.)"""
     local = src.local_path(pack_key(name))
-    if local and hasattr(dst, "put_path"):
+    if local is not None:
         dst.put_path(pack_key(name), local)  # streamed from disk
         size = os.path.getsize(local)
     else:
@@ -50,7 +50,7 @@ def _upload(src, dst, name: str) -> int:
     return size + len(idx)
 
 
-def copy_packs(src, dst, names: Iterable[str], progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+def copy_packs(src: Backend, dst: Backend, names: Iterable[str], progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
     """Push: copy whole packs of the local store ``src`` to the remote ``dst``
     (concurrently); (packs, bytes) copied. For local -> remote only: it installs what it
     copies without verifying a record, so it must never be used to bring packs *from* a
@@ -64,25 +64,6 @@ def copy_packs(src, dst, names: Iterable[str], progress: Callable[[int, int], No
             if progress:
                 progress(done, len(names))
     return done, total
-
-
-def closure(db: ObjectDB, roots: Iterable[bytes]) -> list[bytes]:
-    """The roots and everything they reach (tree entries, chunks), each once."""
-    seen: set[bytes] = set()
-    order: list[bytes] = []
-    stack = list(roots)
-    while stack:
-        oid = stack.pop()
-        if oid in seen:
-            continue
-        seen.add(oid)
-        order.append(oid)
-        kind = db.entry(oid).kind
-        if kind == codec.KIND_TREE:
-            stack.extend(e.oid for e in decode_tree(oid.hex(), db.get(oid)[1]))
-        elif kind == codec.KIND_CHUNKED:
-            stack.extend(c for c, _ in decode_manifest(oid.hex(), db.get(oid)[1])[1])
-    return order
 
 
 def push_objects(local: ObjectDB, remote: ObjectDB, oids: Iterable[bytes]) -> int:
@@ -118,12 +99,9 @@ def fetch_objects(local: ObjectDB, remote: ObjectDB, roots: Iterable[bytes]) -> 
         def one_pack(item):
             name, items = item
             for o, e in items:  # a hostile index must not make us fetch gigabytes
-                check_entry(name, o, e.offset, e.length, None, e.kind, e.size)
-            get_ranges = getattr(remote.backend, "get_ranges", None)
-            if get_ranges:
-                datas = get_ranges(pack_key(name), [e.offset for _, e in items], [e.length for _, e in items])
-            else:
-                datas = [remote.backend.get_range(pack_key(name), e.offset, e.length) for _, e in items]
+                check_entry(name, o, e.offset, e.length, e.kind, e.size)
+            datas = remote.backend.get_ranges(pack_key(name), [e.offset for _, e in items],
+                                              [e.length for _, e in items])
             return [(o, e, d) for (o, e), d in zip(items, datas)]
 
         with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-xfer") as ex:
@@ -135,10 +113,7 @@ def fetch_objects(local: ObjectDB, remote: ObjectDB, roots: Iterable[bytes]) -> 
                         continue
                     local.put_record(o, e.kind, e.size, record)
                     fetched += 1
-                    if e.kind == codec.KIND_TREE:
-                        frontier.extend(x.oid for x in decode_tree(o.hex(), payload) if not local.has(x.oid))
-                    elif e.kind == codec.KIND_CHUNKED:
-                        frontier.extend(c for c, _ in decode_manifest(o.hex(), payload)[1] if not local.has(c))
+                    frontier.extend(c for c in children(o, e.kind, payload) if not local.has(c))
     local.flush()
     return fetched
 
@@ -150,14 +125,14 @@ def _verify_fetched(remote: ObjectDB, batch: list) -> list:
     for o, e, record in batch:
         try:
             if len(record) != e.length:
-                raise IntegrityError(o.hex(), "record is truncated on the remote")
+                raise IntegrityError(o, "record is truncated on the remote")
             payload = verify_record(o, record, e.kind, e.size)
         except ZcasError as first:
             try:
                 e, record, payload = remote.verified(o)
                 verify_record(o, record, e.kind, e.size)  # trees decode too
             except ZcasError:
-                raise IntegrityError(o.hex(), f"{getattr(first, 'reason', first)} (fetched from the remote)") from None
+                raise IntegrityError(o, f"{getattr(first, 'reason', first)} (fetched from the remote)") from None
         out.append((o, e, record, payload))
     return out
 

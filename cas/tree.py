@@ -73,31 +73,33 @@ def check_name(name: bytes) -> None:
         raise UnsafePathError(shown, "name contains / or NUL")
 
 
-def decode_tree(oid_hex: str, payload: bytes) -> list[TreeEntry]:
+def decode_tree(tree_id: bytes | str, payload: bytes) -> list[TreeEntry]:
+    """The entries of a tree's payload, refused (IntegrityError or UnsafePathError naming
+    ``tree_id``, its id) unless it is exactly what ``encode_tree`` writes."""
     if not payload.startswith(MAGIC) or len(payload) < len(MAGIC) + 4:
-        raise IntegrityError(oid_hex, "not a tree")
+        raise IntegrityError(tree_id, "not a tree")
     (count,) = _COUNT.unpack_from(payload, len(MAGIC))
     pos = len(MAGIC) + 4
     out: list[TreeEntry] = []
     prev = None
     for _ in range(count):
         if pos + _HEAD.size > len(payload):
-            raise IntegrityError(oid_hex, "tree is truncated")
+            raise IntegrityError(tree_id, "tree is truncated")
         mode, oid, n = _HEAD.unpack_from(payload, pos)
         pos += _HEAD.size
         name = payload[pos : pos + n]
         pos += n
         if len(name) != n:
-            raise IntegrityError(oid_hex, "tree is truncated")
+            raise IntegrityError(tree_id, "tree is truncated")
         if mode not in MODES:
-            raise IntegrityError(oid_hex, f"unknown entry mode {mode}")
+            raise IntegrityError(tree_id, f"unknown entry mode {mode}")
         check_name(name)
         if prev is not None and name <= prev:
             raise UnsafePathError(name.decode("utf-8", "replace"), "duplicate or unsorted name in tree")
         prev = name
         out.append(TreeEntry(name, mode, oid))
     if pos != len(payload):
-        raise IntegrityError(oid_hex, "trailing bytes after tree entries")
+        raise IntegrityError(tree_id, "trailing bytes after tree entries")
     return out
 
 

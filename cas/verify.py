@@ -19,12 +19,11 @@ from .oid import hash_bytes
 def check_header(oid: bytes, record, kind: int, size: int) -> tuple[int, int]:
     """(codec, raw size) of a record whose header agrees with its index entry (checked
     before anything is decompressed)."""
-    h = oid.hex()
-    rkind, rcodec, raw_size = codec.read_header(h, record)
+    rkind, rcodec, raw_size = codec.read_header(oid, record)
     if rkind != kind:
-        raise IntegrityError(h, f"kind differs from the pack index ({codec.KINDS[rkind]}, index says {codec.KINDS[kind]})")
+        raise IntegrityError(oid, f"kind differs from the pack index ({codec.KINDS[rkind]}, index says {codec.KINDS[kind]})")
     if kind != codec.KIND_CHUNKED and raw_size != size:
-        raise IntegrityError(h, f"declared size {raw_size} differs from the pack index ({size})")
+        raise IntegrityError(oid, f"declared size {raw_size} differs from the pack index ({size})")
     return rcodec, raw_size
 
 
@@ -35,7 +34,7 @@ def verify_record(oid: bytes, record, kind: int, size: int, trees: bool = True, 
     ``view=True`` (a caller that only verifies): a raw payload may be a view into
     ``record``, not a copy."""
     rcodec, raw_size = check_header(oid, record, kind, size)
-    payload = codec.decode_body(oid.hex(), rcodec, raw_size, record, view=view)
+    payload = codec.decode_body(oid, rcodec, raw_size, record, view=view)
     check_payload(oid, kind, size, payload, trees)
     return payload
 
@@ -44,21 +43,20 @@ def check_payload(oid: bytes, kind: int, size: int, payload: bytes, trees: bool 
     if kind == codec.KIND_BLOB:  # the common case first
         if hash_bytes(payload) == oid:
             return
-    h = oid.hex()
     if kind == codec.KIND_CHUNKED:
         from .chunking import check_manifest
 
-        total = check_manifest(h, payload)  # without unpacking millions of entries at once
+        total = check_manifest(oid, payload)  # without unpacking millions of entries at once
         if total != size:
-            raise IntegrityError(h, f"manifest total {total} differs from the pack index size {size}")
+            raise IntegrityError(oid, f"manifest total {total} differs from the pack index size {size}")
         return
     got = hash_bytes(payload)
     if got != oid:
-        raise IntegrityError(h, "content hash mismatch", h, got.hex())
+        raise IntegrityError(oid, "content hash mismatch", oid, got)
     if trees and kind == codec.KIND_TREE:
         from .tree import decode_tree
 
-        decode_tree(h, bytes(payload))  # (a view, when the caller asked for one)
+        decode_tree(oid, bytes(payload))  # (a view, when the caller asked for one)
 
 
 def verify_span(buf, base: int, entries: list) -> list[str | None]:

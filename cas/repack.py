@@ -1,0 +1,132 @@
+"""Repacking: many small packs consolidated into one, without ever hiding an object.
+
+Every run flushes a pack of its own, usually a few kilobytes. Left alone, ten thousand
+runs leave ten thousand packs, and every process opening the store lists and loads ten
+thousand indexes. So when a flush leaves ``db.REPACK_AT`` small packs (records ending
+before ``db.SMALL_PACK`` bytes), their records are copied, still encoded, into one new pack.
+A consolidated pack that is still small is consolidated again with later ones, so the
+number of packs stays near the size of the data over ``SMALL_PACK`` (plus fewer than
+``REPACK_AT`` small ones), whatever the number of runs.
+
+Crash safety is gc's: the new pack and its index are published (pack first, index last,
+create-only, fsynced) before any old pack is removed, and an old pack's index is removed
+before the pack itself. At every moment each object is in some indexed pack; a crash in
+between leaves duplicates (read from the first copy that verifies, consolidated by the next
+repack), never a missing object. Readers in other processes that loaded an old index find
+its pack gone on their next read of it, load the indexes again and read the new pack.
+
+Repacking decides nothing about liveness (that is gc's, under the exclusive lock): every
+object of the small packs is kept. Every record is verified before it is copied, and a pack
+holding a record that fails is left as it is, for fsck to report: a repack never spreads a
+bad copy, nor drops the only copy of anything. Of an id held in several packs, the copy kept
+is the one reads use (verified, and for a chunked file's manifest the one that reassembles).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .errors import ObjectNotFoundError, StoreError, ZcasError
+from .pack import PackWriter, check_entry, decode_index, idx_key, pack_key
+from .verify import verify_record
+
+
+@attrs.define
+class RepackReport:
+    packs_removed: int = 0  # small packs replaced by the new one
+    objects_moved: int = 0  # records copied into it
+    new_pack: str | None = None
+    kept: list[str] = attrs.Factory(list)  # small packs left alone: a record in them failed verification
+
+
+def repack(db, min_packs: int = 2) -> RepackReport:
+    """Consolidate ``db``'s small packs into one when there are at least ``min_packs``."""
+    rep = RepackReport()
+    with db._lock:
+        db.repacking = True
+        try:
+            db.flush()  # what is being written goes first, as a pack of its own
+            db.refresh()  # packs other processes published count too
+            chosen = db.small_packs()
+            if len(chosen) < max(2, min_packs):
+                return rep
+            _settle(db, db.duplicates(chosen))
+            records: list[tuple[bytes, int, int, bytes]] = []
+            done: list[str] = []
+            for name in chosen:
+                got = _records(db, name)
+                if got is _GONE:
+                    continue
+                if got is None:
+                    rep.kept.append(name)
+                    continue
+                records.extend(got)
+                done.append(name)
+            if not done:
+                return rep
+            new = _publish(db, records)
+            rep.new_pack = new
+            for name in done:
+                if name == new:  # the same records made the same pack: it stays
+                    continue
+                db.backend.delete(idx_key(name))  # the index first: a pack without one is never read
+                db.backend.delete(pack_key(name))
+                rep.packs_removed += 1
+            rep.objects_moved = len(records)
+            db.reload()
+        finally:
+            db.repacking = False
+    return rep
+
+
+def _settle(db, dups: set[bytes]) -> None:
+    """Make the copy in use of each id held in several packs one that verifies (and, for
+    a manifest, one that reassembles): that is the copy a repack keeps."""
+    for oid in sorted(dups):
+        try:
+            db.get(oid)
+        except StoreError:
+            pass  # no good copy anywhere: whichever copy stays, fsck reports it
+
+
+_GONE: list = []
+
+
+def _records(db, name: str) -> list[tuple[bytes, int, int, bytes]] | None:
+    """The records of pack ``name`` whose copy is the one in use, each verified; ``_GONE``
+    when the pack is gone already (another process repacked it); None when one fails."""
+    try:
+        data = db.backend.get(pack_key(name))  # small: read whole
+    except ObjectNotFoundError:
+        return _GONE
+    out = []
+    for oid, off, length, kind, size in decode_index(name, db.index_bytes(name)):
+        e = db.entry(oid)
+        if e.pack != name or e.offset != off:
+            continue  # the copy in use is in another pack
+        try:
+            check_entry(name, oid, off, length, kind, size)
+            record = data[off : off + length]
+            if len(record) != length:
+                return None
+            verify_record(oid, record, kind, size, trees=False)
+        except ZcasError:
+            return None
+        out.append((oid, kind, size, record))
+    return out
+
+
+def _publish(db, records: list[tuple[bytes, int, int, bytes]]) -> str | None:
+    """Write the records into a new pack and publish it: pack first, index last."""
+    if not records:
+        return None
+    w = PackWriter(db.tmp_dir)
+    try:
+        w.add_many(records)
+        name, idx = w.finish()
+        db.backend.put_file(pack_key(name), w.path)
+        db.backend.put(idx_key(name), idx)
+    except BaseException:
+        w.abort()
+        raise
+    return name
