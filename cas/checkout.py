@@ -36,7 +36,7 @@ from .errors import (
     UnsafePathError,
     ZcasError,
 )
-from .oid import hash_bytes, hasher
+from .oid import hash_bytes, hash_fd
 from .reach import fold
 from .tree import (
     MODE_EXEC,
@@ -66,8 +66,8 @@ class Item(NamedTuple):
 def read_tree(db, oid: bytes) -> list:
     kind, payload = db.get(oid)
     if kind != codec.KIND_TREE:
-        raise IntegrityError(oid.hex(), "expected a tree")
-    return decode_tree(oid.hex(), payload)
+        raise IntegrityError(oid, "expected a tree")
+    return decode_tree(oid, payload)
 
 
 class Trees:
@@ -179,13 +179,10 @@ def _file_matches(db, path: str, lst: os.stat_result, oid: bytes, exec_bit: bool
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return False
-    h = hasher()
-    with open(fd, "rb") as f:
-        if not st_.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        while b := f.read(1 << 24):
-            h.update(b)
-    return h.digest() == oid
+    try:
+        return st_.S_ISREG(os.fstat(fd).st_mode) and hash_fd(fd) == oid
+    finally:
+        os.close(fd)
 
 
 def _existing(db, root: str, item: Item, force: bool) -> str:
@@ -208,8 +205,27 @@ def _existing(db, root: str, item: Item, force: bool) -> str:
     return "replace"
 
 
+def _actions(db, root: str, items: list[Item], force: bool) -> list[tuple[Item, str]]:
+    """(item, 'write' | 'skip' | 'replace') for each item, parents first. Below a folder
+    this checkout creates (absent, or replacing a file or link that stands in its place)
+    nothing exists yet, so what is on disk there is not looked at: through a file it cannot
+    be, and through a replaced link it would be another folder's."""
+    fresh: set[str] = set()
+    out = []
+    for item in items:
+        if posixpath.dirname(item.rel) in fresh:
+            action = "write"
+        else:
+            action = _existing(db, root, item, force)
+        if item.mode == MODE_TREE and action != "skip":
+            fresh.add(item.rel)
+        out.append((item, action))
+    return out
+
+
 def makedirs(path: str) -> None:
-    """``os.makedirs(path, exist_ok=True)`` without recursion (it recurses per level)."""
+    """``os.makedirs(path, exist_ok=True)`` without recursion (it recurses per level); a
+    file standing where a folder must be is a one-line ZcasError naming it."""
     missing = []
     while not os.path.isdir(path):
         missing.append(path)
@@ -222,7 +238,9 @@ def makedirs(path: str) -> None:
             os.mkdir(p)
         except FileExistsError:
             if not os.path.isdir(p):
-                raise
+                raise ZcasError(f"cannot create folder {p}: a file stands there") from None
+        except NotADirectoryError:
+            raise ZcasError(f"cannot create folder {p}: a file stands in its path") from None
 
 
 def _rmtree(path: str) -> None:
@@ -389,7 +407,7 @@ def checkout(db, oid: bytes, dest: str, force: bool = False) -> int:
             raise ConflictError(root)
         _remove(root)
     makedirs(root)
-    actions = [(item, _existing(db, root, item, force)) for item in items]
+    actions = _actions(db, root, items, force)
     if not fresh and st is not None:
         block = st.f_frsize or 4096
         todo = [i for i, a in actions if a != "skip"]
