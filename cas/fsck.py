@@ -8,16 +8,23 @@ reported, as git does, but are not damage: gc removes them.
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 
 import attrs
 
 from . import codec
+from .db import ObjectDB
 from .chunking import iter_content, pool
 from .errors import ZcasError
 from .pack import PREFIX, decode_index, idx_key, name_of_idx_key
 from .reach import walk
+from .tree import decode_tree
+
+_STEP = 64  # objects per verification task
 
 
 @attrs.define
@@ -34,7 +41,7 @@ class FsckReport:
         return not self.corrupt and not self.missing
 
 
-def _verify(db, oid: bytes) -> str | None:
+def _verify(db: ObjectDB, oid: bytes) -> str | None:
     try:
         kind, payload = db.get(oid)
         if kind == codec.KIND_CHUNKED:
@@ -43,17 +50,18 @@ def _verify(db, oid: bytes) -> str | None:
         elif kind == codec.KIND_TREE:
             from .tree import decode_tree
 
-            decode_tree(oid.hex(), payload)
+            decode_tree(oid, payload)
         return None
     except ZcasError as e:
         return str(e)
 
 
-def _verify_all(db, oids: list[bytes]) -> list[tuple[bytes, str | None]]:
+def _verify_all(db: ObjectDB, oids: list[bytes]) -> list[tuple[bytes, str | None]]:
     return [(o, _verify(db, o)) for o in oids]
 
 
-def fsck(db, roots, progress: Callable[[int, int], None] | None = None, optional_roots=()) -> FsckReport:
+def fsck(db: ObjectDB, roots: Iterable[bytes], progress: Callable[[int, int], None] | None = None,
+         optional_roots: Iterable[bytes] = ()) -> FsckReport:
     """Verify every object; report what ``roots`` reach but is missing. ``optional_roots``
     may be absent without that being damage (outputs of runs indexed from a remote and
     never fetched: ``absent``); what they reach below a stored object must still be there."""
@@ -71,20 +79,32 @@ def fsck(db, roots, progress: Callable[[int, int], None] | None = None, optional
     db.reload()
     oids = list(db.index)
     total = len(oids)
-    step = 64
-    # Chunked files reassemble on the pool themselves, so they are checked from this thread.
-    large = [o for o in oids if db.entry(o).kind == codec.KIND_CHUNKED]
-    rest = [o for o in oids if db.entry(o).kind != codec.KIND_CHUNKED]
-    futs = [pool().submit(_verify_all, db, rest[i : i + step]) for i in range(0, len(rest), step)]
     done = 0
-    results = ([(o, _verify(db, o))] for o in large)
-    for batch in [*results, *(f.result() for f in futs)]:
+
+    def count(batch: list[tuple[bytes, str | None]]) -> None:
+        nonlocal done
         for oid, err in batch:
             if err:
                 rep.corrupt[oid.hex()] = err
-            done += 1
+        done += len(batch)
         if progress:
             progress(done, total)
+
+    # Chunked files reassemble on the pool themselves, so they are checked from this thread,
+    # one at a time; the rest in batches on the pool, a bounded window of them in flight, so
+    # progress is reported as batches finish (and memory does not grow with the store).
+    large = [o for o in oids if db.entry(o).kind == codec.KIND_CHUNKED]
+    rest = [o for o in oids if db.entry(o).kind != codec.KIND_CHUNKED]
+    for oid in large:
+        count([(oid, _verify(db, oid))])
+    window: deque[Future] = deque()
+    limit = 2 * (os.cpu_count() or 2)
+    for i in range(0, len(rest), _STEP):
+        window.append(pool().submit(_verify_all, db, rest[i : i + _STEP]))
+        while len(window) > limit:
+            count(window.popleft().result())
+    while window:
+        count(window.popleft().result())
     rep.checked = total
     roots = list(roots)
     optional = set(optional_roots) - set(roots)
