@@ -71,17 +71,45 @@ def test_tree_roundtrip_is_canonical(items):
     assert decode_tree("t", enc) == sorted(es, key=lambda e: e.name)
 
 
-@given(entries, st.integers(min_value=0, max_value=10_000), st.integers(min_value=0, max_value=255))
-def test_tree_any_single_byte_change_changes_id_or_fails(items, pos, val):
-    enc = encode_tree([TreeEntry(n, m, o) for n, m, o in items])
+def _single_byte_change(decode, items, pos: int, delta: int) -> None:
+    """A tree has one encoding: bytes that differ from a tree's anywhere either fail to
+    decode, or decode to other entries, whose encoding is exactly those bytes (so no two
+    encodings stand for one tree, and a changed id always means a changed tree)."""
+    original = sorted((TreeEntry(n, m, o) for n, m, o in items), key=lambda e: e.name)
+    enc = encode_tree(original)
     pos %= len(enc)
-    mutated = enc[:pos] + bytes([val]) + enc[pos + 1 :]
-    if mutated != enc:
-        assert hash_bytes(mutated) != hash_bytes(enc)
-        try:
-            decode_tree("t", mutated)
-        except ZcasError:
-            pass
+    mutated = enc[:pos] + bytes([(enc[pos] + delta) % 256]) + enc[pos + 1 :]
+    assert mutated != enc and hash_bytes(mutated) != hash_bytes(enc)
+    try:
+        got = decode(hash_bytes(mutated), mutated)
+    except ZcasError:
+        return
+    assert got != original
+    assert encode_tree(got) == mutated
+
+
+@given(entries, st.integers(min_value=0, max_value=10_000), st.integers(min_value=1, max_value=255))
+def test_tree_any_single_byte_change_changes_id_or_fails(items, pos, delta):
+    _single_byte_change(decode_tree, items, pos, delta)
+
+
+def _lenient_decode(tree_id, payload: bytes) -> list[TreeEntry]:
+    """A decoder that forgives unsorted names (it sorts them): two encodings, one tree."""
+    (count,) = struct.unpack_from("<I", payload, 6)
+    pos, out = 10, []
+    for _ in range(count):
+        mode, oid, n = struct.unpack_from("<B32sH", payload, pos)
+        out.append(TreeEntry(payload[pos + 35 : pos + 35 + n], mode, oid))
+        pos += 35 + n
+    return sorted(out, key=lambda e: e.name)
+
+
+def test_tree_single_byte_change_property_can_fail():
+    items = [(b"a", 1, b"\1" * 32), (b"c", 1, b"\2" * 32)]
+    at = 10 + 35  # the name of the first entry: "a" becomes "d", after "c"
+    _single_byte_change(decode_tree, items, at, 3)  # the real decoder refuses the unsorted tree
+    with pytest.raises(AssertionError):
+        _single_byte_change(_lenient_decode, items, at, 3)
 
 
 @given(st.binary(max_size=400))
