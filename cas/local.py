@@ -70,8 +70,9 @@ class LocalBackend(Backend):
         return fd
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
+        fd = self._fd(key)  # ObjectNotFoundError when the pack is gone (readers look again)
         try:
-            data = os.pread(self._fd(key), length, start)
+            data = os.pread(fd, length, start)
         except OSError as e:
             raise store_error(e, f"reading {key}") from None
         return data
