@@ -39,11 +39,31 @@ class Lineage:
         fresh = not os.path.exists(os.path.join(path, "data.mdb"))
         self.graph = Graph(path)
         self.last_reindex: dict[str, int] = {}
-        if fresh or not self.graph.read(lambda t: t.get(_MARK, db=self.graph.dbs["meta"])):
-            self.reindex()
+        if fresh or not self._marked():
+            self._rebuild_once()
 
     def close(self) -> None:
         self.graph.close()
+
+    def _marked(self) -> bool:
+        return self.graph.read(lambda t: t.get(_MARK, db=self.graph.dbs["meta"])) is not None
+
+    def _rebuild_once(self) -> None:
+        """Rebuild an index that is not complete, unless another process has just done so.
+
+        Processes that open a new repository at once all find the index missing; without
+        this lock a late one would clear the index after an early one had rebuilt it and
+        indexed runs of its own (runs a rebuild from an older view of the store misses)."""
+        import fcntl
+
+        fd = os.open(os.path.join(self.repo.zdir, "lineage.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not self._marked():
+                self.repo.db.refresh()  # every record stored until now
+                self.reindex()
+        finally:
+            os.close(fd)  # releases the lock
 
     # -- recording -------------------------------------------------------------------------
 

@@ -153,6 +153,26 @@ def test_two_processes_recording_lose_nothing(repo_dir):
         lin.close()
 
 
+def test_a_late_opener_of_a_new_index_does_not_clear_it(repo_dir, monkeypatch):
+    """Processes that open a new repository at once all find the index missing: one that
+    gets to rebuild it late must not clear what an early one rebuilt and indexed since (its
+    view of the store, loaded earlier, would miss those runs)."""
+    from zcas.lineage import store as store_mod
+
+    late_repo = Repo(str(repo_dir))
+    assert not late_repo.db.has(b"\0" * 32)  # its view of the store: loaded now
+    early = Lineage(Repo(str(repo_dir)))
+    rid = early.record_run(Run(step="s", kind="command", status="ran", started_ns=1))
+    exists = os.path.exists
+    monkeypatch.setattr(store_mod.os.path, "exists", lambda p: not str(p).endswith("data.mdb") and exists(p))
+    late = Lineage(late_repo)  # as if it had looked before the early one created the index
+    try:
+        assert late.graph.has_run(rid) and late.graph.count("runs") == 1
+    finally:
+        late.close()
+        early.close()
+
+
 def test_attack_run_whose_key_does_not_match_its_components_is_no_cache_entry(repo, lin):
     """A record can reach the object store from a remote's packs and be indexed by reindex:
     only a run whose key is the hash of its components answers for that key."""
