@@ -24,11 +24,16 @@ is the one reads use (verified, and for a chunked file's manifest the one that r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from .errors import ObjectNotFoundError, StoreError, ZcasError
 from .pack import PackWriter, check_entry, decode_index, idx_key, pack_key
 from .verify import verify_record
+
+if TYPE_CHECKING:
+    from .db import ObjectDB
 
 
 @attrs.define
@@ -39,7 +44,7 @@ class RepackReport:
     kept: list[str] = attrs.Factory(list)  # small packs left alone: a record in them failed verification
 
 
-def repack(db, min_packs: int = 2) -> RepackReport:
+def repack(db: ObjectDB, min_packs: int = 2) -> RepackReport:
     """Consolidate ``db``'s small packs into one when there are at least ``min_packs``."""
     rep = RepackReport()
     with db._lock:
@@ -51,17 +56,8 @@ def repack(db, min_packs: int = 2) -> RepackReport:
             if len(chosen) < max(2, min_packs):
                 return rep
             _settle(db, db.duplicates(chosen))
-            records: list[tuple[bytes, int, int, bytes]] = []
-            done: list[str] = []
-            for name in chosen:
-                got = _records(db, name)
-                if got is _GONE:
-                    continue
-                if got is None:
-                    rep.kept.append(name)
-                    continue
-                records.extend(got)
-                done.append(name)
+            records, done, kept = _collect(db, chosen)
+            rep.kept = kept
             if not done:
                 return rep
             new = _publish(db, records)
@@ -89,31 +85,48 @@ def _settle(db, dups: set[bytes]) -> None:
             pass  # no good copy anywhere: whichever copy stays, fsck reports it
 
 
-_GONE: list = []
+def _collect(db: ObjectDB, chosen: list[str]) -> tuple[list[tuple[bytes, int, int, bytes]], list[str], list[str]]:
+    """(records for the new pack, packs it replaces, packs left alone).
 
-
-def _records(db, name: str) -> list[tuple[bytes, int, int, bytes]] | None:
-    """The records of pack ``name`` whose copy is the one in use, each verified; ``_GONE``
-    when the pack is gone already (another process repacked it); None when one fails."""
-    try:
-        data = db.backend.get(pack_key(name))  # small: read whole
-    except ObjectNotFoundError:
-        return _GONE
-    out = []
-    for oid, off, length, kind, size in decode_index(name, db.index_bytes(name)):
-        e = db.entry(oid)
-        if e.pack != name or e.offset != off:
-            continue  # the copy in use is in another pack
+    Every id of a replaced pack ends up in the new pack, or has its copy in use in a pack
+    that is not small (which no repack deletes, and gc only under the exclusive lock): so
+    deleting the replaced packs can lose nothing, even when another process is repacking
+    the same packs at the same time (a pack it deleted already is skipped here, and its
+    ids, whose copy in use this process may still place there, are taken from another
+    small pack holding them, else left to the pack that process published). Of an id held
+    in several small packs, the copy in use is preferred; any copy kept is verified first,
+    and an id no small pack holds a verifying copy of keeps every pack holding it."""
+    small = set(chosen)
+    cands: dict[bytes, list[tuple[str, tuple[bytes, int, int, bytes]]]] = {}
+    readable: list[str] = []
+    for name in chosen:
         try:
-            check_entry(name, oid, off, length, kind, size)
-            record = data[off : off + length]
-            if len(record) != length:
-                return None
-            verify_record(oid, record, kind, size, trees=False)
-        except ZcasError:
-            return None
-        out.append((oid, kind, size, record))
-    return out
+            data = db.backend.get(pack_key(name))  # small: read whole
+        except ObjectNotFoundError:
+            continue  # repacked by another process since it was listed
+        readable.append(name)
+        for oid, off, length, kind, size in decode_index(name, db.index_bytes(name)):
+            e = db.entry(oid)
+            if e.pack not in small and e.pack != "":
+                continue  # the copy in use is in a large pack, which stays
+            rec = (oid, kind, size, data[off : off + length])
+            first = e.pack == name and e.offset == off
+            cands.setdefault(oid, []).insert(0 if first else len(cands.get(oid, [])), (name, rec))
+    records = []
+    kept: set[str] = set()
+    for oid, options in cands.items():
+        for name, (_, kind, size, record) in options:
+            try:
+                check_entry(name, oid, 16, len(record), kind, size)
+                verify_record(oid, record, kind, size, trees=False)
+            except ZcasError:
+                continue
+            records.append((oid, kind, size, record))
+            break
+        else:
+            kept.update(name for name, _ in options)  # no good copy: fsck reports it, nothing moves
+    done = [n for n in readable if n not in kept]
+    return records, done, sorted(kept)
 
 
 def _publish(db, records: list[tuple[bytes, int, int, bytes]]) -> str | None:

@@ -1,6 +1,7 @@
 """Automatic repacking: small packs consolidated, crash-safe, readers unaffected (issue 12)."""
 
 import pytest
+
 from zcas.cas import codec
 from zcas.cas import repack as repack_mod
 from zcas.cas.db import REPACK_AT, ObjectDB
@@ -180,3 +181,34 @@ def test_index_loading_is_linear_in_the_number_of_packs():
         if name:
             add(fresh._index, name, b.get(key))
     assert len(fresh._index) == 800 and calls <= 800
+
+
+def test_two_processes_repacking_the_same_packs_lose_nothing(local, monkeypatch):
+    """A published its consolidated pack N; B loaded the small packs first, then N (its
+    ids still placed in the small packs), and checked its copies; A then deleted the small
+    packs, and B repacks: N's records must travel to B's pack before N is deleted."""
+    writer = ObjectDB(local, auto_repack=False)
+    ids = _runs(writer, REPACK_AT)
+    small = set(writer.packs())
+    b = ObjectDB(local, auto_repack=False)
+    assert b.packs() == small
+    a = ObjectDB(local, auto_repack=False)
+    for oid in ids:  # A's new pack, published; the old ones not yet deleted
+        e = a.entry(oid)
+        a.put_record(oid, e.kind, e.size, a.read_record(oid))
+    new = a.flush()
+    b.refresh()
+    assert new in b.packs() and b.entry(ids[0]).pack in small
+    real = repack_mod._settle
+
+    def settle_then_a_deletes(db, dups):
+        real(db, dups)
+        for name in small:
+            local.delete(idx_key(name))
+            local.delete(pack_key(name))
+
+    monkeypatch.setattr(repack_mod, "_settle", settle_then_a_deletes)
+    repack_mod.repack(b, min_packs=2)
+    monkeypatch.undo()
+    fresh = ObjectDB(local)
+    assert all(fresh.get(o) for o in ids) and fsck(fresh, ids).ok and len(fresh) == len(ids)
