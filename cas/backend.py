@@ -25,6 +25,7 @@ from .errors import IntegrityError, UsageError
 
 _KEY_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)*")
 PIECE = 8 << 20  # bytes per streamed piece
+_List = list  # ``Backend.list`` shadows the builtin in the class body
 
 
 def check_key(key: str) -> str:
@@ -80,7 +81,7 @@ class Backend(ABC):
         """``length`` bytes of ``key`` from ``start`` (fewer at its end)."""
         return self.get(key)[start : start + length]
 
-    def get_ranges(self, key: str, starts: list[int], lengths: list[int]) -> list[bytes]:
+    def get_ranges(self, key: str, starts: _List[int], lengths: _List[int]) -> _List[bytes]:
         """Several ranges of one key (object storage fetches them in one call)."""
         return [self.get_range(key, s, n) for s, n in zip(starts, lengths, strict=True)]
 
@@ -134,5 +135,5 @@ class Backend(ABC):
         """The file holding ``key`` on this machine, or None when keys are not files here."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a backend that holds nothing open has nothing to do
         """Release what the backend holds open (files, connections)."""

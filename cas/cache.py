@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .backend import PIECE, Backend, KeyInfo
+from .backend import PIECE, Backend, KeyInfo, _List
 from .errors import ObjectNotFoundError, StoreError
 from .oid import hash_bytes
 from .pack import PREFIX, name_of_idx_key
@@ -129,11 +129,11 @@ class CachingBackend(Backend):
                 self._keep_range(name, start, data)
         return data
 
-    def get_ranges(self, key: str, starts: list[int], lengths: list[int]) -> list[bytes]:
+    def get_ranges(self, key: str, starts: _List[int], lengths: _List[int]) -> _List[bytes]:
         name = _pack_name(key)
         if name is None:
             return self.remote.get_ranges(key, starts, lengths)
-        out: list[bytes | None] = [self._cached_range(name, s, n) if n > 0 else None
+        out: _List[bytes | None] = [self._cached_range(name, s, n) if n > 0 else None
                                    for s, n in zip(starts, lengths, strict=True)]
         todo = [i for i, d in enumerate(out) if d is None]
         if todo:

@@ -25,7 +25,7 @@ import posixpath
 import re
 import stat as st_
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import codec
 from .chunking import write_chunked
@@ -48,6 +48,9 @@ from .tree import (
     is_reserved_name,
 )
 
+if TYPE_CHECKING:
+    from .db import ObjectDB
+
 _BATCH = 32
 _WRITERS = 6
 MAX_ENTRIES = 1 << 22  # paths one checkout plans (~600 MB planned); a tree expanding further is refused
@@ -63,7 +66,7 @@ class Item(NamedTuple):
     oid: bytes
 
 
-def read_tree(db, oid: bytes) -> list:
+def read_tree(db: ObjectDB, oid: bytes) -> list:
     kind, payload = db.get(oid)
     if kind != codec.KIND_TREE:
         raise IntegrityError(oid, "expected a tree")
@@ -93,7 +96,7 @@ class Trees:
         (iteratively: folders thousands deep are fine)."""
         return self.totals(oid, 1).paths
 
-    def totals(self, oid: bytes, block: int) -> "Totals":
+    def totals(self, oid: bytes, block: int) -> Totals:
         """What a checkout of tree ``oid`` would create, counted once per distinct tree
         (however often a tree reuses it) and iteratively, from the index entries of its
         files (nothing but trees is read): paths, folders, and bytes on disk with each file
@@ -135,7 +138,7 @@ def check_expansion(trees: Trees, oid: bytes) -> None:
                         "nothing was written")
 
 
-def plan(db, oid: bytes, rel: str = "", trees: Trees | None = None) -> list[Item]:
+def plan(db: ObjectDB, oid: bytes, rel: str = "", trees: Trees | None = None) -> list[Item]:
     """Every entry under a tree, parents before children, links validated."""
     trees = trees or Trees(db)
     check_expansion(trees, oid)
@@ -382,7 +385,7 @@ def _sweep_all(root: str, items: list[Item]) -> None:
         _sweep(os.path.join(root, parent), names)
 
 
-def checkout(db, oid: bytes, dest: str, force: bool = False) -> int:
+def checkout(db: ObjectDB, oid: bytes, dest: str, force: bool = False) -> int:
     """Restore object ``oid`` at ``dest``; returns the number of files and links written."""
     kind = db.entry(oid).kind
     if kind != codec.KIND_TREE:

@@ -15,12 +15,16 @@ import mmap
 import os
 import struct
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .errors import IntegrityError, ObjectNotFoundError, ZcasError
 from .oid import hash_bytes, hasher
+
+if TYPE_CHECKING:
+    from .db import ObjectDB
 
 CHUNK_THRESHOLD = 1 << 20  # files at least this large are chunked
 AVG_CHUNK = 32 << 10  # FastCDC's average is this plus its minimum (avg/4): about 40 KiB
@@ -90,7 +94,7 @@ def check_manifest(oid: bytes | str, payload: bytes | memoryview) -> int:
     return total
 
 
-def check_total(db, oid: bytes, total: int) -> None:
+def check_total(db: ObjectDB, oid: bytes, total: int) -> None:
     """A manifest's total must be the size its pack index records, before any file is
     truncated, written or assembled to that size."""
     size = db.entry(oid).size
@@ -108,7 +112,7 @@ def _encode_batch(db, view, cuts) -> list[tuple[bytes, int, bytes | None]]:
     """Hash and encode a run of chunks. If the first new chunk does not compress, the rest
     of the run is stored raw without trying: neighbouring chunks of one file are alike, and
     random or already-compressed data would otherwise pay for a useless zstd pass."""
-    out = []
+    out: list[tuple[bytes, int, bytes | None]] = []
     compress = True
     for off, n in cuts:
         piece = view[off : off + n]
@@ -127,7 +131,7 @@ _READ = 16 << 20  # bytes read at a time; far larger than FastCDC's max chunk
 _BUFFERS = 4  # reused read buffers: fresh pages cost a fault each, reused ones nothing
 
 
-def store_chunked(db, fd: int, size: int) -> bytes:
+def store_chunked(db: ObjectDB, fd: int, size: int) -> bytes:
     """Chunk, hash and store an open file expected to hold ``size`` bytes; returns its id.
 
     The file is read (not mapped: a file truncated under a mapping kills the process) into
@@ -146,7 +150,7 @@ def store_chunked(db, fd: int, size: int) -> bytes:
     pending = [0] * _BUFFERS  # tasks still reading each buffer
     cap = _READ + (cutter.max_size if hasattr(cutter, "max_size") else 1 << 20)
     bufs = [bytearray(cap) for _ in range(_BUFFERS)]
-    hashed = [None] * _BUFFERS
+    hashed: list[Future[Any] | None] = [None] * _BUFFERS
     limit = _WINDOW * (os.cpu_count() or 2)
 
     def drain(keep: int) -> None:
@@ -164,8 +168,9 @@ def store_chunked(db, fd: int, size: int) -> bytes:
         while True:
             while pending[bi]:  # the buffer is still being read by workers
                 drain(len(inflight) - 1)
-            if hashed[bi] is not None:
-                hashed[bi].result()
+            prev = hashed[bi]
+            if prev is not None:
+                prev.result()
             buf = bufs[bi]
             mv = memoryview(buf)
             mv[: len(carry)] = carry
@@ -201,7 +206,7 @@ def store_chunked(db, fd: int, size: int) -> bytes:
     return oid
 
 
-def store_buffer(db, data) -> bytes:
+def store_buffer(db: ObjectDB, data) -> bytes:
     """Store an in-memory value of any size; large ones are chunked on all cores like files."""
     if len(data) < CHUNK_THRESHOLD:
         return db.put(codec.KIND_BLOB, data)
@@ -220,7 +225,7 @@ def store_buffer(db, data) -> bytes:
     return oid
 
 
-def reassembles(db, oid: bytes, manifest: bytes, size: int) -> bool:
+def reassembles(db: ObjectDB, oid: bytes, manifest: bytes, size: int) -> bool:
     """Whether this copy of ``oid``'s manifest lists chunks, all present and sound, whose
     bytes hash to ``oid`` and add up to ``size``. Read one chunk at a time on the calling
     thread (it may be a pool worker): only manifests with rival copies are checked so."""
@@ -246,13 +251,13 @@ def _chunk_bytes(db, oid: bytes) -> bytes:
     return data
 
 
-def iter_content(db, oid: bytes, manifest: bytes) -> Iterator[bytes]:
+def iter_content(db: ObjectDB, oid: bytes, manifest: bytes) -> Iterator[bytes]:
     """Yield a large file's bytes in order; raises at the end if they don't hash to ``oid``."""
     total, items = decode_manifest(oid, manifest)
     check_total(db, oid, total)
     h = hasher()
     ex = pool()
-    window = deque()
+    window: deque[tuple[Future[bytes], int]] = deque()
     limit = 4 * (os.cpu_count() or 2)
     for coid, n in items:
         window.append((ex.submit(_chunk_bytes, db, coid), n))
@@ -279,11 +284,11 @@ def _take(window: deque, h, oid: bytes) -> bytes:
     return data
 
 
-def assemble(db, oid: bytes, manifest: bytes) -> bytes:
+def assemble(db: ObjectDB, oid: bytes, manifest: bytes) -> bytes:
     return b"".join(iter_content(db, oid, manifest))
 
 
-def write_chunked(db, oid: bytes, manifest: bytes, fd: int) -> None:
+def write_chunked(db: ObjectDB, oid: bytes, manifest: bytes, fd: int) -> None:
     """Write a large file into ``fd`` (opened read-write) on all cores, then verify it.
 
     Chunks are decoded without hashing each one: the whole-file hash checked at the end
@@ -344,4 +349,4 @@ def _file_hash(fd: int, total: int) -> bytes:
     if not total:
         return hash_bytes(b"")
     with mmap.mmap(fd, total, access=mmap.ACCESS_READ) as mm:
-        return hash_bytes(mm)
+        return hash_bytes(memoryview(mm))

@@ -92,6 +92,7 @@ class ObjectDB:
             if isinstance(local, LocalBackend):  # a cache needs no fsync: every read of it is checked
                 local = LocalBackend(local.root, fsync=False)
             backend = CachingBackend(backend, local)
+        self.backend: Backend
         self.backend = backend
         # Told (once each) about a remote's pack indexes that were skipped; None: silent.
         self.warn = warn
@@ -198,10 +199,10 @@ class ObjectDB:
         self._idx.append(data)
         base = num << 32
         if not index:
-            index.update(zip(ids, range(base, base + n)))
+            index.update(zip(ids, range(base, base + n), strict=True))
         else:
             setdefault = index.setdefault
-            for oid, code in zip(ids, range(base, base + n)):
+            for oid, code in zip(ids, range(base, base + n), strict=True):
                 setdefault(oid, code)
         if n <= _SMALL_ENTRIES and pack_extent(data) < SMALL_PACK:
             self._small.add(name)

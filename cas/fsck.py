@@ -17,12 +17,11 @@ from concurrent.futures import Future
 import attrs
 
 from . import codec
-from .db import ObjectDB
 from .chunking import iter_content, pool
+from .db import ObjectDB
 from .errors import ZcasError
 from .pack import PREFIX, decode_index, idx_key, name_of_idx_key
 from .reach import walk
-from .tree import decode_tree
 
 _STEP = 64  # objects per verification task
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -27,6 +28,9 @@ from .chunking import pool
 from .errors import GcRefusedError, StoreError
 from .pack import PREFIX, decode_index, idx_key, name_of_idx_key, pack_key
 from .reach import walk
+
+if TYPE_CHECKING:
+    from .db import ObjectDB
 
 LEFTOVER_MIN_AGE = 3600.0
 _BATCH = 256
@@ -43,7 +47,7 @@ class GcReport:
     damaged: int = 0  # reachable objects missing below a present one, or failing verification
 
 
-def gc(db, roots, grace: float, dry_run: bool = False, optional_roots: Iterable[bytes] = ()) -> GcReport:
+def gc(db: ObjectDB, roots, grace: float, dry_run: bool = False, optional_roots: Iterable[bytes] = ()) -> GcReport:
     """Collect what ``roots`` and ``optional_roots`` do not reach.
 
     Every root must be present (a missing one is damage: what it reached is unknown);

@@ -20,7 +20,7 @@ class RepoLock:
         self.fd = -1
         self.mode = 0
 
-    def _take(self, mode: int, waiting_message: str) -> "RepoLock":
+    def _take(self, mode: int, waiting_message: str) -> RepoLock:
         if self.fd < 0:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -32,10 +32,10 @@ class RepoLock:
         self.mode = mode
         return self
 
-    def shared(self) -> "RepoLock":
+    def shared(self) -> RepoLock:
         return self._take(fcntl.LOCK_SH, "waiting for gc to finish")
 
-    def exclusive(self) -> "RepoLock":
+    def exclusive(self) -> RepoLock:
         return self._take(fcntl.LOCK_EX, "waiting for other zcas commands to finish")
 
     def release(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from .backend import PIECE, Backend, KeyInfo, check_key, too_large
+from .backend import PIECE, Backend, KeyInfo, _List, check_key, too_large
 from .errors import ObjectNotFoundError, StoreError, UsageError
 
 SCHEMES = ("s3", "gs", "az", "abfs", "abfss", "memory", "file")
@@ -26,7 +26,7 @@ class RemoteError(StoreError):
     """A remote store failed: unreachable, refused, wrong credentials, missing bucket."""
 
 
-def _clean(text: str) -> str:
+def _clean(text: object) -> str:
     """First line of a native error, with anything that looks like a secret blanked."""
     line = str(text).strip().splitlines()[0] if str(text).strip() else ""
     line = line.split("<?xml")[0].rstrip(": ")  # servers append an XML body: the status says enough
@@ -93,10 +93,11 @@ def make_store(url: str, endpoint: str | None = None, region: str | None = None,
                 cfg["endpoint"] = endpoint
             if region:
                 cfg["region"] = region
-            return s.S3Store(bucket, prefix=prefix or None, config=cfg or None, client_options=client or None)
+            return s.S3Store(bucket, prefix=prefix or None, config=cfg or None,  # type: ignore[arg-type]
+                             client_options=client or None)  # type: ignore[arg-type]
         if scheme == "gs":
-            return s.GCSStore(bucket, prefix=prefix or None, client_options=client or None)
-        return s.AzureStore(bucket, prefix=prefix or None, client_options=client or None)
+            return s.GCSStore(bucket, prefix=prefix or None, client_options=client or None)  # type: ignore[arg-type]
+        return s.AzureStore(bucket, prefix=prefix or None, client_options=client or None)  # type: ignore[arg-type]
     except Exception as e:  # noqa: BLE001 - obstore raises several kinds for bad config
         raise RemoteError(0, f"cannot open {scheme}://{bucket}: {_clean(e)}") from None
 
@@ -137,7 +138,7 @@ class ObstoreBackend(Backend):
             return b""
         return self._call("reading", key, lambda: self._obs.get_range(self.store, key, start=start, length=length).to_bytes())
 
-    def get_ranges(self, key: str, starts: list[int], lengths: list[int]) -> list[bytes]:
+    def get_ranges(self, key: str, starts: _List[int], lengths: _List[int]) -> _List[bytes]:
         check_key(key)
         ends = [s + n for s, n in zip(starts, lengths, strict=True)]
         got = self._call("reading", key, lambda: self._obs.get_ranges(self.store, key, starts=starts, ends=ends))

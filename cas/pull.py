@@ -18,12 +18,13 @@ import contextlib
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
 
 import attrs
 
 from . import codec
+from .backend import Backend
 from .bounded import get_bounded, stream
 from .chunking import pool
 from .db import ObjectDB
@@ -75,7 +76,7 @@ class PullResult:
     complete: set[str] = attrs.Factory(set)  # packs every record of which verified (installed or copied)
 
 
-def pull_packs(src_backend, dst_db: ObjectDB, names: Iterable[str],
+def pull_packs(src_backend: Backend, dst_db: ObjectDB, names: Iterable[str],
                progress: Callable[[int, int], None] | None = None) -> PullResult:
     """Fetch whole packs from ``src_backend`` into ``dst_db``, verifying every record.
 
@@ -99,7 +100,7 @@ def pull_packs(src_backend, dst_db: ObjectDB, names: Iterable[str],
         with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-pull") as ex:
             futs = [ex.submit(_pull_one, src_backend, dst_db, name, claimed, lock) for name in todo]
             try:
-                for name, f in zip(todo, futs):
+                for name, f in zip(todo, futs, strict=True):
                     nbytes, objects, installed, rejected = f.result()
                     if not rejected:
                         res.complete.add(name)
@@ -212,6 +213,7 @@ def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tupl
             _write_all(fd, data)
             if pos < len(PACK_HEADER):
                 header += bytes(data[: len(PACK_HEADER) - pos])
+            buf: bytes | bytearray | memoryview
             if carry is not None:  # a record started in an earlier piece: grow it in place
                 carry += data
                 buf, base = carry, carry_base
@@ -258,7 +260,7 @@ def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tupl
 
 
 def _verify_span(buf, base: int, ents: list) -> list[tuple[tuple, str | None]]:
-    return list(zip(ents, verify_span(buf, base, ents)))
+    return list(zip(ents, verify_span(buf, base, ents), strict=True))
 
 
 def _write_all(fd: int, data) -> None:

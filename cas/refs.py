@@ -11,7 +11,8 @@ import json
 import os
 import re
 import time
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from .errors import UsageError, ZcasError
 from .oid import from_hex

@@ -153,22 +153,21 @@ class Repo:
         local = LocalBackend(os.path.join(self.zdir, "objects"))
         store = store_settings(cfg, os.path.join(self.zdir, "config.toml"))
         if store is not None:
-            from .objstore import ObstoreBackend
-
             from .cache import CachingBackend
+            from .objstore import ObstoreBackend
 
             remote = ObstoreBackend(store["url"], store.get("endpoint"), store.get("region"), store.get("allow_http"))
             # packs are written locally, then uploaded; what is read is kept in objects/cache/
-            self.backend = CachingBackend(remote, LocalBackend(local.root, fsync=False))
+            self.backend: Backend = CachingBackend(remote, LocalBackend(local.root, fsync=False))
             self.db = ObjectDB(self.backend, auto_repack=True)  # the repository's own store: consolidated too
         else:
-            self.backend: Backend = local
+            self.backend = local
             self.db = ObjectDB(self.backend)
         self.refs = Refs(self.zdir)
         self.statcache_path = os.path.join(self.zdir, "statcache")
 
     @classmethod
-    def find(cls, start: str | None = None) -> "Repo":
+    def find(cls, start: str | None = None) -> Repo:
         return cls(find_root(start))
 
     def rel(self, path: str) -> str:

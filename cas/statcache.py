@@ -35,6 +35,8 @@ class StatCache:
             self._load()
 
     def _load(self) -> None:
+        if self.path is None:
+            return
         try:
             with open(self.path, "rb") as f:
                 version, racy_before, entries = marshal.loads(f.read())  # load(f) reads piecemeal

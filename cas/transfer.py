@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from .backend import Backend
 from .chunking import pool
@@ -50,7 +50,8 @@ def _upload(src: Backend, dst: Backend, name: str) -> int:
     return size + len(idx)
 
 
-def copy_packs(src: Backend, dst: Backend, names: Iterable[str], progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+def copy_packs(src: Backend, dst: Backend, names: Iterable[str],
+               progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
     """Push: copy whole packs of the local store ``src`` to the remote ``dst``
     (concurrently); (packs, bytes) copied. For local -> remote only: it installs what it
     copies without verifying a record, so it must never be used to bring packs *from* a
@@ -102,7 +103,7 @@ def fetch_objects(local: ObjectDB, remote: ObjectDB, roots: Iterable[bytes]) -> 
                 check_entry(name, o, e.offset, e.length, e.kind, e.size)
             datas = remote.backend.get_ranges(pack_key(name), [e.offset for _, e in items],
                                               [e.length for _, e in items])
-            return [(o, e, d) for (o, e), d in zip(items, datas)]
+            return [(o, e, data) for (o, e), data in zip(items, datas, strict=True)]
 
         with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-xfer") as ex:
             downloads = [ex.submit(one_pack, item) for item in by_pack.items()]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from . import codec
 from .pack import PREFIX
 from .reach import logical_size, walk
+
+if TYPE_CHECKING:
+    from .db import ObjectDB
 
 
 @attrs.frozen
@@ -32,7 +37,7 @@ class Usage:
         return d
 
 
-def usage(db, version_ids: list[bytes]) -> Usage:
+def usage(db: ObjectDB, version_ids: list[bytes]) -> Usage:
     memo: dict[bytes, int] = {}
     logical = sum(logical_size(db, oid, memo) for oid in version_ids if db.has(oid))
     # the distinct content those versions hold (not every blob in the store: run outputs and

@@ -75,6 +75,7 @@ def verify_span(buf, base: int, entries: list) -> list[str | None]:
             rkind, rcodec, raw = unpack(rec, 0) if len(rec) >= codec.HEADER_SIZE else (0, 0, 0)
             if rkind == kind == codec.KIND_BLOB and raw == size <= blob_cap:
                 body = rec[codec.HEADER_SIZE :]
+                data: bytes | memoryview | None
                 if rcodec == codec.CODEC_RAW:
                     data = body if len(body) == raw else None
                 else:

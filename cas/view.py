@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from . import codec
 from .checkout import read_tree
@@ -12,10 +13,13 @@ from .chunking import iter_content
 from .errors import ZcasError
 from .tree import MODE_TREE, MODES
 
+if TYPE_CHECKING:
+    from .db import ObjectDB
+
 _CACHED_TREES = 4096  # decoded trees kept while listing (bounds memory, not correctness)
 
 
-def iter_file_bytes(db, oid: bytes) -> Iterator[bytes]:
+def iter_file_bytes(db: ObjectDB, oid: bytes) -> Iterator[bytes]:
     """A file's content, verified, without holding a large file in memory."""
     kind, payload = db.get(oid)
     if kind == codec.KIND_TREE:
@@ -26,7 +30,7 @@ def iter_file_bytes(db, oid: bytes) -> Iterator[bytes]:
         yield payload
 
 
-def list_tree(db, oid: bytes, recursive: bool = False, prefix: str = "") -> Iterator[tuple[str, bytes, int, str]]:
+def list_tree(db: ObjectDB, oid: bytes, recursive: bool = False, prefix: str = "") -> Iterator[tuple[str, bytes, int, str]]:
     """(mode, id, size, path) for each entry, streamed; size is the file's (0 for a folder,
     -1 when the object is missing).
 

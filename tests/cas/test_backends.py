@@ -1,6 +1,7 @@
 """Every backend passes the same contract (object storage joins in a later issue)."""
 
 import pytest
+
 from zcas.cas.local import LocalBackend
 from zcas.cas.memory import MemoryBackend
 from zcas.cas.testing import BackendContract, ObjectDBContract

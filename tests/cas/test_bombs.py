@@ -9,6 +9,7 @@ import threading
 
 import pytest
 import zstandard
+
 from zcas.cas import codec
 from zcas.cas.errors import IntegrityError, UsageError
 from zcas.cas.oid import hash_bytes

@@ -5,6 +5,7 @@ import os
 import struct
 
 import pytest
+
 from zcas.cas import codec
 from zcas.cas.checkout import checkout
 from zcas.cas.errors import ConflictError, UnsafePathError, ZcasError

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+
 from zcas.cas.checkout import checkout
 from zcas.cas.errors import ConflictError, ZcasError
 

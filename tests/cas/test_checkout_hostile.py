@@ -12,6 +12,7 @@ import time
 import tracemalloc
 
 import pytest
+
 from zcas.cas import checkout as co
 from zcas.cas import codec
 from zcas.cas.checkout import checkout
@@ -143,7 +144,8 @@ def test_attack_tree_of_empty_files_needs_more_inodes_than_free(repo, tmp_path, 
     _small_disk(monkeypatch, blocks=1 << 30, inodes=10_000)
     monkeypatch.setattr(co, "plan", lambda *a, **k: pytest.fail("planned"))
     dest = tmp_path / "out"
-    with pytest.raises(StoreError, match="expands to 64064 paths \\(64 folders\\).* 10000 inodes free; nothing was written") as ei:
+    with pytest.raises(StoreError,
+                       match="expands to 64064 paths \\(64 folders\\).* 10000 inodes free; nothing was written") as ei:
         checkout(repo.db, top, str(dest))
     assert not dest.exists() and "\n" not in str(ei.value)
 

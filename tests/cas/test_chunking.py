@@ -6,6 +6,7 @@ import random
 
 import pytest
 from blake3 import blake3
+
 from zcas.cas import chunking, codec
 from zcas.cas.errors import ChangedWhileReadingError, IntegrityError
 

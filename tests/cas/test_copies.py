@@ -1,6 +1,7 @@
 """When an id has several copies, the one that verifies wins: on read, in gc, in repair."""
 
 import pytest
+
 from zcas.cas import codec
 from zcas.cas.db import ObjectDB
 from zcas.cas.errors import GcRefusedError, IntegrityError, ZcasError

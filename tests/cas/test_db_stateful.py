@@ -4,6 +4,7 @@ across puts, flushes, aborts, reopens (as another process would) and gc."""
 import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
 from zcas.cas import codec
 from zcas.cas.db import ObjectDB
 from zcas.cas.gc import gc

@@ -5,6 +5,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from zcas.cas import codec
 from zcas.cas.chunking import MIN_CHUNK, decode_manifest, encode_manifest
 from zcas.cas.errors import IntegrityError, UnsafePathError, ZcasError
@@ -160,7 +161,8 @@ def test_link_targets(rel, target, ok):
             check_link_target(rel, "l", target)
 
 
-@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(MIN_CHUNK, codec.MAX_SIZE[codec.KIND_BLOB])), max_size=20),
+@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(MIN_CHUNK, codec.MAX_SIZE[codec.KIND_BLOB])),
+                max_size=20),
        st.integers(1, MIN_CHUNK))
 def test_manifest_roundtrip(items, last):
     items = [*items, (b"\7" * 32, last)]  # FastCDC cuts only a file's last chunk shorter
@@ -198,7 +200,9 @@ def test_attack_manifest_of_a_million_one_byte_chunks():
         decode_manifest("m", payload)
 
 
-@given(st.dictionaries(st.binary(min_size=32, max_size=32), st.tuples(st.integers(16, 2**40), st.integers(0, 2**31), st.integers(1, 3), st.integers(0, 2**40)), max_size=30))
+@given(st.dictionaries(st.binary(min_size=32, max_size=32),
+                       st.tuples(st.integers(16, 2**40), st.integers(0, 2**31), st.integers(1, 3), st.integers(0, 2**40)),
+                       max_size=30))
 def test_pack_index_roundtrip_and_checksum(entries_):
     idx = encode_index(entries_)
     got = decode_index("p", idx)

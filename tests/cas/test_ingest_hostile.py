@@ -5,6 +5,7 @@ import os
 import threading
 
 import pytest
+
 from zcas.cas import ingest
 from zcas.cas.checkout import checkout
 from zcas.cas.errors import InputPathError, RefusedInputError

@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 from blake3 import blake3
+
 from zcas.cas import backend as backend_mod
 from zcas.cas import codec
 from zcas.cas.backend import Backend, KeyInfo

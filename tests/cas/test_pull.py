@@ -6,6 +6,7 @@ import random
 import time
 
 import pytest
+
 from zcas.cas import codec
 from zcas.cas.chunking import encode_manifest
 from zcas.cas.db import ObjectDB
@@ -129,10 +130,14 @@ def _hostile_cases():
         "length shorter than a header": ((xid, kind, size, rec, {"length": 3}), "impossible record length"),
         "blob claiming 1 GiB": ((hash_bytes(b"x"), kind, 1 << 30, big_claim), "over the blob limit"),
         "unknown kind": ((xid, kind, size, rec, {"kind": 9}), "unknown kind"),
-        "tree with a '..' entry": ((hash_bytes(bad_tree), codec.KIND_TREE, len(bad_tree), codec.encode(codec.KIND_TREE, bad_tree)), ".."),
-        "tree whose index kind is blob": ((hash_bytes(tree), codec.KIND_TREE, len(tree), codec.encode(codec.KIND_TREE, tree), {"kind": codec.KIND_BLOB}), "kind differs"),
-        "manifest total differs from index": ((mid, codec.KIND_CHUNKED, 999, codec.encode(codec.KIND_CHUNKED, man)), "differs from the pack index size"),
-        "manifest lengths do not add up": ((mid, codec.KIND_CHUNKED, 100, codec.encode(codec.KIND_CHUNKED, encode_manifest(100, [(good[0], 99)]))), "add up"),
+        "tree with a '..' entry": ((hash_bytes(bad_tree), codec.KIND_TREE, len(bad_tree),
+                                    codec.encode(codec.KIND_TREE, bad_tree)), ".."),
+        "tree whose index kind is blob": ((hash_bytes(tree), codec.KIND_TREE, len(tree), codec.encode(codec.KIND_TREE, tree),
+                                           {"kind": codec.KIND_BLOB}), "kind differs"),
+        "manifest total differs from index": ((mid, codec.KIND_CHUNKED, 999, codec.encode(codec.KIND_CHUNKED, man)),
+                                              "differs from the pack index size"),
+        "manifest lengths do not add up": ((mid, codec.KIND_CHUNKED, 100,
+                                            codec.encode(codec.KIND_CHUNKED, encode_manifest(100, [(good[0], 99)]))), "add up"),
     }, good
 
 

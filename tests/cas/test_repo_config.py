@@ -1,6 +1,7 @@
 """A damaged or hand-edited .zcas/config.toml gives one line naming the file and key."""
 
 import pytest
+
 from zcas.cas.errors import ZcasError
 from zcas.cas.repo import Repo
 

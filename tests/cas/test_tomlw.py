@@ -6,6 +6,7 @@ import tomllib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from zcas.cas.errors import UsageError
 from zcas.cas.tomlw import dumps, write
 
