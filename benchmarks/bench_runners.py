@@ -27,8 +27,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=0.5)
     a = ap.parse_args()
-    from zcas.runners.api import Repository
-    from zcas.runners.stacks import Stack, register
+    from zcas.repository import Repository
+    from zcas.stacks import Stack, register
 
     spin = flow.calibrate(a.seconds)
     t = time.perf_counter()
@@ -44,7 +44,7 @@ def main() -> None:
             os.makedirs(d)
             repo = Repository.init(d)
             register(repo.cas, Stack("s", None, runner))
-            repo.runtime("s")  # start pools and clusters outside the timing
+            repo.executor("s")  # start pools and clusters outside the timing
             t = time.perf_counter()
             flow.fan(a.steps, spin, repo=repo, stack="s")
             cold = time.perf_counter() - t

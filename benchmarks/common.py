@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-ZCAS = [sys.executable, "-m", "zcas.runners"]
+ZCAS = [sys.executable, "-m", "zcas"]
 
 
 def bytecode_env() -> dict[str, str]:

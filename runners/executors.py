@@ -13,9 +13,6 @@ from zcas.cas.errors import ZcasError
 class Executor:
     name = "local"
 
-    def __init__(self) -> None:
-        self.submitted = 0
-
     def submit(self, fn, *args) -> Future:
         raise NotImplementedError
 
@@ -25,7 +22,6 @@ class Executor:
 
 class PoolExecutor(Executor):
     def __init__(self, name: str, jobs: int):
-        super().__init__()
         self.name = name
         if name == "threads":
             from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +34,6 @@ class PoolExecutor(Executor):
             self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"))
 
     def submit(self, fn, *args) -> Future:
-        self.submitted += 1
         return self.pool.submit(fn, *args)
 
     def close(self) -> None:
@@ -49,7 +44,6 @@ class DaskExecutor(Executor):
     name = "dask"
 
     def __init__(self, scheduler: str | None, jobs: int):
-        super().__init__()
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -66,7 +60,6 @@ class DaskExecutor(Executor):
             self.client = Client(self.cluster)
 
     def submit(self, fn, *args) -> Future:
-        self.submitted += 1
         return self.client.submit(fn, *args, pure=False, retries=2)
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from typing import Callable
 
 from zcas.cas.errors import ZcasError
 
-from .execute import StepResult
+from .command import StepResult
 
 
 def run_all(order: list[str], deps: dict[str, set[str]], run_one: Callable[[str], StepResult], jobs: int, say) -> list[StepResult]:

@@ -13,6 +13,14 @@ import os
 import subprocess
 import threading
 import time
+from typing import Any
+
+from zcas.cas.db import ObjectDB
+from zcas.cas.ingest import Ingester
+from zcas.cas.local import LocalBackend
+from zcas.cas.statcache import StatCache
+
+from .values import load_value, store_value
 
 _stores: dict = {}
 _lock = threading.Lock()
@@ -24,9 +32,6 @@ def open_store(spec: dict):
     with _lock:
         db = _stores.get(key)
         if db is None:
-            from zcas.cas.db import ObjectDB
-            from zcas.cas.local import LocalBackend
-
             if spec.get("url"):
                 from zcas.cas.objstore import ObstoreBackend
 
@@ -42,22 +47,14 @@ class ArtifactRef(tuple):
     """(id, materializer, allow_pickle) of an input, as shipped to a worker."""
 
 
-def python_task(spec: dict, fn, args: list, kwargs: dict, allow_pickle: bool, multiple: bool):
-    from zcas.cas.chunking import store_buffer
-
-    from . import materializers as mats
-
+def python_task(spec: dict, fn: Any, args: list, kwargs: dict, allow_pickle: bool, multiple: bool) -> tuple:
+    """Call a Python step; the fields of a ``core.Done`` (outputs named as a step's are)."""
     db = open_store(spec)
 
-    def load(v):
+    def load(v: Any) -> Any:
         if isinstance(v, ArtifactRef):
-            from .step import check_loadable
-
-            oid, tag, allow_pickle = v
-            m = check_loadable(tag, allow_pickle, oid[:12])
-            if m is mats.PATH:
-                raise TypeError("path artifacts cannot be passed to remote runners yet; pass bytes or values")
-            return m.load(db.get_bytes(bytes.fromhex(oid)))
+            oid, tag, may_unpickle = v
+            return load_value(db, None, oid, tag, may_unpickle)
         return v
 
     call_args = [load(a) for a in args]
@@ -65,22 +62,18 @@ def python_task(spec: dict, fn, args: list, kwargs: dict, allow_pickle: bool, mu
     started = time.time_ns()
     result = fn(*call_args, **call_kwargs)
     ended = time.time_ns()
-    values = list(result) if multiple and isinstance(result, tuple) else [result]
-    outs = []
-    for v in values:
-        m = mats.for_value(v, allow_pickle)
-        if m is mats.PATH:
-            raise TypeError("steps on remote runners cannot return paths yet; return bytes or values")
-        outs.append((store_buffer(db, m.save(v)).hex(), m.tag))
+    multi = multiple and isinstance(result, tuple)
+    values = list(result) if multi else [result]
+    names = [f"output.{i}" for i in range(len(values))] if multi else ["output"]
+    outputs, tags = {}, {}
+    for name, v in zip(names, values):
+        outputs[name], tags[name] = store_value(db, None, v, allow_pickle)
     db.flush()  # published before the client records a run naming these ids
-    return outs, multiple and isinstance(result, tuple), started, ended
+    return 0, "", outputs, tags, started, ended, multi
 
 
-def command_task(spec: dict, root: str, argv: list[str], cwd: str, env: dict, outputs: list[str]):
-    """Run a command in the shared repository folder and store its outputs."""
-    from zcas.cas.ingest import Ingester
-    from zcas.cas.statcache import StatCache
-
+def command_task(spec: dict, root: str, argv: list[str], cwd: str, env: dict, outputs: list[str]) -> tuple:
+    """Run a command in the shared repository folder and store its outputs; a ``core.Done``'s fields."""
     db = open_store(spec)
     started = time.time_ns()
     try:
@@ -88,13 +81,15 @@ def command_task(spec: dict, root: str, argv: list[str], cwd: str, env: dict, ou
         err = f"exit {code}"
     except FileNotFoundError:
         code, err = 127, f"command not found: {argv[0]}"
+    except PermissionError:
+        code, err = 126, f"permission denied: {argv[0]}"
     ended = time.time_ns()
     if code != 0:
-        return code, err, {}, started, ended
+        return code, err, {}, {}, started, ended
     missing = [o for o in outputs if not os.path.lexists(os.path.join(root, o))]
     if missing:
-        return 1, f"declared output {missing[0]} was not produced", {}, started, ended
+        return 1, f"declared output {missing[0]} was not produced", {}, {}, started, ended
     ing = Ingester(db, StatCache(None))
     ids = {o: ing.add(os.path.join(root, o))[0].hex() for o in outputs}
     db.flush()
-    return 0, "", ids, started, ended
+    return 0, "", ids, {}, started, ended

@@ -43,7 +43,7 @@ def run_zcas(*args: str, cwd: str | os.PathLike | None = None, env: dict | None 
     if env:
         e.update(env)
     p = subprocess.run(
-        [sys.executable, "-m", "zcas.runners", *args], cwd=cwd, env=e, capture_output=True, input=input
+        [sys.executable, "-m", "zcas", *args], cwd=cwd, env=e, capture_output=True, input=input
     )
     return CliResult(p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"), p.stdout)
 

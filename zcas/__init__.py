@@ -26,14 +26,13 @@ __all__ = [
 ]
 
 _LAZY = {
-    "step": ("zcas.runners.step", "step"),
-    "pipeline": ("zcas.runners.step", "pipeline"),
-    "Artifact": ("zcas.runners.step", "Artifact"),
-    "PipelineRun": ("zcas.runners.step", "PipelineRun"),
+    "step": ("zcas.steps", "step"),
+    "pipeline": ("zcas.steps", "pipeline"),
+    "Artifact": ("zcas.runners.python", "Artifact"),
+    "PipelineRun": ("zcas.steps", "PipelineRun"),
     "materializer": ("zcas.runners.materializers", "materializer"),
     "NoMaterializerError": ("zcas.runners.materializers", "NoMaterializerError"),
-    "Repository": ("zcas.runners.api", "Repository"),
-    "Repo": ("zcas.runners.api", "Repository"),
+    "Repository": ("zcas.repository", "Repository"),
     "ZcasError": ("zcas.cas.errors", "ZcasError"),
 }
 

@@ -25,14 +25,14 @@ def test_version(zcas):
 
 
 def _commands():
-    from zcas.runners.cli import cli
+    from zcas.cli import cli
 
     return sorted(cli.commands)
 
 
 @pytest.mark.parametrize("cmd", _commands())
 def test_every_command_has_help_and_docs(cmd):
-    from zcas.runners.cli import cli
+    from zcas.cli import cli
 
     assert cli.commands[cmd].help and len(cli.commands[cmd].help.strip()) > 10
     r = run_zcas(cmd, "--help")
@@ -199,7 +199,7 @@ def _limit_fsize(limit):
 def test_disk_full_leaves_no_partial_object(repo_dir):
     (repo_dir / "big").write_bytes(os.urandom(4 << 20))
     p = subprocess.run(
-        [sys.executable, "-m", "zcas.runners", "add", "big"], cwd=repo_dir, capture_output=True, text=True,
+        [sys.executable, "-m", "zcas", "add", "big"], cwd=repo_dir, capture_output=True, text=True,
         preexec_fn=_limit_fsize(1 << 20),
     )
     assert p.returncode == 1

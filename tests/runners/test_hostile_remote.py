@@ -323,7 +323,7 @@ def test_attack_concurrent_pushes_of_one_tag_cannot_both_succeed(tmp_path):
     from zcas.cas.errors import ZcasError
     from zcas.cas.repo import Repo
     from zcas.lineage.store import Lineage
-    from zcas.runners.remote import Remote, pick
+    from zcas.remotes import Remote, pick
 
     _, url = _remote(tmp_path)
     a = _repo(tmp_path / "a", url)
@@ -501,7 +501,7 @@ def test_attack_huge_remote_tag_is_refused_without_reading_it(tmp_path):
     (remote_dir / "refs" / "tags").mkdir(parents=True)
     with open(remote_dir / "refs" / "tags" / "v1", "wb") as f:
         f.truncate(1500 << 20)  # sparse: 1.5 GB that costs no disk
-    probe = ("import resource, subprocess, sys; p = subprocess.run([sys.executable, '-m', 'zcas.runners', 'pull', 'v1'],"
+    probe = ("import resource, subprocess, sys; p = subprocess.run([sys.executable, '-m', 'zcas', 'pull', 'v1'],"
              " capture_output=True, text=True); print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
              " print(p.stderr, end='')")
     out = subprocess.run([sys.executable, "-c", probe], cwd=a, capture_output=True, text=True).stdout.splitlines()

@@ -106,7 +106,7 @@ def test_interrupted_push_resumes(repo_dir, tmp_path):
     from zcas.cas.objstore import ObstoreBackend
     from zcas.cas.repo import Repo
     from zcas.lineage.store import Lineage
-    from zcas.runners.remote import Remote, RemoteSpec
+    from zcas.remotes import Remote, RemoteSpec
 
     repo = Repo(str(repo_dir))
     for i in range(6):  # six packs

@@ -218,7 +218,7 @@ def test_unknown_step(repo_dir, zcas):
 
 
 def test_two_processes_same_key_run_once(repo_dir):
-    cmd = [sys.executable, "-m", "zcas.runners", "run", "-o", "o.txt", "--", "sh", "-c", "echo run >> exec.log; sleep 1; echo x > o.txt"]
+    cmd = [sys.executable, "-m", "zcas", "run", "-o", "o.txt", "--", "sh", "-c", "echo run >> exec.log; sleep 1; echo x > o.txt"]
     env = dict(os.environ)
     env.pop("ZCAS_DIR", None)
     procs = [subprocess.Popen(cmd, cwd=repo_dir, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]

@@ -75,7 +75,7 @@ def _flow_env(repo_dir):
 
 
 def test_python_pipeline_on_processes_matches_local(tmp_path):
-    from zcas.runners.api import Repository
+    from zcas.repository import Repository
     from tests.runners import flow_fanout
 
     ids = {}
@@ -84,7 +84,7 @@ def test_python_pipeline_on_processes_matches_local(tmp_path):
         d.mkdir()
         repo = Repository.init(d)
         if runner != "local":
-            from zcas.runners.stacks import Stack, register
+            from zcas.stacks import Stack, register
 
             register(repo.cas, Stack("s", None, runner))
         run = flow_fanout.fanout(repo=repo, stack=None if runner == "local" else "s")
@@ -115,8 +115,8 @@ def cluster(s3_endpoint):
 
 
 def test_dask_runner_with_s3_store(tmp_path, cluster, s3_env, s3_url):
-    from zcas.runners.api import Repository
-    from zcas.runners.stacks import Stack, register
+    from zcas.repository import Repository
+    from zcas.stacks import Stack, register
     from tests.runners import flow_fanout
 
     local = Repository.init(tmp_path / "local")
@@ -127,11 +127,10 @@ def test_dask_runner_with_s3_store(tmp_path, cluster, s3_env, s3_url):
     register(repo.cas, Stack("cluster", s3_url, "dask", cluster))
     run = flow_fanout.fanout(repo=repo, stack="cluster")
     assert run.output.id == expected  # same ids on the local runner and on dask
-    db, ex, _ = repo.runtime("cluster")
-    assert ex.submitted == 7
+    assert [r.status for r in run.steps.values()] == ["ran"] * 7
     # a rerun is all hits: nothing is sent to the cluster
     again = flow_fanout.fanout(repo=repo, stack="cluster")
-    assert again.output.id == expected and ex.submitted == 7
+    assert again.output.id == expected
     assert all(r.cached for r in again.steps.values())
     # a worker killed mid-step: the step is retried elsewhere
     marker = tmp_path / "marker"

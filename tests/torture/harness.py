@@ -28,7 +28,7 @@ def env() -> dict:
 
 
 def zcas_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "zcas.runners", *args]
+    return [sys.executable, "-m", "zcas", *args]
 
 
 def kill_at(cmd: list[str], cwd, delay: float) -> int:

@@ -29,13 +29,13 @@ while time.time() < deadline:
     if rnd.random() < 0.3:
         name = f"add-{who}-{rnd.randint(0, 3)}.bin"
         open(os.path.join(root, name), "wb").write(os.urandom(rnd.randint(100, 200_000)))
-        cmd = [sys.executable, "-m", "zcas.runners", "add", name]
+        cmd = [sys.executable, "-m", "zcas", "add", name]
         p = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
         if p.returncode != 0:
             print(json.dumps({"error": p.stderr}), flush=True)
             sys.exit(1)
         continue
-    p = subprocess.run([sys.executable, "-m", "zcas.runners", "run", "--json"], cwd=root, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "zcas", "run", "--json"], cwd=root, capture_output=True,
                        text=True, env=dict(os.environ, ZCAS_TORTURE_V=str(v)))
     if p.returncode != 0:
         print(json.dumps({"error": p.stderr}), flush=True)

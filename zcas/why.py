@@ -6,10 +6,10 @@ import os
 
 from zcas.cas.errors import UsageError, ZcasError
 
-from . import spec as spec_mod
-from .artifacts import current_id
-from .execute import lookup, plan
-from .keys import explain
+from zcas.runners import spec as spec_mod
+from zcas.runners.artifacts import current_id
+from zcas.runners.command import Command, plan
+from zcas.runners.keys import explain
 
 
 def _last(ctx, name: str) -> dict | None:
@@ -23,7 +23,7 @@ def check_step(ctx, s) -> dict:
         p = plan(ctx, s, store=False)
     except ZcasError as e:
         return {"name": s.name, "status": "stale", "reasons": [str(e)], "key": None}
-    hit = lookup(ctx, p.key, s)
+    hit = ctx.lookup(p.key, Command(s).valid)
     reasons: list[str] = []
     if hit is not None:
         rid, rec = hit
@@ -51,7 +51,7 @@ def _tree_changes(ctx, path: str, old_hex: str, new_hex: str, limit: int = 5) ->
     from zcas.cas import codec
     from zcas.cas.view import list_tree
 
-    db = ctx.repo.db
+    db = ctx.db
     try:
         a, b = bytes.fromhex(old_hex), bytes.fromhex(new_hex)
         if db.entry(a).kind != codec.KIND_TREE or db.entry(b).kind != codec.KIND_TREE:

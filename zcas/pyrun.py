@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -10,6 +11,9 @@ import sys
 import click
 
 from zcas.cas.errors import UsageError
+
+from .repository import Repository
+from .steps import Pipeline, Step, session
 
 
 def _load(target: str):
@@ -40,8 +44,6 @@ def _value(text: str):
 def _check_params(obj, kwargs: dict) -> None:
     """Params the pipeline (or step) does not take are a usage error naming them, checked
     before anything runs (not a TypeError from deep inside the call)."""
-    import inspect
-
     sig = inspect.signature(obj.fn)
     try:
         sig.bind(**kwargs)
@@ -50,47 +52,38 @@ def _check_params(obj, kwargs: dict) -> None:
         raise UsageError(f"{obj.name}: {e} (its params: {', '.join(names) or 'none'})") from None
 
 
-def run_python(c, target: str, extra: list[str], params: tuple[str, ...], as_json: bool, remote_cache: bool = True, stack: str | None = None) -> int:
-    from .step import Pipeline, Session, Step
-
-    params = list(params)
+def run_python(repo: Repository, target: str, extra: list[str], params: tuple[str, ...], as_json: bool,
+               remote_cache: bool | None = None, verify: bool | None = None, stack: str | None = None) -> int:
+    params_l = list(params)
     it = iter(extra)
     for a in it:  # options may follow the target: zcas run file.py:main --param n=3
         if a in ("-p", "--param"):
-            params.append(next(it, ""))
+            params_l.append(next(it, ""))
         elif a.startswith("--param="):
-            params.append(a[len("--param="):])
+            params_l.append(a[len("--param="):])
         else:
             raise click.UsageError(f"unexpected argument after {target}: {a} (give params as -p KEY=VALUE)")
     kwargs = {}
-    for p in params:
+    for p in params_l:
         k, sep, v = p.partition("=")
         if not sep or not k:
             raise click.UsageError(f"invalid param {p!r}: use KEY=VALUE")
         kwargs[k] = _value(v)
-    from .api import Repository
-
-    repo = Repository(c.repo.root)
     obj = _load(target)
     out = sys.stderr if as_json else sys.stdout
-    Session.say = lambda line: print(line, file=out, flush=True)
-    Session.remote_cache = remote_cache
-    try:
-        if isinstance(obj, (Pipeline, Step)):
-            _check_params(obj, kwargs)
-        if isinstance(obj, Pipeline):
-            run = obj(repo=repo, stack=stack, **kwargs)
-            steps = {n: r for n, r in run.step_ids.items()}
-            if as_json:
-                click.echo(json.dumps({"pipeline": run.id, "duration": run.duration, "steps": steps}, indent=2, sort_keys=True))
-            else:
-                print(f"pipeline {obj.name}: {len(steps)} steps in {run.duration:.3f}s (run {run.id[:12]})", file=out)
-        elif isinstance(obj, Step):
-            with Session(repo, stack=stack):
-                obj(**kwargs)
+    opts = {"remote_cache": remote_cache, "verify": verify}
+    if isinstance(obj, (Pipeline, Step)):
+        _check_params(obj, kwargs)
+    if isinstance(obj, Pipeline):
+        run = obj.run_in(repo, (), kwargs, stack, out=out, **opts)
+        steps = dict(run.step_ids)
+        if as_json:
+            click.echo(json.dumps({"pipeline": run.id, "duration": run.duration, "steps": steps}, indent=2, sort_keys=True))
         else:
-            raise UsageError(f"{target} is not a zcas pipeline or step (decorate it with @zcas.pipeline)")
-    finally:
-        Session.say = None
-        repo.close()
+            print(f"pipeline {obj.name}: {len(steps)} steps in {run.duration:.3f}s (run {run.id[:12]})", file=out)
+    elif isinstance(obj, Step):
+        with session(repo, stack=stack, out=out, **opts):
+            obj(**kwargs)
+    else:
+        raise UsageError(f"{target} is not a zcas pipeline or step (decorate it with @zcas.pipeline)")
     return 0

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from .cli import Ctx, cli, emit_json, pass_ctx
+from .base import Ctx, cli, emit_json, json_option, pass_ctx
 
 FORMATS = ["text", "json", "dot", "mermaid", "openlineage"]
 
@@ -65,7 +65,7 @@ def _writer_of_latest(lin, path: str) -> bytes | None:
 def _since(text: str | None) -> int:
     if not text:
         return 0
-    from .durations import parse_duration
+    from zcas.runners.durations import parse_duration
 
     return int((time.time() - parse_duration(text)) * 1e9)
 
@@ -81,7 +81,7 @@ def _since(text: str | None) -> int:
 @click.option("--versions", is_flag=True, help="List the recorded versions of the path TARGET, newest first.")
 @click.option("--all", "every", is_flag=True,
               help="For a PATH: every run that wrote its bytes, not only the one behind its latest version.")
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@json_option("Same as --format json.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: dot and mermaid draw the graph; openlineage prints RunEvents.")
 @pass_ctx
@@ -190,7 +190,7 @@ def _print_runs(c: Ctx, runs: dict[str, dict], fmt: str) -> None:
 
 @cli.command()
 @click.argument("target")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def show(c: Ctx, target: str, as_json: bool) -> None:
     """Everything about one run, or one artifact (its producers, users and paths)."""
@@ -262,11 +262,6 @@ def show(c: Ctx, target: str, as_json: bool) -> None:
 @pass_ctx
 def reindex(c: Ctx) -> None:
     """Rebuild the lineage index (LMDB) from the object store and refs alone."""
-    from zcas.lineage.store import Lineage
-
-    if c._lineage is not None:
-        c._lineage.close()
-    lin = c._lineage = Lineage(c.repo, rebuild=True)
-    n = lin.last_reindex
+    n = c.repository.reindex()
     click.echo(f"reindexed {n['runs']} runs, {n['paths']} path versions, {n['tags']} tags"
                + (f"; {n['damaged']} damaged records skipped (see zcas fsck)" if n["damaged"] else ""))

@@ -9,17 +9,41 @@ from __future__ import annotations
 import datetime as dt
 import os
 import pathlib
+import socket
+import time
+from typing import Any
 
+from zcas import stacks
+from zcas._version import __version__
+from zcas.cas import codec
+from zcas.cas.checkout import checkout
+from zcas.cas.db import ObjectDB
 from zcas.cas.errors import UsageError
+from zcas.cas.locks import RepoLock
+from zcas.cas.objstore import ObstoreBackend
+from zcas.cas.oid import check_prefix
+from zcas.cas.refs import check_tag_name
+from zcas.cas.repo import Repo, find_root
+from zcas.cas.repo import init as init_repo
+from zcas.cas.statcache import StatCache
+from zcas.lineage.records import Run
+from zcas.lineage.store import Lineage
+from zcas.lineage.walk import ancestors, descendants
+from zcas.runners import executors
+from zcas.runners.core import Core, user_name
+from zcas.runners.executors import Executor
+from zcas.runners.python import Artifact
+from zcas.runners.values import load_value, store_value
+
+from .config import Config
+from .remotes import Remote, open_default
 
 
-_defaults: dict[str, "Repository"] = {}
+_defaults: dict[str, Repository] = {}
 
 
-def default_repository() -> "Repository":
+def default_repository() -> Repository:
     """The repository of the current folder, opened once per process for steps to share."""
-    from zcas.cas.repo import find_root
-
     root = find_root()
     repo = _defaults.get(root)
     if repo is None:
@@ -28,18 +52,26 @@ def default_repository() -> "Repository":
 
 
 class Repository:
-    def __init__(self, path: str | os.PathLike | None = None):
-        from zcas.cas.repo import Repo, find_root
+    """The one façade over a repository: its objects, lineage, configuration, remotes and
+    stacks. Nothing here starts a pool or a cluster: a runner's executor is started by the
+    core when a step first executes (``core()``), and loading a value needs only the store."""
 
-        self.cas = Repo(find_root(str(path)) if path is not None and not os.path.isdir(os.path.join(str(path), ".zcas")) else (str(path) if path is not None else find_root()))
-        self._lineage = None
-        self._runtimes: dict = {}
+    def __init__(self, path: str | os.PathLike[str] | None = None):
+        if path is None:
+            root = find_root()
+        elif os.path.isdir(os.path.join(str(path), ".zcas")):
+            root = str(path)
+        else:
+            root = find_root(str(path))
+        self.cas = Repo(root)
+        self._lineage: Lineage | None = None
+        self._config: Config | None = None
+        self._stores: dict[str, tuple[Any, dict[str, Any]]] = {}  # stack name -> (object db, task spec)
+        self._executors: dict[tuple[str, int], Executor | None] = {}
 
     @classmethod
-    def init(cls, path: str | os.PathLike = ".") -> "Repository":
-        from zcas.cas.repo import init
-
-        init(str(path))
+    def init(cls, path: str | os.PathLike[str] = ".") -> Repository:
+        init_repo(str(path))
         return cls(path)
 
     @property
@@ -47,90 +79,128 @@ class Repository:
         return self.cas.root
 
     @property
-    def lineage(self):
+    def lineage(self) -> Lineage:
         if self._lineage is None:
-            from zcas.lineage.store import Lineage
-
             self._lineage = Lineage(self.cas)
         return self._lineage
 
-    def config(self):
-        from .config import Config
+    def reindex(self) -> dict[str, int]:
+        """Rebuild the lineage index from the object store and refs alone; what it found."""
+        if self._lineage is not None:
+            self._lineage.close()
+        self._lineage = Lineage(self.cas, rebuild=True)
+        return dict(self._lineage.last_reindex)
 
-        return Config(self.cas.zdir)
+    def config(self) -> Config:
+        """The layered configuration (defaults, user file, repository, ZCAS_* variables), read once."""
+        if self._config is None:
+            self._config = Config(self.cas.zdir)
+        return self._config
 
-    def runtime(self, stack: str | None = None):
-        """(object db, executor or None, task spec) for a stack (default: the active one)."""
-        from . import executors, stacks
+    def read_lock(self) -> Any:
+        """The repository's shared lock (gc takes it exclusive): held while runs are recorded."""
+        return RepoLock(self.cas.zdir).shared()
 
-        cfg = self.config()
-        st = stacks.active(cfg, stack)
-        key = (st, cfg.get("run.jobs"))
-        cached = self._runtimes.get(key)
-        if cached is None:
+    def stack(self, name: str | None = None) -> stacks.Stack:
+        return stacks.active(self.config(), name)
+
+    def store(self, stack: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """(object db, how a worker opens it) of a stack (default: the active one)."""
+        st = self.stack(stack)
+        found = self._stores.get(st.name)
+        if found is None:
             if st.store:
-                from zcas.cas.db import ObjectDB
-                from zcas.cas.objstore import ObstoreBackend
-
-                remote = cfg.section("remote").get(st.store, {})  # a remote's name, or a URL
+                remote = self.config().section("remote").get(st.store, {})  # a remote's name, or a URL
                 url = remote.get("url", st.store)
                 backend = ObstoreBackend(url, remote.get("endpoint"), remote.get("region"), remote.get("allow_http"))
                 tmp = os.path.join(self.cas.zdir, "objects", "tmp")
                 db = ObjectDB(backend, tmp_dir=tmp, cache=self.cas.db)
-                spec = {"url": url, "tmp": tmp, **{k: v for k, v in remote.items() if k != "url"}}
+                found = (db, {"url": url, "tmp": tmp, **{k: v for k, v in remote.items() if k != "url"}})
             else:
-                db = self.cas.db
-                spec = {"objects": os.path.join(self.cas.zdir, "objects")}
-            cached = self._runtimes[key] = (db, executors.make(st.runner, st.scheduler, cfg.get("run.jobs")), spec)
-        return cached
+                found = (self.cas.db, {"objects": os.path.join(self.cas.zdir, "objects")})
+            self._stores[st.name] = found
+        return found
+
+    def executor(self, stack: str | None = None) -> Executor | None:
+        """A stack's executor (None: steps execute in the calling thread), started now."""
+        st = self.stack(stack)
+        jobs = int(self.config().get("run.jobs"))
+        key = (st.name, jobs)
+        if key not in self._executors:
+            self._executors[key] = executors.make(st.runner, st.scheduler, jobs)
+        return self._executors[key]
+
+    def remote_for(self, stack: str | None = None) -> Remote | None:
+        """The remote a stack's runs ask on a local miss: the stack's ``remote``, else the
+        default one (origin, or the only one); None if there is none."""
+        return open_default(self.cas, self.lineage, self.stack(stack).remote, self.config())
+
+    def core(self, stack: str | None = None, *, out: Any = None, verify: bool | None = None,
+             remote_cache: bool | None = None, cmd_stdout: Any = None, pipeline: str | None = None) -> Core:
+        """The execution core for runs on a stack: settings not given come from the config
+        (``run.verify``, ``run.remote_cache``); the executor and remote open on first need."""
+        cfg = self.config()
+        db, spec = self.store(stack)
+        if remote_cache is None:
+            remote_cache = bool(cfg.get("run.remote_cache", True)) and not os.environ.get("ZCAS_NO_REMOTE_CACHE")
+        name = self.stack(stack).name
+        return Core(self.cas, self.lineage, db=db, executor=lambda: self.executor(name),
+                    remote=(lambda: self.remote_for(name)) if remote_cache else None,
+                    verify=bool(cfg.get("run.verify", False)) if verify is None else verify, out=out,
+                    cmd_stdout=cmd_stdout, task_spec=spec, pipeline=pipeline)
 
     def close(self) -> None:
-        for db, ex, _ in self._runtimes.values():
+        for ex in self._executors.values():
             if ex is not None:
                 ex.close()
+        self._executors.clear()
+        for db, _ in self._stores.values():
             if db is not self.cas.db:
                 db.flush()
-        self._runtimes.clear()
+        self._stores.clear()
         if self._lineage is not None:
             self._lineage.close()
         self.cas.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Repository:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- data versioning -----------------------------------------------------------------
 
-    def put(self, x, *, pickle: bool = False):
+    def load(self, a: Artifact) -> Any:
+        """An artifact's value, from the active stack's store (what ``Artifact.load`` calls)."""
+        return load_value(self.store()[0], self.cas.zdir, a.id, a.materializer, a.allow_pickle)
+
+    def put(self, x: Any, *, pickle: bool = False) -> Artifact:
         """Store a path (file or folder, its version recorded), bytes, or a Python value.
 
         Returns an Artifact: ``.id`` is the content id, ``.load()`` gives the value back
         (a path comes back as a checked-out copy).
         """
-        from .step import Artifact, Session
-
-        if isinstance(x, (str, pathlib.PurePath)) and not isinstance(x, bytes):
+        if isinstance(x, (str, pathlib.PurePath)):
             p = str(x)
             if not os.path.lexists(p):
                 raise UsageError(f"cannot put {p}: no such file or folder (to store the string itself, pass it inside a list or as bytes)")
-            from zcas.cas.locks import RepoLock
-
             with RepoLock(self.cas.zdir).shared():
                 [(oid, _, _)] = self.cas.add([p])
             self.lineage.index_paths(self.cas.refs.last_recorded)
-            return Artifact(oid.hex(), "path@1", Session(self))
-        with Session(self) as s:
-            a = s.store(x, pickle)
-            from zcas.lineage.records import Run
+            return Artifact(oid.hex(), "path@1", self)
+        db = self.store()[0]
+        now = time.time_ns()
+        with RepoLock(self.cas.zdir).shared():
+            statcache = StatCache(self.cas.statcache_path)
+            oid_hex, tag = store_value(db, statcache, x, pickle)
+            if db is not self.cas.db:
+                db.flush()  # on the stack's store before a record names it
+            self.lineage.record_run(Run(step="zcas.put", kind="python", status="ran", outputs={"value": oid_hex},
+                                        materializers={"value": tag}, started_ns=now, ended_ns=now,
+                                        host=socket.gethostname(), user=user_name(), zcas_version=__version__))
+        return Artifact(oid_hex, tag, self, x, allow_pickle=pickle)
 
-            s.record(Run(step="zcas.put", kind="python", status="ran", outputs={"value": a.id},
-                         materializers={"value": a.materializer}, started_ns=s.started, ended_ns=s.started,
-                         host=s.host, user=s.user, zcas_version=s.version), now=True)
-        return a
-
-    def get(self, ref: str, *, allow_pickle: bool = False):
+    def get(self, ref: str, *, allow_pickle: bool = False) -> Any:
         """The value of an id, prefix or tag: as it was put (value, bytes) or a checked-out path.
 
         A pickled value is refused unless ``allow_pickle=True``: unpickling runs code, so it
@@ -138,9 +208,7 @@ class Repository:
         """
         return self.artifact(ref, allow_pickle=allow_pickle).load()
 
-    def artifact(self, ref: str, *, allow_pickle: bool = False):
-        from .step import Artifact, Session
-
+    def artifact(self, ref: str, *, allow_pickle: bool = False) -> Artifact:
         oid = self.cas.resolve(str(ref))
         tag = None
         for rid in self.lineage.graph.producers(oid):
@@ -151,19 +219,13 @@ class Repository:
             if tag:
                 break
         if tag is None:
-            from zcas.cas import codec
-
             tag = "bytes@1" if self.cas.db.entry(oid).kind in (codec.KIND_BLOB, codec.KIND_CHUNKED) else "path@1"
-        return Artifact(oid.hex(), tag, Session(self), allow_pickle=allow_pickle)
+        return Artifact(oid.hex(), tag, self, allow_pickle=allow_pickle)
 
     def checkout(self, ref: str, dest: str | os.PathLike, force: bool = False) -> int:
-        from zcas.cas.checkout import checkout
-
         return checkout(self.cas.db, self.cas.resolve(str(ref)), str(dest), force=force)
 
     def tag(self, name: str, ref: str, force: bool = False) -> None:
-        from zcas.cas.refs import check_tag_name
-
         self.lineage.set_tag(check_tag_name(name), self.cas.resolve(str(ref)), force=force)
 
     def history(self, path: str | os.PathLike) -> list:
@@ -184,8 +246,6 @@ class Repository:
         return [RunView(self, rid.hex(), r) for rid, r in found]
 
     def run(self, ref: str) -> "RunView":
-        from zcas.cas.oid import check_prefix
-
         p = check_prefix(ref)
         found = self.lineage.graph.find_prefix(p) if len(p) < 64 else [bytes.fromhex(p)]
         found = [f for f in found if self.lineage.graph.has_run(f)]
@@ -221,12 +281,10 @@ class RunView:
     duration = property(lambda self: max(0, self.record["ended_ns"] - self.record["started_ns"]) / 1e9)
     started = property(lambda self: dt.datetime.fromtimestamp(self.record["started_ns"] / 1e9))
 
-    def _arts(self, field: str, allow_pickle: bool = False) -> dict:
-        from .step import Artifact, Session
-
+    def _arts(self, field: str, allow_pickle: bool = False) -> dict[str, Artifact]:
         mats = self.record.get("materializers", {})
-        s = Session(self.repository)
-        return {n: Artifact(o, mats.get(n, "bytes@1"), s, allow_pickle=allow_pickle) for n, o in self.record.get(field, {}).items()}
+        return {n: Artifact(o, mats.get(n, "bytes@1"), self.repository, allow_pickle=allow_pickle)
+                for n, o in self.record.get(field, {}).items()}
 
     @property
     def outputs(self) -> dict:
@@ -260,11 +318,7 @@ class LineageView:
         return sorted((RunView(self.repository, rid, r) for rid, r in g.runs.items()), key=lambda v: -v.record["started_ns"])
 
     def ancestors(self, depth: int | None = None) -> list[RunView]:
-        from zcas.lineage.walk import ancestors
-
         return self._runs(ancestors(self.repository.lineage, self.oid, depth or (1 << 30), self.is_run))
 
     def descendants(self, depth: int | None = None) -> list[RunView]:
-        from zcas.lineage.walk import descendants
-
         return self._runs(descendants(self.repository.lineage, self.oid, depth or (1 << 30), self.is_run))

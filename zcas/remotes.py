@@ -13,10 +13,12 @@ import re
 
 import attrs
 
+from typing import Any
+
 from zcas.cas.errors import UsageError, ZcasError
 from zcas.cas.safetext import printable
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+from .config import Config, check_name
 
 
 def _warn(line: str) -> None:
@@ -38,14 +40,14 @@ class RemoteSpec:
         return {k: v for k, v in attrs.asdict(self).items() if k != "name" and v is not None}
 
 
-def remotes(repo) -> dict[str, RemoteSpec]:
-    from zcas.cas.repo import read_config
-
-    table = read_config(repo.zdir).get("remote", {})
+def remotes(repo: Any, cfg: Config | None = None) -> dict[str, RemoteSpec]:
+    """The configured remotes, read through the one layered ``Config`` (so a remote set in
+    the user's file or the environment counts as one set in the repository's)."""
+    cfg = cfg if cfg is not None else Config(repo.zdir)
     out = {}
-    for name, body in table.items() if isinstance(table, dict) else ():
-        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
-            raise ZcasError(f"{repo.zdir}/config.toml: remote.{name}: 'url' must be a string")
+    for name, body in cfg.section("remote").items():
+        if not isinstance(body.get("url"), str):
+            raise ZcasError(f"{cfg.origin(f'remote.{name}.url') or repo.zdir + '/config.toml'}: remote.{name}: 'url' must be a string")
         out[name] = RemoteSpec(name, body["url"], body.get("endpoint"), body.get("region"), body.get("allow_http"),
                                body.get("instance_credentials"))
     return out
@@ -85,8 +87,7 @@ def check_spec(spec: RemoteSpec) -> None:
     """Everything a remote's settings must satisfy before they are written, in one line each."""
     from zcas.cas.objstore import check_no_credentials, parse_url
 
-    if not _NAME.fullmatch(spec.name):
-        raise UsageError(f"invalid remote name {printable(spec.name)!r}: use letters, digits, '.', '_' and '-'")
+    check_name("remote", spec.name)  # the names the config accepts: a '.' would split its key
     parse_url(spec.url)  # a malformed URL (or one holding credentials) fails here, in one line
     check_no_credentials(spec.endpoint, "endpoint URL")
     plain_ok = spec.allow_http or os.environ.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true", "yes")
@@ -131,8 +132,8 @@ def remove_remote(repo, name: str) -> None:
     write_config(repo.zdir, cfg)
 
 
-def pick(repo, name: str | None) -> RemoteSpec:
-    rs = remotes(repo)
+def pick(repo: Any, name: str | None, cfg: Config | None = None) -> RemoteSpec:
+    rs = remotes(repo, cfg)
     if name is None:
         if not rs:
             raise ZcasError("no remote configured: add one with 'zcas remote add NAME URL'")
@@ -188,7 +189,7 @@ class Remote:
             self.push_tag(name, oid, force)
         ntags, history = len(tags or {}), 0
         if refs:
-            from .refsync import push_refs
+            from zcas.refsync import push_refs
 
             more, history = push_refs(self, _warn)
             ntags += more
@@ -271,7 +272,7 @@ class Remote:
             for line in res.rejected:
                 warn(f"remote {self.spec.name}: {printable(line)}")
             self._remember_pulled(res.complete)  # a pack with a refusal is looked at again next time
-            from .refsync import pull_refs
+            from zcas.refsync import pull_refs
 
             tags, history = pull_refs(self, warn)
             return {"packs": res.packs, "bytes": res.bytes, "objects": res.objects, "runs": runs,
@@ -330,55 +331,9 @@ class Remote:
         return fetch_objects(self.repo.db, self.db, oids)
 
 
-def open_default(repo, lineage, name: str | None = None) -> Remote | None:
+def open_default(repo: Any, lineage: Any, name: str | None = None, cfg: Config | None = None) -> Remote | None:
     """The remote a run asks on a cache miss: NAME, else origin, else the only one; None if none."""
-    rs = remotes(repo)
+    rs = remotes(repo, cfg)
     if not rs:
         return None
-    return Remote(repo, lineage, pick(repo, name))
-
-
-def cached_run(lineage, key: bytes, usable, remote_fn, lock=None, valid=None) -> tuple[bytes, dict] | None:
-    """The usable cached run for ``key``, asking the remote when the local lineage misses.
-
-    ``valid(record) -> bool`` says whether the record fits the step asking (its outputs are
-    the ones the step declares): a record that does not is ignored, so the step reruns,
-    whoever wrote it. ``usable(record) -> bool`` says whether its outputs are all here (and
-    sound); ``remote_fn()`` opens the default remote on first need (None: none, or switched
-    off). Shared by command steps and Python steps, so both look things up the same way.
-    """
-    import contextlib
-
-    rid = lineage.graph.cache_get(key)
-    remote = None
-    if rid is None:
-        remote = remote_fn()
-        if remote is None or remote.unusable:
-            return None
-        try:
-            with lock or contextlib.nullcontext():
-                remote.sync_lineage()
-        except ZcasError as e:
-            remote.lookup_failed(e)
-            return None
-        rid = lineage.graph.cache_get(key)
-        if rid is None:
-            return None
-    rec = lineage.run_dict(rid)
-    if rec is None or rec.get("status") not in ("ran", "cached") or (valid is not None and not valid(rec)):
-        return None
-    if not usable(rec):
-        remote = remote or remote_fn()
-        if remote is None or remote.unusable:
-            return None
-        try:
-            remote.fetch([bytes.fromhex(o) for o in rec["outputs"].values()])
-        except ZcasError as e:
-            from zcas.cas.objstore import RemoteError
-
-            if isinstance(e, RemoteError):  # the store itself failed (a bad object is just no hit)
-                remote.lookup_failed(e)
-            return None
-        if not usable(rec):
-            return None
-    return rid, rec
+    return Remote(repo, lineage, pick(repo, name, cfg))

@@ -8,38 +8,21 @@ import sys
 
 import click
 
-from .cli import Ctx, cli, emit_json, pass_ctx
+from .base import Ctx, cli, emit_json, json_option, pass_ctx
 
 _PY_TARGET = re.compile(r".+\.py:[A-Za-z_][A-Za-z0-9_.]*")
 
 
-def _context(c: Ctx, verify: bool, as_json: bool, remote_cache: bool = True, stack: str | None = None):
-    """The run context; a stack with a store of its own swaps the object database in."""
-    import types
-
-    from zcas.cas.statcache import StatCache
-
-    from .api import Repository
-    from .context import RunContext
-
-    repo = c.repo
-    executor, spec = None, {}
-    if stack is not None or c.config.get("stack.active") != "default":
-        r = Repository(c.repo.root)
-        r._lineage = c.lineage
-        db, executor, spec = r.runtime(stack)
-        c.on_close(r.close)
-        if db is not r.cas.db:  # the stack keeps objects elsewhere
-            repo = types.SimpleNamespace(root=c.repo.root, zdir=c.repo.zdir, db=db, rel=c.repo.rel)
-    return RunContext(
-        repo=repo, lineage=c.lineage, statcache=StatCache(c.repo.statcache_path), verify=verify,
-        out=sys.stderr if as_json else sys.stdout, cmd_stdout=sys.stderr.fileno() if as_json else None,
-        remote_cache=remote_cache, executor=executor, spec=spec,
-    )
+def _core(c: Ctx, verify: bool | None, as_json: bool, remote_cache: bool | None = None, stack: str | None = None):
+    """The execution core for this command (a stack with a store of its own keeps objects there)."""
+    core = c.repository.core(stack, out=sys.stderr if as_json else sys.stdout, verify=verify,
+                             remote_cache=remote_cache, cmd_stdout=sys.stderr.fileno() if as_json else None)
+    c.on_close(core.close)
+    return core
 
 
 def _one_off(c: Ctx, argv, inputs, outputs, params, env, name, cwd):
-    from .spec import StepSpec, norm_path
+    from zcas.runners.spec import StepSpec, norm_path
 
     ps = {}
     for p in params:
@@ -55,7 +38,7 @@ def _one_off(c: Ctx, argv, inputs, outputs, params, env, name, cwd):
 
     import shlex
 
-    from .spec import check_step_paths
+    from zcas.runners.spec import check_step_paths
 
     ins, outs = tuple(rel(p) for p in inputs), tuple(rel(p) for p in outputs)
     check_step_paths("zcas run", ins, outs)
@@ -64,18 +47,27 @@ def _one_off(c: Ctx, argv, inputs, outputs, params, env, name, cwd):
     )
 
 
-@cli.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
+class _KeepsArgs(click.Command):
+    """Notes the arguments as typed: whether a "--" was there decides command mode, and
+    click drops it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["zcas.args"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+@cli.command(cls=_KeepsArgs, context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
 @click.option("-i", "--input", "inputs", multiple=True, metavar="PATH", help="A file or folder the command reads.")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="PATH", help="A file or folder the command writes.")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter: $ZCAS_PARAM_KEY and {key} in the command.")
 @click.option("-e", "--env", "env", multiple=True, metavar="VAR", help="An environment variable whose value is part of the key.")
 @click.option("--name", help="The step's name (default: the command line).")
 @click.option("--cwd", type=click.Path(file_okay=False), help="Run the command here (default: the repository root).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True, help="Steps run at once.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Steps run at once (default: run.jobs, the number of cores).")
 @click.option("--verify", is_flag=True, help="On a hit, read and verify every output, not only small ones.")
 @click.option("--no-remote-cache", is_flag=True, help="On a local miss, do not ask the default remote for a hit.")
 @click.option("--stack", metavar="NAME", help="Run on this stack (default: the active one; see zcas stack).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (status lines and command output go to stderr).")
+@json_option("Print a JSON summary on stdout (status lines and command output go to stderr).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
 def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote_cache, stack, as_json, args) -> None:
@@ -94,19 +86,20 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
     naming a file in the repository), params, declared environment values, outputs and
     working directory. On a hit the outputs are restored and nothing runs.
     """
-    from . import spec as spec_mod
-    from .execute import run_step
-    from .scheduler import run_all
+    from zcas.runners import spec as spec_mod
+    from zcas.runners.command import run_command
+    from zcas.runners.scheduler import run_all
 
-    from .cli import RAW_ARGS as raw
-
-    remote_cache = not no_remote_cache and c.config.get("run.remote_cache", True)
-    verify = verify or c.config.get("run.verify", False)
+    raw = click.get_current_context().meta["zcas.args"]
+    remote_cache = False if no_remote_cache else None  # None: as configured (run.remote_cache)
+    verify = True if verify else None  # None: as configured (run.verify)
+    if jobs is None:
+        jobs = int(c.config.get("run.jobs"))
     if args and "--" not in raw and not (inputs or outputs or env or name or cwd) and _PY_TARGET.fullmatch(args[0]):
-        from .pyrun import run_python
+        from zcas.pyrun import run_python
 
-        sys.exit(run_python(c, args[0], list(args[1:]), params, as_json, remote_cache, stack))
-    ctx = _context(c, verify, as_json, remote_cache, stack)
+        sys.exit(run_python(c.repository, args[0], list(args[1:]), params, as_json, remote_cache, verify, stack))
+    ctx = _core(c, verify, as_json, remote_cache, stack)
     steps = spec_mod.load(c.repo.root)
     command_mode = "--" in raw or inputs or outputs or params or env or name or cwd or (args and args[0] not in steps)
     unknown = [a for a in args if a not in steps]
@@ -123,10 +116,9 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
         deps = spec_mod.graph(steps)
         order = spec_mod.select(steps, list(args), deps)
     try:
-        results = run_all(order, deps, lambda n: run_step(ctx, steps[n]), jobs, ctx.say)
+        results = run_all(order, deps, lambda n: run_command(ctx, steps[n]), jobs, ctx.say)
     finally:
-        ctx.flush()
-        ctx.statcache.save()
+        ctx.close()
     if as_json:
         emit_json([r.as_dict() for r in results])
     failed = [r for r in results if r.status == "failed"]
@@ -149,13 +141,13 @@ def _no_such_step(steps: dict, word: str) -> None:
 
 @cli.command()
 @click.argument("steps", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def status(c: Ctx, steps, as_json) -> None:
     """Show each pipeline step as fresh or stale, and why."""
-    from .why import status_of
+    from zcas.why import status_of
 
-    rows = status_of(_context(c, False, as_json), list(steps))
+    rows = status_of(_core(c, False, as_json), list(steps))
     if as_json:
         emit_json(rows)
         return
@@ -168,13 +160,13 @@ def status(c: Ctx, steps, as_json) -> None:
 
 @cli.command()
 @click.argument("target")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def why(c: Ctx, target, as_json) -> None:
     """Say why a step (or the step writing PATH) would run: what changed since its last run."""
-    from .why import explain_target
+    from zcas.why import explain_target
 
-    res = explain_target(_context(c, False, as_json), target)
+    res = explain_target(_core(c, False, as_json), target)
     if as_json:
         emit_json(res)
         return

@@ -11,7 +11,7 @@ import attrs
 
 from zcas.cas.errors import UsageError
 
-from .config import RUNNERS, Config, ConfigError, check_name
+from zcas.config import RUNNERS, Config, ConfigError, check_name
 
 DEFAULT = "default"
 

@@ -6,13 +6,13 @@ import sys
 
 import click
 
-from .cli import Ctx, cli, emit_json, pass_ctx
+from .base import Ctx, cli, emit_json, json_option, pass_ctx
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-t", "--tag", "tag_name", metavar="NAME", help="Also tag the version added (one PATH only).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def add(c: Ctx, paths: tuple[str, ...], tag_name: str | None, as_json: bool) -> None:
     """Store files or folders and record this version of each PATH.
@@ -54,7 +54,7 @@ def cat(c: Ctx, ref: str) -> None:
 @cli.command()
 @click.argument("ref")
 @click.option("-r", "--recursive", is_flag=True, help="List every entry below the tree.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def ls(c: Ctx, ref: str, recursive: bool, as_json: bool) -> None:
     """List a stored tree: mode, id, size and name of each entry."""
@@ -151,7 +151,7 @@ def tag(c: Ctx, name: str, ref: str | None, force: bool, delete: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def tags(c: Ctx, as_json: bool) -> None:
     """List tags and the ids they name."""
@@ -166,7 +166,7 @@ def tags(c: Ctx, as_json: bool) -> None:
 @cli.command()
 @click.option("--repair", is_flag=True, help="Replace corrupt and missing objects with good copies from a remote.")
 @click.option("--remote", "remote_name", metavar="NAME", help="The remote --repair fetches from (default: origin).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def fsck(c: Ctx, repair, remote_name, as_json) -> None:
     """Verify every stored object; exit 1 if any is corrupt or missing.
@@ -185,14 +185,14 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
     if repair and not rep.ok:
         from zcas.cas.repair import repair as do_repair
 
-        from .remote import Remote, pick
+        from zcas.remotes import Remote, pick
 
         r = Remote(c.repo, c.lineage, pick(c.repo, remote_name))
         corrupt = [bytes.fromhex(k) for k in rep.corrupt if not k.startswith("pack ")]
         fixed, _ = do_repair(c.repo.db, r.db, corrupt, [bytes.fromhex(m) for m in rep.missing])
         repaired = [o.hex() for o in fixed]
         rep = do_fsck(c.repo.db, required, progress=tty_progress, optional_roots=optional)
-    from .audit import unsafe_runs
+    from zcas.audit import unsafe_runs
 
     unsafe = unsafe_runs(c.lineage)
     if as_json:
@@ -228,9 +228,9 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
 
 @cli.command()
 @click.option("-n", "--dry-run", is_flag=True, help="Report what would be deleted; delete nothing.")
-@click.option("--grace", default="14d", show_default=True, metavar="DURATION",
-              help="Never delete objects younger than this (e.g. 14d, 12h, 0).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--grace", default=None, metavar="DURATION",
+              help="Never delete objects younger than this (e.g. 14d, 12h, 0; default: gc.grace, 14d).")
+@json_option()
 @pass_ctx
 def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
     """Delete objects that no tag, recorded path version or run record reaches.
@@ -242,10 +242,11 @@ def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
     from zcas.cas.statcache import StatCache
 
     c.exclusive = True
-    from .durations import human_bytes, parse_duration
+    from zcas.runners.durations import human_bytes, parse_duration
 
     required, optional = c.roots()
-    rep = do_gc(c.repo.db, required, parse_duration(grace), dry_run=dry_run, optional_roots=optional)
+    rep = do_gc(c.repo.db, required, parse_duration(grace if grace is not None else c.config.get("gc.grace")),
+                dry_run=dry_run, optional_roots=optional)
     if not dry_run and rep.objects_removed:
         StatCache.clear(c.repo.statcache_path)
     if as_json:
@@ -261,13 +262,13 @@ def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def du(c: Ctx, as_json: bool) -> None:
     """Show logical and stored size, and the dedup and compression ratios."""
     from zcas.cas.usage import usage
 
-    from .durations import human_bytes
+    from zcas.runners.durations import human_bytes
 
     u = usage(c.repo.db, [v.oid for v in c.repo.refs.history()])
     if as_json:

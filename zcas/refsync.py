@@ -113,7 +113,7 @@ def _line(raw: bytes):
     from zcas.cas.oid import from_hex
     from zcas.cas.refs import PathVersion
 
-    from .spec import SpecError, norm_path
+    from zcas.runners.spec import SpecError, norm_path
 
     try:
         d = json.loads(raw)

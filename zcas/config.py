@@ -60,7 +60,7 @@ def _runner(v):
 
 
 def _duration(v):
-    from .durations import parse_duration
+    from zcas.runners.durations import parse_duration
 
     if not isinstance(v, str):
         raise ValueError("expected a duration such as 14d or 12h")
@@ -215,6 +215,9 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
 def check_name(kind: str, name: str) -> str:
+    """A remote's or a stack's name: one TOML key part, so a '.' (which would split it) is refused."""
     if not _NAME.fullmatch(name) or "." in name:
-        raise ConfigError(f"invalid {kind} name {name!r}: use letters, digits, '_' and '-'")
+        from zcas.cas.safetext import printable
+
+        raise ConfigError(f"invalid {kind} name {printable(name)!r}: use letters, digits, '_' and '-'")
     return name

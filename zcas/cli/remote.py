@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import Ctx, cli, emit_json, pass_ctx
+from .base import Ctx, cli, emit_json, json_option, pass_ctx
 
 
 @cli.group()
@@ -29,7 +29,7 @@ def remote_add(c: Ctx, name, url, endpoint, region, allow_http, instance_credent
     zcas says "no credentials for remote NAME" instead of asking a metadata service, unless
     --instance-credentials says the machine's own role is meant.
     """
-    from .remote import RemoteSpec, add_remote
+    from zcas.remotes import RemoteSpec, add_remote
 
     add_remote(c.repo, RemoteSpec(name, url, endpoint, region, allow_http, instance_credentials))
 
@@ -45,18 +45,18 @@ def remote_add(c: Ctx, name, url, endpoint, region, allow_http, instance_credent
 @pass_ctx
 def remote_modify(c: Ctx, name, url, endpoint, region, allow_http, instance_credentials) -> None:
     """Change a remote's settings; those not given stay as they are (checked as by add)."""
-    from .remote import modify_remote
+    from zcas.remotes import modify_remote
 
     modify_remote(c.repo, name, url=url, endpoint=endpoint, region=region, allow_http=allow_http,
                   instance_credentials=instance_credentials)
 
 
 @remote.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def remote_list(c: Ctx, as_json) -> None:
     """List remotes and their settings."""
-    from .remote import remotes
+    from zcas.remotes import remotes
 
     rs = remotes(c.repo)
     if as_json:
@@ -72,13 +72,13 @@ def remote_list(c: Ctx, as_json) -> None:
 @pass_ctx
 def remote_remove(c: Ctx, name) -> None:
     """Forget a remote (nothing on it is deleted)."""
-    from .remote import remove_remote
+    from zcas.remotes import remove_remote
 
     remove_remote(c.repo, name)
 
 
 def _split(c: Ctx, args: tuple[str, ...]):
-    from .remote import pick, remotes
+    from zcas.remotes import pick, remotes
 
     names = remotes(c.repo)
     if args and args[0] in names:
@@ -90,7 +90,7 @@ def _split(c: Ctx, args: tuple[str, ...]):
 @click.argument("args", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Everything (the default when no TAG or ID is given).")
 @click.option("-f", "--force", is_flag=True, help="Move a tag that already names another id on the remote.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def push(c: Ctx, args, everything, force, as_json) -> None:
     """Send objects and run records the remote lacks: zcas push [NAME] [TAG|ID...|--all].
@@ -102,7 +102,7 @@ def push(c: Ctx, args, everything, force, as_json) -> None:
     """
     from zcas.cas.transfer import tty_progress
 
-    from .remote import Remote
+    from zcas.remotes import Remote
 
     spec, targets = _split(c, args)
     r = Remote(c.repo, c.lineage, spec)
@@ -119,7 +119,7 @@ def push(c: Ctx, args, everything, force, as_json) -> None:
 @cli.command()
 @click.argument("args", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Everything (the default when no TAG or ID is given).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def pull(c: Ctx, args, everything, as_json) -> None:
     """Fetch objects and run records from a remote: zcas pull [NAME] [TAG|ID...|--all].
@@ -129,7 +129,7 @@ def pull(c: Ctx, args, everything, as_json) -> None:
     """
     from zcas.cas.transfer import tty_progress
 
-    from .remote import Remote
+    from zcas.remotes import Remote
 
     spec, targets = _split(c, args)
     r = Remote(c.repo, c.lineage, spec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import Ctx, cli, emit_json, pass_ctx
+from .base import Ctx, cli, emit_json, json_option, pass_ctx
 
 
 @cli.group()
@@ -14,7 +14,7 @@ def config() -> None:
 
 @config.command("list")
 @click.option("--show-origin", is_flag=True, help="Say where each value came from.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def config_list(c: Ctx, show_origin, as_json) -> None:
     """Every setting in effect, as key=value."""
@@ -55,17 +55,17 @@ def stack() -> None:
 @pass_ctx
 def stack_register(c: Ctx, name, store, runner, scheduler, remote, force) -> None:
     """Register a stack in this repository's configuration."""
-    from .stacks import Stack, register
+    from zcas.stacks import Stack, register
 
     register(c.repo, Stack(name, store, runner, scheduler, remote), force=force)
 
 
 @stack.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def stack_list(c: Ctx, as_json) -> None:
     """List stacks; the active one is marked with *."""
-    from .stacks import active, all_stacks
+    from zcas.stacks import active, all_stacks
 
     cur = active(c.config).name
     stacks = all_stacks(c.config)
@@ -82,18 +82,18 @@ def stack_list(c: Ctx, as_json) -> None:
 @pass_ctx
 def stack_set(c: Ctx, name) -> None:
     """Make NAME the active stack of this repository."""
-    from .stacks import set_active
+    from zcas.stacks import set_active
 
     set_active(c.repo, c.config, name)
 
 
 @stack.command("show")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 @pass_ctx
 def stack_show(c: Ctx, name, as_json) -> None:
     """Show the active stack (or NAME): store, runner, scheduler, remote."""
-    from .stacks import active
+    from zcas.stacks import active
 
     s = active(c.config, name)
     if as_json:
@@ -112,6 +112,6 @@ def stack_show(c: Ctx, name, as_json) -> None:
 @pass_ctx
 def stack_delete(c: Ctx, name) -> None:
     """Delete a stack (the default stack is built in)."""
-    from .stacks import delete
+    from zcas.stacks import delete
 
     delete(c.repo, c.config, name)

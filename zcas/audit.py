@@ -1,7 +1,7 @@
 """Run records that could not have been written by zcas for the step they claim to be.
 
 A cache hit restores by the step's own declaration and ignores such records already (see
-``execute.declared_outputs_match`` and ``step._fits``); ``zcas fsck`` lists them so a user
+``command.declared_outputs_match`` and ``python._fits``); ``zcas fsck`` lists them so a user
 learns that a remote (or someone with write access to it) served them.
 """
 
@@ -11,8 +11,8 @@ import json
 
 from zcas.lineage.graph import key_matches
 
-from .spec import SpecError, norm_path
-from .step import _well_formed_outputs
+from zcas.runners.spec import SpecError, norm_path
+from zcas.runners.python import well_formed_outputs
 
 
 def _unsafe_path(name: str) -> str | None:
@@ -48,7 +48,7 @@ def problems(rec: dict) -> list[str]:
             if declared is not None and declared != set(outputs) and rec.get("status") != "failed":
                 extra = sorted(set(outputs) - declared) or sorted(declared - set(outputs))
                 out.append(f"outputs differ from the declared ones (e.g. {extra[0]!r})")
-    elif rec.get("kind") == "python" and rec.get("cache_key") and outputs and not _well_formed_outputs(outputs):
+    elif rec.get("kind") == "python" and rec.get("cache_key") and outputs and not well_formed_outputs(outputs):
         out.append(f"output names {sorted(outputs)[:3]} are not output or output.N")
     return out
 

@@ -1,3 +1,0 @@
-from zcas.runners.cli import main
-
-main()

@@ -1,0 +1,209 @@
+"""Command steps: a command line run in the working tree, its declared paths its inputs and outputs.
+
+How a command is planned (its key from the command as written, the content of every input and
+of any argument naming a file in the repository, params, declared environment, outputs and
+working directory), executed (here, or on a runner in the shared repository folder) and its
+outputs captured; everything else is the core's (core.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from zcas.cas.errors import InputPathError, ZcasError
+
+from .artifacts import current_id, restore, store_paths
+from .aside import put_back, set_aside
+from .core import Core, Done, Pending, Plan
+from .keylock import PathLocks
+from .keys import command_components, env_digests, key_of
+from .spec import SHELL, StepSpec
+from .tasks import command_task
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@attrs.define
+class StepResult:
+    name: str
+    status: str  # "cached", "ran", "failed", "skipped"
+    key: str = ""
+    run: str = ""
+    duration: float = 0.0
+    exit_status: int = 0
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return attrs.asdict(self)
+
+
+def param_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+def _is_shell(argv: Sequence[str]) -> bool:
+    return len(argv) == 3 and tuple(argv[:2]) == SHELL
+
+
+def substitute(argv: tuple[str, ...], params: dict) -> list[str]:
+    """``{key}`` in argv becomes the param's value; other braces are left alone. Into shell
+    code (a string ``cmd``) a value goes quoted, so spaces or ``;`` in it stay one word."""
+    texts = {k: param_text(v) for k, v in params.items()}
+    if _is_shell(argv):
+        texts = {k: shlex.quote(v) for k, v in texts.items()}
+    return [_PLACEHOLDER.sub(lambda m: texts.get(m.group(1), m.group(0)), a) for a in argv]
+
+
+def _words(argv: list[str]) -> list[str]:
+    """The words of a command, the words of its shell code included (best effort: a script
+    named in ``cmd = "python train.py"`` counts as an input like in the list form)."""
+    if not _is_shell(argv):
+        return list(argv)
+    try:
+        return shlex.split(argv[2], comments=True)
+    except ValueError:
+        return argv[2].split()
+
+
+def implicit_inputs(ctx: Any, argv: list[str], cwd: str, declared: set[str]) -> list[str]:
+    """argv tokens naming an existing file inside the repository (the script, most often)."""
+    root = ctx.repo.root
+    out = []
+    for tok in _words(argv):
+        if not tok or tok.startswith("-") or "\0" in tok:
+            continue
+        full = os.path.normpath(os.path.join(ctx.abspath(cwd), tok))
+        if not full.startswith(root + os.sep) or os.sep + ".zcas" + os.sep in full + os.sep:
+            continue
+        rel = os.path.relpath(full, root).replace(os.sep, "/")
+        if rel in declared or any(rel.startswith(d + "/") for d in declared):  # covered, or the step's own output
+            continue
+        try:
+            if os.path.isfile(full):
+                out.append(rel)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def plan(core: Any, spec: StepSpec, store: bool = True) -> Plan:
+    """The step's key as things stand; ``store=False`` (status, why) hashes without storing."""
+    argv = substitute(spec.cmd, spec.params)
+    declared_out = set(spec.outputs)
+    paths = list(dict.fromkeys([*spec.inputs, *implicit_inputs(core, argv, spec.cwd, declared_out | set(spec.inputs))]))
+    try:
+        if store:
+            inputs = store_paths(core, paths)
+        else:
+            inputs = {}
+            for p in paths:
+                oid = current_id(core, p)
+                if oid is None:
+                    raise InputPathError(p, "No such file or directory")
+                inputs[p] = oid
+    except ZcasError as e:
+        raise ZcasError(f"step {spec.name}: input {e}") from None
+    env = env_digests(spec.env)
+    # The command is keyed as written ({key} placeholders unexpanded): params have keys of
+    # their own, so a param change is reported once, as itself.
+    comps = command_components(list(spec.cmd), inputs, spec.params, env, list(spec.outputs), spec.cwd)
+    fields = {"inputs": {k: v.hex() for k, v in inputs.items()}, "params": dict(spec.params), "env": env,
+              "cmd": argv, "cwd": spec.cwd}
+    return Plan(spec.name, key_of(comps), comps, fields)
+
+
+def declared_outputs_match(rec: dict, spec: StepSpec) -> bool:
+    """Whether a record's outputs are exactly the ones the step declares.
+
+    A hit restores by the step's own declaration, never by names a record carries: a record
+    (from a shared remote, say) naming ``../x`` or ``.zcas/...`` is simply not a hit."""
+    outs = rec.get("outputs")
+    return isinstance(outs, dict) and set(outs) == set(spec.outputs)
+
+
+def _env(spec: StepSpec) -> dict[str, str]:
+    env = dict(os.environ)
+    for k, v in spec.params.items():
+        env[f"ZCAS_PARAM_{k.upper()}"] = param_text(v)
+    return env
+
+
+class Command:
+    """The command kind of step (see core.StepKind)."""
+
+    kind = "command"
+
+    def __init__(self, spec: StepSpec):
+        self.spec = spec
+
+    def valid(self, rec: dict) -> bool:
+        return declared_outputs_match(rec, self.spec)
+
+    def hit(self, core: Core, plan: Plan, rid: bytes, rec: dict) -> tuple[dict[str, str], dict[str, str], Callable[[str], Any]]:
+        started = time.time_ns()
+        outputs = {path: rec["outputs"][path] for path in self.spec.outputs}  # the declaration's paths
+        for path, oid_hex in outputs.items():
+            restore(core, path, bytes.fromhex(oid_hex))
+        dur = (time.time_ns() - started) / 1e9
+        return outputs, {}, lambda new: StepResult(self.spec.name, "cached", plan.key.hex(), new, dur)
+
+    def before(self, core: Core, plan: Plan) -> Any:
+        return set_aside(core, self.spec.outputs)  # a stale file there must not pass for this run's output
+
+    def undo(self, core: Core, token: Any) -> None:
+        put_back(core, token)
+
+    def here(self, core: Core, plan: Plan) -> Done:
+        argv = plan.fields["cmd"]
+        started = time.time_ns()
+        if core.out is not None and core.out.isatty():  # for people: what runs now (scripts get ran:/cached:)
+            core.say(f"running: {self.spec.name}")
+        try:
+            code = subprocess.run(argv, cwd=core.abspath(self.spec.cwd), env=_env(self.spec),
+                                  stdout=core.cmd_stdout).returncode
+            err = f"exit {code}"
+        except FileNotFoundError:
+            code, err = 127, f"command not found: {argv[0]}"
+        except PermissionError:
+            code, err = 126, f"permission denied: {argv[0]}"
+        ended = time.time_ns()
+        if code != 0:
+            return Done(code, err, {}, {}, started, ended)
+        missing = [o for o in self.spec.outputs if not os.path.lexists(core.abspath(o))]
+        if missing:
+            return Done(1, f"declared output {missing[0]} was not produced", {}, {}, started, ended)
+        outputs = {k: v.hex() for k, v in store_paths(core, list(self.spec.outputs)).items()}
+        return Done(0, "", outputs, {}, started, ended)
+
+    def task(self, core: Core, plan: Plan) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return command_task, (core.task_spec, core.repo.root, plan.fields["cmd"], self.spec.cwd, _env(self.spec),
+                              list(self.spec.outputs))
+
+    def result(self, core: Core, plan: Plan, done: Done, rid: str) -> StepResult:
+        dur = (done.ended - done.started) / 1e9
+        if done.code != 0:
+            return StepResult(self.spec.name, "failed", plan.key.hex(), rid, dur, done.code, done.error)
+        return StepResult(self.spec.name, "ran", plan.key.hex(), rid, dur)
+
+
+def run_command(core: Core, spec: StepSpec) -> StepResult:
+    """Run one command step through the core, with its paths locked from hashing to recording."""
+    argv = substitute(spec.cmd, spec.params)
+    reads = list(dict.fromkeys([*spec.inputs, *implicit_inputs(core, argv, spec.cwd, set(spec.outputs) | set(spec.inputs))]))
+    with PathLocks(core.repo.zdir, reads, list(spec.outputs)):
+        p = plan(core, spec)
+        out = core.run(Command(spec), p)
+        return out.wait() if isinstance(out, Pending) else out

@@ -1,0 +1,350 @@
+"""Python steps: a function called with artifacts and params, its return values its outputs.
+
+How a Python call is planned (identity, code fingerprint, canonical params, input artifact
+ids and materializers, declared environment), executed (in this thread, or on a runner as a
+task) and its outputs captured (each returned value stored with its materializer);
+everything else is the core's (core.py). What a call gives back are ``Artifact`` handles:
+ids and materializers, loaded only when asked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from zcas.cas.errors import UsageError
+from zcas.lineage.canonical import check, dumps
+
+from . import materializers as mats
+from .core import Core, Done, Pending, Plan
+from .keys import env_digests, key_of
+from .tasks import ArtifactRef, python_task
+from .values import check_loadable, load_value, store_value
+
+KEY_SCHEMA = "zcas-pykey-1"
+
+
+class StepDef(Protocol):
+    """What the core needs of a Python step's definition (``zcas.steps.Step`` is one)."""
+
+    fn: Callable[..., Any]
+    name: str
+    cache: bool
+    env: tuple[str, ...]
+    pickle: bool
+    multiple_outputs: bool
+    signature: inspect.Signature
+
+    def code_id(self) -> str: ...
+
+
+class Loader(Protocol):
+    """Whatever can load an artifact's value: the core, or the repository façade."""
+
+    def load(self, a: Artifact) -> Any: ...
+
+
+class Artifact:
+    """A value in the store: its id and materializer; ``load()`` fetches it (once).
+
+    An artifact a runner is still computing waits for it when its id or value is needed.
+    """
+
+    __slots__ = ("_id", "_mat", "_value", "_loader", "_pending", "_index", "allow_pickle")
+    _MISSING = object()
+
+    def __init__(self, oid: str | None, materializer: str | None, loader: Loader | None = None, value: Any = _MISSING,
+                 pending: Pending | None = None, index: int | None = None, allow_pickle: bool = False):
+        self._id = oid
+        self._mat = materializer
+        self._loader = loader
+        self._value = value
+        self._pending = pending
+        self._index = index
+        # Loading a pickle runs code: only for values of a step that opted in (pickle=True)
+        # or a caller who asked (allow_pickle=True), never because a record names pickle.
+        self.allow_pickle = allow_pickle
+
+    def _wait(self) -> None:
+        if self._id is None:
+            assert self._pending is not None
+            out = self._pending.wait()
+            if self._index is None and isinstance(out, tuple):
+                raise UsageError(f"step {self._pending.plan.name} returned {len(out)} outputs: unpack them (a, b = step(...))")
+            one = out[self._index or 0] if isinstance(out, tuple) else out
+            self._id, self._mat = one._id, one._mat
+
+    @property
+    def id(self) -> str:
+        self._wait()
+        assert self._id is not None
+        return self._id
+
+    @property
+    def materializer(self) -> str:
+        self._wait()
+        assert self._mat is not None
+        return self._mat
+
+    def __iter__(self) -> Iterator[Artifact]:
+        """Unpack the outputs of a step that returned a tuple (waiting for it if needed)."""
+        if self._pending is None or self._index is not None:
+            raise TypeError("a single artifact cannot be unpacked")
+        out = self._pending.wait()
+        if not isinstance(out, tuple):
+            raise TypeError(f"step {self._pending.plan.name} returned one output, not a tuple")
+        return iter(out)
+
+    def __repr__(self) -> str:
+        return f"Artifact({self.id[:12]}, {self.materializer})"
+
+    def __str__(self) -> str:
+        return self.id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Artifact) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def load(self) -> Any:
+        """The value (a path comes back as a checked-out copy), loaded once."""
+        if self._value is Artifact._MISSING:
+            assert self._loader is not None
+            self._value = self._loader.load(self)
+        return self._value
+
+
+class CoreLoader:
+    """Loads artifacts from a core's object store (a stack's store, when it has one)."""
+
+    def __init__(self, core: Core):
+        self.core = core
+
+    def load(self, a: Artifact) -> Any:
+        return load_value(self.core.db, self.core.repo.zdir, a.id, a.materializer, a.allow_pickle)
+
+
+def _output_names(rec_outputs: dict) -> list[str]:
+    if "output" in rec_outputs:
+        return ["output"]
+    return sorted(rec_outputs, key=lambda n: int(n.split(".")[1]))
+
+
+def well_formed_outputs(names: Any) -> bool:
+    """A Python step's outputs are ``output`` alone, or ``output.0`` ... ``output.N-1``."""
+    names = set(names)
+    return names == {"output"} or (bool(names) and names == {f"output.{i}" for i in range(len(names))})
+
+
+def _fits(rec: dict, step: StepDef) -> bool:
+    """Whether a cached record can stand for a call of ``step``: well-formed output names,
+    each with a materializer this process has at the version stored, and no pickle unless
+    the step opted in. Anything else is not a hit: the step reruns."""
+    outs, tags = rec.get("outputs"), rec.get("materializers")
+    if not isinstance(outs, dict) or not isinstance(tags, dict) or not well_formed_outputs(outs):
+        return False
+    for name in outs:
+        tag = tags.get(name)
+        if not isinstance(tag, str):
+            return False
+        try:
+            m = check_loadable(tag, step.pickle, name)
+        except UsageError:
+            return False
+        if m.tag != tag:
+            return False  # stored by another version of its materializer
+    return True
+
+
+class PythonCall:
+    """One call of a Python step: the Python kind of step (see core.StepKind)."""
+
+    kind = "python"
+
+    def __init__(self, step: StepDef, bound: inspect.BoundArguments, loader: CoreLoader):
+        self.step, self.bound, self.loader = step, bound, loader
+        self._values: dict[str, Any] = {}  # what this process computed: no need to load it back
+
+    def plan(self) -> Plan:
+        step = self.step
+        comps = {"schema": KEY_SCHEMA, "step": step.name, "code": step.code_id()}
+        inputs: dict[str, str] = {}
+        params: dict[str, Any] = {}
+        used_mats: dict[str, str] = {}
+        for pname, value in self.bound.arguments.items():
+            kind = step.signature.parameters[pname].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:  # *args: each element on its own
+                items = [(f"{pname}.{i}", v) for i, v in enumerate(value)]
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                items = [(f"{pname}.{k}", v) for k, v in value.items()]
+            else:
+                items = [(pname, value)]
+            for name, v in items:
+                if isinstance(v, Artifact):
+                    inputs[name] = v.id
+                    used_mats[name] = v.materializer
+                    comps[f"input:{name}"] = v.id
+                    comps[f"inmat:{name}"] = v.materializer
+                    continue
+                if _has_artifact(v):
+                    raise UsageError(f"step {step.name}: pass artifacts as arguments of their own, not inside "
+                                     f"{type(v).__name__}s (argument {name!r})")
+                check(v, f"step {step.name}: parameter {name!r}")
+                params[name] = v
+                comps[f"param:{name}"] = dumps(v).decode()
+        env = env_digests(step.env)  # digests only: a secret passed in the environment is never stored
+        for k, d in env.items():
+            comps[f"env:{k}"] = dumps(d).decode()
+        fields = {"inputs": inputs, "params": params, "env": env, "code": comps["code"]}
+        return Plan(step.name, key_of(comps), comps, fields, used_mats, cache=step.cache)
+
+    def valid(self, rec: dict) -> bool:
+        return _fits(rec, self.step)
+
+    def hit(self, core: Core, plan: Plan, rid: bytes, rec: dict) -> tuple[dict[str, str], dict[str, str], Callable[[str], Any]]:
+        names = _output_names(rec["outputs"])
+        outs = {n: rec["outputs"][n] for n in names}
+        tags = {n: rec["materializers"][n] for n in names}
+        arts = [Artifact(outs[n], tags[n], self.loader, allow_pickle=self.step.pickle) for n in names]
+        shaped = _shape(arts, len(names) > 1 or "output" not in outs)
+        return outs, tags, lambda new: shaped
+
+    def before(self, core: Core, plan: Plan) -> None:
+        mats.check_return_type(self.step.fn, self.step.pickle)  # before the work, not after it
+
+    def undo(self, core: Core, token: Any) -> None:
+        pass
+
+    def here(self, core: Core, plan: Plan) -> Done:
+        step = self.step
+        call_args, call_kwargs = _call_args(step, self.bound, lambda x: x.load() if isinstance(x, Artifact) else x)
+        started = time.time_ns()
+        try:
+            result = step.fn(*call_args, **call_kwargs)
+        except BaseException as e:  # noqa: BLE001 - recorded as failed, then raised to the caller
+            return Done(1, f"{type(e).__name__}", {}, {}, started, time.time_ns(), exc=e)
+        ended = time.time_ns()
+        multi = isinstance(result, tuple) and step.multiple_outputs
+        values = list(result) if multi else [result]
+        names = [f"output.{i}" for i in range(len(values))] if multi else ["output"]
+        outputs: dict[str, str] = {}
+        tags: dict[str, str] = {}
+        for n, v in zip(names, values):
+            if isinstance(v, Artifact):  # a step may return an input as it is
+                outputs[n], tags[n] = v.id, v.materializer
+            else:
+                outputs[n], tags[n] = store_value(core.db, core.statcache, v, step.pickle)
+                self._values[n] = v
+        return Done(0, "", outputs, tags, started, ended, multi)
+
+    def task(self, core: Core, plan: Plan) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        step = self.step
+
+        def ref(x: Any) -> Any:
+            return ArtifactRef((x.id, x.materializer, x.allow_pickle)) if isinstance(x, Artifact) else x
+
+        args, kwargs = _call_args(step, self.bound, ref)
+        return python_task, (core.task_spec, StepRef.of(step), args, kwargs, step.pickle, step.multiple_outputs)
+
+    def result(self, core: Core, plan: Plan, done: Done, rid: str) -> Any:
+        if done.code != 0:
+            raise done.exc if done.exc is not None else UsageError(f"step {plan.name} failed: {done.error}")
+        arts = [Artifact(o, done.materializers[n], self.loader, self._values.get(n, Artifact._MISSING), allow_pickle=self.step.pickle)
+                for n, o in done.outputs.items()]
+        return _shape(arts, done.multi)
+
+
+def call(core: Core, step: StepDef, args: tuple, kwargs: dict) -> Any:
+    """Call a Python step through the core: artifacts (or one), at once or pending on a runner."""
+    bound = step.signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    c = PythonCall(step, bound, CoreLoader(core))
+    out = core.run(c, c.plan())
+    if isinstance(out, Pending):
+        return Artifact(None, None, c.loader, pending=out, allow_pickle=step.pickle)
+    return out
+
+
+class StepRef(tuple):
+    """(module, qualname, file) of a step: how a worker in another process finds its code."""
+
+    @classmethod
+    def of(cls, step: StepDef) -> Any:
+        mod = step.fn.__module__
+        f = getattr(sys.modules.get(mod), "__file__", None)
+        if "<locals>" in step.fn.__qualname__:
+            return step.fn  # not importable by name: only threads can run it
+        return cls((mod, step.fn.__qualname__, f))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        mod_name, qual, path = self
+        mod = sys.modules.get(mod_name)
+        if mod is None:
+            try:
+                mod = importlib.import_module(mod_name)
+            except ImportError:
+                if not path:
+                    raise
+                spec = importlib.util.spec_from_file_location(mod_name, path)
+                if spec is None or spec.loader is None:
+                    raise
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[mod_name] = mod
+                spec.loader.exec_module(mod)
+        obj: Any = mod
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+        return (obj.fn if getattr(obj, "is_zcas_step", False) else obj)(*args, **kwargs)
+
+
+def _call_args(step: StepDef, bound: inspect.BoundArguments, convert: Callable[[Any], Any]) -> tuple[list, dict]:
+    """The positional and keyword arguments to call the step's function with, each value
+    (and each element of *args and **kwargs) passed through ``convert``."""
+    args: list = []
+    kwargs: dict = {}
+    for pname, value in bound.arguments.items():
+        kind = step.signature.parameters[pname].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            args.extend(convert(x) for x in value)
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            kwargs.update({k: convert(x) for k, x in value.items()})
+        elif kind is inspect.Parameter.KEYWORD_ONLY:
+            kwargs[pname] = convert(value)
+        else:
+            args.append(convert(value))
+    return args, kwargs
+
+
+def _shape(arts: list[Artifact], multi: bool) -> Artifact | tuple[Artifact, ...]:
+    return tuple(arts) if multi else arts[0]
+
+
+def _has_artifact(v: Any, depth: int = 0) -> bool:
+    if isinstance(v, Artifact):
+        return True
+    if depth < 5 and isinstance(v, (list, tuple, set, frozenset)):
+        return any(_has_artifact(x, depth + 1) for x in v)
+    if depth < 5 and isinstance(v, dict):
+        return any(_has_artifact(x, depth + 1) for x in v.values())
+    return False
+
+
+def default_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname``; for a script run as ``python flow.py`` the module is the file's
+    name (``flow``), not ``__main__``, so the same steps have the same names — and share the
+    cache — whether the file runs as a script or as ``zcas run flow.py:main``."""
+    mod = fn.__module__
+    if mod == "__main__":
+        path = getattr(inspect.getmodule(fn), "__file__", None)
+        if path:
+            mod = os.path.splitext(os.path.basename(path))[0]
+    return f"{mod}.{fn.__qualname__}"
+
+

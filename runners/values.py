@@ -1,0 +1,63 @@
+"""Python values in the object store: store one with its materializer, load one back.
+
+Loading needs an object database and a materializer, nothing of execution: the repository
+façade, the core and a worker all load through these functions.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+from typing import Any
+
+from zcas.cas.checkout import checkout
+from zcas.cas.chunking import store_buffer
+from zcas.cas.errors import UsageError
+from zcas.cas.ingest import Ingester
+
+from . import materializers as mats
+
+
+def check_loadable(tag: str, allow_pickle: bool, what: str) -> mats.Materializer:
+    """The materializer for ``tag``, refusing pickle unless the caller allows it."""
+    m = mats.by_name(tag)
+    if m.name == "pickle" and not allow_pickle:
+        raise UsageError(f"refusing to unpickle {what}: loading a pickle runs code; pass allow_pickle=True "
+                         "if you trust whoever stored it (steps: @zcas.step(pickle=True))")
+    return m
+
+
+def load_value(db: Any, zdir: str | None, oid_hex: str, tag: str, allow_pickle: bool) -> Any:
+    """The value stored as ``oid_hex`` with materializer ``tag``. A path comes back as a
+    checked-out copy under ``.zcas/checkouts/`` (``zdir`` None: paths are refused)."""
+    m = check_loadable(tag, allow_pickle, oid_hex[:12])
+    oid = bytes.fromhex(oid_hex)
+    if m is mats.PATH:
+        if zdir is None:
+            raise TypeError("path artifacts cannot be passed to remote runners yet; pass bytes or values")
+        dest = os.path.join(zdir, "checkouts", oid_hex)
+        if not os.path.lexists(dest):
+            tmp = f"{dest}.{os.getpid()}.tmp"
+            checkout(db, oid, tmp, force=True)
+            try:
+                os.replace(tmp, dest)
+            except OSError:  # another process checked out the same id first: use it
+                if not os.path.isdir(dest):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        return pathlib.Path(dest)
+    return m.load(db.get_bytes(oid))
+
+
+def store_value(db: Any, statcache: Any, value: Any, allow_pickle: bool) -> tuple[str, str]:
+    """(id hex, materializer tag) of ``value``, stored (a path is stored as a file or folder;
+    ``statcache`` None: paths are refused, as on a worker without the client's files)."""
+    m = mats.for_value(value, allow_pickle)
+    if m is mats.PATH:
+        if statcache is None:
+            raise TypeError("steps on remote runners cannot return paths yet; return bytes or values")
+        oid = Ingester(db, statcache).add(str(value))[0]
+    else:
+        oid = store_buffer(db, m.save(value))
+    return oid.hex(), m.tag

@@ -1,0 +1,3 @@
+from zcas.cli import main
+
+main()
