@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .errors import ObjectNotFoundError, StoreError, ZcasError
-from .pack import PackWriter, check_entry, decode_index, idx_key, pack_key
+from .pack import Entry, PackWriter, check_entry, decode_index, idx_key, pack_key
 from .verify import verify_record
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def repack(db: ObjectDB, min_packs: int = 2) -> RepackReport:
         try:
             db.flush()  # what is being written goes first, as a pack of its own
             db.refresh()  # packs other processes published count too
-            chosen = db.small_packs()
+            chosen = {name: db.index_bytes(name) for name in db.small_packs()}  # before any reload
             if len(chosen) < max(2, min_packs):
                 return rep
             _settle(db, db.duplicates(chosen))
@@ -85,7 +85,7 @@ def _settle(db, dups: set[bytes]) -> None:
             pass  # no good copy anywhere: whichever copy stays, fsck reports it
 
 
-def _collect(db: ObjectDB, chosen: list[str]) -> tuple[list[tuple[bytes, int, int, bytes]], list[str], list[str]]:
+def _collect(db: ObjectDB, chosen: dict[str, bytes]) -> tuple[list[tuple[bytes, int, int, bytes]], list[str], list[str]]:
     """(records for the new pack, packs it replaces, packs left alone).
 
     Every id of a replaced pack ends up in the new pack, or has its copy in use in a pack
@@ -99,14 +99,17 @@ def _collect(db: ObjectDB, chosen: list[str]) -> tuple[list[tuple[bytes, int, in
     small = set(chosen)
     cands: dict[bytes, list[tuple[str, tuple[bytes, int, int, bytes]]]] = {}
     readable: list[str] = []
-    for name in chosen:
+    for name, index in chosen.items():
         try:
             data = db.backend.get(pack_key(name))  # small: read whole
         except ObjectNotFoundError:
             continue  # repacked by another process since it was listed
         readable.append(name)
-        for oid, off, length, kind, size in decode_index(name, db.index_bytes(name)):
-            e = db.entry(oid)
+        for oid, off, length, kind, size in decode_index(name, index):
+            try:
+                e = db.entry(oid)
+            except ObjectNotFoundError:  # the index was reloaded without it: this copy is all we know
+                e = Entry(name, off, length, kind, size)
             if e.pack not in small and e.pack != "":
                 continue  # the copy in use is in a large pack, which stays
             rec = (oid, kind, size, data[off : off + length])
