@@ -45,6 +45,16 @@ def pool() -> ThreadPoolExecutor:
     return _pool
 
 
+def _forget_pool() -> None:
+    """In a forked child (a processes runner's worker) the parent's pool threads do not
+    exist: work handed to the copied pool would wait forever. The child makes its own."""
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def encode_manifest(total: int, chunks: list[tuple[bytes, int]]) -> bytes:
     return _TOTAL.pack(total) + b"".join(_ITEM.pack(o, n) for o, n in chunks)
 

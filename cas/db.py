@@ -30,6 +30,7 @@ store is a backend (``cache.CachingBackend``), not something this class knows ab
 from __future__ import annotations
 
 import operator
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -111,6 +112,9 @@ class ObjectDB:
         self._remote_bytes = 0  # index bytes loaded from a non-local backend
         self._bad: set[str] = set()  # a remote's pack indexes refused (not fetched again)
         self._prefer: set[bytes] = set()  # manifests whose pending copy replaces the indexed one
+        # ids whose every copy failed verification here: absent to ``has``, so storing the same
+        # content again (a rerun of the step that made it) writes a good copy reads then use
+        self._damaged: set[bytes] = set()
         self._settled: set[bytes] = set()  # manifests whose copy in use reassembles (or has no rival)
 
     # -- index ---------------------------------------------------------------------------
@@ -257,7 +261,19 @@ class ObjectDB:
                 return Entry("", *w)
         return None
 
+    @property
+    def damaged(self) -> frozenset[bytes]:
+        """Ids whose every copy failed verification in this process (see ``has``)."""
+        return frozenset(self._damaged)
+
+    def mark_damaged(self, oids: Iterable[bytes]) -> None:
+        """Ids another process found damaged: the next put of each writes a fresh copy."""
+        with self._lock:
+            self._damaged.update(oids)
+
     def has(self, oid: bytes) -> bool:
+        if oid in self._damaged:
+            return False
         return oid in self.index or (self._writer is not None and oid in self._writer.entries)
 
     def entry(self, oid: bytes) -> Entry:
@@ -348,8 +364,21 @@ class ObjectDB:
 
     def put_records(self, items: list[tuple[bytes, int, int, bytes]]) -> None:
         with self._lock:
+            healed = self._damaged.intersection(oid for oid, *_ in items)
+            if healed:  # a good copy of a damaged object: the one reads use from now on
+                if self._writer is not None and healed & self._writer.entries.keys():
+                    self.flush()  # a pack holds one copy of an id: publish the other one first
+                self._prefer.update(healed)
+                self._damaged.difference_update(healed)
             if self._writer is None:
                 self._writer = PackWriter(self.tmp_dir)
+            if healed:
+                # Packs are named by their content: rewritten as they were, these records could
+                # make a pack of the very name (and bytes) of the damaged one, and create-only
+                # publishing would keep the damaged file. A few random bytes, stored as an
+                # object nothing names (gc removes it), make this pack's name its own.
+                noise = os.urandom(32)
+                self._writer.add_many([(hash_bytes(noise), codec.KIND_BLOB, len(noise), codec.encode(codec.KIND_BLOB, noise))])
             self._writer.add_many(items)
             if self._writer.size >= self.max_pack_size:
                 self.flush()
@@ -492,6 +521,7 @@ class ObjectDB:
         except IntegrityError as first:
             found = self._other_copy(oid, e.pack)
             if found is None:
+                self._damaged.add(oid)
                 raise first from None
             return found
 

@@ -110,7 +110,7 @@ def _collect(db: ObjectDB, chosen: dict[str, bytes]) -> tuple[list[tuple[bytes, 
                 e = db.entry(oid)
             except ObjectNotFoundError:  # the index was reloaded without it: this copy is all we know
                 e = Entry(name, off, length, kind, size)
-            if e.pack not in small and e.pack != "":
+            if e.pack not in small and e.pack != "" and _sound(db, oid, e):
                 continue  # the copy in use is in a large pack, which stays
             rec = (oid, kind, size, data[off : off + length])
             first = e.pack == name and e.offset == off
@@ -130,6 +130,18 @@ def _collect(db: ObjectDB, chosen: dict[str, bytes]) -> tuple[list[tuple[bytes, 
             kept.update(name for name, _ in options)  # no good copy: fsck reports it, nothing moves
     done = [n for n in readable if n not in kept]
     return records, done, sorted(kept)
+
+
+def _sound(db: ObjectDB, oid: bytes, e: Entry) -> bool:
+    """Whether the copy in use outside the small packs verifies. Only ids held twice ask
+    (rare): a damaged copy there must not make a repack drop the good one a rerun wrote."""
+    if oid in db.damaged:
+        return False
+    try:
+        verify_record(oid, db.read_record(oid, e), e.kind, e.size, trees=False)
+    except StoreError:
+        return False
+    return True
 
 
 def _publish(db, records: list[tuple[bytes, int, int, bytes]]) -> str | None:

@@ -41,9 +41,11 @@ class StepResult:
     duration: float = 0.0
     exit_status: int = 0
     reason: str = ""
+    outputs: dict[str, str] = attrs.Factory(dict)  # path -> id (hex), of a ran or cached step
 
     def as_dict(self) -> dict:
-        return attrs.asdict(self)
+        """The fields ``zcas run --json`` prints (outputs are in the run record)."""
+        return attrs.asdict(self, filter=lambda a, _: a.name != "outputs")
 
 
 def param_text(v: Any) -> str:
@@ -158,7 +160,7 @@ class Command:
         for path, oid_hex in outputs.items():
             restore(core, path, bytes.fromhex(oid_hex))
         dur = (time.time_ns() - started) / 1e9
-        return outputs, {}, lambda new: StepResult(self.spec.name, "cached", plan.key.hex(), new, dur)
+        return outputs, {}, lambda new: StepResult(self.spec.name, "cached", plan.key.hex(), new, dur, outputs=outputs)
 
     def before(self, core: Core, plan: Plan) -> Any:
         return set_aside(core, self.spec.outputs)  # a stale file there must not pass for this run's output
@@ -190,13 +192,13 @@ class Command:
 
     def task(self, core: Core, plan: Plan) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         return command_task, (core.task_spec, core.repo.root, plan.fields["cmd"], self.spec.cwd, _env(self.spec),
-                              list(self.spec.outputs))
+                              list(self.spec.outputs), sorted(core.db.damaged))
 
     def result(self, core: Core, plan: Plan, done: Done, rid: str) -> StepResult:
         dur = (done.ended - done.started) / 1e9
         if done.code != 0:
             return StepResult(self.spec.name, "failed", plan.key.hex(), rid, dur, done.code, done.error)
-        return StepResult(self.spec.name, "ran", plan.key.hex(), rid, dur)
+        return StepResult(self.spec.name, "ran", plan.key.hex(), rid, dur, outputs=dict(done.outputs))
 
 
 def run_command(core: Core, spec: StepSpec) -> StepResult:

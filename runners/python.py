@@ -251,7 +251,8 @@ class PythonCall:
             return ArtifactRef((x.id, x.materializer, x.allow_pickle)) if isinstance(x, Artifact) else x
 
         args, kwargs = _call_args(step, self.bound, ref)
-        return python_task, (core.task_spec, StepRef.of(step), args, kwargs, step.pickle, step.multiple_outputs)
+        return python_task, (core.task_spec, StepRef.of(step), args, kwargs, step.pickle, step.multiple_outputs,
+                             sorted(core.db.damaged))
 
     def result(self, core: Core, plan: Plan, done: Done, rid: str) -> Any:
         if done.code != 0:

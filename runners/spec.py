@@ -97,8 +97,13 @@ def load(root: str) -> dict[str, StepSpec]:
 
 
 def _step(name: str, body) -> StepSpec:
-    where = f"{FILE}: step {name!r}"
-    if not _NAME_RE.fullmatch(name):
+    return from_table(name, body, f"{FILE}: step {name!r}")
+
+
+def from_table(name: str, body: Any, where: str, check_name: bool = True) -> StepSpec:
+    """A command step from its table (as in zcas.toml), every field checked; ``where``
+    prefixes each error."""
+    if check_name and not _NAME_RE.fullmatch(name):
         raise SpecError(f"{where}: invalid step name (letters, digits, '_', '.', '-')")
     if not isinstance(body, dict):
         raise SpecError(f"{where} must be a table")

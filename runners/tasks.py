@@ -47,9 +47,12 @@ class ArtifactRef(tuple):
     """(id, materializer, allow_pickle) of an input, as shipped to a worker."""
 
 
-def python_task(spec: dict, fn: Any, args: list, kwargs: dict, allow_pickle: bool, multiple: bool) -> tuple:
-    """Call a Python step; the fields of a ``core.Done`` (outputs named as a step's are)."""
+def python_task(spec: dict, fn: Any, args: list, kwargs: dict, allow_pickle: bool, multiple: bool,
+                damaged: list[bytes]) -> tuple:
+    """Call a Python step; the fields of a ``core.Done`` (outputs named as a step's are).
+    ``damaged``: ids the client found damaged, written afresh if the step makes them again."""
     db = open_store(spec)
+    db.mark_damaged(damaged)
 
     def load(v: Any) -> Any:
         if isinstance(v, ArtifactRef):
@@ -72,9 +75,11 @@ def python_task(spec: dict, fn: Any, args: list, kwargs: dict, allow_pickle: boo
     return 0, "", outputs, tags, started, ended, multi
 
 
-def command_task(spec: dict, root: str, argv: list[str], cwd: str, env: dict, outputs: list[str]) -> tuple:
+def command_task(spec: dict, root: str, argv: list[str], cwd: str, env: dict, outputs: list[str],
+                 damaged: list[bytes]) -> tuple:
     """Run a command in the shared repository folder and store its outputs; a ``core.Done``'s fields."""
     db = open_store(spec)
+    db.mark_damaged(damaged)
     started = time.time_ns()
     try:
         code = subprocess.run(argv, cwd=os.path.join(root, cwd) if cwd else root, env=env).returncode

@@ -18,16 +18,27 @@ Implementation lives in zcas.cas (objects), zcas.lineage (the metadata graph) an
 zcas.runners (execution and the command line).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from zcas._version import __version__
 
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
+    from zcas.cas.errors import ZcasError
+    from zcas.repository import Repository
+    from zcas.runners.materializers import NoMaterializerError, materializer
+    from zcas.runners.python import Artifact
+    from zcas.steps import PipelineRun, StepFailedError, command, pipeline, step
+
 __all__ = [
-    "__version__", "step", "pipeline", "materializer", "Repository", "Artifact", "PipelineRun",
+    "__version__", "step", "pipeline", "command", "StepFailedError", "materializer", "Repository", "Artifact", "PipelineRun",
     "ZcasError", "NoMaterializerError",
 ]
 
 _LAZY = {
     "step": ("zcas.steps", "step"),
     "pipeline": ("zcas.steps", "pipeline"),
+    "command": ("zcas.steps", "command"),
+    "StepFailedError": ("zcas.steps", "StepFailedError"),
     "Artifact": ("zcas.runners.python", "Artifact"),
     "PipelineRun": ("zcas.steps", "PipelineRun"),
     "materializer": ("zcas.runners.materializers", "materializer"),
@@ -37,7 +48,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # Lazy, so `import zcas` (and the zcas command) stays cheap.
     if name in _LAZY:
         import importlib

@@ -12,15 +12,19 @@ import contextvars
 import functools
 import inspect
 import os
+import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, overload
 
-from zcas.cas.errors import UsageError
+from zcas.cas import codec
+from zcas.cas.errors import UsageError, ZcasError
 from zcas.lineage.canonical import check
 from zcas.lineage.records import Run
 from zcas.runners import python as pystep
+from zcas.runners import spec as spec_mod
+from zcas.runners.command import run_command
 from zcas.runners.core import Core
 from zcas.runners.fingerprint import fingerprint
 from zcas.runners.python import Artifact, default_name
@@ -184,6 +188,45 @@ def _params(kwargs: dict) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - not a plain value (an artifact, an object): not a param
             continue
         out[k] = v
+    return out
+
+
+class StepFailedError(ZcasError):
+    """A command step inside a Python pipeline failed (exited non-zero, or wrote no output)."""
+
+
+def command(cmd: str | Sequence[str], *, inputs: Sequence[str] = (), outputs: Sequence[str] = (),
+            params: dict[str, Any] | None = None, env: Sequence[str] = (), name: str | None = None,
+            cwd: str = "") -> dict[str, Artifact]:
+    """Run a command as a cached step, from Python: inside a pipeline it is one of its steps
+    (same core, same cache, same runner as ``zcas run``), alone it runs at once.
+
+    cmd: shell code (a string, run with ``sh -c``) or an argument list (no shell). inputs and
+    outputs: repository-relative paths it reads and writes. params: values for ``{key}`` in
+    the command and ``$ZCAS_PARAM_KEY``. env: variables whose values are part of the key.
+    Returns {output path: Artifact}: a file loads as bytes, a folder as a checked-out path.
+    Raises StepFailedError if the command fails.
+    """
+    table = {"cmd": cmd if isinstance(cmd, str) else list(cmd), "inputs": list(inputs), "outputs": list(outputs),
+             "params": dict(params or {}), "env": list(env), "cwd": cwd}
+    label = name or (cmd if isinstance(cmd, str) else shlex.join(cmd))
+    spec = spec_mod.from_table(label, table, f"command {label!r}", check_name=name is not None)
+    core = _core.get()
+    if core is not None:
+        return _command(core, spec)
+    with session(default_repository()) as core:
+        return _command(core, spec)
+
+
+def _command(core: Core, spec: spec_mod.StepSpec) -> dict[str, Artifact]:
+    r = run_command(core, spec)
+    if r.status == "failed":
+        raise StepFailedError(f"step {spec.name} failed: {r.reason}")
+    loader = pystep.CoreLoader(core)
+    out = {}
+    for path, oid in r.outputs.items():
+        kind = core.db.entry(bytes.fromhex(oid)).kind
+        out[path] = Artifact(oid, "path@1" if kind == codec.KIND_TREE else "bytes@1", loader)
     return out
 
 

@@ -420,9 +420,9 @@ def test_attack_worker_unpickles_an_input_without_opt_in(tmp_path):
     repo.db.flush()
     spec = {"objects": str(tmp_path / ".zcas" / "objects")}
     with pytest.raises(ZcasError, match="refusing to unpickle"):
-        python_task(spec, len, [ArtifactRef((oid, "pickle@1", False))], {}, False, True)
+        python_task(spec, len, [ArtifactRef((oid, "pickle@1", False))], {}, False, True, [])
     assert not os.path.exists(marker)
-    python_task(spec, lambda v: 1, [ArtifactRef((oid, "pickle@1", True))], {}, False, True)
+    python_task(spec, lambda v: 1, [ArtifactRef((oid, "pickle@1", True))], {}, False, True, [])
     assert os.path.exists(marker)  # with the opt-in it loads (and so runs) the pickle
     repo.close()
 
