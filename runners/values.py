@@ -6,6 +6,7 @@ façade, the core and a worker all load through these functions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -48,6 +49,26 @@ def load_value(db: Any, zdir: str | None, oid_hex: str, tag: str, allow_pickle: 
                 shutil.rmtree(tmp, ignore_errors=True)
         return pathlib.Path(dest)
     return m.load(db.get_bytes(oid))
+
+
+def clear_checkouts(zdir: str, dry_run: bool = False) -> int:
+    """Remove the copies ``load_value`` checked out for path artifacts (and any a crash left
+    half-made); the number removed. They are caches of stored trees, made again on the next
+    load, so gc clears them while it holds the repository alone."""
+    folder = os.path.join(zdir, "checkouts")
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    if not dry_run:
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+    return len(names)
 
 
 def store_value(db: Any, statcache: Any, value: Any, allow_pickle: bool) -> tuple[str, str]:

@@ -374,7 +374,9 @@ def test_cli_runs_python_pipeline(repo_dir):
     r = run_zcas("run", "flow.py:main", "--param", "x=4", cwd=repo_dir)
     assert "cached: flow.sq" in r.out
     r = run_zcas("log", "--json", cwd=repo_dir)
-    assert [x["step"] for x in json.loads(r.out)][:2] == ["flow.sq", "flow.main"] or "flow.sq" in r.out
+    recent = json.loads(r.out)[:2]  # the second call: the pipeline's run and its step's hit
+    assert {x["step"]: x["status"] for x in recent} == {"flow.sq": "cached", "flow.main": "ran"}
+    assert [x["params"] for x in recent if x["step"] == "flow.main"] == [{"x": 4}]  # a pipeline's params are recorded
     r = run_zcas("run", "flow.py:nothing", cwd=repo_dir)
     assert r.code != 0 and "has no 'nothing'" in r.err
     # a param the pipeline does not take: one line naming it and the params it does take
@@ -443,3 +445,22 @@ def test_script_and_zcas_run_share_step_names_and_cache(repo_dir):
     r = run_zcas("run", "flow.py:main", cwd=repo_dir)
     assert r.code == 0 and "cached: flow.sq" in r.out, r
     assert (repo_dir / "ran.log").read_text().count("sq") == 1  # ran once, by the script
+
+
+def test_gc_clears_the_loaded_copies_of_path_artifacts(here):
+    import zcas
+
+    from tests.conftest import run_zcas
+
+    repo = zcas.Repository()
+    (here / "d").mkdir()
+    (here / "d" / "x.txt").write_text("x")
+    art = repo.put("d")
+    loaded = repo.get(art.id)  # a folder comes back as a checked-out copy under .zcas/checkouts
+    assert (loaded / "x.txt").read_text() == "x" and loaded.parent == here / ".zcas" / "checkouts"
+    repo.close()
+    r = run_zcas("gc", "--dry-run", "--json", cwd=here)
+    assert json.loads(r.out)["checkouts_removed"] == 1 and loaded.exists()
+    r = run_zcas("gc", cwd=here)
+    assert r.code == 0 and "1 loaded copies of path artifacts" in r.out and not loaded.exists()
+    assert zcas.Repository().get(art.id).joinpath("x.txt").read_text() == "x"  # loaded again on demand

@@ -240,6 +240,7 @@ def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
     """
     from zcas.cas.gc import gc as do_gc
     from zcas.cas.statcache import StatCache
+    from zcas.runners.values import clear_checkouts
 
     c.exclusive = True
     from zcas.runners.durations import human_bytes, parse_duration
@@ -249,15 +250,17 @@ def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
                 dry_run=dry_run, optional_roots=optional)
     if not dry_run and rep.objects_removed:
         StatCache.clear(c.repo.statcache_path)
+    checkouts = clear_checkouts(c.repo.zdir, dry_run)  # alone under gc's lock: no step is reading one
     if as_json:
         import attrs
 
-        emit_json(dict(attrs.asdict(rep), dry_run=dry_run))
+        emit_json(dict(attrs.asdict(rep), dry_run=dry_run, checkouts_removed=checkouts))
         return
     verb = "would remove" if dry_run else "removed"
     click.echo(
         f"{verb} {rep.objects_removed} objects ({human_bytes(rep.bytes_removed)}) from {rep.packs_removed} packs, "
-        f"{rep.leftovers_removed} leftover files; {rep.objects_moved} live objects repacked"
+        f"{rep.leftovers_removed} leftover files, {checkouts} loaded copies of path artifacts; "
+        f"{rep.objects_moved} live objects repacked"
     )
 
 
