@@ -62,6 +62,8 @@ def _runner(v):
 def _duration(v):
     from zcas.runners.durations import parse_duration
 
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)  # ZCAS_GC_GRACE=0 reads as the TOML integer 0
     if not isinstance(v, str):
         raise ValueError("expected a duration such as 14d or 12h")
     parse_duration(v)
