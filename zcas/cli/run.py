@@ -86,19 +86,19 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
     naming a file in the repository), params, declared environment values, outputs and
     working directory. On a hit the outputs are restored and nothing runs.
     """
+    raw = click.get_current_context().meta["zcas.args"]
+    remote_cache = False if no_remote_cache else None  # None: as configured (run.remote_cache)
+    verify = True if verify else None  # None: as configured (run.verify)
+    if args and "--" not in raw and not (inputs or outputs or env or name or cwd) and _PY_TARGET.fullmatch(args[0]):
+        from zcas.pyrun import run_python  # a Python pipeline needs none of the command machinery below
+
+        sys.exit(run_python(c.repository, args[0], list(args[1:]), params, as_json, remote_cache, verify, stack))
     from zcas.runners import spec as spec_mod
     from zcas.runners.command import run_command
     from zcas.runners.scheduler import run_all
 
-    raw = click.get_current_context().meta["zcas.args"]
-    remote_cache = False if no_remote_cache else None  # None: as configured (run.remote_cache)
-    verify = True if verify else None  # None: as configured (run.verify)
     if jobs is None:
         jobs = int(c.config.get("run.jobs"))
-    if args and "--" not in raw and not (inputs or outputs or env or name or cwd) and _PY_TARGET.fullmatch(args[0]):
-        from zcas.pyrun import run_python
-
-        sys.exit(run_python(c.repository, args[0], list(args[1:]), params, as_json, remote_cache, verify, stack))
     ctx = _core(c, verify, as_json, remote_cache, stack)
     steps = spec_mod.load(c.repo.root)
     command_mode = "--" in raw or inputs or outputs or params or env or name or cwd or (args and args[0] not in steps)
