@@ -25,7 +25,7 @@ from zcas.cas.safetext import printable
 PREFIX = "history/"
 _SEGMENT = 8 << 20  # bytes of history lines per segment
 _MAX_SEGMENT = 64 << 20  # the most a pulled segment may hold
-_KINDS = ("file", "tree", "link")
+_KINDS = ("file", "exec", "tree", "link")  # as cas.refs writes them (an executable is "exec")
 _SEG_NAME = re.compile(r"seg-[0-9a-f]{64}")
 
 

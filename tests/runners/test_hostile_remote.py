@@ -690,3 +690,15 @@ def test_attack_hostile_history_segment_lines_are_skipped(tmp_path):
     assert [v["id"] for v in json.loads(out)] == ["ab" * 32]
     assert run_zcas("gc", "--grace", "0", cwd=a).code == 0  # a pulled version's absent object is no damage
     assert run_zcas("pull", cwd=a).err == ""  # said once
+
+
+def test_the_history_of_an_executable_travels_with_push_and_pull(tmp_path):
+    remote_dir, url = _remote(tmp_path)
+    a, b = _repo(tmp_path / "a", url), _repo(tmp_path / "b", url)
+    (a / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(a / "run.sh", 0o755)
+    assert run_zcas("add", "run.sh", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    r = run_zcas("pull", cwd=b)
+    assert r.code == 0 and "1 path versions" in r.out and r.err == "", r  # an "exec" line is no hostile line
+    assert len(run_zcas("log", "run.sh", "--versions", cwd=b).out.splitlines()) == 1
