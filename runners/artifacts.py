@@ -7,7 +7,9 @@ object store and lineage can always show it. The stat cache makes unchanged path
 from __future__ import annotations
 
 import os
+import stat
 import time
+from typing import TYPE_CHECKING
 
 from zcas.cas.checkout import checkout
 from zcas.cas.errors import ChangedWhileReadingError, InputPathError
@@ -15,14 +17,17 @@ from zcas.cas.ingest import Ingester
 from zcas.cas.oid import hasher
 from zcas.cas.statcache import stat_key
 
+if TYPE_CHECKING:
+    from .core import Core
 
-def store_paths(ctx, paths: list[str], attempts: int = 5) -> dict[str, bytes]:
+
+def store_paths(ctx: Core, paths: list[str], attempts: int = 5) -> dict[str, bytes]:
     """Store repository-relative paths; {path: id}.
 
     A path replaced while it is hashed (another zcas process restoring it: restores are
     atomic renames) is hashed again, a few times, before that is an error.
     """
-    out = {}
+    out: dict[str, bytes] = {}
     for p in paths:
         for attempt in range(attempts):
             try:
@@ -37,16 +42,14 @@ def store_paths(ctx, paths: list[str], attempts: int = 5) -> dict[str, bytes]:
     return out
 
 
-def current_id(ctx, rel: str) -> bytes | None:
+def current_id(ctx: Core, rel: str) -> bytes | None:
     """The id of what is at ``rel`` now, without storing it (None if absent)."""
     path = ctx.abspath(rel)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
-    import stat as st_
-
-    if not st_.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(st.st_mode):
         return store_paths(ctx, [rel])[rel]
     oid = ctx.statcache.get(os.fsencode(path), stat_key(st))
     if oid is not None:
@@ -58,7 +61,7 @@ def current_id(ctx, rel: str) -> bytes | None:
     return h.digest()
 
 
-def restore(ctx, rel: str, oid: bytes) -> bool:
+def restore(ctx: Core, rel: str, oid: bytes) -> bool:
     """Put object ``oid`` at ``rel`` unless it is already there; True if anything was written."""
     if current_id(ctx, rel) == oid:
         return False

@@ -13,16 +13,21 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from zcas.cas.ingest import Ingester
+from zcas.cas.refs import PathVersion, Refs
+from zcas.cas.tree import MODES
 
 from .artifacts import current_id, restore
 
+if TYPE_CHECKING:
+    from .core import Core
 
-def set_aside(ctx, outputs) -> list[tuple[str, bytes]]:
+
+def set_aside(ctx: Core, outputs: Iterable[str]) -> list[tuple[str, bytes]]:
     """Remove the declared outputs that exist, keeping each in the store; [(path, id)]."""
-    from zcas.cas.ingest import Ingester
-    from zcas.cas.refs import PathVersion, Refs
-    from zcas.cas.tree import MODES
-
     aside: list[tuple[str, bytes]] = []
     kept: list[PathVersion] = []
     db = ctx.repo.db
@@ -50,7 +55,7 @@ def set_aside(ctx, outputs) -> list[tuple[str, bytes]]:
     return aside
 
 
-def put_back(ctx, aside: list[tuple[str, bytes]]) -> None:
+def put_back(ctx: Core, aside: list[tuple[str, bytes]]) -> None:
     """After a failed step: every output set aside is back as it was."""
     for rel, oid in aside:
         path = ctx.abspath(rel)

@@ -4,8 +4,12 @@ step to a pool or a cluster as a task (see tasks.py)."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Executor as _Pool
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
 
 from zcas.cas.errors import ZcasError
 
@@ -13,7 +17,7 @@ from zcas.cas.errors import ZcasError
 class Executor:
     name = "local"
 
-    def submit(self, fn, *args) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -23,17 +27,13 @@ class Executor:
 class PoolExecutor(Executor):
     def __init__(self, name: str, jobs: int):
         self.name = name
+        self.pool: _Pool
         if name == "threads":
-            from concurrent.futures import ThreadPoolExecutor
-
             self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="zcas-task")
         else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
             self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"))
 
-    def submit(self, fn, *args) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         return self.pool.submit(fn, *args)
 
     def close(self) -> None:
@@ -44,7 +44,7 @@ class DaskExecutor(Executor):
     name = "dask"
 
     def __init__(self, scheduler: str | None, jobs: int):
-        try:
+        try:  # lazy: dask is an optional dependency (zcas[dask]), needed only by this runner
             from distributed import Client, LocalCluster
         except ImportError:
             raise ZcasError("the dask runner needs dask's distributed scheduler: pip install 'zcas[dask]'") from None
@@ -59,7 +59,7 @@ class DaskExecutor(Executor):
                                         dashboard_address=None, processes=True)
             self.client = Client(self.cluster)
 
-    def submit(self, fn, *args) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:  # a dask future: result() as a Future's
         return self.client.submit(fn, *args, pure=False, retries=2)
 
     def close(self) -> None:

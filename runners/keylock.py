@@ -66,10 +66,10 @@ class KeyLocks:
     def _take_stripe(self, stripe: str, on_wait: Callable[[], None]) -> None:
         with self._cv:
             while True:
-                held = self._stripes.get(stripe, ())
-                if held == ():
+                if stripe not in self._stripes:
                     self._stripes[stripe] = None  # ours to take
                     break
+                held = self._stripes[stripe]
                 if held is None:
                     self._cv.wait()
                     continue

@@ -10,9 +10,13 @@ string-joined key cannot promise.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable
+from typing import Any
 
 from zcas.lineage.canonical import dumps
 from zcas.lineage.keyhash import key_of  # noqa: F401 - the one key hash, re-exported for runners
+from zcas.lineage.redact import env_digest, public_record
 
 KEY_SCHEMA = "zcas-key-1"
 
@@ -20,7 +24,7 @@ KEY_SCHEMA = "zcas-key-1"
 def command_components(
     argv: list[str],
     inputs: dict[str, bytes],
-    params: dict,
+    params: dict[str, Any],
     env: dict[str, str | None],
     outputs: list[str],
     cwd: str,
@@ -40,13 +44,9 @@ def command_components(
     return comps
 
 
-def env_digests(names) -> dict[str, str | None]:
+def env_digests(names: Iterable[str]) -> dict[str, str | None]:
     """{VAR: digest of its value now, or None if unset}: what keys and records hold of
     declared environment variables, so a secret passed through one is never stored."""
-    import os
-
-    from zcas.lineage.redact import env_digest
-
     return {k: env_digest(os.environ.get(k)) for k in names}
 
 
@@ -55,8 +55,6 @@ def explain(old: dict[str, str], new: dict[str, str]) -> list[str]:
 
     Environment components are compared in their public form (a digest, whoever wrote
     the record), so a record from before digests does not report an unchanged value."""
-    from zcas.lineage.redact import public_record
-
     raw_old, raw_new = old, new
     old = public_record({"key_components": old})["key_components"]
     new = public_record({"key_components": new})["key_components"]
@@ -70,7 +68,9 @@ def explain(old: dict[str, str], new: dict[str, str]) -> list[str]:
             continue
         kind, _, what = name.partition(":")
         label = {"input": "input", "param": "param", "env": "environment variable"}.get(kind)
-        short = (lambda v: v[:12] if v and kind == "input" else v)
+        def short(v: str | None, kind: str = kind) -> str | None:
+            return v[:12] if v and kind == "input" else v
+
         if kind == "env":  # only that it changed: digests mean nothing to a reader, values are secret
             was, now = ("unset" if x == "null" else "set" for x in (a, b))
             change = "changed" if was == now else f"changed ({was} -> {now})"
@@ -79,7 +79,8 @@ def explain(old: dict[str, str], new: dict[str, str]) -> list[str]:
         if label is None:
             label = {"argv": "command", "outputs": "declared outputs", "cwd": "working directory",
                      "schema": "cache key schema", "code": "code", "step": "step"}.get(name, name)
-            out.append(f"{label} changed: {a} -> {b}" if a is not None and b is not None else f"{label} {'added' if a is None else 'removed'}")
+            out.append(f"{label} changed: {a} -> {b}" if a is not None and b is not None
+                       else f"{label} {'added' if a is None else 'removed'}")
         elif a is None:
             out.append(f"{label} {what} added ({short(b)})")
         elif b is None:

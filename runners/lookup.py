@@ -8,12 +8,18 @@ The remote is duck-typed (``unusable``, ``sync_lineage()``, ``fetch(ids)``,
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from zcas.cas.errors import ZcasError
 from zcas.cas.objstore import RemoteError
 
+if TYPE_CHECKING:
+    from zcas.lineage.store import Lineage
 
-def cached_run(lineage, key: bytes, usable, remote_fn, lock=None, valid=None) -> tuple[bytes, dict] | None:
+
+def cached_run(lineage: Lineage, key: bytes, usable: Callable[[dict[str, Any]], bool], remote_fn: Callable[[], Any],
+               lock: Any = None, valid: Callable[[dict[str, Any]], bool] | None = None) -> tuple[bytes, dict[str, Any]] | None:
     """The usable cached run for ``key``, asking the remote when the local lineage misses.
 
     ``valid(record) -> bool`` says whether the record fits the step asking (its outputs are

@@ -14,7 +14,11 @@ import base64
 import io
 import json
 import pathlib
-from typing import Any, Callable
+import pickle
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -22,7 +26,7 @@ from zcas.cas.errors import UsageError
 
 
 class NoMaterializerError(UsageError, TypeError):
-    def __init__(self, tp: type):
+    def __init__(self, tp: type) -> None:
         self.type = tp
         name = f"{tp.__module__}.{tp.__qualname__}"
         super().__init__(
@@ -37,7 +41,7 @@ class Materializer:
     version: str
     save: Callable[[Any], bytes]
     load: Callable[[bytes], Any]
-    types: tuple = ()
+    types: tuple[type, ...] = ()
 
     @property
     def tag(self) -> str:
@@ -56,14 +60,14 @@ def register(m: Materializer) -> Materializer:
     return m
 
 
-def materializer(tp: type, *, name: str | None = None, version: str = "1"):
+def materializer(tp: type, *, name: str | None = None, version: str = "1") -> Callable[[Any], Any]:
     """Register a class with ``save(value) -> bytes`` and ``load(data) -> value`` for ``tp``.
 
     Use as ``@zcas.materializer(MyType)`` on a class (or any object) with those two
     static or class methods; bump ``version`` whenever the stored form changes.
     """
 
-    def deco(cls):
+    def deco(cls: Any) -> Any:
         register(Materializer(name or f"user:{tp.__module__}.{tp.__qualname__}", str(version), cls.save, cls.load, (tp,)))
         return cls
 
@@ -76,11 +80,12 @@ def by_name(tag_or_name: str) -> Materializer:
         _OPTIONAL[name]()  # loading a stored array: numpy is needed now, so import it
     m = _by_name.get(name)
     if m is None:
-        raise UsageError(f"no materializer named {name!r} is registered in this process (was it defined in a module not imported?)")
+        raise UsageError(f"no materializer named {name!r} is registered in this process "
+                         "(was it defined in a module not imported?)")
     return m
 
 
-def for_value(value, allow_pickle: bool = False) -> Materializer:
+def for_value(value: Any, allow_pickle: bool = False) -> Materializer:
     tp = type(value)
     m = _by_type.get(tp)
     if m is None and _plain(value):
@@ -99,15 +104,13 @@ def for_value(value, allow_pickle: bool = False) -> Materializer:
     return m
 
 
-def check_return_type(fn, allow_pickle: bool) -> None:
+def check_return_type(fn: Callable[..., Any], allow_pickle: bool) -> None:
     """Before a step runs: if its return annotation is a class no materializer handles,
     say so now rather than after the work is done (best effort: annotations that are not
     a plain class, or cannot be resolved, are checked on the value instead)."""
     if allow_pickle:
         return
     try:
-        import typing
-
         ret = typing.get_type_hints(fn).get("return")
     except Exception:  # noqa: BLE001 - an annotation we cannot resolve is not the user's error here
         return
@@ -124,13 +127,13 @@ def check_return_type(fn, allow_pickle: bool) -> None:
 # -- plain values: canonical JSON with tuples and bytes tagged ------------------------------
 
 
-def _np_scalar(v) -> bool:
+def _np_scalar(v: Any) -> bool:
     """A numpy scalar (np.float64, np.int32, np.bool_ ...): what ``arr.mean()`` returns,
     stored as the plain Python value its ``item()`` gives."""
     return type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0 and hasattr(v, "item")
 
 
-def _plain(v, depth: int = 0) -> bool:
+def _plain(v: Any, depth: int = 0) -> bool:
     if depth > 100:
         return False
     if v is None or type(v) in (bool, int, str, bytes):
@@ -147,7 +150,7 @@ def _plain(v, depth: int = 0) -> bool:
     return False
 
 
-def _first_bad(v):
+def _first_bad(v: Any) -> type:
     if type(v) in (list, tuple):
         for x in v:
             if not _plain(x):
@@ -161,7 +164,7 @@ def _first_bad(v):
     return type(v)
 
 
-def _tag(v):
+def _tag(v: Any) -> Any:
     if _np_scalar(v):
         v = v.item()
     if type(v) is tuple:
@@ -177,7 +180,7 @@ def _tag(v):
     return v
 
 
-def _untag(v):
+def _untag(v: Any) -> Any:
     if type(v) is list:
         return [_untag(x) for x in v]
     if type(v) is dict:
@@ -193,7 +196,7 @@ def _untag(v):
     return v
 
 
-def canonical_value(v) -> bytes:
+def canonical_value(v: Any) -> bytes:
     return json.dumps(_tag(v), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
@@ -201,15 +204,11 @@ register(Materializer("json", "1", canonical_value, lambda b: _untag(json.loads(
 register(Materializer("bytes", "1", bytes, bytes, (bytes, bytearray)))
 
 
-def _pickle_save(v) -> bytes:
-    import pickle
-
+def _pickle_save(v: Any) -> bytes:
     return pickle.dumps(v, protocol=5)
 
 
-def _pickle_load(b: bytes):
-    import pickle
-
+def _pickle_load(b: bytes) -> Any:
     return pickle.loads(b)  # noqa: S301 - only for steps that opted in
 
 
@@ -225,6 +224,8 @@ PATH = register(Materializer("path", "1", lambda v: b"", lambda b: None, (pathli
 
 
 # -- optional libraries, registered on first need --------------------------------------------
+# numpy, pyarrow and pandas are optional dependencies, and heavy (numpy alone takes ~85 ms to
+# import, measured): they are imported here, inside the registrars, only once a value needs them.
 
 
 def _numpy() -> None:
@@ -233,7 +234,7 @@ def _numpy() -> None:
     except ImportError:
         return
 
-    def save(a) -> bytes:
+    def save(a: Any) -> bytes:
         if a.dtype.hasobject:
             raise UsageError("numpy arrays of Python objects have no safe stored form; use a plain dtype")
         buf = io.BytesIO()
@@ -250,7 +251,7 @@ def _arrow() -> None:
     except ImportError:
         return
 
-    def save_table(t) -> bytes:
+    def save_table(t: Any) -> bytes:
         buf = io.BytesIO()
         pq.write_table(t, buf)
         return buf.getvalue()
@@ -261,19 +262,17 @@ def _arrow() -> None:
     except ImportError:
         return
 
-    def save_df(df) -> bytes:
+    def save_df(df: Any) -> bytes:
         return save_table(pa.Table.from_pandas(df))
 
     register(Materializer("pandas-parquet", "1", save_df, lambda b: pq.read_table(io.BytesIO(b)).to_pandas(), (pd.DataFrame,)))
 
 
-_OPTIONAL = {"numpy": _numpy, "arrow-parquet": _arrow, "pandas-parquet": _arrow}
+_OPTIONAL: dict[str, Callable[[], None]] = {"numpy": _numpy, "arrow-parquet": _arrow, "pandas-parquet": _arrow}
 _done: set[str] = set()
 
 
 def _register_imported() -> None:
-    import sys
-
     for mod, fn in (("numpy", _numpy), ("pyarrow", _arrow)):
         if mod in sys.modules and mod not in _done:
             _done.add(mod)

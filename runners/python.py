@@ -236,7 +236,7 @@ class PythonCall:
         names = [f"output.{i}" for i in range(len(values))] if multi else ["output"]
         outputs: dict[str, str] = {}
         tags: dict[str, str] = {}
-        for n, v in zip(names, values):
+        for n, v in zip(names, values, strict=True):
             if isinstance(v, Artifact):  # a step may return an input as it is
                 outputs[n], tags[n] = v.id, v.materializer
             else:
@@ -257,7 +257,8 @@ class PythonCall:
     def result(self, core: Core, plan: Plan, done: Done, rid: str) -> Any:
         if done.code != 0:
             raise done.exc if done.exc is not None else UsageError(f"step {plan.name} failed: {done.error}")
-        arts = [Artifact(o, done.materializers[n], self.loader, self._values.get(n, Artifact._MISSING), allow_pickle=self.step.pickle)
+        arts = [Artifact(o, done.materializers[n], self.loader, self._values.get(n, Artifact._MISSING),
+                         allow_pickle=self.step.pickle)
                 for n, o in done.outputs.items()]
         return _shape(arts, done.multi)
 

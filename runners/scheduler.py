@@ -6,15 +6,16 @@ independent branches finish; the next run resumes from the cache.
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Callable
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from zcas.cas.errors import ZcasError
 
 from .command import StepResult
 
 
-def run_all(order: list[str], deps: dict[str, set[str]], run_one: Callable[[str], StepResult], jobs: int, say) -> list[StepResult]:
+def run_all(order: list[str], deps: dict[str, set[str]], run_one: Callable[[str], StepResult], jobs: int,
+            say: Callable[[str], None]) -> list[StepResult]:
     wanted = set(order)
     waiting = {n: {d for d in deps[n] if d in wanted} for n in order}
     results: dict[str, StepResult] = {}
@@ -39,7 +40,7 @@ def run_all(order: list[str], deps: dict[str, set[str]], run_one: Callable[[str]
             skip(d, because)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="zcas-step") as ex:
-        running = {}
+        running: dict[Future[StepResult], str] = {}
         ready = [n for n in order if not waiting[n]]
         while ready or running:
             for n in ready:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import tomllib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
 
 from zcas.cas.errors import UsageError, ZcasError
+from zcas.lineage.canonical import check
 
 FILE = "zcas.toml"
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -53,12 +56,14 @@ def _inside(child: str, parent: str) -> bool:
     return parent == "." or child == parent or child.startswith(parent + "/")
 
 
-def check_step_paths(where: str, inputs, outputs) -> None:
+def check_step_paths(where: str, inputs: Iterable[str], outputs: Iterable[str]) -> None:
     """Refuse outputs a run could not safely clear and restore: the repository root, the
     store itself, or a path that is (or holds, or lies in) one of the step's inputs."""
+    inputs = list(inputs)
     for o in outputs:
         if o == ".":
-            raise SpecError(f"{where}: output {o!r} is the repository root (it holds .zcas); name the files or folders the step writes")
+            raise SpecError(f"{where}: output {o!r} is the repository root (it holds .zcas); "
+                            "name the files or folders the step writes")
         if ".zcas" in o.lower().split("/"):
             raise SpecError(f"{where}: output {o!r} lies inside .zcas, the repository's own store")
         for i in inputs:
@@ -66,7 +71,7 @@ def check_step_paths(where: str, inputs, outputs) -> None:
                 raise SpecError(f"{where}: output {o!r} overlaps input {i!r}; a step must not write what it reads")
 
 
-def _strs(v, where: str) -> tuple[str, ...]:
+def _strs(v: Any, where: str) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise SpecError(f"{where} must be a list of strings")
     return tuple(v)
@@ -77,8 +82,6 @@ def load(root: str) -> dict[str, StepSpec]:
 
     Cycles and clashing outputs are found by ``graph``, which every caller runs before
     anything executes."""
-    import tomllib
-
     path = os.path.join(root, FILE)
     try:
         with open(path, "rb") as f:
@@ -96,7 +99,7 @@ def load(root: str) -> dict[str, StepSpec]:
     return {name: _step(name, body) for name, body in steps.items()}
 
 
-def _step(name: str, body) -> StepSpec:
+def _step(name: str, body: Any) -> StepSpec:
     return from_table(name, body, f"{FILE}: step {name!r}")
 
 
@@ -124,8 +127,6 @@ def from_table(name: str, body: Any, where: str, check_name: bool = True) -> Ste
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise SpecError(f"{where}: 'params' must be a table")
-    from zcas.lineage.canonical import check
-
     for k, v in params.items():
         if hasattr(v, "isoformat"):
             raise SpecError(f"{where}: param {k!r}: dates and times are not supported; use a string")
@@ -148,7 +149,7 @@ def from_table(name: str, body: Any, where: str, check_name: bool = True) -> Ste
     )
 
 
-def _parents(path: str):
+def _parents(path: str) -> Iterator[str]:
     """The path itself, then each folder above it."""
     while path:
         yield path
@@ -169,7 +170,7 @@ def graph(steps: dict[str, StepSpec]) -> dict[str, set[str]]:
             owner[o] = s.name
             for parent in _parents(posixpath.dirname(o)):
                 below.setdefault(parent, set()).add(s.name)
-    deps = {name: set() for name in steps}
+    deps: dict[str, set[str]] = {name: set() for name in steps}
     for s in steps.values():
         for i in s.inputs:
             found = {owner[p] for p in _parents(i) if p in owner} | below.get(i, set())

@@ -18,23 +18,22 @@ from typing import Any
 from zcas.cas.db import ObjectDB
 from zcas.cas.ingest import Ingester
 from zcas.cas.local import LocalBackend
+from zcas.cas.objstore import ObstoreBackend
 from zcas.cas.statcache import StatCache
 
 from .values import load_value, store_value
 
-_stores: dict = {}
+_stores: dict[tuple[tuple[str, Any], ...], ObjectDB] = {}
 _lock = threading.Lock()
 
 
-def open_store(spec: dict):
+def open_store(spec: dict[str, Any]) -> ObjectDB:
     """The ObjectDB a spec names, opened once per worker process."""
     key = tuple(sorted(spec.items()))
     with _lock:
         db = _stores.get(key)
         if db is None:
             if spec.get("url"):
-                from zcas.cas.objstore import ObstoreBackend
-
                 backend = ObstoreBackend(spec["url"], spec.get("endpoint"), spec.get("region"), spec.get("allow_http"))
                 db = ObjectDB(backend, tmp_dir=spec.get("tmp"))
             else:
@@ -47,8 +46,8 @@ class ArtifactRef(tuple):
     """(id, materializer, allow_pickle) of an input, as shipped to a worker."""
 
 
-def python_task(spec: dict, fn: Any, args: list, kwargs: dict, allow_pickle: bool, multiple: bool,
-                damaged: list[bytes]) -> tuple:
+def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str, Any], allow_pickle: bool,
+                multiple: bool, damaged: list[bytes]) -> tuple[Any, ...]:
     """Call a Python step; the fields of a ``core.Done`` (outputs named as a step's are).
     ``damaged``: ids the client found damaged, written afresh if the step makes them again."""
     db = open_store(spec)
@@ -68,15 +67,16 @@ def python_task(spec: dict, fn: Any, args: list, kwargs: dict, allow_pickle: boo
     multi = multiple and isinstance(result, tuple)
     values = list(result) if multi else [result]
     names = [f"output.{i}" for i in range(len(values))] if multi else ["output"]
-    outputs, tags = {}, {}
-    for name, v in zip(names, values):
+    outputs: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    for name, v in zip(names, values, strict=True):
         outputs[name], tags[name] = store_value(db, None, v, allow_pickle)
     db.flush()  # published before the client records a run naming these ids
     return 0, "", outputs, tags, started, ended, multi
 
 
-def command_task(spec: dict, root: str, argv: list[str], cwd: str, env: dict, outputs: list[str],
-                 damaged: list[bytes]) -> tuple:
+def command_task(spec: dict[str, Any], root: str, argv: list[str], cwd: str, env: dict[str, str], outputs: list[str],
+                 damaged: list[bytes]) -> tuple[Any, ...]:
     """Run a command in the shared repository folder and store its outputs; a ``core.Done``'s fields."""
     db = open_store(spec)
     db.mark_damaged(damaged)
