@@ -18,6 +18,7 @@ Implementation lives in zcas.cas (objects), zcas.lineage (the metadata graph) an
 zcas.runners (execution and the command line).
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from zcas._version import __version__
@@ -51,8 +52,6 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     # Lazy, so `import zcas` (and the zcas command) stays cheap.
     if name in _LAZY:
-        import importlib
-
         mod, attr = _LAZY[name]
         return getattr(importlib.import_module(mod), attr)
     raise AttributeError(f"module 'zcas' has no attribute {name!r}")

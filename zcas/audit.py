@@ -8,11 +8,12 @@ learns that a remote (or someone with write access to it) served them.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from zcas.lineage.graph import key_matches
-
-from zcas.runners.spec import SpecError, norm_path
+from zcas.lineage.store import Lineage
 from zcas.runners.python import well_formed_outputs
+from zcas.runners.spec import SpecError, norm_path
 
 
 def _unsafe_path(name: str) -> str | None:
@@ -28,7 +29,7 @@ def _unsafe_path(name: str) -> str | None:
     return None
 
 
-def problems(rec: dict) -> list[str]:
+def problems(rec: dict[str, Any]) -> list[str]:
     """What is wrong with one run record (empty: nothing)."""
     out: list[str] = []
     comps = rec.get("key_components") or {}
@@ -53,7 +54,7 @@ def problems(rec: dict) -> list[str]:
     return out
 
 
-def unsafe_runs(lineage) -> list[tuple[str, str]]:
+def unsafe_runs(lineage: Lineage) -> list[tuple[str, str]]:
     """(run id, reason) for every indexed run record a hit would refuse."""
     found = []
     for rid in lineage.graph.all_run_ids():

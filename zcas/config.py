@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+import tomllib
+from collections.abc import Callable
+from typing import Any
 
-from zcas.cas.errors import ZcasError
+from zcas.cas.errors import UsageError, ZcasError
+from zcas.cas.objstore import check_no_credentials, masked
+from zcas.cas.safetext import printable
+from zcas.runners.durations import parse_duration
 
 RUNNERS = ("local", "threads", "processes", "dask")
 
@@ -21,29 +26,26 @@ class ConfigError(ZcasError):
     exit_code = 2
 
 
-def _int_min1(v):
+def _int_min1(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError("expected a whole number of at least 1")
     return v
 
 
-def _bool(v):
+def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise ValueError("expected true or false")
     return v
 
 
-def _str(v):
+def _str(v: Any) -> str:
     if not isinstance(v, str):
         raise ValueError("expected a string")
     return v
 
 
-def _url(v):
+def _url(v: Any) -> str:
     """A store URL or endpoint: a string holding no credentials (config files are not secret)."""
-    from zcas.cas.errors import UsageError
-    from zcas.cas.objstore import check_no_credentials, masked
-
     if not isinstance(v, str):
         raise ValueError("expected a string")
     try:
@@ -53,15 +55,13 @@ def _url(v):
     return v
 
 
-def _runner(v):
+def _runner(v: Any) -> str:
     if v not in RUNNERS:
         raise ValueError(f"expected one of {', '.join(RUNNERS)}")
     return v
 
 
-def _duration(v):
-    from zcas.runners.durations import parse_duration
-
+def _duration(v: Any) -> str:
     if isinstance(v, int) and not isinstance(v, bool):
         v = str(v)  # ZCAS_GC_GRACE=0 reads as the TOML integer 0
     if not isinstance(v, str):
@@ -92,12 +92,12 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "store.region": _str,
     "store.allow_http": _bool,
 }
-DEFAULTS = {"run.jobs": os.cpu_count() or 1, "run.verify": False, "run.remote_cache": True, "gc.grace": "14d",
+DEFAULTS: dict[str, Any] = {"run.jobs": os.cpu_count() or 1, "run.verify": False, "run.remote_cache": True, "gc.grace": "14d",
             "stack.active": "default"}
 _ENV_SKIP = {"ZCAS_DIR", "ZCAS_DEBUG", "ZCAS_CONFIG", "ZCAS_NO_REMOTE_CACHE"}
 
 
-def _check_for(key: str):
+def _check_for(key: str) -> Callable[[Any], Any] | None:
     if key in SCHEMA:
         return SCHEMA[key]
     parts = key.split(".")
@@ -113,8 +113,8 @@ def user_file() -> str:
     return os.path.join(base, "zcas", "config.toml")
 
 
-def _flatten(doc: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
+def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for k, v in doc.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
@@ -125,8 +125,6 @@ def _flatten(doc: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def _read(path: str) -> dict[str, Any]:
-    import tomllib
-
     try:
         with open(path, "rb") as f:
             return _flatten(tomllib.load(f))
@@ -140,10 +138,8 @@ def _read(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
 
 
-def _from_env(text: str):
+def _from_env(text: str) -> Any:
     """Environment values are strings: read them as TOML values when they parse as one."""
-    import tomllib
-
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -164,7 +160,7 @@ def _env_key(name: str) -> str | None:
 class Config:
     """The merged configuration: ``get(key)`` and ``origin(key)``."""
 
-    def __init__(self, repo_zdir: str | None):
+    def __init__(self, repo_zdir: str | None) -> None:
         self.values: dict[str, Any] = {}
         self.origins: dict[str, str] = {}
         for k, v in DEFAULTS.items():
@@ -182,7 +178,7 @@ class Config:
                 if key is not None:  # other ZCAS_* names (ZCAS_PARAM_* in steps, say) are not settings
                     self._set(key, _from_env(text), f"env:{name}")
 
-    def _set(self, key: str, value, origin: str) -> None:
+    def _set(self, key: str, value: Any, origin: str) -> None:
         check = _check_for(key)
         if check is None:
             raise ConfigError(f"{origin}: unknown key {key!r}")
@@ -194,13 +190,13 @@ class Config:
         self.values[key] = value
         self.origins[key] = origin
 
-    def get(self, key: str, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
 
     def origin(self, key: str) -> str | None:
         return self.origins.get(key)
 
-    def items(self):
+    def items(self) -> list[tuple[str, Any]]:
         return sorted(self.values.items())
 
     def section(self, prefix: str) -> dict[str, dict[str, Any]]:
@@ -219,7 +215,5 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 def check_name(kind: str, name: str) -> str:
     """A remote's or a stack's name: one TOML key part, so a '.' (which would split it) is refused."""
     if not _NAME.fullmatch(name) or "." in name:
-        from zcas.cas.safetext import printable
-
         raise ConfigError(f"invalid {kind} name {printable(name)!r}: use letters, digits, '_' and '-'")
     return name

@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -16,17 +17,19 @@ from .repository import Repository
 from .steps import Pipeline, Step, session
 
 
-def _load(target: str):
+def _load(target: str) -> Any:
     path, _, name = target.rpartition(":")
     if not os.path.isfile(path):
         raise UsageError(f"no such Python file: {path}")
     mod_name = os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot load {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(mod_name, module)
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     spec.loader.exec_module(module)
-    obj = module
+    obj: Any = module
     for part in name.split("."):
         if not hasattr(obj, part):
             raise UsageError(f"{path} has no {name!r}")
@@ -34,14 +37,14 @@ def _load(target: str):
     return obj
 
 
-def _value(text: str):
+def _value(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
         return text
 
 
-def _check_params(obj, kwargs: dict) -> None:
+def _check_params(obj: Pipeline | Step, kwargs: dict[str, Any]) -> None:
     """Params the pipeline (or step) does not take are a usage error naming them, checked
     before anything runs (not a TypeError from deep inside the call)."""
     sig = inspect.signature(obj.fn)
@@ -63,7 +66,7 @@ def run_python(repo: Repository, target: str, extra: list[str], params: tuple[st
             params_l.append(a[len("--param="):])
         else:
             raise click.UsageError(f"unexpected argument after {target}: {a} (give params as -p KEY=VALUE)")
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for p in params_l:
         k, sep, v = p.partition("=")
         if not sep or not k:
@@ -71,18 +74,17 @@ def run_python(repo: Repository, target: str, extra: list[str], params: tuple[st
         kwargs[k] = _value(v)
     obj = _load(target)
     out = sys.stderr if as_json else sys.stdout
-    opts = {"remote_cache": remote_cache, "verify": verify}
     if isinstance(obj, (Pipeline, Step)):
         _check_params(obj, kwargs)
     if isinstance(obj, Pipeline):
-        run = obj.run_in(repo, (), kwargs, stack, out=out, **opts)
+        run = obj.run_in(repo, (), kwargs, stack, out=out, remote_cache=remote_cache, verify=verify)
         steps = dict(run.step_ids)
         if as_json:
             click.echo(json.dumps({"pipeline": run.id, "duration": run.duration, "steps": steps}, indent=2, sort_keys=True))
         else:
             print(f"pipeline {obj.name}: {len(steps)} steps in {run.duration:.3f}s (run {run.id[:12]})", file=out)
     elif isinstance(obj, Step):
-        with session(repo, stack=stack, out=out, **opts):
+        with session(repo, stack=stack, out=out, remote_cache=remote_cache, verify=verify):
             obj(**kwargs)
     else:
         raise UsageError(f"{target} is not a zcas pipeline or step (decorate it with @zcas.pipeline)")

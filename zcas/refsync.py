@@ -17,10 +17,21 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from zcas.cas import codec
+from zcas.cas.bounded import get_bounded
 from zcas.cas.errors import ZcasError
+from zcas.cas.oid import from_hex, hash_bytes
+from zcas.cas.refs import PathVersion, check_tag_name
 from zcas.cas.safetext import printable
+from zcas.runners.spec import SpecError, norm_path
+
+if TYPE_CHECKING:
+    from .remotes import Remote  # type only: remotes imports this module
+
+Warn = Callable[[str], None]
 
 PREFIX = "history/"
 _SEGMENT = 8 << 20  # bytes of history lines per segment
@@ -29,11 +40,11 @@ _KINDS = ("file", "exec", "tree", "link")  # as cas.refs writes them (an executa
 _SEG_NAME = re.compile(r"seg-[0-9a-f]{64}")
 
 
-def _state(remote, name: str) -> str:
+def _state(remote: Remote, name: str) -> str:
     return os.path.join(remote.repo.zdir, "remotes", remote.spec.name, name)
 
 
-def push_refs(remote, warn) -> tuple[int, int]:
+def push_refs(remote: Remote, warn: Warn) -> tuple[int, int]:
     """(tags created on the remote, history lines sent)."""
     tags = 0
     for name, oid in remote.repo.refs.tags().items():
@@ -46,9 +57,7 @@ def push_refs(remote, warn) -> tuple[int, int]:
     return tags, _push_history(remote)
 
 
-def _push_history(remote) -> int:
-    from zcas.cas.oid import hash_bytes
-
+def _push_history(remote: Remote) -> int:
     done_path = _state(remote, "history-pushed")
     try:
         with open(done_path) as f:
@@ -76,14 +85,12 @@ def _push_history(remote) -> int:
     return data.count(b"\n")
 
 
-def pull_refs(remote, warn) -> tuple[int, int]:
+def pull_refs(remote: Remote, warn: Warn) -> tuple[int, int]:
     """(tags set here, history lines taken)."""
     return _pull_tags(remote, warn), _pull_history(remote, warn)
 
 
-def _pull_tags(remote, warn) -> int:
-    from zcas.cas.refs import check_tag_name
-
+def _pull_tags(remote: Remote, warn: Warn) -> int:
     lin, repo = remote.lineage.lineage, remote.repo
     n = 0
     for key in remote.backend.list("refs/tags/"):
@@ -108,13 +115,8 @@ def _pull_tags(remote, warn) -> int:
     return n
 
 
-def _line(raw: bytes):
+def _line(raw: bytes) -> PathVersion | str:
     """A history line from a remote as a PathVersion, or the reason it is refused."""
-    from zcas.cas.oid import from_hex
-    from zcas.cas.refs import PathVersion
-
-    from zcas.runners.spec import SpecError, norm_path
-
     try:
         d = json.loads(raw)
         path, kind, t = d["path"], d["kind"], d["time"]
@@ -129,9 +131,7 @@ def _line(raw: bytes):
         return "not a history line"
 
 
-def _pull_history(remote, warn) -> int:
-    from zcas.cas.bounded import get_bounded
-
+def _pull_history(remote: Remote, warn: Warn) -> int:
     seen_dir = _state(remote, "history-seen")
     os.makedirs(seen_dir, exist_ok=True)
     seen = set(os.listdir(seen_dir))
@@ -146,10 +146,14 @@ def _pull_history(remote, warn) -> int:
             warn(f"remote {remote.spec.name}: history segment {printable(key)} skipped: {printable(e)}")
             open(os.path.join(seen_dir, name), "w").close()
             continue
-        good, bad = [], []
+        good: list[PathVersion] = []
+        bad: list[str] = []
         for raw in payload.splitlines():
             v = _line(raw)
-            (bad if isinstance(v, str) else good).append(v)
+            if isinstance(v, str):
+                bad.append(v)
+            else:
+                good.append(v)
         if bad:
             warn(f"remote {remote.spec.name}: history segment {printable(key)}: {len(bad)} lines skipped ({bad[0]})")
         if good:

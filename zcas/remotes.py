@@ -9,21 +9,35 @@ AWS_REGION for S3).
 from __future__ import annotations
 
 import os
-import re
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from typing import Any
-
-from zcas.cas.errors import UsageError, ZcasError
+from zcas.cas.bounded import get_bounded
+from zcas.cas.db import ObjectDB
+from zcas.cas.errors import IntegrityError, ObjectNotFoundError, UsageError, ZcasError
+from zcas.cas.objstore import ObstoreBackend, RemoteError, check_no_credentials, parse_url
+from zcas.cas.oid import from_hex
+from zcas.cas.pack import decode_index, idx_key
+from zcas.cas.refs import check_tag_name
+from zcas.cas.repo import read_config, write_config
 from zcas.cas.safetext import printable
+from zcas.cas.transfer import closure, copy_packs, fetch_objects, pull_packs, push_objects, remote_packs
+from zcas.lineage.remote import RemoteLineage, secret_run_ids
 
 from .config import Config, check_name
+from .refsync import pull_refs, push_refs
+
+if TYPE_CHECKING:
+    from zcas.cas.repo import Repo
+    from zcas.lineage.store import Lineage
+
+Progress = Callable[[int, int], None] | None
 
 
 def _warn(line: str) -> None:
-    import sys
-
     print(f"zcas: warning: {line}", file=sys.stderr, flush=True)
 
 
@@ -36,7 +50,7 @@ class RemoteSpec:
     allow_http: bool | None = None
     instance_credentials: bool | None = None  # let the cloud SDK ask the machine's metadata service
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, Any]:
         return {k: v for k, v in attrs.asdict(self).items() if k != "name" and v is not None}
 
 
@@ -47,7 +61,8 @@ def remotes(repo: Any, cfg: Config | None = None) -> dict[str, RemoteSpec]:
     out = {}
     for name, body in cfg.section("remote").items():
         if not isinstance(body.get("url"), str):
-            raise ZcasError(f"{cfg.origin(f'remote.{name}.url') or repo.zdir + '/config.toml'}: remote.{name}: 'url' must be a string")
+            where = cfg.origin(f"remote.{name}.url") or repo.zdir + "/config.toml"
+            raise ZcasError(f"{where}: remote.{name}: 'url' must be a string")
         out[name] = RemoteSpec(name, body["url"], body.get("endpoint"), body.get("region"), body.get("allow_http"),
                                body.get("instance_credentials"))
     return out
@@ -71,8 +86,6 @@ def check_credentials(spec: RemoteSpec) -> None:
     """Refuse, in one line, a cloud remote with no credentials in the environment, rather
     than let the SDK fall back to probing the machine's metadata service (slow, and wrong
     off a cloud VM) — unless the remote says the machine's own credentials are meant."""
-    from zcas.cas.objstore import RemoteError, parse_url
-
     scheme = parse_url(spec.url)[0]
     scheme = "az" if scheme in ("abfs", "abfss") else scheme
     if spec.instance_credentials or scheme not in _CREDENTIALS:
@@ -85,8 +98,6 @@ def check_credentials(spec: RemoteSpec) -> None:
 
 def check_spec(spec: RemoteSpec) -> None:
     """Everything a remote's settings must satisfy before they are written, in one line each."""
-    from zcas.cas.objstore import check_no_credentials, parse_url
-
     check_name("remote", spec.name)  # the names the config accepts: a '.' would split its key
     parse_url(spec.url)  # a malformed URL (or one holding credentials) fails here, in one line
     check_no_credentials(spec.endpoint, "endpoint URL")
@@ -96,9 +107,7 @@ def check_spec(spec: RemoteSpec) -> None:
                          "or use https://")
 
 
-def add_remote(repo, spec: RemoteSpec) -> None:
-    from zcas.cas.repo import read_config, write_config
-
+def add_remote(repo: Repo, spec: RemoteSpec) -> None:
     check_spec(spec)
     cfg = read_config(repo.zdir)
     table = cfg.setdefault("remote", {})
@@ -108,11 +117,9 @@ def add_remote(repo, spec: RemoteSpec) -> None:
     write_config(repo.zdir, cfg)
 
 
-def modify_remote(repo, name: str, **changes) -> RemoteSpec:
+def modify_remote(repo: Repo, name: str, **changes: Any) -> RemoteSpec:
     """Change some of a remote's settings (a value of None leaves that one as it is); the
     result is checked as a new remote would be."""
-    from zcas.cas.repo import read_config, write_config
-
     old = pick(repo, name)
     spec = attrs.evolve(old, **{k: v for k, v in changes.items() if v is not None})
     check_spec(spec)
@@ -122,9 +129,7 @@ def modify_remote(repo, name: str, **changes) -> RemoteSpec:
     return spec
 
 
-def remove_remote(repo, name: str) -> None:
-    from zcas.cas.repo import read_config, write_config
-
+def remove_remote(repo: Repo, name: str) -> None:
     cfg = read_config(repo.zdir)
     if name not in cfg.get("remote", {}):
         raise ZcasError(f"no remote named {name}")
@@ -146,11 +151,7 @@ def pick(repo: Any, name: str | None, cfg: Config | None = None) -> RemoteSpec:
 class Remote:
     """An opened remote: its backend, object database and lineage segments."""
 
-    def __init__(self, repo, lineage, spec: RemoteSpec):
-        from zcas.cas.db import ObjectDB
-        from zcas.cas.objstore import ObstoreBackend
-        from zcas.lineage.remote import RemoteLineage
-
+    def __init__(self, repo: Repo, lineage: Lineage, spec: RemoteSpec) -> None:
         self.spec = spec
         self.repo = repo
         check_credentials(spec)
@@ -170,11 +171,9 @@ class Remote:
 
     # -- push / pull ---------------------------------------------------------------------
 
-    def push(self, targets: list[bytes] | None, tags: dict[str, bytes] | None = None, progress=None,
-             force: bool = False, refs: bool = False) -> dict:
+    def push(self, targets: list[bytes] | None, tags: dict[str, bytes] | None = None, progress: Progress = None,
+             force: bool = False, refs: bool = False) -> dict[str, int]:
         """Send what the remote lacks; ``refs``: also every tag and the path history."""
-        from zcas.cas.transfer import closure, copy_packs, push_objects, remote_packs
-
         local = self.repo.db
         local.flush()
         if targets is None:
@@ -189,8 +188,6 @@ class Remote:
             self.push_tag(name, oid, force)
         ntags, history = len(tags or {}), 0
         if refs:
-            from zcas.refsync import push_refs
-
             more, history = push_refs(self, _warn)
             ntags += more
         return {"packs": packs, "bytes": nbytes, "objects": objects, "runs": runs, "tags": ntags, "history": history}
@@ -201,14 +198,11 @@ class Remote:
         Run records an older zcas wrote hold environment values in the clear; they are
         objects in local packs, so a pack holding one is not copied whole: its other
         objects go in a new pack, and those records stay here."""
-        from zcas.cas.pack import decode_index, idx_key
-        from zcas.cas.transfer import push_objects
-        from zcas.lineage.remote import secret_run_ids
-
         secret = secret_run_ids(self.lineage.lineage) if names else set()
         if not secret:
             return set(names), 0
-        clean, rest = set(), []
+        clean: set[str] = set()
+        rest: list[bytes] = []
         for name in names:
             ids = [e[0] for e in decode_index(name, self.repo.backend.get(idx_key(name)))]
             if secret.isdisjoint(ids):
@@ -219,11 +213,6 @@ class Remote:
 
     def remote_tag(self, name: str) -> bytes | None:
         """What tag NAME names on the remote (None: no such tag), validated before use."""
-        from zcas.cas.bounded import get_bounded
-        from zcas.cas.errors import IntegrityError, ObjectNotFoundError
-        from zcas.cas.oid import from_hex
-        from zcas.cas.refs import check_tag_name
-
         check_tag_name(name)
         try:
             data = get_bounded(self.backend, f"refs/tags/{name}", 128)  # an id and a newline
@@ -256,12 +245,11 @@ class Remote:
                 raise ZcasError(f"tag {name} on remote {self.spec.name} was just set to {shown} by another push "
                                 f"(use --force to move it)")
 
-    def pull(self, targets: list[str] | None, progress=None, warn=None) -> dict:
+    def pull(self, targets: list[str] | None, progress: Progress = None,
+             warn: Callable[[str], None] | None = None) -> dict[str, int]:
         """Fetch from the remote, everything verified before it is kept: every pack not yet
         pulled, or the named objects and what they reach. Objects that fail verification are
         skipped, each with one warning (``warn``, default: a line on stderr)."""
-        from zcas.cas.transfer import fetch_objects, pull_packs, remote_packs
-
         warn = warn or _warn
         runs = self.sync_lineage()
         local = self.repo.db
@@ -272,8 +260,6 @@ class Remote:
             for line in res.rejected:
                 warn(f"remote {self.spec.name}: {printable(line)}")
             self._remember_pulled(res.complete)  # a pack with a refusal is looked at again next time
-            from zcas.refsync import pull_refs
-
             tags, history = pull_refs(self, warn)
             return {"packs": res.packs, "bytes": res.bytes, "objects": res.objects, "runs": runs,
                     "rejected": len(res.rejected), "tags": tags, "history": history}
@@ -295,7 +281,7 @@ class Remote:
         except FileNotFoundError:
             return set()
 
-    def _remember_pulled(self, names) -> None:
+    def _remember_pulled(self, names: Iterable[str]) -> None:
         if not names:
             return
         os.makedirs(os.path.dirname(self._pulled_path()), exist_ok=True)
@@ -307,8 +293,6 @@ class Remote:
 
     def resolve(self, text: str) -> bytes:
         """A tag on the remote, or an id (prefix) the remote holds."""
-        from zcas.cas.refs import check_tag_name
-
         try:
             check_tag_name(text)
         except UsageError:
@@ -326,12 +310,10 @@ class Remote:
         return self._new
 
     def fetch(self, oids: list[bytes]) -> int:
-        from zcas.cas.transfer import fetch_objects
-
         return fetch_objects(self.repo.db, self.db, oids)
 
 
-def open_default(repo: Any, lineage: Any, name: str | None = None, cfg: Config | None = None) -> Remote | None:
+def open_default(repo: Repo, lineage: Lineage, name: str | None = None, cfg: Config | None = None) -> Remote | None:
     """The remote a run asks on a cache miss: NAME, else origin, else the only one; None if none."""
     rs = remotes(repo, cfg)
     if not rs:

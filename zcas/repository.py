@@ -11,7 +11,7 @@ import os
 import pathlib
 import socket
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from zcas import stacks
 from zcas._version import __version__
@@ -26,9 +26,9 @@ from zcas.cas.refs import check_tag_name
 from zcas.cas.repo import Repo, find_root
 from zcas.cas.repo import init as init_repo
 from zcas.cas.statcache import StatCache
-from zcas.lineage.records import Run
+from zcas.lineage.records import PathVersion, Run
 from zcas.lineage.store import Lineage
-from zcas.lineage.walk import ancestors, descendants
+from zcas.lineage.walk import Subgraph, ancestors, descendants
 from zcas.runners import executors
 from zcas.runners.core import Core, user_name
 from zcas.runners.executors import Executor
@@ -38,8 +38,14 @@ from zcas.runners.values import load_value, store_value
 from .config import Config
 from .remotes import Remote, open_default
 
-
 _defaults: dict[str, Repository] = {}
+
+
+class HasId(Protocol):
+    """A run or an artifact: anything with a hex ``id`` (RunView, Artifact, PipelineRun)."""
+
+    @property
+    def id(self) -> str: ...
 
 
 def default_repository() -> Repository:
@@ -56,7 +62,7 @@ class Repository:
     stacks. Nothing here starts a pool or a cluster: a runner's executor is started by the
     core when a step first executes (``core()``), and loading a value needs only the store."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         if path is None:
             root = find_root()
         elif os.path.isdir(os.path.join(str(path), ".zcas")):
@@ -183,7 +189,8 @@ class Repository:
         if isinstance(x, (str, pathlib.PurePath)):
             p = str(x)
             if not os.path.lexists(p):
-                raise UsageError(f"cannot put {p}: no such file or folder (to store the string itself, pass it inside a list or as bytes)")
+                raise UsageError(f"cannot put {p}: no such file or folder "
+                                 "(to store the string itself, pass it inside a list or as bytes)")
             with RepoLock(self.cas.zdir).shared():
                 [(oid, _, _)] = self.cas.add([p])
             self.lineage.index_paths(self.cas.refs.last_recorded)
@@ -222,20 +229,20 @@ class Repository:
             tag = "bytes@1" if self.cas.db.entry(oid).kind in (codec.KIND_BLOB, codec.KIND_CHUNKED) else "path@1"
         return Artifact(oid.hex(), tag, self, allow_pickle=allow_pickle)
 
-    def checkout(self, ref: str, dest: str | os.PathLike, force: bool = False) -> int:
+    def checkout(self, ref: str, dest: str | os.PathLike[str], force: bool = False) -> int:
         return checkout(self.cas.db, self.cas.resolve(str(ref)), str(dest), force=force)
 
     def tag(self, name: str, ref: str, force: bool = False) -> None:
         self.lineage.set_tag(check_tag_name(name), self.cas.resolve(str(ref)), force=force)
 
-    def history(self, path: str | os.PathLike) -> list:
+    def history(self, path: str | os.PathLike[str]) -> list[PathVersion]:
         """Every recorded version of a path, oldest first (PathVersion records)."""
         return self.lineage.history(self.cas.rel(str(path)))
 
     # -- the past ------------------------------------------------------------------------
 
     def runs(self, step: str | None = None, *, pipeline: str | None = None, status: str | None = None,
-             limit: int | None = None, since: dt.datetime | None = None) -> list["RunView"]:
+             limit: int | None = None, since: dt.datetime | None = None) -> list[RunView]:
         """Runs newest first; ``pipeline=NAME`` gives that pipeline's runs (with ``.steps``)."""
         since_ns = int(since.timestamp() * 1e9) if since else 0
         if pipeline is not None:
@@ -245,27 +252,28 @@ class Repository:
             found = self.lineage.runs(step=step, status=status, since_ns=since_ns, limit=limit)
         return [RunView(self, rid.hex(), r) for rid, r in found]
 
-    def run(self, ref: str) -> "RunView":
+    def run(self, ref: str) -> RunView:
         p = check_prefix(ref)
         found = self.lineage.graph.find_prefix(p) if len(p) < 64 else [bytes.fromhex(p)]
         found = [f for f in found if self.lineage.graph.has_run(f)]
-        if len(found) != 1:
-            raise UsageError(f"{ref!r} names {'no' if not found else 'more than one'} run")
-        return RunView(self, found[0].hex(), self.lineage.run_dict(found[0]))
+        rec = self.lineage.run_dict(found[0]) if len(found) == 1 else None
+        if rec is None:
+            raise UsageError(f"{ref!r} names {'more than one' if len(found) > 1 else 'no'} run")
+        return RunView(self, found[0].hex(), rec)
 
-    def lineage_of(self, ref) -> "LineageView":
-        oid = bytes.fromhex(ref.id) if hasattr(ref, "id") and not isinstance(ref, RunView) else None
+    def lineage_of(self, ref: HasId | str) -> LineageView:
+        """The lineage of a run, an artifact, or an id (or prefix) or tag: its ancestors and descendants."""
         if isinstance(ref, RunView):
             return LineageView(self, bytes.fromhex(ref.id), True)
-        if oid is None:
-            oid = self.cas.resolve(str(ref))
+        rid = getattr(ref, "id", None)
+        oid = bytes.fromhex(rid) if isinstance(rid, str) else self.cas.resolve(str(ref))
         return LineageView(self, oid, self.lineage.graph.has_run(oid))
 
 
 class RunView:
     """One recorded run, for reading: step, status, timing, params, inputs and outputs."""
 
-    def __init__(self, repo: Repository, rid: str, rec: dict):
+    def __init__(self, repo: Repository, rid: str, rec: dict[str, Any]) -> None:
         self.repository = repo
         self.id = rid
         self.record = rec
@@ -273,13 +281,33 @@ class RunView:
     def __repr__(self) -> str:
         return f"<run {self.id[:12]} {self.step} {self.status} {self.duration:.3f}s>"
 
-    step = property(lambda self: self.record["step"])
-    kind = property(lambda self: self.record["kind"])
-    status = property(lambda self: self.record["status"])
-    cached = property(lambda self: self.record["status"] == "cached")
-    params = property(lambda self: dict(self.record.get("params", {})))
-    duration = property(lambda self: max(0, self.record["ended_ns"] - self.record["started_ns"]) / 1e9)
-    started = property(lambda self: dt.datetime.fromtimestamp(self.record["started_ns"] / 1e9))
+    @property
+    def step(self) -> str:
+        return str(self.record["step"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.record["kind"])
+
+    @property
+    def status(self) -> str:
+        return str(self.record["status"])
+
+    @property
+    def cached(self) -> bool:
+        return bool(self.record["status"] == "cached")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.record.get("params", {}))
+
+    @property
+    def duration(self) -> float:
+        return float(max(0, self.record["ended_ns"] - self.record["started_ns"]) / 1e9)
+
+    @property
+    def started(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.record["started_ns"] / 1e9)
 
     def _arts(self, field: str, allow_pickle: bool = False) -> dict[str, Artifact]:
         mats = self.record.get("materializers", {})
@@ -287,14 +315,14 @@ class RunView:
                 for n, o in self.record.get(field, {}).items()}
 
     @property
-    def outputs(self) -> dict:
+    def outputs(self) -> dict[str, Artifact]:
         return self._arts("outputs")
 
     @property
-    def inputs(self) -> dict:
+    def inputs(self) -> dict[str, Artifact]:
         return self._arts("inputs")
 
-    def load(self, *, allow_pickle: bool = False):
+    def load(self, *, allow_pickle: bool = False) -> Any:
         """The step's result: one value, or a tuple for a step that returned several.
 
         A pickled result is refused unless ``allow_pickle=True`` (unpickling runs code)."""
@@ -306,15 +334,17 @@ class RunView:
         return tuple(outs[k].load() for k in sorted(outs, key=lambda k: int(k.split(".")[-1]) if "." in k else 0))
 
     @property
-    def steps(self) -> dict:
+    def steps(self) -> dict[str, RunView]:
         return {n: self.repository.run(r) for n, r in self.record.get("steps", {}).items()}
 
 
 class LineageView:
-    def __init__(self, repo: Repository, oid: bytes, is_run: bool):
+    """The runs upstream (``ancestors``) or downstream (``descendants``) of a run or an artifact."""
+
+    def __init__(self, repo: Repository, oid: bytes, is_run: bool) -> None:
         self.repository, self.oid, self.is_run = repo, oid, is_run
 
-    def _runs(self, g) -> list[RunView]:
+    def _runs(self, g: Subgraph) -> list[RunView]:
         return sorted((RunView(self.repository, rid, r) for rid, r in g.runs.items()), key=lambda v: -v.record["started_ns"])
 
     def ancestors(self, depth: int | None = None) -> list[RunView]:

@@ -7,10 +7,14 @@ The default stack (the repository's own store, the local runner) needs no config
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import attrs
 
 from zcas.cas.errors import UsageError
-
+from zcas.cas.objstore import parse_url
+from zcas.cas.repo import Repo, read_config, write_config
 from zcas.config import RUNNERS, Config, ConfigError, check_name
 
 DEFAULT = "default"
@@ -24,7 +28,7 @@ class Stack:
     scheduler: str | None = None  # dask: a scheduler address; None starts a local cluster
     remote: str | None = None  # the remote asked on cache misses (None: the default remote)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
 
@@ -44,26 +48,22 @@ def active(cfg: Config, override: str | None = None) -> Stack:
     return stacks[name]
 
 
-def _edit(repo, fn) -> None:
-    from zcas.cas.repo import read_config, write_config
-
+def _edit(repo: Repo, fn: Callable[[dict[str, Any]], None]) -> None:
     cfg = read_config(repo.zdir)
     fn(cfg)
     write_config(repo.zdir, cfg)
 
 
-def register(repo, stack: Stack, force: bool = False) -> None:
+def register(repo: Repo, stack: Stack, force: bool = False) -> None:
     check_name("stack", stack.name)
     if stack.name == DEFAULT:
         raise ConfigError("the default stack is built in; register another name")
     if stack.runner not in RUNNERS:
         raise ConfigError(f"unknown runner {stack.runner!r} (runners: {', '.join(RUNNERS)})")
     if stack.store:
-        from zcas.cas.objstore import parse_url
-
         parse_url(stack.store)
 
-    def fn(cfg):
+    def fn(cfg: dict[str, Any]) -> None:
         table = cfg.setdefault("stack", {})
         if stack.name in table and not force:
             raise ConfigError(f"stack {stack.name} already exists (use --force to replace it)")
@@ -72,17 +72,17 @@ def register(repo, stack: Stack, force: bool = False) -> None:
     _edit(repo, fn)
 
 
-def set_active(repo, cfg: Config, name: str) -> None:
+def set_active(repo: Repo, cfg: Config, name: str) -> None:
     if name not in all_stacks(cfg):
         raise UsageError(f"unknown stack {name!r}")
     _edit(repo, lambda c: c.setdefault("stack", {}).__setitem__("active", name))
 
 
-def delete(repo, cfg: Config, name: str) -> None:
+def delete(repo: Repo, cfg: Config, name: str) -> None:
     if name == DEFAULT:
         raise ConfigError("the default stack is built in and cannot be deleted")
 
-    def fn(c):
+    def fn(c: dict[str, Any]) -> None:
         table = c.get("stack", {})
         if name not in table or not isinstance(table[name], dict):
             raise UsageError(f"unknown stack {name!r}")

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from zcas.cas import codec
 from zcas.cas.errors import UsageError, ZcasError
-
+from zcas.cas.view import list_tree
 from zcas.runners import spec as spec_mod
 from zcas.runners.artifacts import current_id
 from zcas.runners.command import Command, plan
+from zcas.runners.core import Core
 from zcas.runners.keys import explain
 
 
-def _last(ctx, name: str) -> dict | None:
+def _last(ctx: Core, name: str) -> dict[str, Any] | None:
     rid = ctx.lineage.graph.last_run(name)
     return None if rid is None else ctx.lineage.run_dict(rid)
 
 
-def check_step(ctx, s) -> dict:
+def check_step(ctx: Core, s: spec_mod.StepSpec) -> dict[str, Any]:
     """{"name", "status": fresh|stale, "reasons": [...], "key"} for one step, computed now."""
     try:
         p = plan(ctx, s, store=False)
@@ -46,11 +49,8 @@ def check_step(ctx, s) -> dict:
     return {"name": s.name, "status": "stale", "reasons": reasons, "key": p.key.hex()}
 
 
-def _tree_changes(ctx, path: str, old_hex: str, new_hex: str, limit: int = 5) -> list[str]:
+def _tree_changes(ctx: Core, path: str, old_hex: str, new_hex: str, limit: int = 5) -> list[str]:
     """For a folder input: which files in it changed (when both versions are stored)."""
-    from zcas.cas import codec
-    from zcas.cas.view import list_tree
-
     db = ctx.db
     try:
         a, b = bytes.fromhex(old_hex), bytes.fromhex(new_hex)
@@ -68,13 +68,13 @@ def _tree_changes(ctx, path: str, old_hex: str, new_hex: str, limit: int = 5) ->
     return lines[:limit] + ([f"  ... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
-def status_of(ctx, wanted: list[str]) -> list[dict]:
+def status_of(ctx: Core, wanted: list[str]) -> list[dict[str, Any]]:
     steps = spec_mod.load(ctx.repo.root)
     if not steps:
         raise UsageError(f"no {spec_mod.FILE} in {ctx.repo.root}: nothing to report")
     deps = spec_mod.graph(steps)
     order = spec_mod.select(steps, wanted, deps)
-    rows: dict[str, dict] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for name in order:
         stale_up = [d for d in sorted(deps[name]) if rows[d]["status"] == "stale"]
         if stale_up:
@@ -84,7 +84,7 @@ def status_of(ctx, wanted: list[str]) -> list[dict]:
     return [rows[n] for n in order]
 
 
-def explain_target(ctx, target: str) -> dict:
+def explain_target(ctx: Core, target: str) -> dict[str, Any]:
     steps = spec_mod.load(ctx.repo.root)
     if target not in steps:
         rel = ctx.repo.rel(target) if os.path.isabs(target) or os.path.exists(target) else target
