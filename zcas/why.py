@@ -68,8 +68,40 @@ def _tree_changes(ctx: Core, path: str, old_hex: str, new_hex: str, limit: int =
     return lines[:limit] + ([f"  ... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
+def recorded_step(ctx: Core, name: str) -> dict[str, Any]:
+    """A step zcas.toml does not declare (a Python step, a ``zcas.command`` step): its key can
+    only be known by running its pipeline, so report what its last execution was and why it
+    executed — its key against the previous run of the step with another key."""
+    runs = [(rid, r) for rid, r in ctx.lineage.runs(step=name, limit=1000) if r["kind"] != "pipeline"]
+    if not runs:
+        raise UsageError(f"no step named {name!r} in {spec_mod.FILE}, and no run of a step of that name")
+    last_rid, last = runs[0]
+    executed = [(rid, r) for rid, r in runs if r["status"] in ("ran", "failed")]
+    row: dict[str, Any] = {"name": name, "status": last["status"], "kind": last["kind"], "run": last_rid.hex(),
+                           "key": last.get("cache_key") or None, "reasons": []}
+    if not executed:
+        row["reasons"].append("every recorded run was a cache hit (its result came from another run)")
+        return row
+    rid, ran = executed[0]
+    older = [r for _, r in runs if r.get("cache_key") and r.get("cache_key") != ran.get("cache_key")
+             and r["started_ns"] < ran["started_ns"]]
+    what = f"last executed in run {rid.hex()[:12]}"
+    if not older:
+        row["reasons"].append(f"{what}: its first run (no earlier run with another key)")
+    else:
+        row["reasons"].append(f"{what}, because:")
+        row["reasons"].extend(explain(older[0].get("key_components", {}), ran.get("key_components", {})))
+    if last["kind"] == "python":
+        row["reasons"].append("whether it would run now depends on its inputs: run its pipeline to find out")
+    return row
+
+
 def status_of(ctx: Core, wanted: list[str]) -> list[dict[str, Any]]:
     steps = spec_mod.load(ctx.repo.root)
+    others = [w for w in wanted if w not in steps and ctx.lineage.graph.last_run(w) is not None]
+    if others:
+        return [recorded_step(ctx, w) for w in others] + (status_of(ctx, [w for w in wanted if w not in others])
+                                                         if len(others) < len(wanted) else [])
     if not steps:
         raise UsageError(f"no {spec_mod.FILE} in {ctx.repo.root}: nothing to report")
     deps = spec_mod.graph(steps)
@@ -91,7 +123,7 @@ def explain_target(ctx: Core, target: str) -> dict[str, Any]:
         owners = [s for s in steps.values() if rel in s.outputs]
         if not owners:
             if ctx.lineage.graph.last_run(target) is not None:
-                raise UsageError(f"step {target!r} is a one-off command; rerun it with zcas run to compare")
+                return recorded_step(ctx, target)
             raise UsageError(f"no step named {target!r} or writing {rel!r} in {spec_mod.FILE}")
         target = owners[0].name
     row = status_of(ctx, [target])[-1]
