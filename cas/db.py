@@ -372,13 +372,6 @@ class ObjectDB:
                 self._damaged.difference_update(healed)
             if self._writer is None:
                 self._writer = PackWriter(self.tmp_dir)
-            if healed:
-                # Packs are named by their content: rewritten as they were, these records could
-                # make a pack of the very name (and bytes) of the damaged one, and create-only
-                # publishing would keep the damaged file. A few random bytes, stored as an
-                # object nothing names (gc removes it), make this pack's name its own.
-                noise = os.urandom(32)
-                self._writer.add_many([(hash_bytes(noise), codec.KIND_BLOB, len(noise), codec.encode(codec.KIND_BLOB, noise))])
             self._writer.add_many(items)
             if self._writer.size >= self.max_pack_size:
                 self.flush()
@@ -393,6 +386,9 @@ class ObjectDB:
                 return None
             try:
                 name, idx = w.finish()
+                if self._prefer & w.entries.keys() and self.backend.exists(pack_key(name)):
+                    w = self._renamed(w)
+                    name, idx = w.finish()
                 self.backend.put_file(pack_key(name), w.path)
                 self.backend.put(idx_key(name), idx)
             except BaseException:
@@ -409,6 +405,26 @@ class ObjectDB:
             if self.auto_repack and not self.repacking and len(self._small) >= REPACK_AT:
                 self.repack()
             return name
+
+    def _renamed(self, w: PackWriter) -> PackWriter:
+        """The finished pack ``w`` again, plus 32 random bytes stored as an object nothing
+        names (gc removes it). Packs are named by their index: good copies of a damaged
+        pack's objects, rewritten as they were, make a pack of the very name of the damaged
+        one, and create-only publishing would keep the damaged file. Rare: only then."""
+        with open(w.path, "rb") as f:
+            data = f.read()
+        items = [(oid, kind, size, data[off : off + length]) for oid, (off, length, kind, size) in w.entries.items()]
+        noise = os.urandom(32)
+        items.append((hash_bytes(noise), codec.KIND_BLOB, len(noise), codec.encode(codec.KIND_BLOB, noise)))
+        other = PackWriter(self.tmp_dir)
+        try:
+            other.add_many(items)
+        except BaseException:
+            other.abort()
+            raise
+        finally:
+            w.abort()
+        return other
 
     def repack(self, min_packs: int = REPACK_AT) -> int:
         """Consolidate the small packs into one, when there are at least ``min_packs`` of
