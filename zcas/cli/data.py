@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 
 import click
 
 from .base import Ctx, cli, emit_json, json_option, pass_ctx
+
+# The object store's operations (zcas.cas: view, checkout, fsck, gc, repair, usage),
+# zcas.remotes and zcas.audit are imported inside the commands: they pull in lmdb,
+# zstandard, blake3 and attrs (~90 ms, measured), which `zcas --help` (~65 ms in all) never
+# needs (see zcas/cli/__init__.py).
 
 
 @cli.command()
@@ -58,14 +65,13 @@ def cat(c: Ctx, ref: str) -> None:
 @pass_ctx
 def ls(c: Ctx, ref: str, recursive: bool, as_json: bool) -> None:
     """List a stored tree: mode, id, size and name of each entry."""
+    from zcas.cas.safetext import printable
     from zcas.cas.view import list_tree
 
     rows = list_tree(c.repo.db, c.repo.resolve(ref), recursive)
     if as_json:
         emit_json([{"mode": m, "id": o.hex(), "size": s, "path": p} for m, o, s, p in rows])
         return
-    from zcas.cas.safetext import printable
-
     for mode, oid, size, path in rows:  # names come from stored trees: control characters escaped
         click.echo(f"{mode:4}  {oid.hex()}  {size:>12}  {printable(path)}")
 
@@ -83,22 +89,18 @@ def checkout(c: Ctx, ref: str, dest: str, force: bool, prune: bool) -> None:
     Files already in DEST that the tree does not name are left and counted (--prune
     deletes them).
     """
+    from zcas.cas import codec
     from zcas.cas.checkout import checkout as do_checkout
 
     oid = c.repo.resolve(ref)
     n = do_checkout(c.repo.db, oid, dest, force=force)
     click.echo(f"restored {n} file{'s' if n != 1 else ''} into {dest}", err=True)
-    from zcas.cas import codec
-
     if c.repo.db.entry(oid).kind == codec.KIND_TREE:
         _extra_files(c, oid, dest, prune)
 
 
 def _extra_files(c: Ctx, oid: bytes, dest: str, prune: bool) -> None:
     """Say what DEST holds that the tree does not name; with ``prune``, delete it."""
-    import os
-    import shutil
-
     from zcas.cas.safetext import printable
     from zcas.cas.view import list_tree
 
@@ -168,7 +170,7 @@ def tags(c: Ctx, as_json: bool) -> None:
 @click.option("--remote", "remote_name", metavar="NAME", help="The remote --repair fetches from (default: origin).")
 @json_option()
 @pass_ctx
-def fsck(c: Ctx, repair, remote_name, as_json) -> None:
+def fsck(c: Ctx, repair: bool, remote_name: str | None, as_json: bool) -> None:
     """Verify every stored object; exit 1 if any is corrupt or missing.
 
     Dangling objects (stored but named by nothing) are listed but are not an error, and so
@@ -177,14 +179,16 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
     --repair, damaged and missing objects are fetched from a remote, verified, and put in
     place of the damaged ones.
     """
-    from zcas.cas.fsck import fsck as do_fsck, tty_progress
+    from zcas.audit import unsafe_runs
+    from zcas.cas.fsck import fsck as do_fsck
+    from zcas.cas.fsck import tty_progress
+    from zcas.cas.safetext import printable
 
     required, optional = c.roots()
     rep = do_fsck(c.repo.db, required, progress=tty_progress, optional_roots=optional)
     repaired: list[str] = []
     if repair and not rep.ok:
         from zcas.cas.repair import repair as do_repair
-
         from zcas.remotes import Remote, pick
 
         r = Remote(c.repo, c.lineage, pick(c.repo, remote_name))
@@ -192,8 +196,6 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
         fixed, _ = do_repair(c.repo.db, r.db, corrupt, [bytes.fromhex(m) for m in rep.missing])
         repaired = [o.hex() for o in fixed]
         rep = do_fsck(c.repo.db, required, progress=tty_progress, optional_roots=optional)
-    from zcas.audit import unsafe_runs
-
     unsafe = unsafe_runs(c.lineage)
     if as_json:
         emit_json(
@@ -204,8 +206,6 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
     else:
         for oid in repaired:
             click.echo(f"repaired {oid}")
-        from zcas.cas.safetext import printable
-
         for oid, why in sorted(rep.corrupt.items()):
             click.echo(f"corrupt {oid}: {printable(why)}")
         for oid in rep.missing:
@@ -232,19 +232,20 @@ def fsck(c: Ctx, repair, remote_name, as_json) -> None:
               help="Never delete objects younger than this (e.g. 14d, 12h, 0; default: gc.grace, 14d).")
 @json_option()
 @pass_ctx
-def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
+def gc(c: Ctx, dry_run: bool, grace: str | None, as_json: bool) -> None:
     """Delete objects that no tag, recorded path version or run record reaches.
 
     If anything those reach is corrupt, or missing below a stored tree or file, nothing is
     deleted (what it would keep alive is unknown): run `zcas fsck --repair` first.
     """
+    import attrs
+
     from zcas.cas.gc import gc as do_gc
     from zcas.cas.statcache import StatCache
+    from zcas.runners.durations import human_bytes, parse_duration
     from zcas.runners.values import clear_checkouts
 
     c.exclusive = True
-    from zcas.runners.durations import human_bytes, parse_duration
-
     required, optional = c.roots()
     rep = do_gc(c.repo.db, required, parse_duration(grace if grace is not None else c.config.get("gc.grace")),
                 dry_run=dry_run, optional_roots=optional)
@@ -252,8 +253,6 @@ def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
         StatCache.clear(c.repo.statcache_path)
     checkouts = clear_checkouts(c.repo.zdir, dry_run)  # alone under gc's lock: no step is reading one
     if as_json:
-        import attrs
-
         emit_json(dict(attrs.asdict(rep), dry_run=dry_run, checkouts_removed=checkouts))
         return
     verb = "would remove" if dry_run else "removed"
@@ -270,7 +269,6 @@ def gc(c: Ctx, dry_run: bool, grace: str, as_json: bool) -> None:
 def du(c: Ctx, as_json: bool) -> None:
     """Show logical and stored size, and the dedup and compression ratios."""
     from zcas.cas.usage import usage
-
     from zcas.runners.durations import human_bytes
 
     u = usage(c.repo.db, [v.oid for v in c.repo.refs.history()])

@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .base import Ctx, cli, emit_json, json_option, pass_ctx
+
+if TYPE_CHECKING:
+    from zcas.lineage.store import Lineage
+
+# zcas.lineage (export, walk, redact) and the object store's ids and codec (zcas.cas.oid,
+# zcas.cas.codec) are imported inside the commands: they pull in blake3, zstandard and attrs
+# (~15 ms, measured), which `zcas --help` (~65 ms in all) never needs (see zcas/cli/__init__.py).
 
 FORMATS = ["text", "json", "dot", "mermaid", "openlineage"]
 
@@ -47,14 +55,14 @@ def _target(c: Ctx, text: str) -> tuple[bytes, bool, str | None]:
     return oid, lin.graph.has_run(oid), None
 
 
-def _writer_of_latest(lin, path: str) -> bytes | None:
+def _writer_of_latest(lin: Lineage, path: str) -> bytes | None:
     """The latest run that wrote the version now recorded at ``path`` (None: none did, it
     was added by hand)."""
     hist = lin.graph.history(path)
     if not hist:
         return None
     oid = hist[-1][1].hex()
-    best = None
+    best: tuple[int, bytes] | None = None
     for rid in lin.graph.producers(hist[-1][1]):
         r = lin.run_dict(rid)
         if r and r.get("outputs", {}).get(path) == oid and (best is None or r["started_ns"] > best[0]):
@@ -85,7 +93,8 @@ def _since(text: str | None) -> int:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: dot and mermaid draw the graph; openlineage prints RunEvents.")
 @pass_ctx
-def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, versions, every, as_json, fmt) -> None:
+def log(c: Ctx, target: str | None, limit: int | None, since: str | None, step: str | None, used_by: bool,
+        depth: int | None, as_graph: bool, versions: bool, every: bool, as_json: bool, fmt: str) -> None:
     """Show runs, newest first; or, given a PATH or ID, where it came from.
 
     With no TARGET: one line per run (id, start time, status, duration, step). With a
@@ -93,6 +102,7 @@ def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, versions, 
     the runs and inputs it came from, down to data no run produced; --used-by shows what
     was made from it instead.
     """
+    from zcas.cas.safetext import printable
     from zcas.lineage import export
 
     fmt = "json" if as_json else fmt
@@ -108,6 +118,7 @@ def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, versions, 
         runs = {rid.hex(): r for rid, r in lin.runs(step=step, since_ns=_since(since), limit=limit)}
         _print_runs(c, runs, fmt)
         return
+    from zcas.lineage.redact import public_record
     from zcas.lineage.walk import ancestors, descendants
 
     oid, is_run, path = _target(c, target)
@@ -124,8 +135,6 @@ def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, versions, 
     if step:
         g.runs = {k: v for k, v in g.runs.items() if v["step"] == step}
     if fmt == "json":
-        from zcas.lineage.redact import public_record
-
         d = g.as_dict()
         d["runs"] = [public_record(r) for r in d["runs"]]  # env values of older records become digests
         emit_json(d)
@@ -148,8 +157,6 @@ def log(c: Ctx, target, limit, since, step, used_by, depth, as_graph, versions, 
         if not used_by:
             for a in sources:
                 if a != g.root or not g.runs:
-                    from zcas.cas.safetext import printable
-
                     names = printable(", ".join(sorted(g.artifacts[a]))) or "(unnamed)"
                     click.echo(f"source {a[:12]}  {names}")
 
@@ -172,12 +179,11 @@ def _print_versions(c: Ctx, path: str, limit: int | None, fmt: str) -> None:
         click.echo(f"{v.id[:12]}  {export.when(v.time_ns)}  {v.kind:<4}  {how}")
 
 
-def _print_runs(c: Ctx, runs: dict[str, dict], fmt: str) -> None:
+def _print_runs(c: Ctx, runs: dict[str, dict[str, Any]], fmt: str) -> None:
     from zcas.lineage import export
+    from zcas.lineage.redact import public_record
 
     if fmt == "json":
-        from zcas.lineage.redact import public_record
-
         emit_json([dict(public_record(r), id=rid) for rid, r in runs.items()])
     elif fmt == "openlineage":
         ns = f"file://{c.repo.root}"
@@ -194,15 +200,21 @@ def _print_runs(c: Ctx, runs: dict[str, dict], fmt: str) -> None:
 @pass_ctx
 def show(c: Ctx, target: str, as_json: bool) -> None:
     """Everything about one run, or one artifact (its producers, users and paths)."""
+    import shlex
+
+    from zcas.cas.codec import KINDS
+    from zcas.cas.errors import ZcasError
+    from zcas.cas.safetext import printable as pr
     from zcas.lineage import export
+    from zcas.lineage.redact import public_record
 
     oid, is_run, _ = _target(c, target)
     lin = c.lineage
     if is_run:
-        from zcas.cas.safetext import printable as pr
-        from zcas.lineage.redact import public_record
-
-        r = public_record(lin.run_dict(oid))  # env values of older records become digests
+        rec = lin.run_dict(oid)
+        if rec is None:
+            raise ZcasError(f"run {oid.hex()[:12]} has no readable record (see zcas fsck)")
+        r = public_record(rec)  # env values of older records become digests
         if as_json:
             emit_json(dict(r, id=oid.hex()))
             return
@@ -212,8 +224,6 @@ def show(c: Ctx, target: str, as_json: bool) -> None:
         click.echo(f"started   {export.when(r['started_ns'])}   duration {(r['ended_ns'] - r['started_ns']) / 1e9:.3f}s")
         click.echo(f"host      {pr(r['user'])}@{pr(r['host'])}   zcas {pr(r['zcas_version'])}")
         if r.get("cmd"):
-            import shlex
-
             click.echo(f"command   {pr(shlex.join(r['cmd']))}   (in {pr(r.get('cwd') or '.')})")
         if r.get("code"):
             click.echo(f"code      {pr(r['code'])}")
@@ -235,9 +245,7 @@ def show(c: Ctx, target: str, as_json: bool) -> None:
                 click.echo(f"  {pr(k)} ({'unset' if v is None else 'set'})")
         return
     e = c.repo.db.entry(oid)
-    from zcas.cas.codec import KINDS
-
-    info = {
+    info: dict[str, Any] = {
         "id": oid.hex(),
         "kind": KINDS[e.kind],
         "size": e.size,
@@ -254,8 +262,8 @@ def show(c: Ctx, target: str, as_json: bool) -> None:
         click.echo(f"tag       {n}")
     for title in ("produced_by", "used_by"):
         for rid in info[title]:
-            r = lin.run_dict(bytes.fromhex(rid))
-            click.echo(f"{title.replace('_', ' '):<9} {export.run_line(rid, r) if r else rid}")
+            found = lin.run_dict(bytes.fromhex(rid))
+            click.echo(f"{title.replace('_', ' '):<9} {export.run_line(rid, found) if found else rid}")
 
 
 @cli.command()

@@ -5,15 +5,25 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .base import Ctx, cli, emit_json, json_option, pass_ctx
 
+if TYPE_CHECKING:
+    from zcas.runners.core import Core
+    from zcas.runners.spec import StepSpec
+
+# The runners (spec, command, scheduler), zcas.pyrun and zcas.why are imported inside the
+# commands: they pull in lmdb, zstandard, blake3 and attrs (~75 ms, measured), which
+# `zcas --help` (~65 ms in all) never needs (see zcas/cli/__init__.py).
+
 _PY_TARGET = re.compile(r".+\.py:[A-Za-z_][A-Za-z0-9_.]*")
 
 
-def _core(c: Ctx, verify: bool | None, as_json: bool, remote_cache: bool | None = None, stack: str | None = None):
+def _core(c: Ctx, verify: bool | None, as_json: bool, remote_cache: bool | None = None, stack: str | None = None) -> Core:
     """The execution core for this command (a stack with a store of its own keeps objects there)."""
     core = c.repository.core(stack, out=sys.stderr if as_json else sys.stdout, verify=verify,
                              remote_cache=remote_cache, cmd_stdout=sys.stderr.fileno() if as_json else None)
@@ -21,10 +31,13 @@ def _core(c: Ctx, verify: bool | None, as_json: bool, remote_cache: bool | None 
     return core
 
 
-def _one_off(c: Ctx, argv, inputs, outputs, params, env, name, cwd):
-    from zcas.runners.spec import StepSpec, norm_path
+def _one_off(c: Ctx, argv: list[str], inputs: Sequence[str], outputs: Sequence[str], params: Sequence[str],
+             env: Sequence[str], name: str | None, cwd: str | None) -> StepSpec:
+    import shlex
 
-    ps = {}
+    from zcas.runners.spec import StepSpec, check_step_paths, norm_path
+
+    ps: dict[str, Any] = {}
     for p in params:
         k, sep, v = p.partition("=")
         if not sep or not k:
@@ -35,10 +48,6 @@ def _one_off(c: Ctx, argv, inputs, outputs, params, env, name, cwd):
 
     def rel(p: str) -> str:
         return norm_path(os.path.relpath(os.path.join(base, p), c.repo.root), "path")
-
-    import shlex
-
-    from zcas.runners.spec import check_step_paths
 
     ins, outs = tuple(rel(p) for p in inputs), tuple(rel(p) for p in outputs)
     check_step_paths("zcas run", ins, outs)
@@ -59,18 +68,22 @@ class _KeepsArgs(click.Command):
 @cli.command(cls=_KeepsArgs, context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
 @click.option("-i", "--input", "inputs", multiple=True, metavar="PATH", help="A file or folder the command reads.")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="PATH", help="A file or folder the command writes.")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter: $ZCAS_PARAM_KEY and {key} in the command.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter: $ZCAS_PARAM_KEY and {key} in the command.")
 @click.option("-e", "--env", "env", multiple=True, metavar="VAR", help="An environment variable whose value is part of the key.")
 @click.option("--name", help="The step's name (default: the command line).")
 @click.option("--cwd", type=click.Path(file_okay=False), help="Run the command here (default: the repository root).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Steps run at once (default: run.jobs, the number of cores).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Steps run at once (default: run.jobs, the number of cores).")
 @click.option("--verify", is_flag=True, help="On a hit, read and verify every output, not only small ones.")
 @click.option("--no-remote-cache", is_flag=True, help="On a local miss, do not ask the default remote for a hit.")
 @click.option("--stack", metavar="NAME", help="Run on this stack (default: the active one; see zcas stack).")
 @json_option("Print a JSON summary on stdout (status lines and command output go to stderr).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
-def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote_cache, stack, as_json, args) -> None:
+def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], params: tuple[str, ...], env: tuple[str, ...],
+        name: str | None, cwd: str | None, jobs: int | None, verify: bool, no_remote_cache: bool, stack: str | None,
+        as_json: bool, args: tuple[str, ...]) -> None:
     """Run a command or the pipeline, reusing every result that is already cached.
 
     \b
@@ -88,18 +101,18 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
     """
     raw = click.get_current_context().meta["zcas.args"]
     remote_cache = False if no_remote_cache else None  # None: as configured (run.remote_cache)
-    verify = True if verify else None  # None: as configured (run.verify)
+    verify_opt = True if verify else None  # None: as configured (run.verify)
     if args and "--" not in raw and not (inputs or outputs or env or name or cwd) and _PY_TARGET.fullmatch(args[0]):
         from zcas.pyrun import run_python  # a Python pipeline needs none of the command machinery below
 
-        sys.exit(run_python(c.repository, args[0], list(args[1:]), params, as_json, remote_cache, verify, stack))
+        sys.exit(run_python(c.repository, args[0], list(args[1:]), params, as_json, remote_cache, verify_opt, stack))
     from zcas.runners import spec as spec_mod
     from zcas.runners.command import run_command
     from zcas.runners.scheduler import run_all
 
     if jobs is None:
         jobs = int(c.config.get("run.jobs"))
-    ctx = _core(c, verify, as_json, remote_cache, stack)
+    ctx = _core(c, verify_opt, as_json, remote_cache, stack)
     steps = spec_mod.load(c.repo.root)
     command_mode = "--" in raw or inputs or outputs or params or env or name or cwd or (args and args[0] not in steps)
     unknown = [a for a in args if a not in steps]
@@ -109,7 +122,8 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
         if not args:
             raise click.UsageError("no command given: zcas run [OPTIONS] -- CMD [ARGS]...")
         s = _one_off(c, list(args), inputs, outputs, params, env, name, cwd)
-        steps, order, deps = {s.name: s}, [s.name], {s.name: set()}
+        steps, order = {s.name: s}, [s.name]
+        deps: dict[str, set[str]] = {s.name: set()}
     else:
         if not steps:
             raise click.UsageError(f"no {spec_mod.FILE} in {c.repo.root}: give a command after --, or declare steps")
@@ -126,7 +140,7 @@ def run(c: Ctx, inputs, outputs, params, env, name, cwd, jobs, verify, no_remote
         sys.exit(failed[0].exit_status or 1)
 
 
-def _no_such_step(steps: dict, word: str) -> None:
+def _no_such_step(steps: dict[str, StepSpec], word: str) -> None:
     """With a pipeline file present, a word that is no step is a typo, not a command to run."""
     import difflib
 
@@ -143,16 +157,15 @@ def _no_such_step(steps: dict, word: str) -> None:
 @click.argument("steps", nargs=-1)
 @json_option()
 @pass_ctx
-def status(c: Ctx, steps, as_json) -> None:
+def status(c: Ctx, steps: tuple[str, ...], as_json: bool) -> None:
     """Show each pipeline step as fresh or stale, and why."""
+    from zcas.cas.safetext import printable
     from zcas.why import status_of
 
     rows = status_of(_core(c, False, as_json), list(steps))
     if as_json:
         emit_json(rows)
         return
-    from zcas.cas.safetext import printable
-
     for r in rows:
         reasons = "; ".join(x.strip() for x in r["reasons"])
         click.echo(printable(f"{r['status']:<6} {r['name']}" + (f"  ({reasons})" if reasons else "")))
@@ -162,16 +175,15 @@ def status(c: Ctx, steps, as_json) -> None:
 @click.argument("target")
 @json_option()
 @pass_ctx
-def why(c: Ctx, target, as_json) -> None:
+def why(c: Ctx, target: str, as_json: bool) -> None:
     """Say why a step (or the step writing PATH) would run: what changed since its last run."""
+    from zcas.cas.safetext import printable
     from zcas.why import explain_target
 
     res = explain_target(_core(c, False, as_json), target)
     if as_json:
         emit_json(res)
         return
-    from zcas.cas.safetext import printable
-
     click.echo(printable(f"{res['name']}: {res['status']}"))
     for line in res["reasons"]:
         click.echo(f"  {printable(line)}")
