@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from zcas.cas.repo import Repo, init
-
 # Property tests check what is generated, not how fast: on a loaded 2-core machine (CI runs
 # the torture tests beside them) generation can be slow, which is no failure of zcas.
 from hypothesis import HealthCheck, settings  # noqa: E402
+
+from zcas.cas.repo import Repo, init
 
 settings.register_profile("zcas", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("zcas")

@@ -31,9 +31,9 @@ def wait_up(endpoint: str, timeout: float = 30) -> None:
             return
         except urllib.error.HTTPError:
             return  # it answered
-        except OSError:
+        except OSError as e:
             if time.time() > deadline:
-                raise RuntimeError(f"S3 test server at {endpoint} did not start")
+                raise RuntimeError(f"S3 test server at {endpoint} did not start") from e
             time.sleep(0.2)
 
 

@@ -13,7 +13,8 @@ def test_wheel_installs_and_runs(tmp_path):
     import shutil
 
     src = tmp_path / "src"  # build from a copy, so no build/ or egg-info lands in the checkout
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache"))
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
+                                                             ".hypothesis", ".pytest_cache"))
     dist = tmp_path / "dist"
     p = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)],

@@ -41,7 +41,8 @@ def test_every_command_has_help_and_docs(cmd):
     assert f"## zcas {cmd}" in docs, f"docs/cli.md lacks a section for zcas {cmd}"
 
 
-@pytest.mark.parametrize("cmd", [["add", "x"], ["cat", "abcd"], ["ls", "abcd"], ["tags"], ["fsck"], ["gc"], ["du"], ["checkout", "abcd", "d"], ["tag", "n", "abcd"]])
+@pytest.mark.parametrize("cmd", [["add", "x"], ["cat", "abcd"], ["ls", "abcd"], ["tags"], ["fsck"], ["gc"], ["du"],
+                                 ["checkout", "abcd", "d"], ["tag", "n", "abcd"]])
 def test_outside_a_repository(tmp_path, cmd):
     r = run_zcas(*cmd, cwd=tmp_path)
     assert_one_line_error(r, "not a zcas repository", "zcas init", code=1)

@@ -294,7 +294,7 @@ def test_attack_output_clobbers_repository_or_input(repo_dir, args, fragment):
     assert not (repo_dir / "ran.log").exists()
     (repo_dir / "zcas.toml").write_text(
         "[steps.s]\ncmd = \"sh -c 'echo ran > ran.log'\"\n"
-        + "".join(f'{"inputs" if k == "-i" else "outputs"} = ["{v}"]\n' for k, v in zip(args[::2], args[1::2])))
+        + "".join(f'{"inputs" if k == "-i" else "outputs"} = ["{v}"]\n' for k, v in zip(args[::2], args[1::2], strict=True)))
     assert_one_line_error(run_zcas("run", cwd=repo_dir), fragment, code=2)
     assert not (repo_dir / "ran.log").exists()
 
@@ -335,7 +335,7 @@ def test_attack_concurrent_pushes_of_one_tag_cannot_both_succeed(tmp_path):
             barrier = threading.Barrier(2)
             results: list = [None, None]
 
-            def push(i):
+            def push(i, barrier=barrier, remotes=remotes, trial=trial, results=results):
                 barrier.wait()
                 try:
                     remotes[i].push_tag(f"t{trial}", bytes([i]) * 32)
@@ -632,7 +632,8 @@ def test_remote_modify_changes_settings_and_checks_them_like_add(repo_dir):
     r = run_zcas("remote", "add", "origin", "s3://b/q", cwd=repo_dir)
     assert_one_line_error(r, "already exists", "zcas remote modify origin")
     assert run_zcas("remote", "modify", "origin", "--url", "s3://b/q", "--region", "eu-west-1", cwd=repo_dir).code == 0
-    assert json.loads(run_zcas("remote", "list", "--json", cwd=repo_dir).out)["origin"] == {"url": "s3://b/q", "region": "eu-west-1"}
+    listed = json.loads(run_zcas("remote", "list", "--json", cwd=repo_dir).out)
+    assert listed["origin"] == {"url": "s3://b/q", "region": "eu-west-1"}
     assert_one_line_error(run_zcas("remote", "modify", "origin", "--endpoint", "http://u:pa55@127.0.0.1:9", cwd=repo_dir),
                           "holds credentials")
     assert_one_line_error(run_zcas("remote", "modify", "nope", "--url", "s3://b/q", cwd=repo_dir), "no remote named nope")

@@ -68,7 +68,8 @@ class Project:
         e = dict(os.environ)
         e.pop("ZCAS_DIR", None)
         e.update(env or {})
-        p = subprocess.run([sys.executable, "runner.py", json.dumps(kwargs)], cwd=self.root, env=e, capture_output=True, text=True)
+        p = subprocess.run([sys.executable, "runner.py", json.dumps(kwargs)], cwd=self.root, env=e, capture_output=True,
+                           text=True)
         assert p.returncode == 0, p.stderr
         executed = log.read_text().split() if log.exists() else []
         return executed, json.loads(p.stdout)
@@ -223,7 +224,8 @@ def test_type_without_materializer_is_named(here):
     def make():
         return Model()
 
-    with pytest.raises(zcas.NoMaterializerError, match=r"no materializer for .*Model: register one with @zcas.materializer\(.*Model\)"):
+    with pytest.raises(zcas.NoMaterializerError,
+                       match=r"no materializer for .*Model: register one with @zcas.materializer\(.*Model\)"):
         make()
 
 
@@ -449,7 +451,6 @@ def test_script_and_zcas_run_share_step_names_and_cache(repo_dir):
 
 def test_gc_clears_the_loaded_copies_of_path_artifacts(here):
     import zcas
-
     from tests.conftest import run_zcas
 
     repo = zcas.Repository()

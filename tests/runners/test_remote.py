@@ -212,7 +212,8 @@ def test_primary_store_in_object_storage(tmp_path, s3_env, s3_url):
     assert run_zcas("checkout", tree, "out", cwd=d, env=s3_env).code == 0
     assert (d / "out" / "b.bin").read_bytes() == (d / "data" / "b.bin").read_bytes()
     assert run_zcas("fsck", cwd=d, env=s3_env).code == 0
-    assert_one_line_error(run_zcas("init", "--store", "ftp://x", str(tmp_path / "new"), cwd=tmp_path, env=s3_env), "unsupported store URL")
+    assert_one_line_error(run_zcas("init", "--store", "ftp://x", str(tmp_path / "new"), cwd=tmp_path, env=s3_env),
+                          "unsupported store URL")
     assert not (tmp_path / "new" / ".zcas").exists()
 
 
@@ -243,7 +244,8 @@ def test_wrong_credentials_one_line(tmp_path):
         proc.wait(10)
 
 
-@pytest.mark.parametrize("record", [b'{"type":"run","schema":1,"step":"x","kind":"shell","status":"ran"}', b"not json", b'{"type":"run","schema":99}'])
+@pytest.mark.parametrize("record", [b'{"type":"run","schema":1,"step":"x","kind":"shell","status":"ran"}', b"not json",
+                                    b'{"type":"run","schema":99}'])
 def test_hostile_lineage_segment_refused(repo_dir, tmp_path, record):
     """A remote's run records are validated before anything is indexed; a bad one is
     skipped with one warning, and never stops the pull."""

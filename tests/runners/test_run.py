@@ -66,7 +66,9 @@ def test_script_is_an_implicit_input(repo_dir, zcas):
 
 
 def test_params_env_and_placeholders(repo_dir, zcas):
-    args = lambda v: ["run", "-o", "o.txt", "-p", f"word={v}", "-e", "MYVAR", "--", "sh", "-c", "echo {word} $MYVAR > o.txt"]
+    def args(v):
+        return ["run", "-o", "o.txt", "-p", f"word={v}", "-e", "MYVAR", "--", "sh", "-c", "echo {word} $MYVAR > o.txt"]
+
     assert zcas(*args("hi"), cwd=repo_dir, env={"MYVAR": "a"}).code == 0
     assert (repo_dir / "o.txt").read_text() == "hi a\n"
     assert "cached:" in zcas(*args("hi"), cwd=repo_dir, env={"MYVAR": "a"}).out
@@ -192,7 +194,8 @@ def test_failed_branch_stops_dependents_only(repo_dir, zcas):
 @pytest.mark.parametrize(
     "toml,msg",
     [
-        ('[steps.x]\ncmd = "true"\ninputs = ["y.txt"]\noutputs = ["x.txt"]\n[steps.y]\ncmd = "true"\ninputs = ["x.txt"]\noutputs = ["y.txt"]\n', "dependency cycle"),
+        ('[steps.x]\ncmd = "true"\ninputs = ["y.txt"]\noutputs = ["x.txt"]\n'
+         '[steps.y]\ncmd = "true"\ninputs = ["x.txt"]\noutputs = ["y.txt"]\n', "dependency cycle"),
         ('[steps.x]\ncmd = "true"\noutputs = ["o"]\n[steps.y]\ncmd = "true"\noutputs = ["o"]\n', "both write 'o'"),
         ('[steps.x]\ncmd = "true"\nbogus = 1\n', "unknown key 'bogus'"),
         ('[steps.x]\ncmd = 5\n', "'cmd' must be a string or a list"),
@@ -255,7 +258,8 @@ def test_why_names_the_file_that_changed_in_a_folder_input(repo_dir, zcas):
     (repo_dir / "d").mkdir()
     for n in ("a.txt", "b.txt", "c.txt"):
         (repo_dir / "d" / n).write_text(n)
-    (repo_dir / "zcas.toml").write_text('[steps.cat]\ncmd = "sh -c \'cat d/* > all.txt\'"\ninputs = ["d"]\noutputs = ["all.txt"]\n')
+    (repo_dir / "zcas.toml").write_text('[steps.cat]\ncmd = "sh -c \'cat d/* > all.txt\'"\n'
+                                        'inputs = ["d"]\noutputs = ["all.txt"]\n')
     assert zcas("run", cwd=repo_dir).code == 0
     (repo_dir / "d" / "b.txt").write_text("changed")
     (repo_dir / "d" / "new.txt").write_text("new")
@@ -278,3 +282,17 @@ def test_string_cmd_runs_in_a_shell_and_list_cmd_does_not(repo_dir, zcas):
     (repo_dir / "gen.sh").write_text("echo changed\n")  # a script named in shell code is an input
     r = zcas("run", "s", cwd=repo_dir)
     assert "ran: s" in r.out and (repo_dir / "out.txt").read_text().startswith("changed"), r
+
+
+def test_status_of_a_folder_input_stores_nothing(repo_dir):
+    """status and why name what is in the working tree; they must not store it (issue 12)."""
+    from tests.conftest import run_zcas
+
+    (repo_dir / "data").mkdir()
+    (repo_dir / "data" / "a.txt").write_text("a")
+    (repo_dir / "zcas.toml").write_text('[steps.s]\ncmd = "ls data > out.txt"\ninputs = ["data"]\noutputs = ["out.txt"]\n')
+    packs = repo_dir / ".zcas" / "objects" / "packs"
+    before = sorted(p.name for p in packs.iterdir()) if packs.exists() else []
+    r = run_zcas("status", cwd=repo_dir)
+    assert r.code == 0 and "never ran" in r.out, r
+    assert (sorted(p.name for p in packs.iterdir()) if packs.exists() else []) == before

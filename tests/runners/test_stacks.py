@@ -75,8 +75,8 @@ def _flow_env(repo_dir):
 
 
 def test_python_pipeline_on_processes_matches_local(tmp_path):
-    from zcas.repository import Repository
     from tests.runners import flow_fanout
+    from zcas.repository import Repository
 
     ids = {}
     for runner in ("local", "processes"):
@@ -115,9 +115,9 @@ def cluster(s3_endpoint):
 
 
 def test_dask_runner_with_s3_store(tmp_path, cluster, s3_env, s3_url):
+    from tests.runners import flow_fanout
     from zcas.repository import Repository
     from zcas.stacks import Stack, register
-    from tests.runners import flow_fanout
 
     local = Repository.init(tmp_path / "local")
     expected = flow_fanout.fanout(repo=local).output.id

@@ -32,7 +32,7 @@ def _records(repo_dir):
     out = []
     for idx in packs.glob("*.idx"):
         name = idx.name[5:-4]
-        for oid, off, length, kind, size in decode_index(name, idx.read_bytes()):
+        for oid, off, length, kind, _size in decode_index(name, idx.read_bytes()):
             out.append((packs / f"pack-{name}.pack", off, length, oid.hex(), kind))
     return out
 
@@ -55,10 +55,10 @@ def test_every_damaged_object_is_reported_and_repaired(repo_dir, tmp_path):
     ok(zcas_cmd("remote", "add", "origin", url), repo_dir)
     ok(zcas_cmd("push"), repo_dir)
     damaged = injected = 0
-    for t in range(TRIALS):
+    for _ in range(TRIALS):
         recs = [r for r in _records(repo_dir)]
         victims = rnd.sample(recs, min(3, len(recs)))
-        for path, off, length, oid, kind in victims:
+        for path, off, length, _oid, _kind in victims:
             _damage(path, off, length, rnd.choice(["flip", "zero"]), rnd)
             injected += 1
         p = subprocess.run(zcas_cmd("fsck", "--json"), cwd=repo_dir, env=env(), capture_output=True, text=True)
@@ -100,7 +100,8 @@ def test_truncated_pack_reported(repo_dir):
 @pytest.mark.parametrize("how", ["delete", "garbage", "truncate"])
 def test_damaged_lmdb_rebuilt_by_reindex(repo_dir, how):
     (repo_dir / "in.txt").write_text("x\n")
-    (repo_dir / "zcas.toml").write_text('[steps.a]\ncmd = "sh -c \'cat in.txt > a.txt\'"\ninputs = ["in.txt"]\noutputs = ["a.txt"]\n')
+    (repo_dir / "zcas.toml").write_text('[steps.a]\ncmd = "sh -c \'cat in.txt > a.txt\'"\n'
+                                        'inputs = ["in.txt"]\noutputs = ["a.txt"]\n')
     ok(zcas_cmd("run"), repo_dir)
     before = json.loads(ok(zcas_cmd("log", "--json"), repo_dir).stdout)
     mdb = repo_dir / ".zcas" / "lineage" / "data.mdb"
