@@ -7,15 +7,12 @@ object store and lineage can always show it. The stat cache makes unchanged path
 from __future__ import annotations
 
 import os
-import stat
 import time
 from typing import TYPE_CHECKING
 
 from zcas.cas.checkout import checkout
 from zcas.cas.errors import ChangedWhileReadingError, InputPathError
-from zcas.cas.ingest import Ingester
-from zcas.cas.oid import hasher
-from zcas.cas.statcache import stat_key
+from zcas.cas.ingest import Ingester, path_id
 
 if TYPE_CHECKING:
     from .core import Core
@@ -43,22 +40,15 @@ def store_paths(ctx: Core, paths: list[str], attempts: int = 5) -> dict[str, byt
 
 
 def current_id(ctx: Core, rel: str) -> bytes | None:
-    """The id of what is at ``rel`` now, without storing it (None if absent)."""
+    """The id of what is at ``rel`` now, without storing anything (None if absent): status,
+    why and restores ask this, and must not fill the store with folders they only name."""
     path = ctx.abspath(rel)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    if not stat.S_ISREG(st.st_mode):
-        return store_paths(ctx, [rel])[rel]
-    oid = ctx.statcache.get(os.fsencode(path), stat_key(st))
-    if oid is not None:
-        return oid
-    h = hasher()
-    with open(path, "rb") as f:
-        while b := f.read(1 << 22):
-            h.update(b)
-    return h.digest()
+    try:
+        return path_id(path, ctx.statcache)[0]
+    except InputPathError as e:
+        raise InputPathError(rel, e.reason) from None
 
 
 def restore(ctx: Core, rel: str, oid: bytes) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 from zcas.cas import codec
 from zcas.cas.errors import UsageError, ZcasError
+from zcas.cas.ingest import path_id
 from zcas.cas.view import list_tree
 from zcas.runners import spec as spec_mod
 from zcas.runners.artifacts import current_id
@@ -50,16 +51,28 @@ def check_step(ctx: Core, s: spec_mod.StepSpec) -> dict[str, Any]:
 
 
 def _tree_changes(ctx: Core, path: str, old_hex: str, new_hex: str, limit: int = 5) -> list[str]:
-    """For a folder input: which files in it changed (when both versions are stored)."""
+    """For a folder input: which files in it changed. The old version is listed from the store
+    (when it is there); the new one is read from the working tree, which status never stores."""
     db = ctx.db
     try:
-        a, b = bytes.fromhex(old_hex), bytes.fromhex(new_hex)
-        if db.entry(a).kind != codec.KIND_TREE or db.entry(b).kind != codec.KIND_TREE:
+        a = bytes.fromhex(old_hex)
+        if db.entry(a).kind != codec.KIND_TREE:
             return []
         old = {r[3]: r[1] for r in list_tree(db, a, recursive=True) if r[0] != "tree"}
-        new = {r[3]: r[1] for r in list_tree(db, b, recursive=True) if r[0] != "tree"}
     except ZcasError:
         return []
+    top = ctx.abspath(path)
+    if not os.path.isdir(top) or os.path.islink(top):
+        return []
+    new: dict[str, bytes] = {}
+    for dirpath, dirs, files in os.walk(top):
+        dirs.sort()
+        for f in files:
+            full = os.path.join(dirpath, f)
+            try:
+                new[os.path.relpath(full, top).replace(os.sep, "/")] = path_id(full, ctx.statcache)[0]
+            except ZcasError:
+                continue
     lines = []
     for name in sorted(set(old) | set(new)):
         if old.get(name) != new.get(name):
