@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import time
@@ -26,10 +25,8 @@ from .aside import put_back, set_aside
 from .core import Core, Done, Pending, Plan
 from .keylock import PathLocks
 from .keys import command_components, env_digests, key_of
-from .spec import SHELL, StepSpec
+from .spec import PLACEHOLDER, SHELL, StepSpec
 from .tasks import command_task
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @attrs.define
@@ -66,7 +63,7 @@ def substitute(argv: tuple[str, ...], params: dict) -> list[str]:
     texts = {k: param_text(v) for k, v in params.items()}
     if _is_shell(argv):
         texts = {k: shlex.quote(v) for k, v in texts.items()}
-    return [_PLACEHOLDER.sub(lambda m: texts.get(m.group(1), m.group(0)), a) for a in argv]
+    return [PLACEHOLDER.sub(lambda m: texts.get(m.group(1), m.group(0)), a) for a in argv]
 
 
 def _words(argv: list[str]) -> list[str]:

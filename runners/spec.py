@@ -7,6 +7,7 @@ repository is an error naming what is wrong.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -23,6 +24,53 @@ FILE = "zcas.toml"
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _STEP_KEYS = {"cmd", "inputs", "outputs", "params", "env", "cwd"}
 SHELL = ("sh", "-c")  # how a string ``cmd`` runs
+# {name} in a command is the value of param ``name``. Not ``${NAME}`` (the shell's) nor a
+# word in doubled braces (``{{.Id}}``, templates of other tools), which stay as written.
+PLACEHOLDER = re.compile(r"(?<![$\{])\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+
+
+def check_placeholders(where: str, cmd: tuple[str, ...], params: dict[str, Any]) -> None:
+    """A ``{name}`` naming no param is a mistake (a typo, a param removed), never text to pass
+    on as it is: refused before anything runs."""
+    for word in cmd:
+        for m in PLACEHOLDER.finditer(word):
+            if m.group(1) not in params:
+                known = ", ".join(sorted(params)) or "none"
+                raise SpecError(f"{where}: {{{m.group(1)}}} in the command names no param (params: {known}); "
+                                f"for literal braces write them with a space inside, as in {{ {m.group(1)} }}")
+
+
+def apply_overrides(steps: dict[str, StepSpec], overrides: list[str]) -> dict[str, StepSpec]:
+    """``STEP.KEY=VALUE`` (that step's param) or ``KEY=VALUE`` (every step that has the
+    param) for one run; a value is read as JSON when it parses (``200``, ``true``,
+    ``[1, 2]``), else kept as a string. A step or param that does not exist is refused."""
+    out = dict(steps)
+    for text in overrides:
+        target, sep, raw = text.partition("=")
+        if not sep or not target:
+            raise SpecError(f"invalid param {text!r}: use STEP.KEY=VALUE (or KEY=VALUE for every step that has KEY)")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        step, dot, key = target.rpartition(".")
+        if dot and step in out:
+            names = [step]
+        elif dot and not any(target in s.params for s in out.values()):
+            raise SpecError(f"-p {text}: no step named {step!r} in {FILE} (steps: {', '.join(sorted(out)) or 'none'})")
+        else:
+            key = target
+            names = [n for n, s in out.items() if key in s.params]
+        for name in names:
+            s = out[name]
+            if key not in s.params:
+                raise SpecError(f"-p {text}: step {name!r} has no param {key!r} "
+                                f"(its params: {', '.join(sorted(s.params)) or 'none'})")
+            check(value, f"-p {text}")
+            out[name] = attrs.evolve(s, params={**s.params, key: value})
+        if not names:
+            raise SpecError(f"-p {text}: no step in {FILE} has a param {key!r}")
+    return out
 
 
 class SpecError(ZcasError):
@@ -138,6 +186,7 @@ def from_table(name: str, body: Any, where: str, check_name: bool = True) -> Ste
     inputs = tuple(norm_path(p, f"{where}: inputs") for p in _strs(body.get("inputs", []), f"{where}: 'inputs'"))
     outputs = tuple(norm_path(p, f"{where}: outputs") for p in _strs(body.get("outputs", []), f"{where}: 'outputs'"))
     check_step_paths(where, inputs, outputs)
+    check_placeholders(where, argv, params)
     return StepSpec(
         name=name,
         cmd=argv,

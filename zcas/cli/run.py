@@ -35,7 +35,7 @@ def _one_off(c: Ctx, argv: list[str], inputs: Sequence[str], outputs: Sequence[s
              env: Sequence[str], name: str | None, cwd: str | None) -> StepSpec:
     import shlex
 
-    from zcas.runners.spec import StepSpec, check_step_paths, norm_path
+    from zcas.runners.spec import StepSpec, check_placeholders, check_step_paths, norm_path
 
     ps: dict[str, Any] = {}
     for p in params:
@@ -51,6 +51,8 @@ def _one_off(c: Ctx, argv: list[str], inputs: Sequence[str], outputs: Sequence[s
 
     ins, outs = tuple(rel(p) for p in inputs), tuple(rel(p) for p in outputs)
     check_step_paths("zcas run", ins, outs)
+    if ps:  # with no params nothing is substituted: braces typed at a shell stay as typed
+        check_placeholders("zcas run", tuple(argv), ps)
     return StepSpec(
         name=name or shlex.join(argv), cmd=tuple(argv), inputs=ins, outputs=outs, params=ps, env=tuple(env), cwd=rel_cwd,
     )
@@ -69,7 +71,8 @@ class _KeepsArgs(click.Command):
 @click.option("-i", "--input", "inputs", multiple=True, metavar="PATH", help="A file or folder the command reads.")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="PATH", help="A file or folder the command writes.")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="A parameter: $ZCAS_PARAM_KEY and {key} in the command.")
+              help="A command's parameter ($ZCAS_PARAM_KEY and {key} in it); for zcas.toml steps, STEP.KEY=VALUE "
+                   "(or KEY=VALUE, every step with KEY) overrides a param for this run.")
 @click.option("-e", "--env", "env", multiple=True, metavar="VAR", help="An environment variable whose value is part of the key.")
 @click.option("--name", help="The step's name (default: the command line).")
 @click.option("--cwd", type=click.Path(file_okay=False), help="Run the command here (default: the repository root).")
@@ -90,6 +93,7 @@ def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], params: tuple
     zcas run [-i PATH]... [-o PATH]... [-p KEY=VALUE]... [-e VAR]... -- CMD [ARGS]...
     zcas run                  every step of zcas.toml
     zcas run STEP...          those steps and the steps they need
+    zcas run -p STEP.KEY=VALUE [STEP]...   with a param overridden for this run
     zcas run FILE.py:NAME [-p KEY=VALUE]...   a Python pipeline (or step)
 
     With a zcas.toml present, a word that is not a step is refused (a typo must not run as a
@@ -114,9 +118,11 @@ def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], params: tuple
         jobs = int(c.config.get("run.jobs"))
     ctx = _core(c, verify_opt, as_json, remote_cache, stack)
     steps = spec_mod.load(c.repo.root)
-    command_mode = "--" in raw or inputs or outputs or params or env or name or cwd or (args and args[0] not in steps)
+    one_off = bool(inputs or outputs or env or name or cwd)  # options only a command takes
+    # -p is a command's param after "--" (or with no zcas.toml), else a step param's override
+    command_mode = "--" in raw or one_off or (params and not steps) or (args and args[0] not in steps)
     unknown = [a for a in args if a not in steps]
-    if steps and unknown and "--" not in raw and not (inputs or outputs or params or env or name or cwd):
+    if steps and unknown and "--" not in raw and not one_off:
         _no_such_step(steps, unknown[0])
     if command_mode:
         if not args:
@@ -127,6 +133,7 @@ def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], params: tuple
     else:
         if not steps:
             raise click.UsageError(f"no {spec_mod.FILE} in {c.repo.root}: give a command after --, or declare steps")
+        steps = spec_mod.apply_overrides(steps, list(params))
         deps = spec_mod.graph(steps)
         order = spec_mod.select(steps, list(args), deps)
     try:
