@@ -310,14 +310,6 @@ class Graph:
         return [PathVersion(path=path, id=oid.hex(), time_ns=t, kind=kind, run=run.hex() if run else None)
                 for t, oid, run, kind in self.read(fn)]
 
-    def history(self, path: str) -> list[tuple[int, bytes, bytes | None, str]]:
-        """``versions`` as (time_ns, id, run id or None, kind) tuples of bytes ids.
-
-        Transitional (issue 12): zcas/cli/log.py, zcas/cli/data.py and runners/aside.py
-        still read these; once they read ``versions`` (or ``Lineage.history``) this goes."""
-        return [(v.time_ns, bytes.fromhex(v.id), bytes.fromhex(v.run) if v.run else None, v.kind)
-                for v in self.versions(path)]
-
     def all_paths(self) -> Iterator[tuple[str, bytes]]:
         def fn(txn: Txn) -> list[tuple[str, bytes]]:
             return [(bytes(v[65:]).decode("utf-8", "surrogateescape"), bytes(v[:32]))

@@ -38,8 +38,8 @@ def set_aside(ctx: Core, outputs: Iterable[str]) -> list[tuple[str, bytes]]:
             continue
         oid, mode = Ingester(db, ctx.statcache).add(path)  # known files cost a stat
         if not graph.producers(oid):  # not a run's output (lineage keeps those): the user's own
-            last = graph.history(rel)
-            if not last or last[-1][1] != oid:
+            last = graph.versions(rel)
+            if not last or last[-1].id != oid.hex():
                 kept.append(PathVersion(rel, oid, MODES[mode], time.time()))
         aside.append((rel, oid))
     if kept:

@@ -148,8 +148,8 @@ def tag(c: Ctx, name: str, ref: str | None, force: bool, delete: bool) -> None:
     from zcas.cas.refs import check_tag_name
 
     check_tag_name(name)
-    versions = c.lineage.graph.history(c.repo.rel(ref))  # a path: its latest recorded version
-    c.lineage.set_tag(name, versions[-1][1] if versions else c.repo.resolve(ref), force=force)
+    versions = c.lineage.graph.versions(c.repo.rel(ref))  # a path: its latest recorded version
+    c.lineage.set_tag(name, bytes.fromhex(versions[-1].id) if versions else c.repo.resolve(ref), force=force)
 
 
 @cli.command()

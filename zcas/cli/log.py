@@ -25,17 +25,13 @@ def _target(c: Ctx, text: str) -> tuple[bytes, bool, str | None]:
     """(id, is a run, path) for a path with recorded history, a tag, a run or object id."""
     lin = c.lineage
     rel = c.repo.rel(text)
-    hist = lin.graph.history(rel)
+    hist = lin.graph.versions(rel)
     if hist:
-        return hist[-1][1], False, rel
+        return bytes.fromhex(hist[-1].id), False, rel
     if os.path.isfile(text):  # a file lineage knows under another name, or not at all
-        from zcas.cas.oid import hasher
+        from zcas.cas.oid import hash_file
 
-        h = hasher()
-        with open(text, "rb") as f:
-            while b := f.read(1 << 22):
-                h.update(b)
-        return h.digest(), False, rel
+        return hash_file(text), False, rel
     tag = c.repo.refs.get_tag(text)
     if tag is not None:
         return tag, lin.graph.has_run(tag), None
@@ -58,12 +54,12 @@ def _target(c: Ctx, text: str) -> tuple[bytes, bool, str | None]:
 def _writer_of_latest(lin: Lineage, path: str) -> bytes | None:
     """The latest run that wrote the version now recorded at ``path`` (None: none did, it
     was added by hand)."""
-    hist = lin.graph.history(path)
+    hist = lin.graph.versions(path)
     if not hist:
         return None
-    oid = hist[-1][1].hex()
+    oid = hist[-1].id
     best: tuple[int, bytes] | None = None
-    for rid in lin.graph.producers(hist[-1][1]):
+    for rid in lin.graph.producers(bytes.fromhex(oid)):
         r = lin.run_dict(rid)
         if r and r.get("outputs", {}).get(path) == oid and (best is None or r["started_ns"] > best[0]):
             best = (r["started_ns"], rid)
