@@ -109,8 +109,16 @@ class Pending:
         self._done = False
         self._value: Any = None
         self._error: BaseException | None = None
+        self._waiting = threading.Lock()  # two threads may wait on one step: one records it
 
     def wait(self) -> Any:
+        with self._waiting:
+            self._settle()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def _settle(self) -> None:
         if not self._done:
             self._done = True
             try:
@@ -124,9 +132,6 @@ class Pending:
             finally:
                 self.lock.release()
                 self.core.inflight.pop(self.plan.key, None)
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def _one_line(e: BaseException) -> str:
