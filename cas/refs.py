@@ -42,10 +42,83 @@ class PathVersion(NamedTuple):
     time: float
 
 
+FORGOTTEN_VERSION = 1
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_NS = (1 << 63) - 1
+
+
+class Forgotten:
+    """What the user asked to forget: run ids, and spans of path versions.
+
+    A path version is forgotten as a span, (path, id, first_ns, last_ns): every record of
+    ``path`` holding ``id`` from its first time to its last, as one version of ``zcas log
+    PATH --versions`` groups them. The same content recorded there again later is a new
+    version, not forgotten."""
+
+    def __init__(self) -> None:
+        self.runs: set[bytes] = set()
+        self.spans: dict[str, list[tuple[bytes, int, int]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.runs or self.spans)
+
+    def add_run(self, rid: bytes) -> None:
+        self.runs.add(rid)
+
+    def add_version(self, path: str, oid: bytes, first_ns: int, last_ns: int) -> None:
+        self.spans.setdefault(path, []).append((oid, first_ns, last_ns))
+
+    def union(self, other: Forgotten) -> Forgotten:
+        out = Forgotten()
+        out.runs = self.runs | other.runs
+        for src in (self.spans, other.spans):
+            for path, spans in src.items():
+                out.spans.setdefault(path, []).extend(spans)
+        return out
+
+    def version(self, path: str, oid: bytes, time_ns: int) -> bool:
+        """Is the record "``path`` held ``oid`` at ``time_ns``" forgotten?"""
+        return any(o == oid and lo <= time_ns <= hi for o, lo, hi in self.spans.get(path, ()))
+
+    def line(self, v: PathVersion) -> bool:
+        """Is this line of a history file forgotten? (Its time in ns as lineage indexes it.)"""
+        try:
+            return self.version(v.path, v.oid, int(v.time * 1e9))
+        except (TypeError, ValueError, OverflowError):
+            return False
+
+
+def _forget_entry(d: object, into: Forgotten) -> bool:
+    """Add one line of the forgotten file to ``into``; False (nothing added) if malformed."""
+    if not isinstance(d, dict) or d.get("v") != FORGOTTEN_VERSION:
+        return False
+    runs, versions = d.get("runs", []), d.get("versions", [])
+    if not isinstance(runs, list) or not isinstance(versions, list):
+        return False
+    if not all(isinstance(r, str) and _HEX64.fullmatch(r) for r in runs):
+        return False
+    spans = []
+    for v in versions:
+        if not isinstance(v, dict) or not isinstance(v.get("path"), str) or not isinstance(v.get("id"), str):
+            return False
+        lo, hi = v.get("first_ns"), v.get("last_ns")
+        if not _HEX64.fullmatch(v["id"]) or not isinstance(lo, int) or not isinstance(hi, int):
+            return False
+        if isinstance(lo, bool) or isinstance(hi, bool) or not 0 <= lo <= hi <= _MAX_NS:
+            return False
+        spans.append((v["path"], bytes.fromhex(v["id"]), lo, hi))
+    for r in runs:
+        into.add_run(bytes.fromhex(r))
+    for path, oid, lo, hi in spans:
+        into.add_version(path, oid, lo, hi)
+    return True
+
+
 class Refs:
     def __init__(self, zdir: str):
         self.tags_dir = os.path.join(zdir, "refs", "tags")
         self.history_path = os.path.join(zdir, "history.jsonl")
+        self.forgotten_path = os.path.join(zdir, "forgotten.jsonl")
         self.last_recorded: list[PathVersion] = []  # what the latest record() wrote
 
     # -- tags ----------------------------------------------------------------------------
@@ -125,6 +198,69 @@ class Refs:
                     continue  # a line torn by a crash mid-append
                 if path is None or v.path == path:
                     yield v
+
+
+    # -- forgetting --------------------------------------------------------------------------
+
+    def forget(self, runs: list[bytes], versions: list[tuple[str, bytes, int, int]]) -> None:
+        """Record durably that these runs and path-version spans (path, id, first_ns,
+        last_ns) are forgotten: one line per call, appended and fsynced, so a crash leaves
+        the whole request recorded or none of it (a torn last line is skipped on read, and
+        the next append starts on a line of its own)."""
+        if not runs and not versions:
+            return
+        line = json.dumps(
+            {"v": FORGOTTEN_VERSION, "time": now(), "runs": sorted({r.hex() for r in runs}),
+             "versions": [{"path": p, "id": o.hex(), "first_ns": lo, "last_ns": hi} for p, o, lo, hi in versions]},
+            sort_keys=True,
+        ) + "\n"
+        fd = os.open(self.forgotten_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line  # after a torn line: never glue onto it
+            data = line.encode()
+            n = os.write(fd, data)
+            if n != len(data):
+                raise OSError(f"short write to {self.forgotten_path}")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(os.path.dirname(self.forgotten_path))
+
+    def forgotten(self) -> Forgotten:
+        """Everything forgotten so far; malformed or torn lines are skipped."""
+        out = Forgotten()
+        try:
+            f = open(self.forgotten_path, encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return out
+        with f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    continue  # a line torn by a crash mid-append
+                _forget_entry(d, out)
+        return out
+
+    def live_history(self, forgotten: Forgotten | None = None) -> Iterator[PathVersion]:
+        """The history lines not forgotten."""
+        f = self.forgotten() if forgotten is None else forgotten
+        return (v for v in self.history() if not f.line(v))
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def now() -> float:

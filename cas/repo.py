@@ -13,7 +13,7 @@ from .backend import Backend
 from .db import ObjectDB
 from .errors import NotARepositoryError, ZcasError
 from .local import LocalBackend
-from .refs import PathVersion, Refs, TagNotFoundError, now
+from .refs import Forgotten, PathVersion, Refs, TagNotFoundError, now
 
 DIRNAME = ".zcas"
 FORMAT_VERSION = 1
@@ -208,9 +208,10 @@ class Repo:
         self.refs.record([PathVersion(self.rel(p), oid, kind, t) for oid, p, kind in out])
         return out
 
-    def roots(self) -> list[bytes]:
-        """Everything a name keeps alive: tags and every recorded path version."""
-        return list(self.refs.tags().values()) + [v.oid for v in self.refs.history()]
+    def roots(self, forgotten: Forgotten | None = None) -> list[bytes]:
+        """Everything a name keeps alive: tags and every recorded path version not forgotten
+        (``forgotten``: what to treat as forgotten; default, what the refs record)."""
+        return list(self.refs.tags().values()) + [v.oid for v in self.refs.live_history(forgotten)]
 
     def close(self) -> None:
         self.db.close()

@@ -32,6 +32,7 @@ import lmdb
 
 from zcas.cas.errors import ZcasError
 from zcas.cas.oid import hash_bytes
+from zcas.cas.refs import Forgotten
 
 from .keyhash import key_of
 from .records import PATH_KINDS, PathVersion
@@ -129,6 +130,9 @@ class Graph:
             shared[2] += 1
         self.env, self.dbs = shared[0], shared[1]
         self._closed = False
+        # What the refs say is forgotten: such runs and path versions are never indexed
+        # (Lineage sets it from the refs; reindex therefore cannot bring them back).
+        self.forgotten: Forgotten = Forgotten()
 
     def close(self) -> None:
         with _open_lock:
@@ -181,6 +185,8 @@ class Graph:
 
     def _put_run(self, txn: Txn, rid: bytes, rec: dict[str, Any], data: bytes, kind_of: Callable[[bytes], str]) -> None:
         d = self.dbs
+        if rid in self.forgotten.runs:
+            return
         if not txn.put(rid, data, db=d["runs"], overwrite=False):
             return  # already indexed
         txn.put(_BE.pack(rec["started_ns"]) + rid, b"", db=d["time"])
@@ -210,6 +216,8 @@ class Graph:
         return int(json.loads(data)["started_ns"]) if data else 0
 
     def _put_path(self, txn: Txn, path: str, oid: bytes, time_ns: int, run: bytes | None, kind: str) -> None:
+        if self.forgotten.version(path, oid, time_ns):
+            return
         key = path_prefix(path) + _BE.pack(time_ns)
         val = oid + (run or ZERO) + bytes([_KINDS.get(kind, 1)]) + path.encode("utf-8", "surrogateescape")
         txn.put(key, val, db=self.dbs["paths"])
@@ -217,7 +225,7 @@ class Graph:
     def put_paths(self, versions: Iterable[PathVersion]) -> int:
         """Index path versions; one whose path does not encode is skipped. Returns how many
         were indexed."""
-        ok = [v for v in versions if _indexable(v)]
+        ok = [v for v in versions if _indexable(v) and not self.forgotten.version(v.path, bytes.fromhex(v.id), v.time_ns)]
 
         def fn(txn: Txn) -> None:
             for v in ok:
@@ -286,11 +294,16 @@ class Graph:
         A path is indexed each time it is added, read by a run or written by one; the same
         content seen again in a row is one version (credited to the run that wrote it).
         """
+        return [v for v, _ in self.version_spans(path)]
+
+    def version_spans(self, path: str) -> list[tuple[PathVersion, int]]:
+        """``versions(path)``, each with the time of the last record it groups (the span
+        ``zcas forget`` records)."""
         prefix = path_prefix(path)
         want = path.encode("utf-8", "surrogateescape")
 
-        def fn(txn: Txn) -> list[tuple[int, bytes, bytes | None, str]]:
-            out: list[tuple[int, bytes, bytes | None, str]] = []
+        def fn(txn: Txn) -> list[tuple[int, bytes, bytes | None, str, int]]:
+            out: list[tuple[int, bytes, bytes | None, str, int]] = []
             cur = txn.cursor(self.dbs["paths"])
             if not cur.set_range(prefix):
                 return out
@@ -300,15 +313,20 @@ class Graph:
                 if v[65:] != want:
                     continue  # another path with the same 16-byte hash prefix
                 run = None if v[32:64] == ZERO else bytes(v[32:64])
+                t = _BE.unpack(k[16:])[0]
                 if out and out[-1][1] == v[:32]:  # seen again (read by a later run): one version
-                    if out[-1][2] is None and run is not None:
-                        out[-1] = (out[-1][0], out[-1][1], run, out[-1][3])
+                    first, oid, prev, kind, _ = out[-1]
+                    out[-1] = (first, oid, run if prev is None and run is not None else prev, kind, t)
                     continue
-                out.append((_BE.unpack(k[16:])[0], bytes(v[:32]), run, _KIND_NAMES.get(v[64], "file")))
+                out.append((t, bytes(v[:32]), run, _KIND_NAMES.get(v[64], "file"), t))
             return out
 
-        return [PathVersion(path=path, id=oid.hex(), time_ns=t, kind=kind, run=run.hex() if run else None)
-                for t, oid, run, kind in self.read(fn)]
+        return [(PathVersion(path=path, id=oid.hex(), time_ns=t, kind=kind, run=run.hex() if run else None), last)
+                for t, oid, run, kind, last in self.read(fn)]
+
+    def all_path_names(self) -> list[str]:
+        """Every path with a recorded version, sorted."""
+        return sorted({p for p, _ in self.all_paths()})
 
     def all_paths(self) -> Iterator[tuple[str, bytes]]:
         def fn(txn: Txn) -> list[tuple[str, bytes]]:

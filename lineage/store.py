@@ -20,6 +20,7 @@ from .graph import Graph
 from .records import PathVersion, RecordError, Run, from_history_line
 
 if TYPE_CHECKING:
+    from zcas.cas.refs import Forgotten
     from zcas.cas.refs import PathVersion as HistoryLine
 
 # The index is complete and every run in it passed strict validation. v1 indexes were built
@@ -38,6 +39,7 @@ class Lineage:
             shutil.rmtree(path, ignore_errors=True)
         fresh = not os.path.exists(os.path.join(path, "data.mdb"))
         self.graph = Graph(path)
+        self.graph.forgotten = repo.refs.forgotten()
         self.last_reindex: dict[str, int] = {}
         if fresh or not self._marked():
             self._rebuild_once()
@@ -171,10 +173,20 @@ class Lineage:
         """Every recorded version of ``path``, oldest first."""
         return self.graph.versions(path)
 
-    def roots(self) -> list[bytes]:
-        """Objects lineage keeps alive: every run record and every artifact it names."""
+    def roots(self, forgotten: Forgotten | None = None) -> list[bytes]:
+        """Objects lineage keeps alive: every run record and every artifact it names, and
+        the path versions pulled from remotes; none that ``forgotten`` names (default: what
+        the refs record as forgotten, which the index already leaves out).
+
+        The path versions the index holds are the local history (the object store's own
+        roots), those pulled from remotes, and the inputs and outputs of runs: the runs and
+        the pulled files are read here, so that a version forgotten only in ``forgotten``
+        (what ``gc --dry-run`` would forget) counts as gone."""
+        f = self.graph.forgotten if forgotten is None else forgotten
         out = []
         for rid in self.graph.all_run_ids():
+            if rid in f.runs:
+                continue
             out.append(rid)
             d = self.run_dict(rid)
             if d:
@@ -183,8 +195,23 @@ class Lineage:
                         out.append(from_hex(x))
                     except (ZcasError, TypeError):
                         continue  # not an id: names nothing to keep
-        out.extend(oid for _, oid in self.graph.all_paths())
+        out.extend(v.oid for v in self._pulled_history() if not f.line(v))
         return out
+
+    # -- forgetting ------------------------------------------------------------------------
+
+    def forget(self, runs: list[bytes], versions: list[tuple[str, bytes, int, int]]) -> None:
+        """Forget runs and path-version spans (path, id, first_ns, last_ns): recorded in the
+        refs first (durable, all or nothing), then the index is rebuilt without them.
+
+        The index's completion mark goes before the refs are written: a crash after that
+        leaves an index that the next open rebuilds (without what is forgotten). The caller
+        holds the repository lock exclusively (a rebuild must not race other writers)."""
+        if not runs and not versions:
+            return
+        self.graph.write(lambda t: t.delete(_MARK, db=self.graph.dbs["meta"]))
+        self.repo.refs.forget(runs, versions)
+        self.reindex()
 
     # -- rebuilding ------------------------------------------------------------------------
 
@@ -206,11 +233,12 @@ class Lineage:
         from . import serde
 
         db = self.repo.db
+        self.graph.forgotten = self.repo.refs.forgotten()
         self.graph.clear()
         batch = []
         runs = bad = 0
         for oid, e in db.iter_entries():
-            if e.kind != codec.KIND_RECORD:
+            if e.kind != codec.KIND_RECORD or oid in self.graph.forgotten.runs:
                 continue
             try:
                 _, data = db.get(oid)

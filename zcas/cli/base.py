@@ -13,6 +13,7 @@ from zcas._version import __version__
 
 if TYPE_CHECKING:
     from zcas.cas.locks import RepoLock
+    from zcas.cas.refs import Forgotten
     from zcas.cas.repo import Repo
     from zcas.config import Config
     from zcas.lineage.store import Lineage
@@ -62,11 +63,15 @@ class Ctx:
     def on_close(self, fn: Callable[[], None]) -> None:
         self._closers.append(fn)
 
-    def roots(self) -> tuple[list[bytes], list[bytes]]:
+    def roots(self, forgotten: Forgotten | None = None) -> tuple[list[bytes], list[bytes]]:
         """(required, optional) roots for gc and fsck. Tags, path history and run records
         must be here; what runs name may never have been fetched (runs indexed from a
-        remote), so those may be absent without that being damage."""
-        return self.repo.roots() + list(self.lineage.graph.all_run_ids()), self.lineage.roots()
+        remote), so those may be absent without that being damage. Nothing forgotten is a
+        root: ``forgotten`` (default: what the refs record) is what to count as forgotten,
+        so ``gc --dry-run`` with retention rules sees the roots the rules would leave."""
+        f = self.lineage.graph.forgotten if forgotten is None else forgotten
+        runs = [rid for rid in self.lineage.graph.all_run_ids() if rid not in f.runs]
+        return self.repo.roots(f) + runs, self.lineage.roots(f)
 
     def close(self) -> None:
         try:

@@ -1,14 +1,19 @@
-"""Data-versioning commands: add, cat, ls, checkout, tag, tags, fsck, gc, du."""
+"""Data-versioning commands: add, cat, ls, checkout, tag, tags, fsck, gc, forget, du."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from .base import Ctx, cli, emit_json, json_option, pass_ctx
+
+if TYPE_CHECKING:
+    from zcas.cas.refs import Forgotten
+    from zcas.lineage.retention import RunRef, VersionRef
 
 # The object store's operations (zcas.cas: view, checkout, fsck, gc, repair, usage),
 # zcas.remotes and zcas.audit are imported inside the commands: they pull in lmdb,
@@ -227,40 +232,180 @@ def fsck(c: Ctx, repair: bool, remote_name: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("-n", "--dry-run", is_flag=True, help="Report what would be deleted; delete nothing.")
+@click.option("-n", "--dry-run", is_flag=True, help="Report what would be forgotten and deleted; change nothing.")
 @click.option("--grace", default=None, metavar="DURATION",
               help="Never delete objects younger than this (e.g. 14d, 12h, 0; default: gc.grace, 14d).")
+@click.option("--keep-last", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Forget all but the N newest versions of each path and runs of each step.")
+@click.option("--keep-within", default=None, metavar="DURATION",
+              help="Forget versions and runs older than DURATION before their path's or step's newest.")
+@click.option("--keep-tagged", is_flag=True,
+              help="Keep tagged versions and runs (always, with the other rules); alone: forget the rest.")
 @json_option()
 @pass_ctx
-def gc(c: Ctx, dry_run: bool, grace: str | None, as_json: bool) -> None:
+def gc(c: Ctx, dry_run: bool, grace: str | None, keep_last: int | None, keep_within: str | None,
+       keep_tagged: bool, as_json: bool) -> None:
     """Delete objects that no tag, recorded path version or run record reaches.
 
-    If anything those reach is corrupt, or missing below a stored tree or file, nothing is
-    deleted (what it would keep alive is unknown): run `zcas fsck --repair` first.
+    With --keep-last, --keep-within or --keep-tagged, first forget the path versions and
+    runs no rule keeps (a tag always keeps what it names), then collect. If anything those
+    reach is corrupt, or missing below a stored tree or file, nothing is deleted (what it
+    would keep alive is unknown): run `zcas fsck --repair` first.
     """
     import attrs
 
     from zcas.cas.gc import gc as do_gc
     from zcas.cas.statcache import StatCache
+    from zcas.lineage.retention import Rules, plan
     from zcas.runners.durations import human_bytes, parse_duration
     from zcas.runners.values import clear_checkouts
 
+    rules = Rules(keep_last=keep_last, keep_tagged=keep_tagged,
+                  keep_within_ns=None if keep_within is None else int(parse_duration(keep_within) * 1e9))
+    grace_s = None if grace is None else parse_duration(grace)  # bad input: refused before anything changes
     c.exclusive = True
-    required, optional = c.roots()
-    rep = do_gc(c.repo.db, required, parse_duration(grace if grace is not None else c.config.get("gc.grace")),
+    forgotten = None
+    versions, runs = plan(c.lineage, rules, c.repo.refs.tags().values())
+    if dry_run:
+        forgotten = c.lineage.graph.forgotten.union(_as_forgotten(versions, runs))
+    else:
+        c.lineage.forget([bytes.fromhex(r.run) for r in runs], [v.span() for v in versions])
+    required, optional = c.roots(forgotten)
+    rep = do_gc(c.repo.db, required, grace_s if grace_s is not None else parse_duration(c.config.get("gc.grace")),
                 dry_run=dry_run, optional_roots=optional)
     if not dry_run and rep.objects_removed:
         StatCache.clear(c.repo.statcache_path)
     checkouts = clear_checkouts(c.repo.zdir, dry_run)  # alone under gc's lock: no step is reading one
     if as_json:
-        emit_json(dict(attrs.asdict(rep), dry_run=dry_run, checkouts_removed=checkouts))
+        emit_json(dict(attrs.asdict(rep), dry_run=dry_run, checkouts_removed=checkouts,
+                       versions_forgotten=len(versions), runs_forgotten=len(runs),
+                       forgotten={"versions": [v.as_dict() for v in versions], "runs": [r.as_dict() for r in runs]}))
         return
     verb = "would remove" if dry_run else "removed"
+    if rules.active():
+        if dry_run:
+            _print_forgotten(versions, runs, "would forget")
+        click.echo(f"{'would forget' if dry_run else 'forgot'} {len(versions)} path versions and {len(runs)} runs")
     click.echo(
         f"{verb} {rep.objects_removed} objects ({human_bytes(rep.bytes_removed)}) from {rep.packs_removed} packs, "
         f"{rep.leftovers_removed} leftover files, {checkouts} loaded copies of path artifacts; "
         f"{rep.objects_moved} live objects repacked"
     )
+
+
+def _as_forgotten(versions: list[VersionRef], runs: list[RunRef]) -> Forgotten:
+    from zcas.cas.refs import Forgotten
+
+    f = Forgotten()
+    for v in versions:
+        f.add_version(*v.span())
+    for r in runs:
+        f.add_run(bytes.fromhex(r.run))
+    return f
+
+
+def _print_forgotten(versions: list[VersionRef], runs: list[RunRef], verb: str,
+                     still: set[bytes] | None = None) -> None:
+    from zcas.cas.safetext import printable
+    from zcas.lineage import export
+
+    def note(oid: str) -> str:
+        return "  (still named: a tag, another version or a run keeps it)" if still and bytes.fromhex(oid) in still else ""
+
+    for v in versions:
+        how = f"run {v.run[:12]}" if v.run else "added"
+        click.echo(f"{verb} {printable(v.path)}@{v.number}  {v.id[:12]}  {export.when(v.time_ns)}  {how}{note(v.id)}")
+    for r in runs:
+        click.echo(f"{verb} run {r.run[:12]}  {export.when(r.started_ns)}  {r.status:<6}  {printable(r.step)}")
+
+
+def _forget_targets(c: Ctx, targets: tuple[str, ...]) -> tuple[list[VersionRef], list[RunRef]]:
+    """The path versions and runs named by ``PATH@N`` and ``ID`` arguments (no duplicates)."""
+    import re
+
+    from zcas.cas.errors import AmbiguousIdError, UsageError, ZcasError
+    from zcas.cas.oid import check_prefix
+    from zcas.cas.refs import TagNotFoundError
+    from zcas.cas.safetext import printable
+    from zcas.lineage.retention import RunRef, path_versions
+
+    lin = c.lineage
+    versions: dict[tuple[str, int], VersionRef] = {}
+    runs: dict[str, RunRef] = {}
+    for text in targets:
+        m = re.fullmatch(r"(.+)@([0-9]+)", text)
+        if m:
+            rel = c.repo.rel(m.group(1))
+            number = int(m.group(2))
+            if number < 1:
+                raise UsageError(f"version numbers start at 1 (as 'zcas log PATH --versions' numbers them): {text!r}")
+            found = path_versions(lin, rel)
+            if not found:
+                raise ZcasError(f"no recorded versions of {printable(rel)}")
+            if number > len(found):
+                raise ZcasError(f"{printable(rel)} has {len(found)} recorded version"
+                                f"{'s' if len(found) != 1 else ''}: no @{number}")
+            v = found[number - 1]
+            versions[(v.path, v.time_ns)] = v
+            continue
+        tag = c.repo.refs.get_tag(text)
+        if tag is not None:
+            prefix = tag.hex()
+        elif text and all(ch in "0123456789abcdefABCDEF" for ch in text):
+            prefix = check_prefix(text)
+        else:
+            raise TagNotFoundError(text)
+        ids = {rid for rid in lin.graph.find_prefix(prefix, limit=64) if lin.graph.has_run(rid)}
+        paths: dict[bytes, set[str]] = {}
+        for path, oid in lin.graph.all_paths():
+            if oid.hex().startswith(prefix):
+                paths.setdefault(oid, set()).add(path)
+        ids |= set(paths)
+        if not ids:
+            raise ZcasError(f"nothing recorded under {printable(text)}: no run and no path version has that id")
+        if len(ids) > 1:
+            raise AmbiguousIdError(prefix, len(ids))
+        (oid,) = ids
+        d = lin.run_dict(oid) if lin.graph.has_run(oid) else None
+        if d is not None:
+            runs[oid.hex()] = RunRef(oid.hex(), d["step"], d["status"], d["started_ns"])
+        for path in sorted(paths.get(oid, ())):
+            for v in path_versions(lin, path):
+                if v.id == oid.hex():
+                    versions[(v.path, v.time_ns)] = v
+    return list(versions.values()), list(runs.values())
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True, metavar="PATH@N|ID...")
+@click.option("-n", "--dry-run", is_flag=True, help="Show what would be forgotten; change nothing.")
+@json_option()
+@pass_ctx
+def forget(c: Ctx, targets: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Forget recorded path versions and runs, so gc may collect what only they kept.
+
+    PATH@N is version N of PATH, numbered as `zcas log PATH --versions` shows (1: the
+    oldest). ID is a run (its outputs stop being kept by it) or an object id (every
+    recorded version holding it, on any path). Files in the working tree are never touched;
+    a tag still keeps what it names. Objects go at the next `zcas gc` (after its grace period).
+    """
+    c.exclusive = not dry_run  # the index is rebuilt: no other command may write meanwhile
+    versions, runs = _forget_targets(c, targets)
+    if dry_run:
+        required, optional = c.roots(c.lineage.graph.forgotten.union(_as_forgotten(versions, runs)))
+    else:
+        c.lineage.forget([bytes.fromhex(r.run) for r in runs], [v.span() for v in versions])
+        required, optional = c.roots()
+    still = set(required) | set(optional)
+    if as_json:
+        emit_json({"dry_run": dry_run,
+                   "versions": [dict(v.as_dict(), still_named=bytes.fromhex(v.id) in still) for v in versions],
+                   "runs": [r.as_dict() for r in runs]})
+        return
+    _print_forgotten(versions, runs, "would forget" if dry_run else "forgot", still)
+    if not dry_run:
+        click.echo("what nothing else keeps goes at the next 'zcas gc' (objects younger than its grace period stay)",
+                   err=True)
 
 
 @cli.command()
@@ -271,7 +416,7 @@ def du(c: Ctx, as_json: bool) -> None:
     from zcas.cas.usage import usage
     from zcas.runners.durations import human_bytes
 
-    u = usage(c.repo.db, [v.oid for v in c.repo.refs.history()])
+    u = usage(c.repo.db, [v.oid for v in c.repo.refs.live_history()])
     if as_json:
         emit_json(u.as_dict())
         return

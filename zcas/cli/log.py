@@ -164,15 +164,17 @@ def _print_versions(c: Ctx, path: str, limit: int | None, fmt: str) -> None:
     from zcas.lineage import export
 
     rel = c.repo.rel(path)
-    found = list(reversed(c.lineage.history(rel)))[:limit]
+    history = c.lineage.history(rel)
+    found = list(reversed(list(enumerate(history, 1))))[:limit]  # numbered oldest first, as `forget PATH@N`
     if not found:
         raise ZcasError(f"no recorded versions of {printable(rel)} (zcas add it, or let a run write it)")
     if fmt == "json":
-        emit_json([{"path": v.path, "id": v.id, "time_ns": v.time_ns, "kind": v.kind, "run": v.run} for v in found])
+        emit_json([{"path": v.path, "id": v.id, "time_ns": v.time_ns, "kind": v.kind, "run": v.run, "number": n}
+                   for n, v in found])
         return
-    for v in found:
+    for n, v in found:
         how = f"run {v.run[:12]}" if v.run else "added"
-        click.echo(f"{v.id[:12]}  {export.when(v.time_ns)}  {v.kind:<4}  {how}")
+        click.echo(f"{v.id[:12]}  {export.when(v.time_ns)}  {v.kind:<4}  {how}  @{n}")
 
 
 def _print_runs(c: Ctx, runs: dict[str, dict[str, Any]], fmt: str) -> None:
