@@ -71,10 +71,11 @@ def _push_history(remote: Remote) -> int:
     except FileNotFoundError:
         return 0
     data = data[: data.rfind(b"\n") + 1]  # whole lines only (a line being appended waits)
+    send = _not_forgotten(remote, data)
     sent = 0
-    while sent < len(data):
-        end = data.rfind(b"\n", sent, sent + _SEGMENT) + 1 or data.find(b"\n", sent) + 1
-        payload = data[sent:end]
+    while sent < len(send):
+        end = send.rfind(b"\n", sent, sent + _SEGMENT) + 1 or send.find(b"\n", sent) + 1
+        payload = send[sent:end]
         remote.backend.put(f"{PREFIX}seg-{hash_bytes(payload).hex()}", codec.encode(codec.KIND_RECORD, payload))
         sent = end
     if data:
@@ -82,7 +83,26 @@ def _push_history(remote: Remote) -> int:
         with open(done_path + ".tmp", "w") as f:
             f.write(str(done + len(data)))
         os.replace(done_path + ".tmp", done_path)
-    return data.count(b"\n")
+    return send.count(b"\n")
+
+
+def _not_forgotten(remote: Remote, data: bytes) -> bytes:
+    """The history lines of ``data`` that were not forgotten (``zcas forget``): a version
+    forgotten before it was pushed never leaves. (One pushed before stays on the remote.)"""
+    forgotten = remote.repo.refs.forgotten()
+    if not forgotten:
+        return data
+    kept = []
+    for line in data.splitlines(keepends=True):
+        try:
+            d = json.loads(line)
+            v = PathVersion(d["path"], from_hex(d["id"]), d["kind"], float(d["time"]))
+        except (ValueError, KeyError, TypeError, ZcasError):
+            kept.append(line)  # sent as before: the remote's reader skips what it cannot use
+            continue
+        if not forgotten.line(v):
+            kept.append(line)
+    return b"".join(kept)
 
 
 def pull_refs(remote: Remote, warn: Warn) -> tuple[int, int]:
