@@ -19,9 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any, Protocol
-
-import attrs
+from typing import IO, Any, NamedTuple, Protocol
 
 from zcas._version import __version__
 from zcas.cas import codec
@@ -45,21 +43,19 @@ def user_name() -> str:
         return str(os.getuid())
 
 
-@attrs.define
-class Plan:
+class Plan(NamedTuple):
     """A step ready to run: its key and what its record will hold whatever the outcome."""
 
     name: str
     key: bytes
     components: dict[str, str]
     fields: dict[str, Any]  # record fields of this kind (inputs, params, env, cmd, code ...)
-    in_materializers: dict[str, str] = attrs.Factory(dict)
+    in_materializers: dict[str, str] = {}  # noqa: RUF012 - never mutated: each plan passes its own
     cache: bool = True
 
 
-@attrs.define
-class Done:
-    """What executing a step gave, wherever it ran."""
+class Done(NamedTuple):
+    """What executing a step gave, wherever it ran (a task returns these fields as a tuple)."""
 
     code: int  # 0: success
     error: str  # one line, when code != 0

@@ -4,11 +4,10 @@ step to a pool or a cluster as a task (see tasks.py)."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor as _Pool
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from zcas.cas.errors import ZcasError
@@ -31,6 +30,11 @@ class PoolExecutor(Executor):
         if name == "threads":
             self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="zcas-task")
         else:
+            # Here, not at the top: multiprocessing and the process pool cost ~5 ms of every
+            # zcas start (measured with -X importtime) and only this runner needs them.
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
             self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:

@@ -14,7 +14,6 @@ import base64
 import io
 import json
 import pathlib
-import pickle
 import sys
 import typing
 from collections.abc import Callable
@@ -205,10 +204,14 @@ register(Materializer("bytes", "1", bytes, bytes, (bytes, bytearray)))
 
 
 def _pickle_save(v: Any) -> bytes:
+    import pickle  # ~1 ms of every start (-X importtime), for the steps that opted in only
+
     return pickle.dumps(v, protocol=5)
 
 
 def _pickle_load(b: bytes) -> Any:
+    import pickle
+
     return pickle.loads(b)  # noqa: S301 - only for steps that opted in
 
 

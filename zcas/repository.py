@@ -11,7 +11,7 @@ import os
 import pathlib
 import socket
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from zcas import stacks
 from zcas._version import __version__
@@ -36,7 +36,9 @@ from zcas.runners.python import Artifact
 from zcas.runners.values import load_value, store_value
 
 from .config import Config
-from .remotes import Remote, open_default
+
+if TYPE_CHECKING:
+    from .remotes import Remote
 
 _defaults: dict[str, Repository] = {}
 
@@ -139,6 +141,8 @@ class Repository:
     def remote_for(self, stack: str | None = None) -> Remote | None:
         """The remote a stack's runs ask on a local miss: the stack's ``remote``, else the
         default one (origin, or the only one); None if there is none."""
+        from .remotes import open_default  # ~3 ms (-X importtime) no run without a remote needs
+
         return open_default(self.cas, self.lineage, self.stack(stack).remote, self.config())
 
     def core(self, stack: str | None = None, *, out: Any = None, verify: bool | None = None,

@@ -24,7 +24,6 @@ from zcas.lineage.canonical import check
 from zcas.lineage.records import Run
 from zcas.runners import python as pystep
 from zcas.runners import spec as spec_mod
-from zcas.runners.command import run_command
 from zcas.runners.core import Core
 from zcas.runners.fingerprint import fingerprint
 from zcas.runners.python import Artifact, default_name
@@ -219,6 +218,8 @@ def command(cmd: str | Sequence[str], *, inputs: Sequence[str] = (), outputs: Se
 
 
 def _command(core: Core, spec: spec_mod.StepSpec) -> dict[str, Artifact]:
+    from zcas.runners.command import run_command  # the command machinery only for pipelines that use it
+
     r = run_command(core, spec)
     if r.status == "failed":
         raise StepFailedError(f"step {spec.name} failed: {r.reason}")
