@@ -17,7 +17,7 @@ import tempfile
 
 def zcas(*args: str, cwd: str) -> str:
     print(f"$ zcas {shlex.join(args)}", flush=True)
-    p = subprocess.run([sys.executable, "-m", "zcas.runners", *args], cwd=cwd, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "zcas", *args], cwd=cwd, capture_output=True, text=True)
     out = p.stdout + p.stderr
     print(out.rstrip() + "\n" if out.strip() else "", flush=True)
     if p.returncode != 0:
