@@ -6,14 +6,14 @@ edit or insertion moves only nearby boundaries and a new version stores only the
 that changed. Chunks are hashed and compressed on all cores; the manifest is only trusted
 once the reassembled bytes hash to the file's id.
 
-Manifest payload: u64 total size, then per chunk: id (32 bytes), length u32.
+Manifest payload: u64 total size, then per chunk: id (32 bytes), length u32 (encoded,
+decoded and checked in ``manifest.py``, which ``verify.py`` uses too).
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import struct
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,16 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .errors import IntegrityError, ObjectNotFoundError, ZcasError
+from .manifest import AVG_CHUNK, decode_manifest, encode_manifest
 from .oid import hash_bytes, hasher
+from .verify import check_header
 
 if TYPE_CHECKING:
     from .db import ObjectDB
 
 CHUNK_THRESHOLD = 1 << 20  # files at least this large are chunked
-AVG_CHUNK = 32 << 10  # FastCDC's average is this plus its minimum (avg/4): about 40 KiB
-MIN_CHUNK = AVG_CHUNK // 4  # FastCDC never cuts shorter, except a file's last chunk
-_TOTAL = struct.Struct("<Q")
-_ITEM = struct.Struct("<32sI")
 _BATCH = 64  # chunks per task: enough work to amortise the pool, small enough to overlap
 _WINDOW = 8  # tasks in flight per core, bounding memory held by encoded records
 
@@ -53,55 +51,6 @@ def _forget_pool() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_pool)
-
-
-def encode_manifest(total: int, chunks: list[tuple[bytes, int]]) -> bytes:
-    return _TOTAL.pack(total) + b"".join(_ITEM.pack(o, n) for o, n in chunks)
-
-
-def decode_manifest(oid: bytes | str, payload: bytes) -> tuple[int, list[tuple[bytes, int]]]:
-    """(total, [(chunk id, length)]). Chunks are blobs, so each length is between 1 and the
-    blob limit, and the lengths must add up to the total: a manifest cannot claim a size
-    its chunks do not make up, or a chunk larger than any reader accepts. FastCDC cuts no
-    chunk but the last below MIN_CHUNK, so a manifest listing more chunks than its total
-    allows (millions of one-byte chunks, to make readers hold millions of entries) is
-    refused before its entries are unpacked."""
-    if len(payload) < 8 or (len(payload) - 8) % _ITEM.size:
-        raise IntegrityError(oid, "malformed chunk manifest")
-    (total,) = _TOTAL.unpack_from(payload, 0)
-    if (len(payload) - 8) // _ITEM.size > total // MIN_CHUNK + 1:
-        raise IntegrityError(oid, "chunk manifest lists more chunks than its size allows")
-    items = list(_ITEM.iter_unpack(memoryview(payload)[8:]))
-    lengths = [n for _, n in items]
-    if lengths and (min(lengths) < 1 or max(lengths) > codec.MAX_SIZE[codec.KIND_BLOB]):
-        raise IntegrityError(oid, "chunk manifest lists a chunk of impossible length")
-    if sum(lengths) != total:
-        raise IntegrityError(oid, "chunk lengths do not add up to the file size")
-    return total, items
-
-
-def check_manifest(oid: bytes | str, payload: bytes | memoryview) -> int:
-    """The total of a manifest that ``decode_manifest`` would accept, checked a block of
-    entries at a time (a 256 MiB manifest is 7.4 million entries: unpacked at once they
-    would take gigabytes of Python objects)."""
-    if len(payload) < 8 or (len(payload) - 8) % _ITEM.size:
-        raise IntegrityError(oid, "malformed chunk manifest")
-    (total,) = _TOTAL.unpack_from(payload, 0)
-    count = (len(payload) - 8) // _ITEM.size
-    if count > total // MIN_CHUNK + 1:
-        raise IntegrityError(oid, "chunk manifest lists more chunks than its size allows")
-    view = memoryview(payload)
-    cap = codec.MAX_SIZE[codec.KIND_BLOB]
-    step = 65536 * _ITEM.size
-    added = 0
-    for at in range(8, len(payload), step):
-        lengths = [n for _, n in _ITEM.iter_unpack(view[at : at + step])]
-        if min(lengths) < 1 or max(lengths) > cap:
-            raise IntegrityError(oid, "chunk manifest lists a chunk of impossible length")
-        added += sum(lengths)
-    if added != total:
-        raise IntegrityError(oid, "chunk lengths do not add up to the file size")
-    return total
 
 
 def check_total(db: ObjectDB, oid: bytes, total: int) -> None:
@@ -306,8 +255,6 @@ def write_chunked(db: ObjectDB, oid: bytes, manifest: bytes, fd: int) -> None:
     which verifies it (and, when a copy is damaged, finds another copy that verifies) and
     rewritten; then the whole is hashed again, and a chunk with no good copy is named.
     """
-    from .verify import check_header
-
     total, items = decode_manifest(oid, manifest)
     check_total(db, oid, total)
     os.ftruncate(fd, total)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from . import codec
 from .errors import IntegrityError, ZcasError
+from .manifest import check_manifest
 from .oid import hash_bytes
 
 
@@ -44,8 +45,6 @@ def check_payload(oid: bytes, kind: int, size: int, payload: bytes, trees: bool 
         if hash_bytes(payload) == oid:
             return
     if kind == codec.KIND_CHUNKED:
-        from .chunking import check_manifest
-
         total = check_manifest(oid, payload)  # without unpacking millions of entries at once
         if total != size:
             raise IntegrityError(oid, f"manifest total {total} differs from the pack index size {size}")

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zcas.cas import codec
-from zcas.cas.chunking import MIN_CHUNK, decode_manifest, encode_manifest
 from zcas.cas.errors import IntegrityError, UnsafePathError, ZcasError
+from zcas.cas.manifest import MIN_CHUNK, decode_manifest, encode_manifest
 from zcas.cas.oid import check_prefix, from_hex, hash_bytes
 from zcas.cas.pack import decode_index, encode_index
 from zcas.cas.tree import MODES, TreeEntry, check_link_target, decode_tree, encode_tree
