@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zcas.cas.checkout import checkout
 from zcas.cas.errors import ChangedWhileReadingError, InputPathError
@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from .core import Core
 
 
-def store_paths(ctx: Core, paths: list[str], attempts: int = 5) -> dict[str, bytes]:
-    """Store repository-relative paths; {path: id}.
+def store_paths(ctx: Core, paths: list[str], attempts: int = 5, db: Any = None) -> dict[str, bytes]:
+    """Store repository-relative paths in ``db`` (default: the core's, a stack's store when it
+    has one, where hits are looked for and workers read); {path: id}.
 
     A path replaced while it is hashed (another zcas process restoring it: restores are
     atomic renames) is hashed again, a few times, before that is an error.
@@ -28,7 +29,7 @@ def store_paths(ctx: Core, paths: list[str], attempts: int = 5) -> dict[str, byt
     for p in paths:
         for attempt in range(attempts):
             try:
-                out[p] = Ingester(ctx.repo.db, ctx.statcache).add(ctx.abspath(p))[0]
+                out[p] = Ingester(ctx.db if db is None else db, ctx.statcache).add(ctx.abspath(p))[0]
                 break
             except ChangedWhileReadingError:
                 if attempt == attempts - 1:
@@ -51,11 +52,12 @@ def current_id(ctx: Core, rel: str) -> bytes | None:
         raise InputPathError(rel, e.reason) from None
 
 
-def restore(ctx: Core, rel: str, oid: bytes) -> bool:
-    """Put object ``oid`` at ``rel`` unless it is already there; True if anything was written."""
+def restore(ctx: Core, rel: str, oid: bytes, db: Any = None) -> bool:
+    """Put object ``oid`` (from ``db``, default the core's) at ``rel`` unless it is already
+    there; True if anything was written."""
     if current_id(ctx, rel) == oid:
         return False
     path = ctx.abspath(rel)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    checkout(ctx.repo.db, oid, path, force=True)
+    checkout(ctx.db if db is None else db, oid, path, force=True)
     return True

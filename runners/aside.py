@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from zcas.cas.ingest import Ingester
 from zcas.cas.refs import PathVersion, Refs
+from zcas.cas.statcache import StatCache
 from zcas.cas.tree import MODES
 
 from .artifacts import current_id, restore
@@ -30,13 +31,14 @@ def set_aside(ctx: Core, outputs: Iterable[str]) -> list[tuple[str, bytes]]:
     """Remove the declared outputs that exist, keeping each in the store; [(path, id)]."""
     aside: list[tuple[str, bytes]] = []
     kept: list[PathVersion] = []
-    db = ctx.repo.db
+    db = ctx.repo.db  # with the path history: the user's own files stay in the repository
+    cache = ctx.statcache if ctx.db is db else StatCache(None)  # a stack's cache speaks for its own store
     graph = ctx.lineage.graph
     for rel in outputs:
         path = ctx.abspath(rel)
         if not os.path.lexists(path):
             continue
-        oid, mode = Ingester(db, ctx.statcache).add(path)  # known files cost a stat
+        oid, mode = Ingester(db, cache).add(path)  # known files cost a stat
         if not graph.producers(oid):  # not a run's output (lineage keeps those): the user's own
             last = graph.versions(rel)
             if not last or last[-1].id != oid.hex():
@@ -64,4 +66,4 @@ def put_back(ctx: Core, aside: list[tuple[str, bytes]]) -> None:
                 shutil.rmtree(path)
             else:
                 os.unlink(path)
-        restore(ctx, rel, oid)
+        restore(ctx, rel, oid, ctx.repo.db)  # where set_aside kept it

@@ -193,6 +193,8 @@ class Command:
 
     def result(self, core: Core, plan: Plan, done: Done, rid: str) -> StepResult:
         dur = (done.ended - done.started) / 1e9
+        if done.exc is not None and not isinstance(done.exc, Exception):
+            raise done.exc  # an interrupt is not the step's failure
         if done.code != 0:
             return StepResult(self.spec.name, "failed", plan.key.hex(), rid, dur, done.code, done.error)
         return StepResult(self.spec.name, "ran", plan.key.hex(), rid, dur, outputs=dict(done.outputs))
@@ -202,6 +204,7 @@ def run_command(core: Core, spec: StepSpec) -> StepResult:
     """Run one command step through the core, with its paths locked from hashing to recording."""
     argv = substitute(spec.cmd, spec.params)
     reads = list(dict.fromkeys([*spec.inputs, *implicit_inputs(core, argv, spec.cwd, set(spec.outputs) | set(spec.inputs))]))
+    core.settle()  # no path lock is waited for while this process holds keys of pending steps
     with PathLocks(core.repo.zdir, reads, list(spec.outputs)):
         p = plan(core, spec)
         out = core.run(Command(spec), p)

@@ -120,14 +120,21 @@ class Pending:
             try:
                 try:
                     done = Done(*self.future.result())
-                except BaseException as e:  # noqa: BLE001 - the step's own failure, recorded then raised
+                except Exception as e:  # noqa: BLE001 - the step's own failure, recorded then raised
                     done = Done(1, _one_line(e), {}, {}, self.submitted, time.time_ns(), exc=e)
+                except BaseException:
+                    # Interrupted while the runner works: cancel it if it has not started. Nothing
+                    # is recorded and nothing put back (a worker may still be writing there);
+                    # what was set aside is in the store and the path history.
+                    self.future.cancel()
+                    raise
                 self._value = self.core.finish(self.kind, self.plan, done, self.token, remote=True)
             except BaseException as e:
                 self._error = e
             finally:
                 self.lock.release()
-                self.core.inflight.pop(self.plan.key, None)
+                if self.core.inflight.get(self.plan.key) is self:
+                    del self.core.inflight[self.plan.key]
 
 
 def _one_line(e: BaseException) -> str:
@@ -145,7 +152,11 @@ class Core:
         self.repo = repo  # zcas.cas.repo.Repo: the working tree and .zcas/
         self.lineage = lineage
         self.db = db if db is not None else repo.db  # where outputs go: a stack may keep them elsewhere
-        self.statcache = StatCache(repo.statcache_path)
+        # The stat cache says "this file, unchanged, is id X and stored": true of one store. A
+        # stack's store gets a cache of its own, so an object stored only in the repository's
+        # store is never taken as stored in the stack's (where hits are looked for).
+        store = hash_bytes(repr(sorted((task_spec or {}).items())).encode()).hex()[:16]
+        self.statcache = StatCache(repo.statcache_path if self.db is repo.db else f"{repo.statcache_path}-{store}")
         self.verify = verify
         self.out = out  # status lines (None: silent)
         self.cmd_stdout = cmd_stdout  # where commands' stdout goes (None: inherit)
@@ -234,18 +245,22 @@ class Core:
             except BaseException:  # noqa: BLE001 - its failure is its caller's; this call reruns
                 pass
             return self.run(kind, plan)
-        lock = self.keylocks.acquire(plan.key, lambda: self.say(f"waiting: {plan.name} (another zcas run is executing it)"))
+        def on_wait() -> None:
+            self.say(f"waiting: {plan.name} (another zcas run is executing it)")
+            self.settle()  # never wait holding keys of steps a runner has: the other may want them
+
+        lock = self.keylocks.acquire(plan.key, on_wait)
         try:
             if plan.cache:
                 hit = self.lookup(plan.key, kind.valid)  # another process ran it while we waited
                 if hit is not None:
                     lock.release()
                     return self._use_hit(kind, plan, *hit)
+            ex = self.executor  # started before anything of the user's is moved
             token = kind.before(self, plan)
         except BaseException:
             lock.release()
             raise
-        ex = self.executor
         if ex is None:
             try:
                 try:
@@ -300,13 +315,19 @@ class Core:
         while self.inflight:
             next(iter(self.inflight.values())).wait()
 
-    def abandon(self) -> None:
-        """After an error: wait for what runners are executing (recording it), raising nothing."""
+    def settle(self) -> None:
+        """Record every step a runner is executing (their errors stay with them, raised when
+        their results are used), releasing their keys."""
         while self.inflight:
             try:
                 next(iter(self.inflight.values())).wait()
-            except BaseException:  # noqa: BLE001 - the first error is the one being raised
+            except Exception:  # noqa: BLE001 - kept by the step: raised where its result is used
                 pass
+
+    def abandon(self) -> None:
+        """After an error: wait for what runners are executing (recording it); its failures are
+        not raised over the first error. An interrupt stops the waiting."""
+        self.settle()
 
     # -- recording ------------------------------------------------------------------------
 

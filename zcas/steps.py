@@ -170,6 +170,8 @@ class Pipeline:
                 core.wait_all()
                 status = "ran"
             finally:
+                if status != "ran":
+                    core.abandon()  # steps still on a runner are recorded, and named by this record
                 ended = time.time_ns()
                 run = Run(step=self.name, kind="pipeline", status=status, started_ns=core.started, ended_ns=ended,
                           host=core.host, user=core.user, zcas_version=core.version, session=core.id,

@@ -104,3 +104,110 @@ def test_a_stacks_remote_is_the_one_its_runs_ask(repo_dir, tmp_path):
     repo._config = None  # read the settings just written
     assert repo.remote_for(None).spec.name == "origin" and repo.remote_for("s").spec.name == "team"
     repo.close()
+
+
+@pytest.mark.parametrize("runner", ["local", "processes"])
+def test_a_stack_with_its_own_store_keeps_outputs_there_and_hits(repo_dir, tmp_path, runner):
+    """Outputs go to the stack's store, where hits are looked for (and restored from)."""
+    store = tmp_path / "far"
+    assert run_zcas("stack", "register", "far", "--store", str(store), "--runner", runner, cwd=repo_dir).code == 0
+    cmd = ["run", "--stack", "far", "--json", "-o", "big.bin", "--", "sh", "-c",
+           "head -c 3000000 /dev/urandom > big.bin"]  # not deterministic: only a hit gives the same bytes
+    r = run_zcas(*cmd, cwd=repo_dir)
+    assert r.code == 0 and json.loads(r.out)[0]["status"] == "ran", r
+    first = (repo_dir / "big.bin").read_bytes()
+    assert any(store.rglob("*.pack"))  # the output is in the stack's store
+    (repo_dir / "big.bin").unlink()
+    r = run_zcas(*cmd, cwd=repo_dir)
+    assert r.code == 0 and json.loads(r.out)[0]["status"] == "cached", r
+    assert (repo_dir / "big.bin").read_bytes() == first
+
+
+def test_processes_crossing_keys_on_a_pool_runner_do_not_deadlock(repo_dir):
+    """Each holds a pending step's key and then wants the other's: it records what it holds
+    before it waits, so both finish (and each step executes once)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (repo_dir / "flows.py").write_text(textwrap.dedent('''
+        import os, sys, time, zcas
+
+        @zcas.step
+        def a(n: int) -> int:
+            open(os.environ["LOG"], "a").write("a\\n"); time.sleep(1.5); return n
+
+        @zcas.step
+        def b(n: int) -> int:
+            open(os.environ["LOG"], "a").write("b\\n"); time.sleep(1.5); return n
+
+        @zcas.pipeline
+        def x():
+            return a(1), b(1)
+
+        @zcas.pipeline
+        def y():
+            return b(1), a(1)
+
+        if __name__ == "__main__":
+            print(getattr(sys.modules[__name__], sys.argv[1])(stack="t").load())
+    '''))
+    repo = Repository(repo_dir)
+    register(repo.cas, Stack("t", None, "threads", None))
+    repo.close()
+    env = {**os.environ, "LOG": str(repo_dir / "exec.log")}
+    env.pop("ZCAS_DIR", None)
+    procs = [subprocess.Popen([sys.executable, "flows.py", which], cwd=repo_dir, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for which in ("x", "y")]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sorted((repo_dir / "exec.log").read_text().split()) == ["a", "b"]
+
+
+def test_a_runner_that_cannot_start_moves_nothing_of_the_users(repo_dir):
+    (repo_dir / "out.txt").write_text("my precious edits")
+    assert run_zcas("stack", "register", "bad", "--runner", "dask", "--scheduler", "tcp://127.0.0.1:9",
+                    cwd=repo_dir).code == 0
+    r = run_zcas("run", "--stack", "bad", "-o", "out.txt", "--", "sh", "-c", "echo new > out.txt", cwd=repo_dir)
+    assert r.code != 0 and "cannot reach the dask scheduler" in r.out + r.err, r
+    assert (repo_dir / "out.txt").read_text() == "my precious edits"
+
+
+def test_an_interrupt_while_a_runner_works_is_not_recorded_as_a_failure(here_repo):
+    """Ctrl-C while waiting on a pool: it propagates, nothing is recorded, the key is free."""
+    from concurrent.futures import Future
+
+    import zcas
+    from zcas.steps import session
+
+    class Interrupted:
+        name = "fake"
+
+        def submit(self, fn, *args):
+            f: Future = Future()
+            f.set_exception(KeyboardInterrupt())
+            return f
+
+        def close(self) -> None:
+            pass
+
+    @zcas.step
+    def slow(n: int) -> int:
+        return n
+
+    repo = Repository(here_repo)
+    repo.executor = lambda stack=None: Interrupted()  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt), session(repo, out=None):
+        slow(1).id  # noqa: B018 - waits for it
+    assert [r.status for r in repo.runs(step=slow.name)] == []  # no "failed" run for an interrupt
+    repo.executor = lambda stack=None: None  # type: ignore[method-assign]
+    with session(repo, out=None):
+        assert slow(1).load() == 1  # the key is free again: runs here at once
+    repo.close()
+
+
+@pytest.fixture
+def here_repo(repo_dir, monkeypatch):
+    monkeypatch.chdir(repo_dir)
+    monkeypatch.delenv("ZCAS_DIR", raising=False)
+    return repo_dir
