@@ -31,6 +31,10 @@ from zcas.runners.python import Artifact, default_name
 from .repository import Repository, RunView, default_repository
 
 _core: contextvars.ContextVar[Core | None] = contextvars.ContextVar("zcas_core", default=None)
+# A processes runner's worker is forked from the thread running the pipeline: a step called
+# inside a step there must not use the parent's core (its lineage handle and locks are the
+# parent's), so the child starts with none and opens its own.
+os.register_at_fork(after_in_child=lambda: _core.set(None))
 
 
 def _status_out() -> Any:
