@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +25,7 @@ from .core import Core, Done, Pending, Plan
 from .keylock import PathLocks
 from .keys import command_components, env_digests, key_of
 from .spec import PLACEHOLDER, SHELL, StepSpec
-from .tasks import command_task
+from .tasks import command_task, not_produced, run_argv
 
 
 @attrs.define
@@ -170,20 +169,13 @@ class Command:
         started = time.time_ns()
         if core.out is not None and core.out.isatty():  # for people: what runs now (scripts get ran:/cached:)
             core.say(f"running: {self.spec.name}")
-        try:
-            code = subprocess.run(argv, cwd=core.abspath(self.spec.cwd), env=_env(self.spec),
-                                  stdout=core.cmd_stdout).returncode
-            err = f"exit {code}"
-        except FileNotFoundError:
-            code, err = 127, f"command not found: {argv[0]}"
-        except PermissionError:
-            code, err = 126, f"permission denied: {argv[0]}"
+        code, err = run_argv(argv, core.abspath(self.spec.cwd), _env(self.spec), core.cmd_stdout)
         ended = time.time_ns()
         if code != 0:
             return Done(code, err, {}, {}, started, ended)
-        missing = [o for o in self.spec.outputs if not os.path.lexists(core.abspath(o))]
-        if missing:
-            return Done(1, f"declared output {missing[0]} was not produced", {}, {}, started, ended)
+        why = not_produced(core.repo.root, list(self.spec.outputs))
+        if why:
+            return Done(1, why, {}, {}, started, ended)
         outputs = {k: v.hex() for k, v in store_paths(core, list(self.spec.outputs)).items()}
         return Done(0, "", outputs, {}, started, ended)
 

@@ -75,25 +75,37 @@ def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str
     return 0, "", outputs, tags, started, ended, multi
 
 
+def run_argv(argv: list[str], cwd: str, env: dict[str, str], stdout: Any = None) -> tuple[int, str]:
+    """(exit code, one-line reason) of a command, wherever it runs: 127 when it is not
+    found, 126 when it cannot be executed, as a shell says."""
+    try:
+        code = subprocess.run(argv, cwd=cwd, env=env, stdout=stdout).returncode
+    except FileNotFoundError:
+        return 127, f"command not found: {argv[0]}"
+    except PermissionError:
+        return 126, f"permission denied: {argv[0]}"
+    return code, f"exit {code}"
+
+
+def not_produced(root: str, outputs: list[str]) -> str | None:
+    """Why a command that exited 0 still failed: a declared output it did not write."""
+    missing = [o for o in outputs if not os.path.lexists(os.path.join(root, o))]
+    return f"declared output {missing[0]} was not produced" if missing else None
+
+
 def command_task(spec: dict[str, Any], root: str, argv: list[str], cwd: str, env: dict[str, str], outputs: list[str],
                  damaged: list[bytes]) -> tuple[Any, ...]:
     """Run a command in the shared repository folder and store its outputs; a ``core.Done``'s fields."""
     db = open_store(spec)
     db.mark_damaged(damaged)
     started = time.time_ns()
-    try:
-        code = subprocess.run(argv, cwd=os.path.join(root, cwd) if cwd else root, env=env).returncode
-        err = f"exit {code}"
-    except FileNotFoundError:
-        code, err = 127, f"command not found: {argv[0]}"
-    except PermissionError:
-        code, err = 126, f"permission denied: {argv[0]}"
+    code, err = run_argv(argv, os.path.join(root, cwd) if cwd else root, env)
     ended = time.time_ns()
     if code != 0:
         return code, err, {}, {}, started, ended
-    missing = [o for o in outputs if not os.path.lexists(os.path.join(root, o))]
-    if missing:
-        return 1, f"declared output {missing[0]} was not produced", {}, {}, started, ended
+    why = not_produced(root, outputs)
+    if why:
+        return 1, why, {}, {}, started, ended
     ing = Ingester(db, StatCache(None))
     ids = {o: ing.add(os.path.join(root, o))[0].hex() for o in outputs}
     db.flush()
