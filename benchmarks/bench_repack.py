@@ -1,20 +1,25 @@
 """Cost per run and per lookup after 10 and after 10,000 small flushes (issue 12).
 
-Every zcas run is a process that opens the object store (lists and loads the pack
-indexes), stores a few small objects and flushes them as a pack of its own. Without
+Every zcas run is a process that opens the object store (lists the pack indexes and maps
+or reads them), stores a few small objects and flushes them as a pack of its own. Without
 repacking, the store after N runs holds N packs and every run pays for loading all of
-them; with automatic repacking the number of packs stays bounded, so a run, and a lookup,
-cost the same after 10,000 runs as after 10.
+them; with automatic repacking the number of packs stays bounded, and since opening the
+store reads no id (lookups bisect each pack's index), a run costs the same after 10,000
+runs as after 10.
 
 For each N, in one process and one run of this script: N runs, each a fresh ObjectDB
 over the same local store (as a new process would open it) storing two small objects
-and flushing (the mean over all N, the repacks they set off included); then 50 more runs
-timed one by one (the median: what a run costs given that history, the open included);
+and flushing (the mean over all N, the repacks they set off included); then 100 more runs
+on each store, timed one by one and interleaved between the stores (the median: what a run
+costs given that history, the open included);
 then a fresh ObjectDB opens the store and reads 2,000 random ids (open time, and mean time
-per lookup: index lookup, pack read, verification). A third store holds the same objects
-as the big one, written in as few flushes as the small one: against it, what remains is
-the cost of holding more objects (the index of all ids is loaded at open), not of having
-flushed more often.
+per lookup: index lookup, pack read, verification), then the same ids again. The first
+lookups bisect each pack's index; once that has cost about what building the dict of
+every id would, the dict is built, so the first 2,000 lookups carry that build (it was
+part of opening the store before) and the second 2,000 show a lookup on its own. A third
+store holds the same objects as the big one, written in as few flushes as the small one:
+against it, what remains is the cost of holding more objects, not of having flushed more
+often.
 
     .venv/bin/python benchmarks/bench_repack.py            # 10 and 10,000 flushes
     .venv/bin/python benchmarks/bench_repack.py --no-repack --big 2000   # the cost without it
@@ -35,6 +40,7 @@ from zcas.cas.local import LocalBackend
 from zcas.cas.pack import PREFIX, name_of_idx_key
 
 LOOKUPS = 2000
+RUNS = 100  # timed runs per store, after its history
 
 
 def _run(objects: str, i: int, repack: bool, per_run: int = 1) -> list[bytes]:
@@ -50,25 +56,33 @@ def _run(objects: str, i: int, repack: bool, per_run: int = 1) -> list[bytes]:
     return ids
 
 
-def measure(n: int, root: str, repack: bool, per_run: int = 1) -> dict[str, float]:
-    """History of ``n`` flushes (``per_run`` pairs of objects each), then 50 more runs
-    timed one by one (the cost of a run given that history) and lookups."""
+def history(n: int, root: str, repack: bool, per_run: int = 1) -> dict:
+    """A store after ``n`` flushes of ``per_run`` pairs of objects each."""
     objects = os.path.join(root, f"objects-{n}-{per_run}")
     ids: list[bytes] = []
     t0 = time.perf_counter()
     for i in range(n):
         ids.extend(_run(objects, i, repack, per_run))
-    history = (time.perf_counter() - t0) / n
-    runs = []
-    for i in range(n * per_run, n * per_run + 50):
-        t = time.perf_counter()
-        ids.extend(_run(objects, i, repack))
-        runs.append(time.perf_counter() - t)
-    runs.sort()
+    return {"objects_dir": objects, "ids": ids, "next": n * per_run, "history": (time.perf_counter() - t0) / n,
+            "runs": []}
+
+
+def timed_run(st: dict, repack: bool) -> None:
+    """One more run on a store, timed (the cost of a run given its history)."""
+    t = time.perf_counter()
+    st["ids"].extend(_run(st["objects_dir"], st["next"], repack))
+    st["runs"].append(time.perf_counter() - t)
+    st["next"] += 1
+
+
+def lookups(st: dict, seed: int) -> dict[str, float]:
+    """Open the store afresh and look 2,000 random ids up, twice (best of five)."""
+    objects, ids = st["objects_dir"], st["ids"]
+    runs = sorted(st["runs"])
     packs = sum(1 for k in LocalBackend(objects).list(PREFIX) if name_of_idx_key(k))
-    rng = random.Random(n)
+    rng = random.Random(seed)
     wanted = [rng.choice(ids) for _ in range(LOOKUPS)]
-    opens, lookups = [], []
+    opens, first, warm = [], [], []
     for _ in range(5):  # best of five: the figures are small and the machine is shared
         backend = LocalBackend(objects)
         t0 = time.perf_counter()
@@ -78,11 +92,15 @@ def measure(n: int, root: str, repack: bool, per_run: int = 1) -> dict[str, floa
         for oid in wanted:
             db.get(oid)
         t2 = time.perf_counter()
+        for oid in wanted:
+            db.get(oid)
+        t3 = time.perf_counter()
         backend.close()
         opens.append(t1 - t0)
-        lookups.append((t2 - t1) / LOOKUPS)
-    return {"history": history, "flush": runs[len(runs) // 2], "open": min(opens), "lookup": min(lookups),
-            "packs": packs, "objects": len(ids)}
+        first.append((t2 - t1) / LOOKUPS)
+        warm.append((t3 - t2) / LOOKUPS)
+    return {"history": st["history"], "flush": runs[len(runs) // 2], "open": min(opens), "lookup": min(first),
+            "warm": min(warm), "packs": packs, "objects": len(ids)}
 
 
 def main() -> None:
@@ -94,10 +112,13 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="zcas-bench-repack-")
     repack = not args.no_repack
     try:
-        a = measure(args.small, root, repack)
-        b = measure(args.big, root, repack)
-        # the same objects as after the big history, written by as few flushes as the small one
-        c = measure(args.small, root, repack, per_run=args.big // args.small)
+        stores = [history(args.small, root, repack), history(args.big, root, repack),
+                  # the same objects as after the big history, written by as few flushes as the small one
+                  history(args.small, root, repack, per_run=args.big // args.small)]
+        for _ in range(RUNS):  # interleaved: a busy moment of the machine hits all three alike
+            for st in stores:
+                timed_run(st, repack)
+        a, b, c = (lookups(st, seed) for seed, st in enumerate(stores))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     mode = "without repacking" if args.no_repack else "with automatic repacking"
@@ -106,7 +127,8 @@ def main() -> None:
             f"{args.small:,} big flushes", "ratio")
     print(f"{'':>34}" + "".join(f"{c:>18}" for c in cols))
     rows = (("per flush over the history (ms)", "history", 1e3), ("per run after it, median (ms)", "flush", 1e3),
-            ("  of which: open the store (ms)", "open", 1e3), ("per lookup (us)", "lookup", 1e6))
+            ("  of which: open the store (ms)", "open", 1e3), (f"per lookup, first {LOOKUPS:,} (us)", "lookup", 1e6),
+            ("per lookup, again (us)", "warm", 1e6))
     for label, key, scale in rows:
         x, y, z = a[key] * scale, b[key] * scale, c[key] * scale
         print(f"{label:>34}{x:>18.3f}{y:>18.3f}{y / x:>18.2f}{z:>18.3f}{y / z:>18.2f}")

@@ -15,6 +15,7 @@ the same request). Callers never probe a backend for what it can do.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from abc import ABC, abstractmethod
@@ -95,6 +96,12 @@ class Backend(ABC):
         if len(data) > limit:  # it grew between the two requests
             raise too_large(key, len(data), limit)
         return data
+
+    def get_mapped(self, key: str) -> bytes | mmap.mmap:
+        """The whole value of ``key``, read only; a local backend may hand out a large file
+        as a memory map, whose pages are read as they are touched (``ObjectDB`` bisects
+        large pack indexes that way, without reading them whole)."""
+        return self.get(key)
 
     def stream(self, key: str, end: int, piece: int = PIECE) -> Iterator[bytes | memoryview]:
         """The bytes of ``key`` from 0 up to ``end`` (or its end, if shorter), in pieces of

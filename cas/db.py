@@ -46,11 +46,14 @@ from .pack import (
     MAX_PACK_SIZE,
     PREFIX,
     Entry,
+    IndexData,
     PackWriter,
     check_entry,
     check_index,
     find_entry,
     idx_key,
+    index_count,
+    lower_bound,
     name_of_idx_key,
     pack_extent,
     pack_key,
@@ -70,6 +73,11 @@ MAX_REMOTE_INDEXES = 256 << 20
 SMALL_PACK = 4 << 20
 REPACK_AT = 32
 _SMALL_ENTRIES = 4096  # a pack with more entries than this is never counted small
+# Bisecting one pack's index costs about what putting this many ids in the dict of every id
+# does (measured: ~0.9 us a bisection, ~0.3 us an id, checks included), so once lookups
+# have bisected packs x _PROBE_COST >= the loaded entries, the dict is built (see _code):
+# a process never pays much more than twice what the cheaper way would have cost it.
+_PROBE_COST = 3
 
 
 class ObjectDB:
@@ -101,12 +109,17 @@ class ObjectDB:
         self.max_pack_size = max_pack_size
         self.auto_repack = backend.local if auto_repack is None else auto_repack
         self.repacking = False  # a repack is under way (it flushes nothing of ours)
-        # id -> (pack number << 32) | entry number. The entry's fields stay in the pack's
-        # index bytes and are unpacked on lookup: loading 100,000 ids costs milliseconds.
-        self._index: dict[bytes, int] | None = None
+        # Loaded packs, by pack number (load order). A locator is (pack number << 32) |
+        # entry number; the entry's fields stay in the index bytes, unpacked on lookup.
+        self._loaded = False  # refresh has run
         self._names: list[str] = []  # pack number -> name
-        self._idx: list[bytes] = []  # pack number -> index bytes
-        self._small: set[str] = set()  # loaded packs under SMALL_PACK bytes
+        self._idx: list[IndexData] = []  # pack number -> index bytes
+        self._ok: list[bool] = []  # pack number -> index checked in full
+        self._extent: list[int | None] = []  # pack number -> where its records end, once read
+        self._entries = 0  # entries of the loaded packs
+        self._probes = 0  # packs bisected by lookups since the load
+        self._pins: dict[bytes, int] = {}  # id -> locator of the copy in use, when not the first
+        self._all: dict[bytes, int] | None = None  # id -> locator of every id, once built
         self._writer: PackWriter | None = None
         self._lock = threading.RLock()
         self._remote_bytes = 0  # index bytes loaded from a non-local backend
@@ -118,23 +131,77 @@ class ObjectDB:
         self._settled: set[bytes] = set()  # manifests whose copy in use reassembles (or has no rival)
 
     # -- index ---------------------------------------------------------------------------
+    #
+    # Opening the store lists the pack indexes and reads them, nothing more: a lookup
+    # bisects each loaded index (in load order: the first pack holding an id has the copy
+    # in use), after ``_pins``, the ids whose copy in use was chosen otherwise (a copy that
+    # verifies, a manifest that reassembles, a healed object's new copy). So a run that
+    # looks up a few ids pays for the number of packs (kept small by repacking), not for
+    # the number of objects. A dict of every id (``index``) is built only when asked for
+    # (gc, fsck, iterating), or once bisecting has cost about as much as building it would
+    # (a process looking up many ids), so neither kind of process pays much more than the
+    # cheaper way would have cost it.
+    #
+    # A local pack's index is checked in full (checksum, length, order) before any entry
+    # of it is used or its ids are listed; until then only its magic and length are (a
+    # miss in a damaged index can only make an object look absent: it is then stored
+    # again). A remote's are checked whole as they are loaded, and a bad one skipped.
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self.refresh()
 
     @property
     def index(self) -> dict[bytes, int]:
-        """Every published id (values are internal locators: use ``entry``)."""
-        if self._index is None:
-            self.refresh()
-        return self._index  # type: ignore[return-value]
+        """Every published id (values are internal locators: use ``entry``). Built on
+        first use, with every loaded pack's index checked in full."""
+        found = self._all
+        if found is None:
+            with self._lock:
+                self._load()
+                found = self._all
+                if found is None:
+                    found = {}
+                    for num in range(len(self._idx)):
+                        self._merge(found, num)
+                    found.update(self._pins)
+                    self._all = found
+        return found
+
+    def _merge(self, found: dict[bytes, int], num: int) -> None:
+        """Add pack ``num``'s ids to ``found`` (an id already there keeps its copy)."""
+        data = self._idx[num]
+        base = num << 32
+        ids = [data[p : p + 32] for p in range(12, len(data) - 32, ENTRY.size)]
+        self._check(num, ids)
+        if not found:
+            found.update(zip(ids, range(base, base + len(ids)), strict=True))
+        else:
+            setdefault = found.setdefault
+            for oid, code in zip(ids, range(base, base + len(ids)), strict=True):
+                setdefault(oid, code)
+
+    def _check(self, num: int, ids: list[bytes] | None = None) -> None:
+        """Check pack ``num``'s index in full, once (see above); ``ids``: its ids, if the
+        caller has them already."""
+        if self._ok[num]:
+            return
+        name, data = self._names[num], self._idx[num]
+        n = check_index(name, data)
+        if ids is None:
+            ids = [data[p : p + 32] for p in range(12, 12 + n * ENTRY.size, ENTRY.size)]
+        if not all(map(operator.lt, ids, islice(ids, 1, None))):  # lookups bisect it
+            raise IntegrityError(name, "pack index is not sorted")
+        self._ok[num] = True
 
     def refresh(self) -> None:
         """Pick up packs published since the index was loaded (by us or another process).
 
-        Threads share one ObjectDB: a first load is built aside and swapped in whole, so no
-        reader ever sees a half-loaded index; later packs are added in place (dict updates
-        are atomic for readers).
+        Threads share one ObjectDB: packs are appended to the loaded lists whole, and a
+        first load is marked done only once every pack listed is in, so a reader never
+        misses an id of a pack loaded before it looked.
         """
         with self._lock:
-            index: dict[bytes, int] = {} if self._index is None else self._index
             known = set(self._names)
             local = self.backend.local
             for key in self.backend.list(PREFIX):
@@ -143,10 +210,10 @@ class ObjectDB:
                     continue
                 if local:  # damage here is the user's to know about: it raises
                     try:
-                        data = self.backend.get(key)
+                        data = self.backend.get_mapped(key)  # a large one is not read whole
                     except ObjectNotFoundError:
                         continue  # repacked (or collected) since it was listed
-                    self._add_pack(index, name, data)
+                    self._add_pack(name, data, index_count(name, data), checked=False)
                     known.add(name)
                     continue
                 # a remote's indexes are refused, not held, past what zcas could write; a bad
@@ -163,13 +230,17 @@ class ObjectDB:
                     self._skip(name, key, e.reason)
                     continue
                 try:
-                    self._add_pack(index, name, data)
+                    n = check_index(name, data)
+                    ids = [data[p : p + 32] for p in range(12, 12 + n * ENTRY.size, ENTRY.size)]
+                    if not all(map(operator.lt, ids, islice(ids, 1, None))):
+                        raise IntegrityError(name, "pack index is not sorted")
                 except IntegrityError as e:
                     self._skip(name, key, e.reason)
                     continue
+                self._add_pack(name, data, n, checked=True)
                 self._remote_bytes += len(data)
                 known.add(name)
-            self._index = index
+            self._loaded = True
 
     def _skip(self, name: str, key: str, reason: str) -> None:
         self._bad.add(name)
@@ -183,48 +254,59 @@ class ObjectDB:
     def reload(self) -> None:
         """Forget the loaded index (packs were deleted) and read it again."""
         with self._lock:
-            self._index = None
-            self._names, self._idx = [], []
-            self._small.clear()
+            self._loaded = False
+            self._all = None
+            self._pins = {}
+            self._names, self._idx, self._ok, self._extent = [], [], [], []
+            self._entries = self._probes = 0
             self._remote_bytes = 0
             self._settled.clear()
             self.refresh()
 
-    def _add_pack(self, index: dict[bytes, int], name: str, data: bytes) -> None:
-        """Index a pack's ids: linear in its entries (an id already indexed keeps its first
-        copy), so loading N packs costs their ids, not N times everything loaded before."""
-        n = check_index(name, data)
-        size = ENTRY.size
-        ids = [data[p : p + 32] for p in range(12, 12 + n * size, size)]
-        if not all(map(operator.lt, ids, islice(ids, 1, None))):  # other copies are found by bisecting
-            raise IntegrityError(name, "pack index is not sorted")
+    def _add_pack(self, name: str, data: IndexData, n: int, checked: bool) -> None:
+        """Append a pack to the loaded ones (the last in load order). Its ids are read only
+        if the dict of every id is built already."""
         num = len(self._names)
-        self._names.append(name)
+        self._ok.append(checked)
+        self._extent.append(None)
         self._idx.append(data)
-        base = num << 32
-        if not index:
-            index.update(zip(ids, range(base, base + n), strict=True))
-        else:
-            setdefault = index.setdefault
-            for oid, code in zip(ids, range(base, base + n), strict=True):
-                setdefault(oid, code)
-        if n <= _SMALL_ENTRIES and pack_extent(data) < SMALL_PACK:
-            self._small.add(name)
+        self._names.append(name)  # last: a reader ranges over the names
+        self._entries += n
+        if self._all is not None:
+            self._merge(self._all, num)
+
+    def _is_small(self, num: int) -> bool:
+        if (len(self._idx[num]) - 44) // ENTRY.size > _SMALL_ENTRIES:
+            return False
+        end = self._extent[num]
+        if end is None:
+            end = self._extent[num] = pack_extent(self._idx[num])
+        return end < SMALL_PACK
+
+    def _repack_due(self) -> bool:
+        """Whether ``REPACK_AT`` or more loaded packs are small (read only when that many
+        have few enough entries to be)."""
+        few = [num for num, data in enumerate(self._idx) if (len(data) - 44) // ENTRY.size <= _SMALL_ENTRIES]
+        return len(few) >= REPACK_AT and sum(map(self._is_small, few)) >= REPACK_AT
 
     def small_packs(self) -> list[str]:
         """Loaded packs whose records end before ``SMALL_PACK`` bytes, by name."""
-        self.index  # noqa: B018 - loads the index
-        return sorted(self._small)
+        self._load()
+        return sorted(self._names[num] for num in range(len(self._names)) if self._is_small(num))
 
-    def index_bytes(self, name: str) -> bytes:
+    def index_bytes(self, name: str) -> IndexData:
         """The loaded (checked) index of pack ``name``."""
-        self.index  # noqa: B018 - loads the index
-        return self._idx[self._names.index(name)]
+        self._load()
+        num = self._names.index(name)
+        self._check(num)
+        return self._idx[num]
 
     def duplicates(self, among: Iterable[str] | None = None) -> set[bytes]:
         """Ids indexed in more than one loaded pack (``among``: of those, the ones in one
         of these packs)."""
-        self.index  # noqa: B018 - loads the index
+        self._load()
+        for num in range(len(self._idx)):
+            self._check(num)
         seen: set[bytes] = set()
         dup: set[bytes] = set()
         for data in list(self._idx):
@@ -239,7 +321,7 @@ class ObjectDB:
                 if o in dup}
 
     def packs(self) -> set[str]:
-        self.index  # noqa: B018 - loads the index
+        self._load()
         return set(self._names)
 
     def _entry_at(self, code: int) -> Entry:
@@ -247,12 +329,40 @@ class ObjectDB:
         _, off, length, kind, size = ENTRY.unpack_from(self._idx[num], 12 + pos * ENTRY.size)
         return Entry(self._names[num], off, length, kind, size)
 
+    def _code(self, oid: bytes) -> int | None:
+        """The locator of the copy in use of a published id, or None."""
+        code = self._pins.get(oid)
+        if code is not None:
+            return code
+        found = self._all
+        if found is not None:
+            return found.get(oid)
+        self._load()
+        names = self._names
+        self._probes += len(names)
+        if self._probes * _PROBE_COST >= self._entries:  # bisecting now costs what the dict would
+            return self.index.get(oid)
+        idx = self._idx
+        for num in range(len(names)):
+            pos = find_entry(idx[num], oid)
+            if pos is not None:
+                if not self._ok[num]:
+                    self._check(num)
+                return (num << 32) | pos
+        return None
+
+    def _pin(self, oid: bytes, code: int) -> None:
+        """Make the copy at ``code`` the one in use of ``oid``."""
+        self._pins[oid] = code
+        if self._all is not None:
+            self._all[oid] = code
+
     def _lookup(self, oid: bytes) -> Entry | None:
         if self._prefer and oid in self._prefer and self._writer is not None:
             w = self._writer.entries.get(oid)
             if w is not None:
                 return Entry("", *w)
-        code = self.index.get(oid)
+        code = self._code(oid)
         if code is not None:
             return self._entry_at(code)
         if self._writer is not None:
@@ -274,7 +384,7 @@ class ObjectDB:
     def has(self, oid: bytes) -> bool:
         if oid in self._damaged:
             return False
-        return oid in self.index or (self._writer is not None and oid in self._writer.entries)
+        return self._code(oid) is not None or (self._writer is not None and oid in self._writer.entries)
 
     def entry(self, oid: bytes) -> Entry:
         e = self._lookup(oid)
@@ -309,10 +419,22 @@ class ObjectDB:
         return matches[0]
 
     def _matches(self, prefix: str) -> list[bytes]:
+        """Published and pending ids starting with ``prefix`` (a range bisected in each pack)."""
         lo = bytes.fromhex(prefix.ljust(64, "0"))
         hi = bytes.fromhex(prefix.ljust(64, "f"))
+        self._load()
+        found: set[bytes] = set()
+        size = ENTRY.size
+        for num in range(len(self._names)):
+            data = self._idx[num]
+            end = len(data) - 32
+            p = 12 + lower_bound(data, lo) * size
+            if p < end and data[p : p + 32] <= hi:
+                self._check(num)
+            while p < end and (oid := data[p : p + 32]) <= hi:
+                found.add(oid)
+                p += size
         pending = self._writer.entries if self._writer else {}
-        found = {o for o in self.index if lo <= o <= hi}
         found.update(o for o in pending if lo <= o <= hi)
         return sorted(found)
 
@@ -394,15 +516,15 @@ class ObjectDB:
             except BaseException:
                 w.abort()
                 raise
-            if self._index is not None and name not in self._names:
-                self._add_pack(self._index, name, idx)
+            if self._loaded and name not in self._names:
+                self._add_pack(name, idx, len(w.entries), checked=True)
                 num = len(self._names) - 1
                 for oid in self._prefer & w.entries.keys():  # our manifest, not the one found before
                     pos = find_entry(idx, oid)
                     if pos is not None:
-                        self._index[oid] = (num << 32) | pos
+                        self._pin(oid, (num << 32) | pos)
             self._prefer.difference_update(w.entries.keys())
-            if self.auto_repack and not self.repacking and len(self._small) >= REPACK_AT:
+            if self.auto_repack and not self.repacking and self._repack_due():
                 self.repack()
             return name
 
@@ -478,11 +600,12 @@ class ObjectDB:
     def _copies(self, oid: bytes) -> list[tuple[int | None, Entry]]:
         """(locator, entry) of every copy of ``oid``: the one in use first, then the other
         loaded packs' in load order, then one being written (locator None)."""
-        first = self.index.get(oid)
+        first = self._code(oid)
         codes = [] if first is None else [first]
-        for num in range(len(self._idx)):
+        for num in range(len(self._names)):
             pos = find_entry(self._idx[num], oid)
             if pos is not None and (num << 32) | pos != first:
+                self._check(num)
                 codes.append((num << 32) | pos)
         out: list[tuple[int | None, Entry]] = [(c, self._entry_at(c)) for c in codes]
         w = self._writer.entries.get(oid) if self._writer is not None else None
@@ -496,7 +619,7 @@ class ObjectDB:
             self._prefer.add(oid)
         else:
             self._prefer.discard(oid)
-            self._index[oid] = code  # type: ignore[index]
+            self._pin(oid, code)
         self._settled.add(oid)
 
     def _reassembling(self, oid: bytes, e: Entry, record: bytes, payload: bytes) -> tuple[Entry, bytes, bytes]:
@@ -544,13 +667,14 @@ class ObjectDB:
     def _other_copy(self, oid: bytes, bad: str) -> tuple[Entry, bytes, bytes] | None:
         """The first copy of ``oid`` in another loaded pack that verifies; the index then
         points at it, so later reads (and gc, which keeps the index's choice) use it."""
-        self.index  # noqa: B018 - loads the index
-        for num in range(len(self._idx)):
+        self._load()
+        for num in range(len(self._names)):
             if self._names[num] == bad:
                 continue
             pos = find_entry(self._idx[num], oid)
             if pos is None:
                 continue
+            self._check(num)
             code = (num << 32) | pos
             e = self._entry_at(code)
             try:
@@ -558,7 +682,7 @@ class ObjectDB:
                 payload = verify_record(oid, record, e.kind, e.size, trees=False)
             except StoreError:  # corrupt too (IntegrityError), or its pack is gone
                 continue
-            self._index[oid] = code  # type: ignore[index]
+            self._pin(oid, code)
             return e, record, payload
         return None
 

@@ -14,7 +14,9 @@ of its index.
 
 from __future__ import annotations
 
+import mmap
 import os
+import re
 import struct
 import threading
 from typing import NamedTuple
@@ -22,6 +24,9 @@ from typing import NamedTuple
 from . import codec
 from .errors import IntegrityError, store_error
 from .oid import hash_bytes
+
+# A loaded pack index: its bytes, or a read-only map of its file (see LocalBackend.get_mapped).
+IndexData = bytes | mmap.mmap
 
 PACK_MAGIC = b"ZCASPACK"
 PACK_VERSION = 1
@@ -53,14 +58,13 @@ def idx_key(name: str) -> str:
     return f"{PREFIX}pack-{name}.idx"
 
 
+_IDX_KEY = re.compile(re.escape(PREFIX) + r"pack-([0-9a-f]{64})\.idx")
+
+
 def name_of_idx_key(key: str) -> str | None:
     """The pack name behind an index key, or None for keys that are not pack indexes."""
-    if not (key.startswith(PREFIX + "pack-") and key.endswith(".idx")):
-        return None
-    name = key[len(PREFIX) + 5 : -4]
-    if len(name) != 64 or any(c not in "0123456789abcdef" for c in name):
-        return None
-    return name
+    m = _IDX_KEY.fullmatch(key)
+    return m[1] if m else None
 
 
 def encode_index(entries: dict[bytes, tuple[int, int, int, int]]) -> bytes:
@@ -72,7 +76,7 @@ def encode_index(entries: dict[bytes, tuple[int, int, int, int]]) -> bytes:
     return body + hash_bytes(body)
 
 
-def check_index(name: str, data: bytes) -> int:
+def check_index(name: str, data: IndexData) -> int:
     """The entry count of an index whose magic, length and checksum are right."""
     if len(data) < 8 + 4 + 32 or data[:8] != IDX_MAGIC:
         raise IntegrityError(name, "not a pack index")
@@ -85,7 +89,18 @@ def check_index(name: str, data: bytes) -> int:
     return count
 
 
-def decode_index(name: str, data: bytes) -> list[tuple[bytes, int, int, int, int]]:
+def index_count(name: str, data: IndexData) -> int:
+    """The entry count of an index whose magic and length are right, read without hashing
+    it (``check_index`` checks it whole)."""
+    if len(data) < 8 + 4 + 32 or data[:8] != IDX_MAGIC:
+        raise IntegrityError(name, "not a pack index")
+    (count,) = _COUNT.unpack_from(data, 8)
+    if count > MAX_IDX_ENTRIES or len(data) != 12 + count * ENTRY.size + 32:
+        raise IntegrityError(name, "pack index has the wrong length")
+    return count
+
+
+def decode_index(name: str, data: IndexData) -> list[tuple[bytes, int, int, int, int]]:
     """Entries of an index, refusing one whose checksum, size or order is wrong."""
     count = check_index(name, data)
     out = list(ENTRY.iter_unpack(memoryview(data)[12 : 12 + count * ENTRY.size]))
@@ -206,7 +221,7 @@ def check_entry(name: str, oid: bytes, off: int, length: int, kind: int, size: i
         raise IntegrityError(oid, f"pack index gives an impossible record length {length}{where}")
 
 
-def pack_extent(index: bytes) -> int:
+def pack_extent(index: IndexData) -> int:
     """Where the last record of a checked index's pack ends (the pack's size, as written)."""
     count = (len(index) - 44) // ENTRY.size
     end = len(PACK_HEADER)
@@ -216,7 +231,21 @@ def pack_extent(index: bytes) -> int:
     return end
 
 
-def find_entry(data: bytes, oid: bytes) -> int | None:
+def lower_bound(data: IndexData, oid: bytes) -> int:
+    """Position of the first entry whose id is not below ``oid`` in a sorted index."""
+    lo, hi = 0, (len(data) - 44) // ENTRY.size
+    size = ENTRY.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        p = 12 + mid * size
+        if data[p : p + 32] < oid:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def find_entry(data: IndexData, oid: bytes) -> int | None:
     """Position of ``oid`` in a checked, sorted index (bisect over its bytes), or None."""
     lo, hi = 0, (len(data) - 44) // ENTRY.size
     size = ENTRY.size

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .errors import ObjectNotFoundError, StoreError, ZcasError
-from .pack import Entry, PackWriter, check_entry, decode_index, idx_key, pack_key
+from .pack import Entry, IndexData, PackWriter, check_entry, decode_index, idx_key, pack_key
 from .verify import verify_record
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def _settle(db, dups: set[bytes]) -> None:
             pass  # no good copy anywhere: whichever copy stays, fsck reports it
 
 
-def _collect(db: ObjectDB, chosen: dict[str, bytes]) -> tuple[list[tuple[bytes, int, int, bytes]], list[str], list[str]]:
+def _collect(db: ObjectDB, chosen: dict[str, IndexData]) -> tuple[list[tuple[bytes, int, int, bytes]], list[str], list[str]]:
     """(records for the new pack, packs it replaces, packs left alone).
 
     Every id of a replaced pack ends up in the new pack, or has its copy in use in a pack

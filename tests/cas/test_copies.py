@@ -183,7 +183,11 @@ def test_attack_unsorted_index_refused(tmp_path):
     assert idx_key(FIRST) in list(backend.list("packs/"))
     from zcas.cas.local import LocalBackend
 
-    local = LocalBackend(str(tmp_path))  # local damage: raises
+    local = LocalBackend(str(tmp_path))  # local damage: raises, once the index is used
     publish(local, FIRST, bytes(body), idx)
+    ObjectDB(local).refresh()  # opening reads only its magic and length
     with pytest.raises(IntegrityError, match="not sorted"):
-        ObjectDB(local).refresh()
+        len(ObjectDB(local))  # listing the ids checks every index in full
+    for oid in (a[0], b[0]):
+        with pytest.raises(IntegrityError, match="not sorted"):
+            ObjectDB(local).get(oid)  # and so does a lookup, before an entry is used
