@@ -242,9 +242,10 @@ class Core:
         if prior is not None:  # this session is executing the same key: its result is the hit
             try:
                 prior.wait()
-            except BaseException:  # noqa: BLE001 - its failure is its caller's; this call reruns
+            except Exception:  # noqa: BLE001 - its failure is its caller's; this call reruns
                 pass
             return self.run(kind, plan)
+
         def on_wait() -> None:
             self.say(f"waiting: {plan.name} (another zcas run is executing it)")
             self.settle()  # never wait holding keys of steps a runner has: the other may want them
