@@ -85,22 +85,12 @@ class ObjectDB:
 
     ``auto_repack``: consolidate small packs when a flush leaves ``REPACK_AT`` or more of
     them (default: for a local backend only; a repository whose objects live in object
-    storage turns it on for its own store). ``cache`` (an ObjectDB) is the older way of
-    putting a local read cache in front of a remote backend: it wraps ``backend`` in a
-    ``CachingBackend`` over the cache's backend, which is the preferred construction.
+    storage turns it on for its own store). A local read cache in front of a remote is a
+    backend: ``ObjectDB(CachingBackend(remote, local))``.
     """
 
     def __init__(self, backend: Backend, tmp_dir: str | None = None, max_pack_size: int = MAX_PACK_SIZE,
-                 cache: ObjectDB | None = None, warn: Callable[[str], None] | None = None,
-                 auto_repack: bool | None = None):
-        if cache is not None:  # compatible adapter: the cache is a backend wrapper now
-            from .cache import CachingBackend
-            from .local import LocalBackend
-
-            local = cache.backend
-            if isinstance(local, LocalBackend):  # a cache needs no fsync: every read of it is checked
-                local = LocalBackend(local.root, fsync=False)
-            backend = CachingBackend(backend, local)
+                 warn: Callable[[str], None] | None = None, auto_repack: bool | None = None):
         self.backend: Backend
         self.backend = backend
         # Told (once each) about a remote's pack indexes that were skipped; None: silent.

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zcas import stacks
 from zcas._version import __version__
 from zcas.cas import codec
+from zcas.cas.cache import CachingBackend
 from zcas.cas.checkout import checkout
 from zcas.cas.db import ObjectDB
 from zcas.cas.errors import UsageError
+from zcas.cas.local import LocalBackend
 from zcas.cas.locks import RepoLock
 from zcas.cas.objstore import ObstoreBackend
 from zcas.cas.oid import check_prefix
@@ -121,8 +123,10 @@ class Repository:
                 remote = self.config().section("remote").get(st.store, {})  # a remote's name, or a URL
                 url = remote.get("url", st.store)
                 backend = ObstoreBackend(url, remote.get("endpoint"), remote.get("region"), remote.get("allow_http"))
-                tmp = os.path.join(self.cas.zdir, "objects", "tmp")
-                db = ObjectDB(backend, tmp_dir=tmp, cache=self.cas.db)
+                objects = os.path.join(self.cas.zdir, "objects")
+                tmp = os.path.join(objects, "tmp")
+                # Reads kept in a local cache; no fsync there: every read of it is checked.
+                db = ObjectDB(CachingBackend(backend, LocalBackend(objects, fsync=False)), tmp_dir=tmp)
                 found = (db, {"url": url, "tmp": tmp, **{k: v for k, v in remote.items() if k != "url"}})
             else:
                 found = (self.cas.db, {"objects": os.path.join(self.cas.zdir, "objects")})

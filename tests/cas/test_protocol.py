@@ -158,13 +158,13 @@ def test_a_damaged_cache_costs_a_request_never_an_object(tmp_path):
     assert remote.range_calls == calls + 1
 
 
-def test_old_cache_keyword_still_works_and_wraps_the_backend(tmp_path):
+def test_a_cached_remote_store_reads_once_and_writes_to_the_remote(tmp_path):
     remote, ids = _remote_with_objects()
-    local = ObjectDB(LocalBackend(str(tmp_path / "objects")))
-    db = ObjectDB(remote, tmp_dir=str(tmp_path / "tmp"), cache=local)
+    local = LocalBackend(str(tmp_path / "objects"), fsync=False)
+    db = ObjectDB(CachingBackend(remote, local), tmp_dir=str(tmp_path / "tmp"))
     assert isinstance(db.backend, CachingBackend) and db.backend.remote is remote
     assert db.get_bytes(ids[3]) == b"object 3"
-    assert ObjectDB(remote, cache=local).get_bytes(ids[3]) == b"object 3" and remote.range_calls == 1
+    assert ObjectDB(CachingBackend(remote, local)).get_bytes(ids[3]) == b"object 3" and remote.range_calls == 1
     new = db.put(codec.KIND_BLOB, b"written through")
     db.flush()
     assert ObjectDB(remote).get_bytes(new) == b"written through"  # writes go to the remote
