@@ -317,18 +317,14 @@ class Core:
             next(iter(self.inflight.values())).wait()
 
     def settle(self) -> None:
-        """Record every step a runner is executing (their errors stay with them, raised when
-        their results are used), releasing their keys."""
+        """Record every step a runner is executing, releasing their keys. Their errors stay
+        with them, raised where their results are used (after an error, not over it); an
+        interrupt stops the waiting."""
         while self.inflight:
             try:
                 next(iter(self.inflight.values())).wait()
             except Exception:  # noqa: BLE001 - kept by the step: raised where its result is used
                 pass
-
-    def abandon(self) -> None:
-        """After an error: wait for what runners are executing (recording it); its failures are
-        not raised over the first error. An interrupt stops the waiting."""
-        self.settle()
 
     # -- recording ------------------------------------------------------------------------
 

@@ -104,7 +104,7 @@ class session:
             if exc_type is None:
                 self.core.wait_all()
             else:
-                self.core.abandon()
+                self.core.settle()
         finally:
             try:
                 self.core.close()
@@ -175,7 +175,7 @@ class Pipeline:
                 status = "ran"
             finally:
                 if status != "ran":
-                    core.abandon()  # steps still on a runner are recorded, and named by this record
+                    core.settle()  # steps still on a runner are recorded, and named by this record
                 ended = time.time_ns()
                 run = Run(step=self.name, kind="pipeline", status=status, started_ns=core.started, ended_ns=ended,
                           host=core.host, user=core.user, zcas_version=core.version, session=core.id,
