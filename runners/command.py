@@ -97,11 +97,18 @@ def implicit_inputs(ctx: Any, argv: list[str], cwd: str, declared: set[str]) -> 
     return out
 
 
-def plan(core: Any, spec: StepSpec, store: bool = True) -> Plan:
-    """The step's key as things stand; ``store=False`` (status, why) hashes without storing."""
+def reads(core: Any, spec: StepSpec, argv: list[str]) -> list[str]:
+    """Every path the step reads: its declared inputs, then the arguments naming files."""
+    implicit = implicit_inputs(core, argv, spec.cwd, set(spec.outputs) | set(spec.inputs))
+    return list(dict.fromkeys([*spec.inputs, *implicit]))
+
+
+def plan(core: Any, spec: StepSpec, store: bool = True, paths: list[str] | None = None) -> Plan:
+    """The step's key as things stand; ``store=False`` (status, why) hashes without storing.
+    ``paths``: what ``reads`` gave, when the caller has it already."""
     argv = substitute(spec.cmd, spec.params)
-    declared_out = set(spec.outputs)
-    paths = list(dict.fromkeys([*spec.inputs, *implicit_inputs(core, argv, spec.cwd, declared_out | set(spec.inputs))]))
+    if paths is None:
+        paths = reads(core, spec, argv)
     try:
         if store:
             inputs = store_paths(core, paths)
@@ -194,10 +201,9 @@ class Command:
 
 def run_command(core: Core, spec: StepSpec) -> StepResult:
     """Run one command step through the core, with its paths locked from hashing to recording."""
-    argv = substitute(spec.cmd, spec.params)
-    reads = list(dict.fromkeys([*spec.inputs, *implicit_inputs(core, argv, spec.cwd, set(spec.outputs) | set(spec.inputs))]))
+    paths = reads(core, spec, substitute(spec.cmd, spec.params))
     core.settle()  # no path lock is waited for while this process holds keys of pending steps
-    with PathLocks(core.repo.zdir, reads, list(spec.outputs)):
-        p = plan(core, spec)
+    with PathLocks(core.repo.zdir, paths, list(spec.outputs)):
+        p = plan(core, spec, paths=paths)
         out = core.run(Command(spec), p)
         return out.wait() if isinstance(out, Pending) else out
