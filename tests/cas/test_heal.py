@@ -10,20 +10,21 @@ from zcas.cas.errors import IntegrityError
 from zcas.cas.local import LocalBackend
 
 
-def _damage(root, db: ObjectDB, oid: bytes) -> None:
+def _damaged(tmp_path, data: bytes) -> tuple[str, bytes]:
+    """(objects folder, id) of ``data`` stored once, then its stored record damaged."""
+    root = str(tmp_path / "objects")
+    db = ObjectDB(LocalBackend(root))
+    oid = db.put(codec.KIND_BLOB, data)
+    db.flush()
     e = db.entry(oid)
     with open(os.path.join(root, "packs", f"pack-{e.pack}.pack"), "r+b") as f:
         f.seek(e.offset + e.length - 2)
         f.write(b"\0\0")
+    return root, oid
 
 
 def test_storing_a_damaged_object_again_writes_a_copy_every_reader_then_uses(tmp_path):
-    root = str(tmp_path / "objects")
-    db = ObjectDB(LocalBackend(root))
-    oid = db.put(codec.KIND_BLOB, b"result of a step")
-    db.flush()
-    _damage(root, db, oid)
-
+    root, oid = _damaged(tmp_path, b"result of a step")
     db = ObjectDB(LocalBackend(root))
     with pytest.raises(IntegrityError):
         db.get_bytes(oid)
@@ -38,11 +39,7 @@ def test_storing_a_damaged_object_again_writes_a_copy_every_reader_then_uses(tmp
 
 
 def test_a_worker_told_of_the_damage_writes_the_copy_and_repacking_keeps_it(tmp_path):
-    root = str(tmp_path / "objects")
-    db = ObjectDB(LocalBackend(root))
-    oid = db.put(codec.KIND_BLOB, b"shared")
-    db.flush()
-    _damage(root, db, oid)
+    root, oid = _damaged(tmp_path, b"shared")
     client = ObjectDB(LocalBackend(root))
     with pytest.raises(IntegrityError):
         client.get_bytes(oid)
