@@ -206,8 +206,8 @@ class Repository:
         db = self.store()[0]
         now = time.time_ns()
         with RepoLock(self.cas.zdir).shared():
-            statcache = StatCache(self.cas.statcache_path)
-            oid_hex, tag = store_value(db, statcache, x, pickle)
+            # a path was handled above: a value needs no stat cache (not read from disk)
+            oid_hex, tag = store_value(db, StatCache(None), x, pickle)
             if db is not self.cas.db:
                 db.flush()  # on the stack's store before a record names it
             self.lineage.record_run(Run(step="zcas.put", kind="python", status="ran", outputs={"value": oid_hex},
