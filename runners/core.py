@@ -156,7 +156,8 @@ class Core:
         # stack's store gets a cache of its own, so an object stored only in the repository's
         # store is never taken as stored in the stack's (where hits are looked for).
         store = hash_bytes(repr(sorted((task_spec or {}).items())).encode()).hex()[:16]
-        self.statcache = StatCache(repo.statcache_path if self.db is repo.db else f"{repo.statcache_path}-{store}")
+        self._statcache_path = repo.statcache_path if self.db is repo.db else f"{repo.statcache_path}-{store}"
+        self._statcache: StatCache | None = None
         self.verify = verify
         self.out = out  # status lines (None: silent)
         self.cmd_stdout = cmd_stdout  # where commands' stdout goes (None: inherit)
@@ -200,6 +201,14 @@ class Core:
                         print(f"zcas: warning: remote cache off: {e}", file=sys.stderr)
                         self._remote = False
             return self._remote or None
+
+    @property
+    def statcache(self) -> StatCache:
+        """Read on first need: a Python pipeline whose steps return no paths never does."""
+        with self.lock:
+            if self._statcache is None:
+                self._statcache = StatCache(self._statcache_path)
+            return self._statcache
 
     def abspath(self, rel: str) -> str:
         return os.path.join(self.repo.root, rel) if rel else self.repo.root
@@ -365,4 +374,5 @@ class Core:
         try:
             self.flush()
         finally:
-            self.statcache.save()
+            if self._statcache is not None:
+                self._statcache.save()
