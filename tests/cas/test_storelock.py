@@ -1,0 +1,108 @@
+"""The lock on a shared store (cas.storelock): pushes share it, gc holds it alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from zcas.cas import storelock
+from zcas.cas.memory import MemoryBackend
+from zcas.cas.storelock import StoreBusyError, StoreLock
+
+
+def _locks(b: MemoryBackend) -> list[str]:
+    return list(b.list(storelock.PREFIX))
+
+
+def _age(b: MemoryBackend, key: str, seconds: float) -> None:
+    data, mtime = b._data[key]
+    b._data[key] = (data, mtime - seconds)
+
+
+def test_shared_holders_do_not_exclude_each_other_and_release_their_objects():
+    b = MemoryBackend()
+    with StoreLock(b, "push", False, "remote r"), StoreLock(b, "push", False, "remote r"):
+        assert len(_locks(b)) == 2
+    assert _locks(b) == []
+
+
+def test_gc_refuses_while_a_push_holds_the_lock_and_leaves_no_lock_behind():
+    b = MemoryBackend()
+    with StoreLock(b, "push", False, "remote r"):
+        with pytest.raises(StoreBusyError, match=r"remote r is in use: push from .* \(pid \d+\)"):
+            StoreLock(b, "gc", True, "remote r").acquire()
+        assert len(_locks(b)) == 1  # only the push's
+    with StoreLock(b, "gc", True, "remote r"):
+        pass
+
+
+def test_push_refuses_while_gc_holds_the_lock():
+    b = MemoryBackend()
+    with StoreLock(b, "gc", True, "remote r"):
+        with pytest.raises(StoreBusyError, match="remote r is garbage-collected: gc from"):
+            StoreLock(b, "push", False, "remote r").acquire()
+        assert len(_locks(b)) == 1
+
+
+def test_a_stale_lock_is_ignored_and_gc_removes_it():
+    b = MemoryBackend()
+    dead = StoreLock(b, "push", False, "remote r").acquire()
+    dead._stop.set()  # its holder died: no more refreshes
+    key = dead.key
+    _age(b, key, storelock.STALE + 60)
+    with StoreLock(b, "gc", True, "remote r"):
+        assert key not in _locks(b)
+
+
+def test_an_unreadable_lock_object_counts_as_exclusive():
+    b = MemoryBackend()
+    b.put(f"{storelock.PREFIX}junk", b"\x00not json")
+    with pytest.raises(StoreBusyError, match="a lock object zcas cannot read"):
+        StoreLock(b, "push", False, "remote r").acquire()
+    _age(b, f"{storelock.PREFIX}junk", storelock.STALE + 1)
+    with StoreLock(b, "push", False, "remote r"):
+        pass
+
+
+def test_a_long_holder_refreshes_its_lock_so_it_never_goes_stale(monkeypatch):
+    monkeypatch.setattr(storelock, "REFRESH", 0.05)
+    b = MemoryBackend()
+    with StoreLock(b, "push", False, "remote r") as held:
+        first = held.key
+        deadline = time.time() + 5
+        while held.key == first and time.time() < deadline:
+            time.sleep(0.01)
+        assert held.key != first and _locks(b) == [held.key]  # replaced, never two, never none
+    assert _locks(b) == []
+
+
+def test_racing_gc_and_pushes_never_both_hold_the_lock():
+    """Many pushes and gcs start at once: whenever a gc holds the lock, no push does."""
+    b = MemoryBackend()
+    state = {"push": 0, "gc": 0}
+    mutex = threading.Lock()
+    overlaps = []
+
+    def worker(kind: str) -> None:
+        for _ in range(30):
+            try:
+                with StoreLock(b, kind, kind == "gc", "remote r"):
+                    with mutex:
+                        state[kind] += 1
+                        if state["gc"] and (state["push"] or state["gc"] > 1):
+                            overlaps.append(dict(state))
+                    time.sleep(0.001)
+                    with mutex:
+                        state[kind] -= 1
+            except StoreBusyError:
+                pass
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in ("gc", "gc", "push", "push", "push")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+    assert _locks(b) == []
