@@ -121,9 +121,9 @@ class ObstoreBackend(Backend):
 
         try:
             return fn()
-        except NotFoundError:
-            raise ObjectNotFoundError(key, "key") from None
-        except FileNotFoundError:
+        except (NotFoundError, FileNotFoundError):
+            if what == "writing":  # no key to miss: the bucket (or container) is what is missing
+                raise RemoteError(0, f"{what} {key} on {self.url} failed: no such bucket or container") from None
             raise ObjectNotFoundError(key, "key") from None
         except Exception as e:  # noqa: BLE001 - translated at the edge, one line
             raise RemoteError(0, f"{what} {key} on {self.url} failed: {_clean(e)}") from None
