@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -47,12 +47,14 @@ class GcReport:
     damaged: int = 0  # reachable objects missing below a present one, or failing verification
 
 
-def gc(db: ObjectDB, roots, grace: float, dry_run: bool = False, optional_roots: Iterable[bytes] = ()) -> GcReport:
+def gc(db: ObjectDB, roots, grace: float, dry_run: bool = False, optional_roots: Iterable[bytes] = (),
+       on_remove: Callable[[list[str]], None] | None = None) -> GcReport:
     """Collect what ``roots`` and ``optional_roots`` do not reach.
 
     Every root must be present (a missing one is damage: what it reached is unknown);
     ``optional_roots`` may be absent (say, outputs of runs indexed from a remote and never
-    fetched), and only count in ``GcReport.missing``.
+    fetched), and only count in ``GcReport.missing``. ``on_remove`` is told the names of
+    the packs about to go, once their live objects are safe in a new pack.
     """
     db.flush()
     db.refresh()
@@ -86,6 +88,8 @@ def gc(db: ObjectDB, roots, grace: float, dry_run: bool = False, optional_roots:
             for oid, _off, _len, kind, size in keep:
                 db.put_record(oid, kind, size, db.read_record(oid))
         db.flush()
+        if on_remove is not None:
+            on_remove(sorted(plan))
         for name in plan:
             db.backend.delete(idx_key(name))
             db.backend.delete(pack_key(name))
