@@ -250,6 +250,19 @@ class PathVersion:
 PATH_REQUIRED = frozenset({"path", "id", "time_ns"})
 
 
+def artifact_ids(run: dict[str, Any]) -> list[bytes]:
+    """The ids of the inputs and outputs an unstructured run names (a value that is not an
+    id names nothing)."""
+    out = []
+    for x in (*(run.get("inputs") or {}).values(), *(run.get("outputs") or {}).values()):
+        if isinstance(x, str) and len(x) == 64:
+            try:
+                out.append(bytes.fromhex(x))
+            except ValueError:
+                continue
+    return out
+
+
 def from_history_line(line: HistoryLine) -> PathVersion:
     """The path version a line of the object store's history file records (a bytes id, float
     seconds), or RecordError if it cannot be one. A kind path history does not tell apart

@@ -29,6 +29,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+import attrs
+
 from zcas.cas import codec
 from zcas.cas.errors import IntegrityError, ObjectNotFoundError, ZcasError
 from zcas.cas.oid import hash_bytes
@@ -132,6 +134,17 @@ def secret_run_ids(lineage: Lineage) -> set[bytes]:
     return out
 
 
+@attrs.define
+class Unpushed:
+    """What a push of lineage would send: (id, canonical bytes) of each run, and how many
+    local records stay here (``plaintext_env``: an older zcas's, holding env values;
+    ``refused``: they do not validate)."""
+
+    records: list[tuple[bytes, bytes]] = attrs.Factory(list)
+    plaintext_env: int = 0
+    refused: int = 0
+
+
 def _rejected_name(key: str) -> str:
     return _REJECTED + hash_bytes(key.encode("utf-8", "surrogateescape")).hex()
 
@@ -175,24 +188,16 @@ class RemoteLineage:
 
     # -- push --------------------------------------------------------------------------------
 
-    def push(self, warn: Warn | None = None) -> int:
-        """Send every shareable local run record the remote does not have; returns how many.
-
-        A record holding an environment value in the clear (written by an older zcas), or
-        one a remote would refuse, is not sent: ``last_push_skipped`` counts them
-        (``plaintext_env``, ``refused``) and one warning per kind says so. Records go in
-        segments of about SEGMENT_TARGET bytes.
-        """
+    def unpushed(self) -> Unpushed:
+        """The shareable local run records the remote does not have, in the order a push
+        sends them. A record holding an environment value in the clear (written by an older
+        zcas), or one a remote would refuse, is left out and counted."""
         from .redact import plaintext_env
         from .serde import RecordError
 
-        warn = _escaped(warn or self.warn)
         have = self.remote_run_ids()
         graph = self.lineage.graph
-        sent = plain = refused = 0
-        records: list[bytes] = []
-        ids: list[bytes] = []
-        size = 0
+        out = Unpushed()
         for rid in graph.all_run_ids():
             if rid in have:
                 continue
@@ -202,11 +207,25 @@ class RemoteLineage:
             try:
                 rec = check_run_record(data)
             except RecordError:
-                refused += 1
+                out.refused += 1
                 continue
             if plaintext_env(rec):
-                plain += 1
+                out.plaintext_env += 1
                 continue
+            out.records.append((rid, data))
+        return out
+
+    def push(self, warn: Warn | None = None, pending: Unpushed | None = None) -> int:
+        """Send ``pending`` (default: ``unpushed()``); returns how many records were sent.
+        One warning per kind of record left out says so (``last_push_skipped`` counts them).
+        Records go in segments of about SEGMENT_TARGET bytes."""
+        warn = _escaped(warn or self.warn)
+        pending = pending if pending is not None else self.unpushed()
+        sent = 0
+        records: list[bytes] = []
+        ids: list[bytes] = []
+        size = 0
+        for rid, data in pending.records:
             records.append(data)
             ids.append(rid)
             size += 8 + len(data)
@@ -217,6 +236,7 @@ class RemoteLineage:
         if records:
             self._send(records, ids)
             sent += len(ids)
+        plain, refused = pending.plaintext_env, pending.refused
         self.last_push_skipped = {"plaintext_env": plain, "refused": refused}
         if plain:
             warn(f"{plain} run record{'s' if plain != 1 else ''} not pushed: written by an older zcas, they hold "
@@ -226,11 +246,12 @@ class RemoteLineage:
                  "(a cache key that does not match its components, or a malformed field)")
         return sent
 
-    def _send(self, records: list[bytes], ids: list[bytes]) -> None:
+    def _send(self, records: list[bytes], ids: list[bytes]) -> str:
         payload = _pack(records)
         key = _seg_key(payload)
         self.backend.put(key, codec.encode(codec.KIND_RECORD, payload))
         self._mark(key[len(PREFIX) :], ids)
+        return key
 
     # -- pull --------------------------------------------------------------------------------
 
@@ -336,6 +357,64 @@ class RemoteLineage:
         if rejected:
             self._reject(key, reason)
         return new
+
+    # -- what gc over the remote reads and rewrites -------------------------------------------
+
+    def records(self) -> tuple[list[str], dict[bytes, tuple[bytes, dict]], int]:
+        """(segment keys, every run record on the remote by id (its bytes, and as a dict),
+        records skipped as malformed), each record checked as a pull checks it. A segment that does not read, or a record of
+        a newer schema, raises SegmentError: what it names is unknown, so gc must not act."""
+        from .serde import NewerRecordError, RecordError
+
+        keys: list[str] = []
+        out: dict[bytes, tuple[bytes, dict]] = {}
+        bad = 0
+        for key in self.backend.list(PREFIX):
+            name = key[len(PREFIX) :]
+            if not name.startswith("seg-"):
+                continue
+            try:
+                payload = self._read_segment(key, name)
+            except SegmentError as e:
+                raise SegmentError(f"remote lineage segment {key}: {e}") from None
+            if payload is None:
+                continue
+            keys.append(key)
+            for a, b in list(_frames(payload)):
+                data = bytes(payload[a:b])
+                rid = hash_bytes(data)
+                if rid in out:
+                    continue
+                try:
+                    out[rid] = (data, check_run_record(data))
+                except NewerRecordError:
+                    raise SegmentError(f"remote lineage segment {key} holds records of a newer zcas; "
+                                       "upgrade zcas to collect this remote") from None
+                except RecordError:
+                    bad += 1  # never indexed by anyone: it names nothing
+        return keys, out, bad
+
+    def compact(self, old: list[str], keep: dict[bytes, bytes]) -> int:
+        """Fold the segments ``old`` into as few as hold ``keep`` (new ones first, then the
+        old deleted: a crash between leaves records twice, which readers skip); returns how
+        many segments were removed. The new segments are marked seen here."""
+        new: set[str] = set()
+        records: list[bytes] = []
+        ids: list[bytes] = []
+        size = 0
+        for rid, data in keep.items():
+            records.append(data)
+            ids.append(rid)
+            size += 8 + len(data)
+            if size >= SEGMENT_TARGET:
+                new.add(self._send(records, ids))
+                records, ids, size = [], [], 0
+        if records:
+            new.add(self._send(records, ids))
+        gone = [k for k in old if k not in new]
+        for key in gone:
+            self.backend.delete(key)
+        return len(gone)
 
     def _index(self, batch: list[tuple[bytes, dict, bytes]]) -> int:
         """Store records as local objects (reindex finds them), then index them."""

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from zcas.cas.refs import PathVersion
+
 if TYPE_CHECKING:
     from .store import Lineage
 
@@ -90,7 +92,29 @@ def plan(lineage: Lineage, rules: Rules, tagged: Iterable[bytes]) -> tuple[list[
     if not rules.active():
         return [], []
     tags = set(tagged)
-    return _versions(lineage, rules, tags), _runs(lineage, rules, tags)
+    by_path = {path: path_versions(lineage, path) for path in lineage.graph.all_path_names()}
+    return versions_not_kept(by_path, rules, tags), runs_not_kept(all_runs(lineage), rules, tags)
+
+
+def versions_of(lines: Iterable[PathVersion]) -> dict[str, list[VersionRef]]:
+    """History lines (as ``history.jsonl`` holds them, in any order) grouped into numbered
+    versions per path, as the index groups them: a run of lines holding one id is one
+    version. For history that was never indexed here (a remote's)."""
+    by_path: dict[str, list[PathVersion]] = {}
+    for v in lines:
+        by_path.setdefault(v.path, []).append(v)
+    out: dict[str, list[VersionRef]] = {}
+    for path, vs in by_path.items():
+        vs.sort(key=lambda v: v.time)
+        refs: list[VersionRef] = []
+        for v in vs:
+            t = int(v.time * 1e9)
+            if refs and refs[-1].id == v.oid.hex():
+                refs[-1] = attrs.evolve(refs[-1], last_ns=t)
+            else:
+                refs.append(VersionRef(path, len(refs) + 1, v.oid.hex(), t, t, v.kind, None))
+        out[path] = refs
+    return out
 
 
 def _keeps(rules: Rules, from_newest: int, age_ns: int) -> bool:
@@ -101,10 +125,9 @@ def _keeps(rules: Rules, from_newest: int, age_ns: int) -> bool:
     return rules.keep_within_ns is not None and age_ns <= rules.keep_within_ns
 
 
-def _versions(lineage: Lineage, rules: Rules, tags: set[bytes]) -> list[VersionRef]:
+def versions_not_kept(by_path: dict[str, list[VersionRef]], rules: Rules, tags: set[bytes]) -> list[VersionRef]:
     out = []
-    for path in lineage.graph.all_path_names():
-        versions = path_versions(lineage, path)
+    for versions in by_path.values():
         if not versions:
             continue
         newest = versions[-1].time_ns
@@ -115,8 +138,9 @@ def _versions(lineage: Lineage, rules: Rules, tags: set[bytes]) -> list[VersionR
     return out
 
 
-def _runs(lineage: Lineage, rules: Rules, tags: set[bytes]) -> list[RunRef]:
-    runs = all_runs(lineage)
+def runs_not_kept(runs: list[tuple[bytes, dict[str, Any]]], rules: Rules, tags: set[bytes]) -> list[RunRef]:
+    """Of ``runs`` ((id, record)), those no rule keeps."""
+    runs = sorted(runs, key=lambda t: (t[1]["started_ns"], t[0]))
     by_step: dict[str, list[tuple[bytes, dict[str, Any]]]] = {}
     for rid, d in runs:
         by_step.setdefault(d["step"], []).append((rid, d))

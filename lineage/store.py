@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from zcas.cas import codec
 from zcas.cas.errors import ZcasError
-from zcas.cas.oid import from_hex
 from zcas.cas.repo import Repo
 
 from .graph import Graph
-from .records import PathVersion, RecordError, Run, from_history_line
+from .records import PathVersion, RecordError, Run, artifact_ids, from_history_line
 
 if TYPE_CHECKING:
     from zcas.cas.refs import Forgotten
@@ -190,11 +189,7 @@ class Lineage:
             out.append(rid)
             d = self.run_dict(rid)
             if d:
-                for x in (*d["inputs"].values(), *d["outputs"].values()):
-                    try:
-                        out.append(from_hex(x))
-                    except (ZcasError, TypeError):
-                        continue  # not an id: names nothing to keep
+                out.extend(artifact_ids(d))
         out.extend(v.oid for v in self._pulled_history() if not f.line(v))
         return out
 
