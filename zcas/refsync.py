@@ -17,12 +17,12 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from zcas.cas import codec
 from zcas.cas.bounded import get_bounded
-from zcas.cas.errors import ZcasError
+from zcas.cas.errors import ObjectNotFoundError, ZcasError
 from zcas.cas.oid import from_hex, hash_bytes
 from zcas.cas.refs import PathVersion, check_tag_name
 from zcas.cas.safetext import printable
@@ -57,10 +57,10 @@ def push_refs(remote: Remote, warn: Warn) -> tuple[int, int]:
     return tags, _push_history(remote)
 
 
-def _push_history(remote: Remote) -> int:
-    done_path = _state(remote, "history-pushed")
+def _unpushed(remote: Remote) -> tuple[bytes, int]:
+    """(the whole lines of the local history not pushed yet, the offset pushed so far)."""
     try:
-        with open(done_path) as f:
+        with open(_state(remote, "history-pushed")) as f:
             done = int(f.read().strip() or 0)
     except (FileNotFoundError, ValueError):
         done = 0
@@ -69,21 +69,44 @@ def _push_history(remote: Remote) -> int:
             f.seek(done)
             data = f.read()
     except FileNotFoundError:
-        return 0
-    data = data[: data.rfind(b"\n") + 1]  # whole lines only (a line being appended waits)
+        return b"", done
+    return data[: data.rfind(b"\n") + 1], done  # whole lines only (a line being appended waits)
+
+
+def unpushed_history(remote: Remote) -> list[PathVersion]:
+    """The history lines the next push sends."""
+    return _lines(_not_forgotten(remote, _unpushed(remote)[0]))[0]
+
+
+def _push_history(remote: Remote) -> int:
+    data, done = _unpushed(remote)
     send = _not_forgotten(remote, data)
-    sent = 0
-    while sent < len(send):
-        end = send.rfind(b"\n", sent, sent + _SEGMENT) + 1 or send.find(b"\n", sent) + 1
-        payload = send[sent:end]
-        remote.backend.put(f"{PREFIX}seg-{hash_bytes(payload).hex()}", codec.encode(codec.KIND_RECORD, payload))
-        sent = end
+    _send_lines(remote, send)
     if data:
+        done_path = _state(remote, "history-pushed")
         os.makedirs(os.path.dirname(done_path), exist_ok=True)
         with open(done_path + ".tmp", "w") as f:
             f.write(str(done + len(data)))
         os.replace(done_path + ".tmp", done_path)
     return send.count(b"\n")
+
+
+def _send_lines(remote: Remote, data: bytes) -> set[str]:
+    """Store whole history lines as segments of about _SEGMENT bytes; their keys."""
+    keys = set()
+    sent = 0
+    while sent < len(data):
+        end = data.rfind(b"\n", sent, sent + _SEGMENT) + 1 or data.find(b"\n", sent) + 1
+        payload = data[sent:end]
+        key = f"{PREFIX}seg-{hash_bytes(payload).hex()}"
+        remote.backend.put(key, codec.encode(codec.KIND_RECORD, payload))
+        keys.add(key)
+        sent = end
+    return keys
+
+
+def _dump(v: PathVersion) -> str:
+    return json.dumps({"path": v.path, "id": v.oid.hex(), "kind": v.kind, "time": v.time}) + "\n"
 
 
 def _not_forgotten(remote: Remote, data: bytes) -> bytes:
@@ -151,14 +174,33 @@ def _line(raw: bytes) -> PathVersion | str:
         return "not a history line"
 
 
+def _segments(remote: Remote) -> Iterator[str]:
+    for key in remote.backend.list(PREFIX):
+        if _SEG_NAME.fullmatch(key[len(PREFIX) :]):
+            yield key
+
+
+def _lines(payload: bytes) -> tuple[list[PathVersion], list[str]]:
+    """(the valid lines of a segment, why each other line was refused)."""
+    good: list[PathVersion] = []
+    bad: list[str] = []
+    for raw in payload.splitlines():
+        v = _line(raw)
+        if isinstance(v, str):
+            bad.append(v)
+        else:
+            good.append(v)
+    return good, bad
+
+
 def _pull_history(remote: Remote, warn: Warn) -> int:
     seen_dir = _state(remote, "history-seen")
     os.makedirs(seen_dir, exist_ok=True)
     seen = set(os.listdir(seen_dir))
     taken = 0
-    for key in remote.backend.list(PREFIX):
+    for key in _segments(remote):
         name = key[len(PREFIX) :]
-        if not _SEG_NAME.fullmatch(name) or name in seen:
+        if name in seen:
             continue
         try:
             _, payload = codec.decode(key, get_bounded(remote.backend, key, _MAX_SEGMENT))
@@ -166,21 +208,50 @@ def _pull_history(remote: Remote, warn: Warn) -> int:
             warn(f"remote {remote.spec.name}: history segment {printable(key)} skipped: {printable(e)}")
             open(os.path.join(seen_dir, name), "w").close()
             continue
-        good: list[PathVersion] = []
-        bad: list[str] = []
-        for raw in payload.splitlines():
-            v = _line(raw)
-            if isinstance(v, str):
-                bad.append(v)
-            else:
-                good.append(v)
+        good, bad = _lines(payload)
         if bad:
             warn(f"remote {remote.spec.name}: history segment {printable(key)}: {len(bad)} lines skipped ({bad[0]})")
         if good:
             with open(_state(remote, "history.jsonl"), "a") as f:
-                f.writelines(json.dumps({"path": v.path, "id": v.oid.hex(), "kind": v.kind, "time": v.time}) + "\n"
-                             for v in good)
+                f.writelines(_dump(v) for v in good)
             remote.lineage.lineage.index_paths(good)
         open(os.path.join(seen_dir, name), "w").close()
         taken += len(good)
     return taken
+
+
+# -- what gc over the remote reads and rewrites -------------------------------------------------
+
+
+def remote_history(remote: Remote) -> tuple[list[str], list[PathVersion]]:
+    """(segment keys, every valid history line on the remote). A segment that does not
+    read raises: what it names is unknown, so gc must not act. Invalid lines name nothing
+    (no reader ever takes them) and are left out."""
+    keys: list[str] = []
+    lines: list[PathVersion] = []
+    for key in _segments(remote):
+        try:
+            _, payload = codec.decode(key, get_bounded(remote.backend, key, _MAX_SEGMENT))
+        except ObjectNotFoundError:
+            continue
+        except ZcasError as e:
+            raise ZcasError(f"remote {remote.spec.name}: history segment {printable(key)} does not read "
+                            f"({printable(e)})") from None
+        keys.append(key)
+        lines.extend(_lines(payload)[0])
+    return keys, lines
+
+
+def rewrite_history(remote: Remote, old: list[str], keep: list[PathVersion]) -> int:
+    """Replace the segments ``old`` by segments holding ``keep`` (new ones first); returns
+    how many segments were removed. The new ones are marked seen here."""
+    data = "".join(_dump(v) for v in sorted(set(keep), key=lambda v: (v.time, v.path))).encode()
+    new = _send_lines(remote, data)
+    seen_dir = _state(remote, "history-seen")
+    os.makedirs(seen_dir, exist_ok=True)
+    for key in new:
+        open(os.path.join(seen_dir, key[len(PREFIX) :]), "w").close()
+    gone = [k for k in old if k not in new]
+    for key in gone:
+        remote.backend.delete(key)
+    return len(gone)

@@ -8,6 +8,7 @@ AWS_REGION for S3).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -16,19 +17,23 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from zcas.cas.bounded import get_bounded
+from zcas.cas.collected import collected
 from zcas.cas.db import ObjectDB
 from zcas.cas.errors import IntegrityError, ObjectNotFoundError, UsageError, ZcasError
 from zcas.cas.objstore import ObstoreBackend, RemoteError, check_no_credentials, parse_url
 from zcas.cas.oid import from_hex
 from zcas.cas.pack import decode_index, idx_key
+from zcas.cas.reach import walk
 from zcas.cas.refs import check_tag_name
 from zcas.cas.repo import read_config, write_config
 from zcas.cas.safetext import printable
+from zcas.cas.storelock import StoreLock
 from zcas.cas.transfer import closure, copy_packs, fetch_objects, pull_packs, push_objects, remote_packs
-from zcas.lineage.remote import RemoteLineage, secret_run_ids
+from zcas.lineage.records import artifact_ids
+from zcas.lineage.remote import RemoteLineage, Unpushed, secret_run_ids
 
 from .config import Config, check_name
-from .refsync import pull_refs, push_refs
+from .refsync import pull_refs, push_refs, unpushed_history
 
 if TYPE_CHECKING:
     from zcas.cas.repo import Repo
@@ -173,24 +178,55 @@ class Remote:
 
     def push(self, targets: list[bytes] | None, tags: dict[str, bytes] | None = None, progress: Progress = None,
              force: bool = False, refs: bool = False) -> dict[str, int]:
-        """Send what the remote lacks; ``refs``: also every tag and the path history."""
+        """Send what the remote lacks; ``refs``: also every tag and the path history.
+
+        The remote's lock is held shared throughout (``cas.storelock``): a ``gc --remote``
+        at work makes the push refuse, and no gc starts while it runs."""
+        with StoreLock(self.backend, "push", exclusive=False, where=f"remote {self.spec.name}"):
+            return self._push(targets, tags or {}, progress, force, refs)
+
+    def _push(self, targets: list[bytes] | None, tags: dict[str, bytes], progress: Progress, force: bool,
+              refs: bool) -> dict[str, int]:
         local = self.repo.db
         local.flush()
+        pending = self.lineage.unpushed()
         if targets is None:
-            missing = local.packs() - remote_packs(self.backend)
-            clean, objects = self._push_without_secrets(missing)
+            have = local.packs()
+            on_remote = remote_packs(self.backend)
+            gone = collected(self.backend)[0]  # rewritten by a gc there: never sent whole again
+            clean, objects = self._push_without_secrets(have - on_remote - gone)
             packs, nbytes = copy_packs(self.repo.backend, self.backend, clean, progress)
+            stale = (have & gone) - on_remote
+            if stale:
+                objects += self._refill(stale, pending, tags, refs)
         else:
             packs = nbytes = 0
             objects = push_objects(local, self.db, closure(local, targets))
-        runs = self.lineage.push()
-        for name, oid in (tags or {}).items():
+        runs = self.lineage.push(pending=pending)
+        for name, oid in tags.items():
             self.push_tag(name, oid, force)
-        ntags, history = len(tags or {}), 0
+        ntags, history = len(tags), 0
         if refs:
             more, history = push_refs(self, _warn)
             ntags += more
         return {"packs": packs, "bytes": nbytes, "objects": objects, "runs": runs, "tags": ntags, "history": history}
+
+    def _refill(self, stale: set[str], pending: Unpushed, tags: dict[str, bytes], refs: bool) -> int:
+        """Send, object by object, what this push names (its run records, their inputs and
+        outputs, its tags and history lines) that sits in local packs a gc on the remote has
+        rewritten, if the remote lacks it: the pack is not sent whole, and gc may have
+        dropped objects of it that were unreachable then and are named again now."""
+        roots: list[bytes] = []
+        for rid, data in pending.records:
+            roots.append(rid)
+            roots.extend(artifact_ids(json.loads(data)))
+        roots.extend(tags.values())
+        if refs:
+            roots.extend(self.repo.refs.tags().values())
+            roots.extend(v.oid for v in unpushed_history(self))
+        live, _ = walk(self.repo.db, roots)  # (what was never fetched here is not ours to send)
+        want = [o for o in sorted(live) if self.repo.db.entry(o).pack in stale]
+        return push_objects(self.repo.db, self.db, want)
 
     def _push_without_secrets(self, names: set[str]) -> tuple[set[str], int]:
         """(packs that may travel as they are, objects sent otherwise).

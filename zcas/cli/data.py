@@ -13,7 +13,7 @@ from .base import Ctx, cli, emit_json, json_option, pass_ctx
 
 if TYPE_CHECKING:
     from zcas.cas.refs import Forgotten
-    from zcas.lineage.retention import RunRef, VersionRef
+    from zcas.lineage.retention import Rules, RunRef, VersionRef
 
 # The object store's operations (zcas.cas: view, checkout, fsck, gc, repair, usage),
 # zcas.remotes and zcas.audit are imported inside the commands: they pull in lmdb,
@@ -241,16 +241,22 @@ def fsck(c: Ctx, repair: bool, remote_name: str | None, as_json: bool) -> None:
               help="Forget versions and runs older than DURATION before their path's or step's newest.")
 @click.option("--keep-tagged", is_flag=True,
               help="Keep tagged versions and runs (always, with the other rules); alone: forget the rest.")
+@click.option("--remote", "remote_name", default=None, metavar="NAME",
+              help="Collect on remote NAME instead (its tags, run records and path history; the rules apply there).")
 @json_option()
 @pass_ctx
 def gc(c: Ctx, dry_run: bool, grace: str | None, keep_last: int | None, keep_within: str | None,
-       keep_tagged: bool, as_json: bool) -> None:
+       keep_tagged: bool, remote_name: str | None, as_json: bool) -> None:
     """Delete objects that no tag, recorded path version or run record reaches.
 
     With --keep-last, --keep-within or --keep-tagged, first forget the path versions and
     runs no rule keeps (a tag always keeps what it names), then collect. If anything those
     reach is corrupt, or missing below a stored tree or file, nothing is deleted (what it
     would keep alive is unknown): run `zcas fsck --repair` first.
+
+    With --remote NAME the same happens on the remote, by what is recorded there, under
+    the remote's lock: a push running meanwhile makes gc refuse, and pushes wait for it
+    (they refuse while it runs). Nothing local changes.
     """
     import attrs
 
@@ -263,6 +269,9 @@ def gc(c: Ctx, dry_run: bool, grace: str | None, keep_last: int | None, keep_wit
     rules = Rules(keep_last=keep_last, keep_tagged=keep_tagged,
                   keep_within_ns=None if keep_within is None else int(parse_duration(keep_within) * 1e9))
     grace_s = None if grace is None else parse_duration(grace)  # bad input: refused before anything changes
+    if remote_name is not None:
+        _gc_remote(c, remote_name, rules, grace_s, dry_run, as_json)
+        return
     c.exclusive = True
     forgotten = None
     versions, runs = plan(c.lineage, rules, c.repo.refs.tags().values())
@@ -291,6 +300,34 @@ def gc(c: Ctx, dry_run: bool, grace: str | None, keep_last: int | None, keep_wit
         f"{rep.leftovers_removed} leftover files, {checkouts} loaded copies of path artifacts; "
         f"{rep.objects_moved} live objects repacked"
     )
+
+
+def _gc_remote(c: Ctx, name: str, rules: Rules, grace_s: float | None, dry_run: bool, as_json: bool) -> None:
+    import attrs
+
+    from zcas.remotegc import gc_remote
+    from zcas.remotes import Remote, pick
+    from zcas.runners.durations import human_bytes, parse_duration
+
+    r = Remote(c.repo, c.lineage, pick(c.repo, name))
+    rep = gc_remote(r, rules, grace_s if grace_s is not None else parse_duration(c.config.get("gc.grace")), dry_run)
+    o = rep.objects
+    if as_json:
+        emit_json(dict(attrs.asdict(o), dry_run=dry_run, remote=name, versions_forgotten=len(rep.versions),
+                       runs_forgotten=len(rep.runs), segments_removed=rep.segments_removed,
+                       records_skipped=rep.records_skipped,
+                       forgotten={"versions": [v.as_dict() for v in rep.versions],
+                                  "runs": [r.as_dict() for r in rep.runs]}))
+        return
+    verb = "would remove" if dry_run else "removed"
+    if rules.active():
+        if dry_run:
+            _print_forgotten(rep.versions, rep.runs, "would forget")
+        click.echo(f"{'would forget' if dry_run else 'forgot'} {len(rep.versions)} path versions and "
+                   f"{len(rep.runs)} runs on {name}")
+    click.echo(f"{verb} {o.objects_removed} objects ({human_bytes(o.bytes_removed)}) from {o.packs_removed} packs "
+               f"on {name}, {o.leftovers_removed} leftover files; {o.objects_moved} live objects repacked; "
+               f"{rep.segments_removed} lineage and history segments folded")
 
 
 def _as_forgotten(versions: list[VersionRef], runs: list[RunRef]) -> Forgotten:

@@ -1,0 +1,103 @@
+"""gc over a remote: retention rules and collection on a store a team shares.
+
+Under the remote's lock, held alone (``cas.storelock``; every push holds it shared, so no
+push runs meanwhile):
+
+1. read everything on the remote that names objects: tags, run records (lineage
+   segments) and path-history lines, each validated as a pull validates it. A segment
+   that does not read, a record of a newer zcas or a tag that is not an id stops gc before
+   it changes anything: what they name is unknown;
+2. apply the retention rules, as local gc does, to those runs and versions (tags keep
+   what they name);
+3. rewrite lineage and history: the kept records and lines in as few segments as hold
+   them, new segments first, then the old ones deleted;
+4. collect objects as local gc does (``cas.gc``): only packs older than the grace period
+   are touched, live objects are verified and copied into a new pack before an old one
+   goes, and anything reachable that is missing or damaged stops it. The names of the
+   packs removed are left on the remote (``cas.collected``) so that pushers do not send
+   those packs whole again.
+
+The grace period is a second guard: a push by an older zcas, which takes no lock, writes
+packs younger than any sane grace period, and gc leaves those alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from zcas.cas import collected
+from zcas.cas.errors import ZcasError
+from zcas.cas.gc import GcReport, gc
+from zcas.cas.refs import Forgotten
+from zcas.cas.storelock import StoreLock
+from zcas.lineage.records import artifact_ids
+from zcas.lineage.remote import SegmentError
+from zcas.lineage.retention import Rules, RunRef, VersionRef, runs_not_kept, versions_not_kept, versions_of
+
+from .refsync import remote_history, rewrite_history
+
+if TYPE_CHECKING:
+    from .remotes import Remote
+
+
+@attrs.define
+class RemoteGcReport:
+    objects: GcReport
+    versions: list[VersionRef]
+    runs: list[RunRef]
+    segments_removed: int = 0
+    records_skipped: int = 0  # malformed run records on the remote, dropped by the rewrite
+
+
+def gc_remote(remote: Remote, rules: Rules, grace: float, dry_run: bool = False) -> RemoteGcReport:
+    if dry_run:  # reads only: no lock, so it never stands in a push's way
+        return _collect(remote, rules, grace, True)
+    with StoreLock(remote.backend, "gc", exclusive=True, where=f"remote {remote.spec.name}"):
+        return _collect(remote, rules, grace, False)
+
+
+def _tags(remote: Remote) -> dict[str, bytes]:
+    out = {}
+    for key in remote.backend.list("refs/tags/"):
+        name = key[len("refs/tags/") :]
+        oid = remote.remote_tag(name)  # a tag that is not an id raises: gc stops
+        if oid is not None:
+            out[name] = oid
+    return out
+
+
+def _collect(remote: Remote, rules: Rules, grace: float, dry_run: bool) -> RemoteGcReport:
+    try:
+        tags = _tags(remote)
+        seg_keys, records, skipped = remote.lineage.records()
+        hist_keys, lines = remote_history(remote)
+    except (SegmentError, ZcasError) as e:
+        raise ZcasError(f"gc of remote {remote.spec.name} changed nothing: {e}") from None
+    runs = [(rid, d) for rid, (_, d) in records.items()]
+    tagged = set(tags.values())
+    versions = versions_not_kept(versions_of(lines), rules, tagged) if rules.active() else []
+    gone_runs = runs_not_kept(runs, rules, tagged) if rules.active() else []
+    forgotten = Forgotten()
+    for v in versions:
+        forgotten.add_version(*v.span())
+    for r in gone_runs:
+        forgotten.add_run(bytes.fromhex(r.run))
+    kept_records = {rid: data for rid, (data, _) in records.items() if rid not in forgotten.runs}
+    kept_lines = [v for v in lines if not forgotten.line(v)]
+    optional = [v.oid for v in kept_lines]
+    for rid, d in runs:
+        if rid not in forgotten.runs:
+            optional.append(rid)
+            optional.extend(artifact_ids(d))
+    rep = RemoteGcReport(GcReport(), versions, gone_runs, records_skipped=skipped)
+    if not dry_run:
+        if len(seg_keys) > 1 or len(kept_records) != len(records) or skipped:
+            rep.segments_removed += remote.lineage.compact(seg_keys, kept_records)
+        if len(hist_keys) > 1 or len(kept_lines) != len(lines):
+            rep.segments_removed += rewrite_history(remote, hist_keys, kept_lines)
+    notes = collected.collected(remote.backend)
+    rep.objects = gc(remote.db, list(tagged), grace, dry_run=dry_run, optional_roots=optional,
+                     on_remove=lambda names: collected.note(remote.backend, names, notes))
+    return rep
