@@ -231,3 +231,29 @@ def test_concurrent_pushes_and_remote_gc_lose_nothing_pushed(tmp_path, zcas, rem
         newest = json.loads(zcas("log", "data.csv", "--versions", "--json", cwd=r).out)[0]["id"]
         assert _has(zcas, c, newest)
         assert zcas("cat", newest, cwd=c).out == f"{r.name} 5\n"
+
+
+def test_gc_on_an_s3_remote(tmp_path, s3_env, s3_url):
+    """The same through an S3-protocol server: lock objects, mtimes and deletes as S3 does them."""
+    from tests.conftest import run_zcas
+
+    a = tmp_path / "a"
+    a.mkdir()
+    assert run_zcas("init", cwd=a).code == 0
+    assert run_zcas("remote", "add", "origin", s3_url, cwd=a, env=s3_env).code == 0
+    ids = []
+    for text in ("one\n", "two\n", "three\n"):
+        (a / "data.csv").write_text(text)
+        ids.append(run_zcas("add", "data.csv", cwd=a).out.split()[0])
+    assert run_zcas("push", cwd=a, env=s3_env).code == 0
+    r = run_zcas("gc", "--remote", "origin", "--grace", "0", "--keep-last", "1", "--json", cwd=a, env=s3_env)
+    assert r.code == 0, r
+    assert json.loads(r.out)["objects_removed"] == 2
+    b = tmp_path / "b"
+    b.mkdir()
+    assert run_zcas("init", cwd=b).code == 0
+    assert run_zcas("remote", "add", "origin", s3_url, cwd=b, env=s3_env).code == 0
+    assert run_zcas("pull", cwd=b, env=s3_env).code == 0
+    assert run_zcas("cat", ids[2], cwd=b).out == "three\n"
+    assert run_zcas("pull", "origin", ids[0], cwd=b, env=s3_env).code != 0
+    assert run_zcas("push", "--json", cwd=a, env=s3_env).code == 0  # the lock was released
