@@ -1,79 +1,84 @@
-"""Code fingerprints: what a Python step's result can depend on, as one hash.
+"""Code fingerprints: everything a Python step's result can depend on, as one hash.
 
-The step's own syntax tree, normalised (comments, docstrings, formatting and line numbers
-do not count), and, followed transitively, every user-code function and class it names,
-and the values of module-level constants it reads. Installed packages count by name and
-version, not by source; the standard library counts by Python's version. ``version=`` on
-a step replaces all of this with a string the user controls.
+A stale result (a wrong value handed back without running) is the one failure a cache must
+never have, so the walk starts from the step's function and follows every value its code
+can reach in user code (anything not in an installed distribution), whatever the route:
+globals and closures it reads, attribute chains on modules (``mod.f``, ``pkg.sub.CONST``),
+local imports, default arguments, decorators and the functions they wrap (``__wrapped__``,
+``partial``), classes whole (bases, metaclass, methods, properties, class attributes,
+dataclass and attrs field defaults, enum members) and the instances of them it reads.
+Installed code counts by distribution name and version; zcas itself by its version.
 
-What it cannot see is named in docs/python-api.md: values reached through ``getattr`` with
-computed names, files read at run time (declare them as inputs), and mutable globals
-changed at run time.
+What a walk cannot resolve (``getattr`` with a computed name, ``eval``, a name not defined
+yet, a value of a foreign type) is an entry of its own, ``unresolved``, so it is listed by
+``explain`` and is part of the key, never silently left out.
+
+Each entry's digest leaves out files and line numbers: moving code, or adding a blank line
+above it, changes no key. The manifest (entries with file and line) is what ``explain`` and
+``why`` show.
 """
 
 from __future__ import annotations
 
-import ast
 import builtins
+import dataclasses
+import enum
 import functools
-import inspect
+import importlib
 import os
+import re
 import sys
 import sysconfig
-import textwrap
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from zcas.cas.oid import hash_bytes
 
+from . import sourcedigest
+from .codescan import Chain, chains
+
 _CONST_TYPES = (int, float, str, bytes, bool, type(None), complex)
-_INSTALLED_ROOTS = tuple(
-    os.path.realpath(p) + os.sep
-    for p in {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")} | set(
-        p for p in sys.path if p.endswith(("site-packages", "dist-packages"))
-    )
-    if p
-)
+_MAX_ITEMS = 1000  # items of one container walked one by one (a registry of functions, say)
+_MAX_ENTRIES = 50_000
+_SKIP_ATTRS = frozenset({
+    "__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__annotations__", "__dataclass_params__",
+    "__parameters__", "__orig_bases__", "__firstlineno__", "__static_attributes__", "__abstractmethods__", "_abc_impl",
+    "__match_args__", "__attrs_own_setattr__", "__hash__", "__init_subclass__", "__class_getitem__", "__slotnames__",
+})
 
 
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
-            body = node.body
-            first = body[0] if body else None
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
+def _installed_roots() -> tuple[str, ...]:
+    paths = {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # zcas counts by its version
+    roots = {os.path.realpath(p) + os.sep for p in paths if p}
+    roots |= {os.path.join(here, d) + os.sep for d in ("zcas", "cas", "lineage", "runners")}
+    roots.add(os.path.dirname(os.path.abspath(__file__)) + os.sep)
+    return tuple(sorted(roots))
 
 
-def _unwrap(obj: Any) -> Any:
-    while hasattr(obj, "__wrapped__"):
-        obj = obj.__wrapped__
-    fn = getattr(obj, "fn", None)  # a zcas Step wraps the user's function
-    return fn if callable(fn) and hasattr(obj, "is_zcas_step") else obj
+_INSTALLED_ROOTS = _installed_roots()
 
 
-def source_digest(obj: Any) -> str:
-    """The normalised syntax tree of a function or class (decorators excluded)."""
-    try:
-        src = textwrap.dedent(inspect.getsource(obj))
-    except (OSError, TypeError):
-        code = getattr(obj, "__code__", None)
-        return "bytecode:" + (hash_bytes(code.co_code).hex() if code else repr(obj))
-    tree = _strip_docstrings(ast.parse(src))
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            node.decorator_list = []
-            break
-    return hash_bytes(ast.dump(tree, annotate_fields=False, include_attributes=False).encode()).hex()
+class Entry(NamedTuple):
+    """One thing a key covers. ``kind``: code, const, package or unresolved."""
+
+    kind: str
+    name: str  # module.qualname of a definition, where a constant is read, a distribution
+    digest: str  # what the key holds of it: a syntax-tree hash, a value, a version, words
+    file: str = ""
+    line: int = 0
+
+
+def is_user_file(path: str | None) -> bool:
+    if not path or path.startswith("<"):
+        return False
+    return not os.path.realpath(path).startswith(_INSTALLED_ROOTS)
 
 
 def is_user_module(mod: types.ModuleType | None) -> bool:
-    f = getattr(mod, "__file__", None)
-    if not f:
-        return False  # builtins, frozen modules
-    return not os.path.realpath(f).startswith(_INSTALLED_ROOTS)
+    return is_user_file(getattr(mod, "__file__", None))
 
 
 @functools.cache
@@ -81,10 +86,14 @@ def _package_version(top: str) -> str:
     """name==version of an installed package, cheapest source first: the module's own
     __version__, its distribution of the same name, then the full map of distributions
     (which reads every installed package's metadata: a quarter of a second)."""
-    # Imported here: importlib.metadata adds ~10 ms (measured) to the ~85 ms of importing
-    # zcas.steps, and only a step whose code names an installed package gets this far.
-    from importlib import metadata
+    from importlib import metadata  # ~10 ms: only for a step whose code names a package
 
+    if top in ("zcas", "builtins") or top in sys.stdlib_module_names:
+        if top == "zcas":
+            from zcas._version import __version__
+
+            return f"zcas=={__version__}"
+        return f"python{sys.version_info.major}.{sys.version_info.minor}"
     v = getattr(sys.modules.get(top), "__version__", None)
     if isinstance(v, str):
         return f"{top}=={v}"
@@ -95,45 +104,16 @@ def _package_version(top: str) -> str:
     try:
         dists = metadata.packages_distributions().get(top) or [top]
         return f"{dists[0]}=={metadata.version(dists[0])}"
-    except Exception:  # noqa: BLE001 - a module with no distribution: stdlib or vendored
+    except Exception:  # noqa: BLE001 - a module with no distribution: vendored
         return f"{top}@python{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def _names(code: types.CodeType) -> set[str]:
-    """Global and attribute names the code (and code nested in it) reads."""
-    out = set(code.co_names)
-    for c in code.co_consts:
-        if isinstance(c, types.CodeType):
-            out |= _names(c)
-    return out
-
-
-def _describe(value: Any, name: str, parts: list[str], seen: set[int], mod_globals: dict[str, Any] | None) -> None:
-    """Add what ``value`` (reached as ``name``) contributes to a fingerprint."""
-    if id(value) in seen:
-        return
-    seen.add(id(value))
-    value = _unwrap(value)
-    if isinstance(value, _CONST_TYPES):
-        parts.append(f"const {name}={type(value).__name__}:{value!r}")
-    elif isinstance(value, (tuple, frozenset, list, dict, set)) and _plain(value):
-        parts.append(f"const {name}={value!r}")
-    elif isinstance(value, types.ModuleType):
-        if is_user_module(value):
-            parts.append(f"module {name}={value.__name__}")
-        else:
-            parts.append(f"package {_package_version(value.__name__.split('.')[0])}")
-    elif isinstance(value, (types.FunctionType, type)):
-        mod = sys.modules.get(getattr(value, "__module__", "") or "")
-        if is_user_module(mod):
-            parts.append(f"code {name}={source_digest(value)}")
-            _follow(value, parts, seen)
-        else:
-            top = (getattr(value, "__module__", "") or "builtins").split(".")[0]
-            parts.append(f"package {_package_version(top)}")
-    elif callable(value) and hasattr(value, "__module__"):
-        top = (value.__module__ or "builtins").split(".")[0]
-        parts.append(f"package {_package_version(top)}")
+def _modname(mod_name: str | None, file: str | None) -> str:
+    """A module's name in entries: a script's file stem for ``__main__``, as step names are
+    (so ``python flow.py`` and ``zcas run flow.py:main`` share keys)."""
+    if mod_name == "__main__" and file:
+        return os.path.splitext(os.path.basename(file))[0]
+    return mod_name or "?"
 
 
 def _plain(v: Any, depth: int = 0) -> bool:
@@ -142,52 +122,322 @@ def _plain(v: Any, depth: int = 0) -> bool:
     if isinstance(v, _CONST_TYPES):
         return True
     if isinstance(v, (tuple, list, set, frozenset)):
-        return all(_plain(x, depth + 1) for x in v)
+        return len(v) <= 100_000 and all(_plain(x, depth + 1) for x in v)
     if isinstance(v, dict):
-        return all(_plain(k, depth + 1) and _plain(x, depth + 1) for k, x in v.items())
+        return len(v) <= 100_000 and all(_plain(k, depth + 1) and _plain(x, depth + 1) for k, x in v.items())
     return False
 
 
-def _follow(obj: Any, parts: list[str], seen: set[int]) -> None:
-    """Everything a user function or class names, recursively."""
-    if isinstance(obj, type):
-        for _, member in sorted(vars(obj).items()):
+def _const_text(v: Any) -> str:
+    """A plain value as key text: short ones as they are, long ones by a hash with a preview."""
+    if isinstance(v, (set, frozenset)):
+        text = f"{type(v).__name__}:{sorted(map(repr, v))!r}"
+    else:
+        text = f"{type(v).__name__}:{v!r}"
+    if len(text) <= 200:
+        return text
+    return f"{text[:60]}... b3:{hash_bytes(text.encode('utf-8', 'surrogateescape')).hex()[:32]}"
+
+
+def bytecode_digest(code: types.CodeType) -> str:
+    """For code without a source file (typed at a prompt, generated): its bytecode, the
+    names it reads and its constants, nested code included."""
+    parts = [code.co_code.hex(), repr(code.co_names)]
+    for c in code.co_consts:
+        parts.append(bytecode_digest(c) if isinstance(c, types.CodeType) else repr(c))
+    return hash_bytes("\n".join(parts).encode("utf-8", "surrogateescape")).hex()
+
+
+class Walk:
+    """One fingerprint's walk: what it has reached (kept alive, so ids stay unique), and the
+    entries so far."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], Entry] = {}
+        self.seen: dict[int, Any] = {}
+
+    def add(self, e: Entry) -> None:
+        if len(self.entries) < _MAX_ENTRIES:
+            self.entries.setdefault((e.kind, e.name), e)
+        else:
+            self.entries[("unresolved", "<walk>")] = Entry("unresolved", "<walk>", f"more than {_MAX_ENTRIES} entries")
+
+    def _first(self, v: Any) -> bool:
+        if id(v) in self.seen:
+            return False
+        self.seen[id(v)] = v
+        return True
+
+    def package(self, module_name: str | None) -> None:
+        top = (module_name or "builtins").split(".")[0]
+        if top != "builtins":
+            self.add(Entry("package", top, _package_version(top)))
+
+    # -- values ------------------------------------------------------------------------------
+
+    def value(self, v: Any, name: str) -> None:
+        """What ``v``, read as ``name``, adds to the key."""
+        if isinstance(v, _CONST_TYPES):
+            self.add(Entry("const", name, _const_text(v)))
+            return
+        if isinstance(v, re.Pattern):
+            self.add(Entry("const", name, f"re:{v.pattern!r}/{v.flags}"))
+            return
+        if isinstance(v, (tuple, list, set, frozenset, dict)) and _plain(v):
+            self.add(Entry("const", name, _const_text(v)))
+            return
+        if not self._first(v):
+            return
+        if isinstance(v, types.ModuleType):
+            if not is_user_module(v):
+                self.package(v.__name__)
+        elif getattr(v, "is_zcas_step", False) and callable(getattr(v, "fn", None)):
+            self.value(v.fn, name)
+        elif isinstance(v, functools.partial):
+            self.value(v.func, f"{name}.func")
+            for i, a in enumerate(v.args):
+                self.value(a, f"{name}.args[{i}]")
+            for k, a in sorted(v.keywords.items()):
+                self.value(a, f"{name}.keywords[{k!r}]")
+        elif isinstance(v, types.MethodType):
+            self.value(v.__func__, name)
+            self.value(v.__self__, f"{name}.__self__")
+        elif isinstance(v, types.FunctionType):
+            f = v.__code__.co_filename
+            if is_user_file(f) or (f.startswith("<") and is_user_module(sys.modules.get(v.__module__))):
+                self.function(v)  # the second: made by exec in user code, from source zcas cannot see
+            else:
+                self.package(v.__module__)
+            if hasattr(v, "__wrapped__"):
+                self.value(v.__wrapped__, f"{name}.__wrapped__")
+        elif isinstance(v, type):
+            mod = sys.modules.get(v.__module__)
+            if is_user_module(mod):
+                self.klass(v)
+            else:
+                self.package(v.__module__)
+        elif hasattr(v, "__wrapped__") and callable(v):  # lru_cache and other installed wrappers
+            self.package(type(v).__module__)
+            self.value(v.__wrapped__, f"{name}.__wrapped__")
+        elif isinstance(v, (types.BuiltinFunctionType, types.BuiltinMethodType, types.WrapperDescriptorType,
+                            types.MethodDescriptorType, types.MethodWrapperType)):
+            self.package(getattr(v, "__module__", None) or type(v).__module__)
+            owner = getattr(v, "__self__", None)
+            if owner is not None and not isinstance(owner, types.ModuleType):
+                self.value(owner, f"{name}.__self__")
+        elif isinstance(v, (tuple, list, set, frozenset, dict)):
+            self.container(v, name)
+        elif is_user_module(sys.modules.get(type(v).__module__)):
+            self.instance(v, name)
+        else:
+            self.package(type(v).__module__)
+            self.add(Entry("unresolved", name, f"a {type(v).__module__}.{type(v).__qualname__} value: "
+                                               "only its package's version is covered"))
+
+    def container(self, v: Any, name: str) -> None:
+        items = list(v.items()) if isinstance(v, dict) else list(enumerate(v))
+        if isinstance(v, (set, frozenset)):
+            items = sorted(((repr(x), x) for x in v), key=lambda kv: kv[0])
+        if len(items) > _MAX_ITEMS:
+            self.add(Entry("unresolved", name, f"a {type(v).__name__} of {len(items)} items (more than {_MAX_ITEMS}):"
+                                               " only its size is covered"))
+            return
+        self.add(Entry("const", f"{name}#len", f"{type(v).__name__}:{len(items)}"))
+        for k, x in items:
+            key = k if isinstance(k, _CONST_TYPES) else type(k).__name__
+            if isinstance(v, dict) and not isinstance(k, _CONST_TYPES):
+                self.value(k, f"{name}<key>")
+            self.value(x, f"{name}[{key!r}]")
+
+    def instance(self, v: Any, name: str) -> None:
+        """An instance of a user class: its class, and its state, attribute by attribute."""
+        self.value(type(v), name)
+        if isinstance(v, enum.Enum):
+            self.value(v.value, f"{name}.value")
+            return
+        state = dict(getattr(v, "__dict__", None) or {})
+        for slot in getattr(type(v), "__slots__", ()) or ():
+            if isinstance(slot, str) and hasattr(v, slot):
+                state[slot] = getattr(v, slot)
+        for attr, x in sorted(state.items(), key=lambda kv: str(kv[0])):
+            self.value(x, f"{name}.{attr}")
+
+    # -- definitions -------------------------------------------------------------------------
+
+    def function(self, fn: types.FunctionType) -> None:
+        code = fn.__code__
+        g = fn.__globals__
+        # The code's own qualname and module: functools.wraps copies the wrapped function's
+        # names onto a wrapper, which would make two definitions one entry.
+        qual = f"{_modname(g.get('__name__'), g.get('__file__'))}.{code.co_qualname}"
+        defs = sourcedigest.file_defs(code.co_filename)
+        found = None
+        if defs is not None:
+            found = (defs.lambdas.get(code.co_firstlineno) if code.co_name == "<lambda>"
+                     else defs.functions.get((code.co_firstlineno, code.co_name)))
+        if found:
+            self.add(Entry("code", qual, "+".join(d.digest for d in found), code.co_filename, found[0].line))
+            for d in found:
+                for ref in d.refs:
+                    if ref[0] in g and ref[0] not in code.co_varnames:  # the tree does not know scope
+                        self.chain(Chain("global", ref), g, qual, None)
+                for words in d.dynamic:
+                    self.add(Entry("unresolved", f"{qual}: {words}", words, code.co_filename, d.line))
+        else:
+            self.add(Entry("code", qual, "bytecode:" + bytecode_digest(code), code.co_filename, code.co_firstlineno))
+        cells = dict(zip(code.co_freevars, fn.__closure__ or (), strict=False))
+        for c in chains(code, g.get("__package__") or g.get("__name__")):
+            self.chain(c, g, qual, cells)
+        for free, cell in cells.items():
+            try:
+                self.value(cell.cell_contents, f"{qual}.<closure>.{free}")
+            except ValueError:
+                pass  # an empty cell: assigned later, read only then
+        for i, d in enumerate(fn.__defaults__ or ()):
+            self.value(d, f"{qual}.<default {i}>")
+        for k, d in sorted((fn.__kwdefaults__ or {}).items()):
+            self.value(d, f"{qual}.<default {k}>")
+
+    def chain(self, c: Chain, g: dict[str, Any], qual: str, cells: dict[str, Any] | None) -> None:
+        """Resolve ``root.a.b`` as far as modules go, then cover what it reaches."""
+        root, *attrs = c.names
+        if c.kind == "global":
+            if root in g:
+                cur, where = g[root], f"{_modname(g.get('__name__'), g.get('__file__'))}.{root}"
+            elif hasattr(builtins, root):
+                return
+            else:
+                self.add(Entry("unresolved", f"{qual}: {root}", f"name {root} is not defined when the key is made"))
+                return
+        elif c.kind == "module":
+            try:
+                cur = importlib.import_module(root)
+            except Exception:  # noqa: BLE001 - whatever importing raises, the import is what is unknown
+                self.add(Entry("unresolved", f"{qual}: import {root}", f"module {root} cannot be imported"))
+                return
+            where = root
+        else:  # a closure cell: its value is covered; a chain on a captured module goes on
+            cell = (cells or {}).get(root)
+            try:
+                cur = cell.cell_contents if cell is not None else None
+            except ValueError:
+                return
+            where = f"{qual}.<closure>.{root}"
+        for attr in attrs:
+            if not isinstance(cur, types.ModuleType) or not is_user_module(cur):
+                break
+            where = f"{_modname(cur.__name__, getattr(cur, '__file__', None))}.{attr}"
+            if attr in vars(cur):
+                cur = vars(cur)[attr]
+            elif f"{cur.__name__}.{attr}" in sys.modules:
+                cur = sys.modules[f"{cur.__name__}.{attr}"]
+            else:
+                self.add(Entry("unresolved", f"{qual}: {cur.__name__}.{attr}",
+                               f"{cur.__name__}.{attr} does not exist when the key is made"))
+                return
+        self.value(cur, where)
+
+    def klass(self, cls: type) -> None:
+        mod = sys.modules.get(cls.__module__)
+        file = getattr(mod, "__file__", None)
+        qual = f"{_modname(cls.__module__, file)}.{cls.__qualname__}"
+        defs = sourcedigest.file_defs(file) if file else None
+        found = defs.classes.get(cls.__qualname__) if defs else None
+        g = vars(mod) if mod is not None else {}
+        if found:
+            self.add(Entry("code", qual, "+".join(d.digest for d in found), file or "", found[0].line))
+            for d in found:
+                for ref in d.refs:
+                    if ref[0] in g:
+                        self.chain(Chain("global", ref), g, qual, None)
+        else:
+            self.add(Entry("unresolved", qual, "class source not found: covered by its attribute names",
+                           file or "", 0))
+            self.add(Entry("code", qual, "names:" + ",".join(sorted(map(str, vars(cls)))), file or ""))
+        for base in cls.__mro__[1:]:
+            if base is not object:
+                self.value(base, f"{qual}.<base>")
+        if type(cls) is not type:
+            self.value(type(cls), f"{qual}.<metaclass>")
+        self.members(cls, qual)
+
+    def members(self, cls: type, qual: str) -> None:
+        is_enum = isinstance(cls, enum.EnumMeta)
+        generated = "__dataclass_fields__" in vars(cls) or "__attrs_attrs__" in vars(cls)
+        for attr, member in sorted(vars(cls).items(), key=lambda kv: str(kv[0])):
+            if attr in _SKIP_ATTRS or (is_enum and attr.startswith("_") and attr.endswith("_")):
+                continue
+            if generated and _made_from_fields(member):
+                continue  # __init__, __eq__, ... made from the fields, which are covered
+            where = f"{qual}.{attr}"
             if isinstance(member, (staticmethod, classmethod)):
-                member = member.__func__
-            if isinstance(member, types.FunctionType):
-                _follow(member, parts, seen)
-        return
-    code = getattr(obj, "__code__", None)
-    if code is None:
-        return
-    g = getattr(obj, "__globals__", {})
-    names = _names(code)
-    for name in sorted(names):
-        if name in g:
-            value = g[name]
-            _describe(value, name, parts, seen, g)
-            if isinstance(value, types.ModuleType) and is_user_module(value):
-                for attr in sorted(names):  # module.attr: follow the attributes it reads
-                    if attr in vars(value):
-                        _describe(vars(value)[attr], f"{name}.{attr}", parts, seen, None)
-        elif not hasattr(builtins, name):
-            continue
-    for cell_name, cell in zip(code.co_freevars, obj.__closure__ or (), strict=False):
-        try:
-            _describe(cell.cell_contents, cell_name, parts, seen, None)
-        except ValueError:
-            pass  # an empty cell
+                self.value(member.__func__, where)
+            elif isinstance(member, property):
+                for f in (member.fget, member.fset, member.fdel):
+                    if f is not None:
+                        self.value(f, where)
+            elif isinstance(member, functools.cached_property):
+                self.value(member.func, where)
+            elif attr == "__dataclass_fields__" and isinstance(member, dict):
+                for fname, f in sorted(member.items()):
+                    if f.default is not dataclasses.MISSING:
+                        self.value(f.default, f"{qual}.<field {fname}>")
+                    if f.default_factory is not dataclasses.MISSING:
+                        self.value(f.default_factory, f"{qual}.<field {fname} factory>")
+            elif attr == "__attrs_attrs__":
+                self.attrs_fields(member, qual)
+            elif isinstance(member, enum.Enum):
+                self.value(member.value, where)
+            else:
+                self.value(member, where)
+
+    def attrs_fields(self, fields: Any, qual: str) -> None:
+        for a in fields:
+            d = a.default
+            factory = getattr(d, "factory", None)
+            if factory is not None:
+                self.value(factory, f"{qual}.<field {a.name} factory>")
+            elif d is not None and type(d).__name__ != "_Nothing":
+                self.value(d, f"{qual}.<field {a.name}>")
+            for extra in ("converter", "validator"):
+                x = getattr(a, extra, None)
+                if x is not None:
+                    self.value(x, f"{qual}.<field {a.name} {extra}>")
 
 
-def fingerprint(fn: Callable[..., Any]) -> str:
-    """The code fingerprint of a step function (cached: code does not change in a process)."""
-    fn = _unwrap(fn)
+def _made_from_fields(member: Any) -> bool:
+    fn = getattr(member, "__wrapped__", member)
+    code = getattr(fn, "__code__", None)
+    return code is not None and code.co_filename.startswith("<")
+
+
+def manifest(fn: Callable[..., Any]) -> tuple[Entry, ...]:
+    """Everything the key of a step calling ``fn`` covers, sorted (cached: code does not
+    change under a running process)."""
+    if getattr(fn, "is_zcas_step", False):
+        fn = getattr(fn, "fn", fn)
     cached = _cache.get(fn)
     if cached is None:
-        parts = [f"self {source_digest(fn)}"]
-        _follow(fn, parts, {id(fn)})
-        cached = _cache[fn] = hash_bytes("\n".join(parts).encode()).hex()
+        w = Walk()
+        w.value(fn, "<step>")
+        cached = _cache[fn] = tuple(sorted(w.entries.values()))
     return cached
 
 
-_cache: dict[Any, str] = {}
+def digest_of(entries: tuple[Entry, ...]) -> str:
+    text = "\n".join(f"{e.kind}\t{e.name}\t{e.digest}" for e in entries)
+    return hash_bytes(text.encode("utf-8", "surrogateescape")).hex()
+
+
+def fingerprint(fn: Callable[..., Any]) -> str:
+    """The code fingerprint of a step function: the hash of its manifest, files and lines left out."""
+    return digest_of(manifest(fn))
+
+
+def clear() -> None:
+    """Forget every fingerprint and parse: what a new process starts with (for benchmarks)."""
+    _cache.clear()
+    sourcedigest.clear()
+
+
+_cache: dict[Any, tuple[Entry, ...]] = {}
