@@ -22,7 +22,7 @@ from .backend import Backend
 from .chunking import pool
 from .db import ObjectDB
 from .errors import IntegrityError, ZcasError
-from .pack import PREFIX, check_entry, check_index, idx_key, name_of_idx_key, pack_key
+from .pack import PREFIX, Entry, check_entry, check_index, idx_key, name_of_idx_key, pack_key
 from .pull import JOBS, PullResult, pull_packs  # noqa: F401 - the pull API lives here too
 from .reach import children, closure  # noqa: F401 - closure: push's walk is reach's
 from .verify import verify_record
@@ -79,8 +79,14 @@ def push_objects(local: ObjectDB, remote: ObjectDB, oids: Iterable[bytes]) -> in
     return len(missing)
 
 
-def fetch_objects(local: ObjectDB, remote: ObjectDB, roots: Iterable[bytes]) -> int:
+def fetch_objects(local: ObjectDB, remote: ObjectDB, roots: Iterable[bytes],
+                  locate: Callable[[bytes], Entry | None] | None = None) -> int:
     """Fetch the roots and what they reach from ``remote`` into ``local``, verified.
+
+    ``locate(id)`` may say where an object sits in the remote's packs (a hint, say from an
+    action cache entry), sparing the load of every remote pack index; a hinted record is
+    verified like any other, and one that is not found where hinted raises (the caller
+    asks again without hints).
 
     Records are fetched by byte range (a request per pack, several at once) and verified
     on the process pool as each pack's batch arrives (``verify_record``: hash, kind and
@@ -93,7 +99,7 @@ def fetch_objects(local: ObjectDB, remote: ObjectDB, roots: Iterable[bytes]) -> 
     while frontier:
         by_pack: dict[str, list] = {}
         for o in dict.fromkeys(frontier):
-            e = remote.entry(o)
+            e = (locate(o) if locate is not None else None) or remote.entry(o)
             by_pack.setdefault(e.pack, []).append((o, e))
         frontier = []
 

@@ -236,8 +236,10 @@ class Core:
                 return False
         return True
 
-    def lookup(self, key: bytes, valid: Callable[[dict], bool]) -> tuple[bytes, dict] | None:
-        return cached_run(self.lineage, key, self.usable, self.remote, self.lock, valid=valid)
+    def lookup(self, key: bytes, valid: Callable[[dict], bool], remote: bool = True) -> tuple[bytes, dict] | None:
+        """``remote=False``: the local lineage only (the remote was asked moments ago)."""
+        return cached_run(self.lineage, key, self.usable, self.remote if remote else lambda: None, self.lock,
+                          valid=valid)
 
     # -- running --------------------------------------------------------------------------
 
@@ -262,7 +264,7 @@ class Core:
         lock = self.keylocks.acquire(plan.key, on_wait)
         try:
             if plan.cache:
-                hit = self.lookup(plan.key, kind.valid)  # another process ran it while we waited
+                hit = self.lookup(plan.key, kind.valid, remote=False)  # another process ran it while we waited
                 if hit is not None:
                     lock.release()
                     return self._use_hit(kind, plan, *hit)

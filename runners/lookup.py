@@ -1,8 +1,9 @@
 """Looking a cache key up: the local lineage first, then the default remote's.
 
 Shared by every step kind, so a command and a Python step find (and refuse) hits by one rule.
-The remote is duck-typed (``unusable``, ``sync_lineage()``, ``fetch(ids)``,
-``lookup_failed(error)``): the repository façade opens it, execution only asks it.
+The remote is duck-typed (``unusable``, ``lookup(key)``, ``fetch(ids)``,
+``lookup_failed(error)``): the repository façade opens it, execution only asks it. A lookup
+there is one request for the key (the remote's action cache), never a pull of its lineage.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ def cached_run(lineage: Lineage, key: bytes, usable: Callable[[dict[str, Any]], 
             return None
         try:
             with lock or contextlib.nullcontext():
-                remote.sync_lineage()
+                found = remote.lookup(key)
         except ZcasError as e:
             remote.lookup_failed(e)
             return None
-        rid = lineage.graph.cache_get(key)
+        rid = lineage.graph.cache_get(key) if found else None
         if rid is None:
             return None
     rec = lineage.run_dict(rid)

@@ -23,6 +23,7 @@ packs younger than any sane grace period, and gc leaves those alone.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import attrs
@@ -32,6 +33,8 @@ from zcas.cas.errors import ZcasError
 from zcas.cas.gc import GcReport, gc
 from zcas.cas.refs import Forgotten
 from zcas.cas.storelock import StoreLock
+from zcas.cas.transfer import JOBS
+from zcas.lineage import actions
 from zcas.lineage.records import artifact_ids
 from zcas.lineage.remote import SegmentError
 from zcas.lineage.retention import Rules, RunRef, VersionRef, runs_not_kept, versions_not_kept, versions_of
@@ -49,6 +52,7 @@ class RemoteGcReport:
     runs: list[RunRef]
     segments_removed: int = 0
     records_skipped: int = 0  # malformed run records on the remote, dropped by the rewrite
+    actions_removed: int = 0  # action cache entries of forgotten runs (or that do not read)
 
 
 def gc_remote(remote: Remote, rules: Rules, grace: float, dry_run: bool = False) -> RemoteGcReport:
@@ -97,7 +101,57 @@ def _collect(remote: Remote, rules: Rules, grace: float, dry_run: bool) -> Remot
             rep.segments_removed += remote.lineage.compact(seg_keys, kept_records)
         if len(hist_keys) > 1 or len(kept_lines) != len(lines):
             rep.segments_removed += rewrite_history(remote, hist_keys, kept_lines)
+    entries = _tidy_actions(remote, kept_records, rep, dry_run)  # before their objects can go
     notes = collected.collected(remote.backend)
-    rep.objects = gc(remote.db, list(tagged), grace, dry_run=dry_run, optional_roots=optional,
-                     on_remove=lambda names: collected.note(remote.backend, names, notes))
+    removed: set[str] = set()
+
+    def on_remove(names: list[str]) -> None:
+        removed.update(names)
+        collected.note(remote.backend, names, notes)
+
+    rep.objects = gc(remote.db, list(tagged), grace, dry_run=dry_run, optional_roots=optional, on_remove=on_remove)
+    if not dry_run:
+        _write_actions(remote, {rid: records[rid] for rid in kept_records}, entries, removed)
     return rep
+
+
+def _tidy_actions(remote: Remote, keep: dict[bytes, bytes], rep: RemoteGcReport, dry_run: bool) -> dict[str, set[str]]:
+    """Delete the action cache entries that do not hold a kept run (or do not read); the
+    others by key, with the packs their hints name."""
+    def read(key: str) -> tuple[str, set[str] | None]:
+        data = actions.get(remote.backend, key)
+        if data is None:
+            return key, None
+        try:
+            rid, _, _, where = actions.decode(key, data)
+        except ZcasError:
+            return key, None
+        return key, ({e.pack for e in where.values()} if rid in keep else None)
+
+    entries: dict[str, set[str]] = {}
+    with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-ac") as ex:
+        for key, packs in ex.map(read, actions.keys(remote.backend)):
+            if packs is not None:
+                entries[key] = packs
+                continue
+            rep.actions_removed += 1
+            if not dry_run:
+                remote.backend.delete(actions.entry_key(key))
+    return entries
+
+
+def _write_actions(remote: Remote, keep: dict[bytes, tuple[bytes, dict]], entries: dict[str, set[str]],
+                   removed: set[str]) -> None:
+    """An entry for each kept run's key that has none, and fresh hints for entries that
+    pointed into packs gc removed (each is a few GETs saved on every hit)."""
+    for data, d in keep.values():
+        key = d.get("cache_key")
+        if not key or d.get("status") not in ("ran", "cached"):
+            continue
+        if key in entries and not entries[key] & removed:
+            continue
+        if key in entries:
+            remote.backend.delete(actions.entry_key(key))
+        where = actions.locate(remote.db, artifact_ids({"outputs": d.get("outputs")}))
+        if actions.put(remote.backend, key, data, where):
+            entries[key] = set()

@@ -12,23 +12,26 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from zcas.cas import codec
 from zcas.cas.bounded import get_bounded
 from zcas.cas.collected import collected
 from zcas.cas.db import ObjectDB
 from zcas.cas.errors import IntegrityError, ObjectNotFoundError, UsageError, ZcasError
 from zcas.cas.objstore import ObstoreBackend, RemoteError, check_no_credentials, parse_url
 from zcas.cas.oid import from_hex
-from zcas.cas.pack import decode_index, idx_key
+from zcas.cas.pack import Entry, decode_index, idx_key
 from zcas.cas.reach import walk
 from zcas.cas.refs import check_tag_name
 from zcas.cas.repo import read_config, write_config
 from zcas.cas.safetext import printable
 from zcas.cas.storelock import StoreLock
-from zcas.cas.transfer import closure, copy_packs, fetch_objects, pull_packs, push_objects, remote_packs
+from zcas.cas.transfer import JOBS, closure, copy_packs, fetch_objects, pull_packs, push_objects, remote_packs
+from zcas.lineage import actions
 from zcas.lineage.records import artifact_ids
 from zcas.lineage.remote import RemoteLineage, Unpushed, secret_run_ids
 
@@ -165,6 +168,7 @@ class Remote:
                            warn=lambda line: _warn(f"remote {spec.name}: {printable(line)}"))
         self.lineage = RemoteLineage(lineage, self.backend, os.path.join(repo.zdir, "remotes", spec.name, "segments"))
         self._synced = False
+        self._where_hints: dict[bytes, Entry] = {}
         self.unusable: str | None = None  # why lookups stopped asking this remote (see lookup_failed)
 
     def lookup_failed(self, e: Exception) -> None:
@@ -196,6 +200,7 @@ class Remote:
             gone = collected(self.backend)[0]  # rewritten by a gc there: never sent whole again
             clean, objects = self._push_without_secrets(have - on_remote - gone)
             packs, nbytes = copy_packs(self.repo.backend, self.backend, clean, progress)
+            on_remote |= clean
             stale = (have & gone) - on_remote
             if stale:
                 objects += self._refill(stale, pending, tags, refs)
@@ -203,6 +208,7 @@ class Remote:
             packs = nbytes = 0
             objects = push_objects(local, self.db, closure(local, targets))
         runs = self.lineage.push(pending=pending)
+        self._push_actions(pending, on_remote if targets is None else remote_packs(self.backend))
         for name, oid in tags.items():
             self.push_tag(name, oid, force)
         ntags, history = len(tags), 0
@@ -210,6 +216,21 @@ class Remote:
             more, history = push_refs(self, _warn)
             ntags += more
         return {"packs": packs, "bytes": nbytes, "objects": objects, "runs": runs, "tags": ntags, "history": history}
+
+    def _push_actions(self, pending: Unpushed, on_remote: set[str]) -> int:
+        """Write the action cache entry (``lineage.actions``) of each pushed run a lookup
+        may use, with where its outputs sit in the packs the remote holds by name. Last, so
+        an entry never names what is not there yet."""
+        jobs = []
+        for _, data in pending.records:
+            rec = json.loads(data)
+            if rec.get("cache_key") and rec.get("status") in ("ran", "cached"):
+                outputs = artifact_ids({"outputs": rec.get("outputs")})
+                jobs.append((rec["cache_key"], data, actions.locate(self.repo.db, outputs, on_remote)))
+        if not jobs:
+            return 0
+        with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-ac") as ex:
+            return sum(ex.map(lambda j: actions.put(self.backend, *j), jobs))
 
     def _refill(self, stale: set[str], pending: Unpushed, tags: dict[str, bytes], refs: bool) -> int:
         """Send, object by object, what this push names (its run records, their inputs and
@@ -338,6 +359,29 @@ class Remote:
 
     # -- the shared cache -------------------------------------------------------------------
 
+    def lookup(self, key: bytes) -> bool:
+        """Ask the remote's action cache for ``key`` (one GET). A run found there that
+        validates is stored and indexed here, so the caller's lookup finds it; True if
+        one was. A failure to reach the remote raises; an entry that does not validate is
+        no hit (the step runs), with one warning."""
+        try:
+            data = actions.get(self.backend, key.hex())
+            if data is None:
+                return False
+            rid, rec, raw, where = actions.decode(key.hex(), data)
+        except RemoteError:
+            raise
+        except ZcasError as e:  # too large, or not an entry for this key
+
+            _warn(f"remote {self.spec.name}: action cache entry {key.hex()[:12]} ignored: {printable(e)}")
+            return False
+        db = self.repo.db
+        db.put(codec.KIND_RECORD, raw, oid=rid)
+        db.flush()
+        self.lineage.lineage.index_runs([(rid, rec, raw)])
+        self._where_hints.update(where)
+        return True
+
     def sync_lineage(self) -> int:
         """Index the remote's run records (once per process)."""
         if not self._synced:
@@ -346,6 +390,13 @@ class Remote:
         return self._new
 
     def fetch(self, oids: list[bytes]) -> int:
+        """Fetch ``oids`` and what they reach, where the action cache said they are when it
+        did (a few ranged GETs), else (or when a hint is wrong) through the pack indexes."""
+        if self._where_hints:
+            try:
+                return fetch_objects(self.repo.db, self.db, oids, locate=self._where_hints.get)
+            except (ObjectNotFoundError, IntegrityError):
+                pass  # a hint was stale (the pack was collected) or wrong: ask the indexes
         return fetch_objects(self.repo.db, self.db, oids)
 
 

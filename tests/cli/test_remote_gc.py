@@ -100,7 +100,8 @@ def test_remote_retention_of_runs_collects_outputs_of_forgotten_runs(tmp_path, z
     r = zcas("gc", "--remote", "origin", "--grace", "0", "--keep-last", "1", "--json", cwd=a)
     assert r.code == 0, r
     rep = json.loads(r.out)
-    assert rep["runs_forgotten"] == 2, rep
+    assert rep["runs_forgotten"] == 2 and rep["actions_removed"] == 2, rep
+    assert len(os.listdir(root / "ac")) == 1  # the kept run's action cache entry alone
 
     b = _repo(zcas, tmp_path / "b", url)
     assert zcas("pull", cwd=b).code == 0

@@ -33,14 +33,22 @@ def _repo(path, url):
 
 
 def _publish_records(url: str, records: list[dict]) -> None:
-    """Serve run records from the remote as a lineage segment, the way a push would."""
+    """Serve run records from the remote as a push would: in a lineage segment (what pull
+    and log read) and as the action cache entry of each one's key (what a lookup reads),
+    replacing whatever entry the key had: the attacker controls every byte."""
     from zcas.cas import codec
     from zcas.cas.objstore import ObstoreBackend
-    from zcas.lineage import serde
+    from zcas.lineage import actions, serde
     from zcas.lineage.remote import _pack, _seg_key
 
-    payload = _pack([serde.canonical(dict(r, type="run")) for r in records])
-    ObstoreBackend(url).put(_seg_key(payload), codec.encode(codec.KIND_RECORD, payload))
+    backend = ObstoreBackend(url)
+    datas = [serde.canonical(dict(r, type="run")) for r in records]
+    payload = _pack(datas)
+    backend.put(_seg_key(payload), codec.encode(codec.KIND_RECORD, payload))
+    for r, data in zip(records, datas, strict=True):
+        if isinstance(r.get("cache_key"), str) and len(r["cache_key"]) == 64:
+            backend.delete(actions.entry_key(r["cache_key"]))
+            actions.put(backend, r["cache_key"], data, {})
 
 
 def _record_of_last_run(path) -> dict:
@@ -65,6 +73,7 @@ def poisoned(tmp_path):
     assert run_zcas("push", cwd=a).code == 0
     rec = _record_of_last_run(a)
     shutil.rmtree(remote_dir / "lineage")
+    shutil.rmtree(remote_dir / "ac")
     return a, url, rec
 
 
@@ -461,7 +470,8 @@ def test_gc_after_indexing_a_remote_whose_outputs_were_never_fetched(tmp_path):
     assert run_zcas("run", "-o", "out.txt", "--", *CMD, cwd=a).code == 0
     assert run_zcas("push", cwd=a).code == 0
     assert run_zcas("run", "-o", "other.txt", "--", "sh", "-c", "echo o > other.txt", cwd=b).code == 0
-    assert len(json.loads(run_zcas("log", "--json", cwd=b).out)) == 2  # a's run is indexed here
+    assert len(json.loads(run_zcas("log", "--json", cwd=b).out)) == 1  # a lookup pulls no lineage
+    assert len(json.loads(run_zcas("log", "--remote", "origin", "--json", cwd=b).out)) == 2  # now a's run is here
     r = run_zcas("gc", "--grace", "0", cwd=b)
     assert r.code == 0, r
     assert run_zcas("cat", _record_of_last_run(b)["outputs"]["other.txt"], cwd=b).out == "o\n"

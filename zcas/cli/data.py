@@ -315,7 +315,7 @@ def _gc_remote(c: Ctx, name: str, rules: Rules, grace_s: float | None, dry_run: 
     if as_json:
         emit_json(dict(attrs.asdict(o), dry_run=dry_run, remote=name, versions_forgotten=len(rep.versions),
                        runs_forgotten=len(rep.runs), segments_removed=rep.segments_removed,
-                       records_skipped=rep.records_skipped,
+                       records_skipped=rep.records_skipped, actions_removed=rep.actions_removed,
                        forgotten={"versions": [v.as_dict() for v in rep.versions],
                                   "runs": [r.as_dict() for r in rep.runs]}))
         return

@@ -85,12 +85,15 @@ def _since(text: str | None) -> int:
 @click.option("--versions", is_flag=True, help="List the recorded versions of the path TARGET, newest first.")
 @click.option("--all", "every", is_flag=True,
               help="For a PATH: every run that wrote its bytes, not only the one behind its latest version.")
+@click.option("--remote", "remote_name", default=None, metavar="NAME",
+              help="First take in the run records pushed to remote NAME since the last pull (no objects).")
 @json_option("Same as --format json.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: dot and mermaid draw the graph; openlineage prints RunEvents.")
 @pass_ctx
 def log(c: Ctx, target: str | None, limit: int | None, since: str | None, step: str | None, used_by: bool,
-        depth: int | None, as_graph: bool, versions: bool, every: bool, as_json: bool, fmt: str) -> None:
+        depth: int | None, as_graph: bool, versions: bool, every: bool, remote_name: str | None, as_json: bool,
+        fmt: str) -> None:
     """Show runs, newest first; or, given a PATH or ID, where it came from.
 
     With no TARGET: one line per run (id, start time, status, duration, step). With a
@@ -103,6 +106,10 @@ def log(c: Ctx, target: str | None, limit: int | None, since: str | None, step: 
 
     fmt = "json" if as_json else fmt
     lin = c.lineage
+    if remote_name is not None:
+        from zcas.remotes import Remote, pick
+
+        Remote(c.repo, lin, pick(c.repo, remote_name)).sync_lineage()
     if versions:
         if target is None:
             raise click.UsageError("--versions needs a PATH")
