@@ -176,6 +176,20 @@ def _params(where: str, v: object) -> None:
     check_plain(where, v)
 
 
+def check_rel_path(where: str, v: object) -> None:
+    """A path inside the repository, in canonical ``a/b`` form: never absolute, never
+    through ``..`` or ``.``, never into ``.zcas`` (any case). A record from a remote names
+    these, and zcas hashes what they name: one that could leave the tree (or read the store
+    itself) is refused, so the record is never a hit."""
+    check_str(where, v)
+    assert isinstance(v, str)
+    parts = v.split("/")
+    if not v or v.startswith("/") or "\\" in v or any(p in ("", ".", "..") for p in parts):
+        _fail(where, "is not a repository-relative path (a/b, no '..', '.', '//' or leading '/')", v)
+    if parts[0].lower() == ".zcas":
+        _fail(where, "lies inside .zcas", v)
+
+
 def _ns(where: str, v: object) -> None:
     check_int(where, v, 0, MAX_NS)
 
@@ -222,6 +236,10 @@ class Run:
     # a pipeline run: step name -> run id
     steps: dict[str, str] = attrs.field(factory=dict, validator=_mapping(_name, check_id))
     schema: int = attrs.field(default=SCHEMA, validator=_one(lambda w, v: check_int(w, v, 1, SCHEMA)))
+    # files a Python step read that it did not declare: repository-relative path -> id
+    implicit_inputs: dict[str, str] = attrs.field(factory=dict, validator=_mapping(check_rel_path, check_id))
+    # a Python step: the stored manifest of what its code fingerprint covers (explain, why)
+    code_manifest: str | None = attrs.field(default=None, validator=_optional(check_id))
 
     @property
     def duration(self) -> float:
@@ -229,7 +247,8 @@ class Run:
 
 
 # Fields every stored run record has held since schema 1 began; the others came later
-# (a record without them takes the default).
+# (a record without them takes the default, and a record leaves out the latest ones when
+# they hold their default: see ``OMITTED_AT_DEFAULT``).
 RUN_REQUIRED = frozenset(
     {"step", "kind", "status", "cache_key", "key_components", "inputs", "outputs", "params", "env", "code", "cmd",
      "cwd", "started_ns", "ended_ns", "host", "user", "exit_status", "zcas_version", "cached_from", "schema"}
@@ -247,14 +266,19 @@ class PathVersion:
     run: str | None = attrs.field(default=None, validator=_optional(check_id))
 
 
+# Written only when set, so a run that has none encodes (and so is identified) exactly as
+# before these fields existed, and zcas versions before them still read it.
+OMITTED_AT_DEFAULT: dict[str, Any] = {"implicit_inputs": {}, "code_manifest": None}
+
 PATH_REQUIRED = frozenset({"path", "id", "time_ns"})
 
 
 def artifact_ids(run: dict[str, Any]) -> list[bytes]:
-    """The ids of the inputs and outputs an unstructured run names (a value that is not an
-    id names nothing)."""
+    """The ids of the inputs, outputs and code manifest an unstructured run names (a value
+    that is not an id names nothing)."""
     out = []
-    for x in (*(run.get("inputs") or {}).values(), *(run.get("outputs") or {}).values()):
+    manifest = run.get("code_manifest")
+    for x in (*(run.get("inputs") or {}).values(), *(run.get("outputs") or {}).values(), *([manifest] if manifest else [])):
         if isinstance(x, str) and len(x) == 64:
             try:
                 out.append(bytes.fromhex(x))

@@ -21,7 +21,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import attrs
 
 from .canonical import dumps
-from .records import MAX_DEPTH, PATH_REQUIRED, RUN_REQUIRED, SCHEMA, PathVersion, RecordError, Run, _show, check_plain
+from .records import (
+    MAX_DEPTH,
+    OMITTED_AT_DEFAULT,
+    PATH_REQUIRED,
+    RUN_REQUIRED,
+    SCHEMA,
+    PathVersion,
+    RecordError,
+    Run,
+    _show,
+    check_plain,
+)
 
 if TYPE_CHECKING:
     import cattrs
@@ -78,8 +89,14 @@ def converter() -> cattrs.Converter:
 
 
 def unstructure(record: Run | PathVersion) -> dict:
-    """Records hold only plain values, so attrs' own asdict is the unstructured form."""
-    return attrs.asdict(record, recurse=True)
+    """Records hold only plain values, so attrs' own asdict is the unstructured form (less
+    the newest fields while they hold their default)."""
+    d = attrs.asdict(record, recurse=True)
+    if isinstance(record, Run):
+        for k, default in OMITTED_AT_DEFAULT.items():
+            if d.get(k) == default:
+                del d[k]
+    return d
 
 
 def canonical(obj: Any) -> bytes:

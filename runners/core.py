@@ -65,6 +65,7 @@ class Done(NamedTuple):
     ended: int
     multi: bool = False  # a Python step returned a tuple of outputs
     exc: BaseException | None = None  # a Python step's exception, raised to its caller
+    found: dict[str, Any] | None = None  # record fields only executing tells (a Python step's implicit inputs)
 
 
 class StepKind(Protocol):
@@ -311,6 +312,8 @@ class Core:
             self.note_step(plan.name, rid)
             self.say(f"failed: {plan.name} ({done.error})")
             return kind.result(self, plan, done, rid)
+        if done.found:
+            plan = plan._replace(fields={**plan.fields, **done.found})
         if remote:
             self.db.refresh()  # the worker published the outputs
         if self.db is not self.repo.db:

@@ -67,9 +67,9 @@ def explain(old: dict[str, str], new: dict[str, str]) -> list[str]:
                            "(a one-time rerun after upgrading zcas)")
             continue
         kind, _, what = name.partition(":")
-        label = {"input": "input", "param": "param", "env": "environment variable"}.get(kind)
+        label = {"input": "input", "param": "param", "env": "environment variable", "implicit": "file read"}.get(kind)
         def short(v: str | None, kind: str = kind) -> str | None:
-            return v[:12] if v and kind == "input" else v
+            return v[:12] if v and kind in ("input", "implicit") else v
 
         if kind == "env":  # only that it changed: digests mean nothing to a reader, values are secret
             was, now = ("unset" if x == "null" else "set" for x in (a, b))

@@ -21,10 +21,12 @@ from typing import Any, Protocol
 from zcas.cas.errors import UsageError
 from zcas.lineage.canonical import check, dumps
 
+from . import codemanifest, fileaudit, implicit
 from . import materializers as mats
 from .core import Core, Done, Pending, Plan
+from .fingerprint import manifest
 from .keys import env_digests, key_of
-from .tasks import ArtifactRef, python_task
+from .tasks import ArtifactRef, files_found, python_task
 from .values import check_loadable, load_value, store_value
 
 KEY_SCHEMA = "zcas-pykey-1"
@@ -131,6 +133,13 @@ class CoreLoader:
         return load_value(self.core.db, self.core.repo.zdir, a.id, a.materializer, a.allow_pickle)
 
 
+def lookup_run(lineage: Any, rid_hex: str) -> dict | None:
+    try:
+        return lineage.run_dict(bytes.fromhex(rid_hex))
+    except ValueError:
+        return None
+
+
 def _output_names(rec_outputs: dict) -> list[str]:
     if "output" in rec_outputs:
         return ["output"]
@@ -202,11 +211,43 @@ class PythonCall:
         env = env_digests(step.env)  # digests only: a secret passed in the environment is never stored
         for k, d in env.items():
             comps[f"env:{k}"] = dumps(d).decode()
-        fields = {"inputs": inputs, "params": params, "env": env, "code": comps["code"]}
+        fields: dict[str, Any] = {"inputs": inputs, "params": params, "env": env, "code": comps["code"]}
+        core = self.loader.core
+        if not comps["code"].startswith("version:"):
+            manifest_id = codemanifest.store(core.repo.db, manifest(step.fn), core.repo.root)
+            if manifest_id is not None:
+                fields["code_manifest"] = manifest_id
+        if step.cache:
+            comps = self._with_reads(core, comps)
         return Plan(step.name, key_of(comps), comps, fields, used_mats, cache=step.cache)
 
+    def _with_reads(self, core: Core, comps: dict[str, str]) -> dict[str, str]:
+        """The key's components with the files the step is expected to read (implicit.py)."""
+        lineage = core.lineage
+
+        def lookup(key: bytes) -> dict | None:
+            rid = lineage.graph.cache_get(key)
+            return None if rid is None else lineage.run_dict(rid)
+
+        bare = lookup(key_of(comps))
+        if bare is not None and not bare.get("implicit_inputs"):
+            return comps  # the usual case: the last run under this key read no file
+        seen = [bare] if bare is not None else []
+        last = lineage.graph.last_run(self.step.name)
+        rec = None if last is None else lineage.run_dict(last)
+        if rec is not None and isinstance(rec.get("cached_from"), str):
+            rec = lookup_run(lineage, rec["cached_from"])
+        if rec is not None:
+            seen.append(rec)
+        if not any(r.get("implicit_inputs") for r in seen):
+            return comps
+        return implicit.predict(comps, seen, core.repo.root, core.statcache, lookup, self.valid)
+
     def valid(self, rec: dict) -> bool:
-        return _fits(rec, self.step)
+        if not _fits(rec, self.step):
+            return False
+        core = self.loader.core
+        return not rec.get("implicit_inputs") or implicit.matches(core.repo.root, rec["implicit_inputs"], core.statcache)
 
     def hit(self, core: Core, plan: Plan, rid: bytes, rec: dict) -> tuple[dict[str, str], dict[str, str], Callable[[str], Any]]:
         names = _output_names(rec["outputs"])
@@ -227,7 +268,8 @@ class PythonCall:
         call_args, call_kwargs = _call_args(step, self.bound, lambda x: x.load() if isinstance(x, Artifact) else x)
         started = time.time_ns()
         try:
-            result = step.fn(*call_args, **call_kwargs)
+            with fileaudit.recording(core.repo.root) as seen:
+                result = step.fn(*call_args, **call_kwargs)
         except BaseException as e:  # noqa: BLE001 - recorded as failed, then raised to the caller
             return Done(1, f"{type(e).__name__}", {}, {}, started, time.time_ns(), exc=e)
         ended = time.time_ns()
@@ -242,7 +284,8 @@ class PythonCall:
             else:
                 outputs[n], tags[n] = store_value(core.db, core.statcache, v, step.pickle)
                 self._values[n] = v
-        return Done(0, "", outputs, tags, started, ended, multi)
+        found = files_found(seen, core.repo.root, core.statcache, step.name, values)
+        return Done(0, "", outputs, tags, started, ended, multi, found=found)
 
     def task(self, core: Core, plan: Plan) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         step = self.step
@@ -252,7 +295,7 @@ class PythonCall:
 
         args, kwargs = _call_args(step, self.bound, ref)
         return python_task, (core.task_spec, StepRef.of(step), args, kwargs, step.pickle, step.multiple_outputs,
-                             sorted(core.db.damaged))
+                             sorted(core.db.damaged), core.repo.root, step.name)
 
     def result(self, core: Core, plan: Plan, done: Done, rid: str) -> Any:
         if done.code != 0:

@@ -9,6 +9,7 @@ addressed, create-only) and which gc removes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -21,6 +22,8 @@ from zcas.cas.local import LocalBackend
 from zcas.cas.objstore import ObstoreBackend
 from zcas.cas.statcache import StatCache
 
+from .fileaudit import Recorder, recording
+from .implicit import ids_of, warn_writes
 from .values import load_value, store_value
 
 _stores: dict[tuple[tuple[str, Any], ...], ObjectDB] = {}
@@ -47,9 +50,11 @@ class ArtifactRef(tuple):
 
 
 def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str, Any], allow_pickle: bool,
-                multiple: bool, damaged: list[bytes]) -> tuple[Any, ...]:
+                multiple: bool, damaged: list[bytes], root: str | None = None, name: str = "") -> tuple[Any, ...]:
     """Call a Python step; the fields of a ``core.Done`` (outputs named as a step's are).
-    ``damaged``: ids the client found damaged, written afresh if the step makes them again."""
+    ``damaged``: ids the client found damaged, written afresh if the step makes them again.
+    ``root``: the repository, where files the step reads count as its implicit inputs
+    (None: nothing recorded)."""
     db = open_store(spec)
     db.mark_damaged(damaged)
 
@@ -62,7 +67,8 @@ def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str
     call_args = [load(a) for a in args]
     call_kwargs = {k: load(v) for k, v in kwargs.items()}
     started = time.time_ns()
-    result = fn(*call_args, **call_kwargs)
+    with recording(root) if root else contextlib.nullcontext() as seen:
+        result = fn(*call_args, **call_kwargs)
     ended = time.time_ns()
     multi = multiple and isinstance(result, tuple)
     values = list(result) if multi else [result]
@@ -72,7 +78,21 @@ def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str
     for name, v in zip(names, values, strict=True):
         outputs[name], tags[name] = store_value(db, None, v, allow_pickle)
     db.flush()  # published before the client records a run naming these ids
-    return 0, "", outputs, tags, started, ended, multi
+    found = files_found(seen, root, None, name, values) if root and seen is not None else None
+    return 0, "", outputs, tags, started, ended, multi, None, found
+
+
+def files_found(seen: Recorder, root: str, statcache: StatCache | None, name: str, values: list[Any]) -> dict[str, Any]:
+    """The record fields of what a step read and wrote (``Done.found``): each file read
+    with its id, and a warning for each file written that the step does not return."""
+    declared = []
+    for v in values:
+        if isinstance(v, os.PathLike):
+            p = os.path.abspath(os.fspath(v))
+            if p.startswith(os.path.abspath(root) + os.sep):
+                declared.append(os.path.relpath(p, root).replace(os.sep, "/"))
+    warn_writes(name, seen.writes, declared)
+    return {"implicit_inputs": ids_of(root, seen.reads, seen.writes, statcache)}
 
 
 def run_argv(argv: list[str], cwd: str, env: dict[str, str], stdout: Any = None) -> tuple[int, str]:

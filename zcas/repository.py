@@ -269,6 +269,15 @@ class Repository:
             raise UsageError(f"{ref!r} names {'more than one' if len(found) > 1 else 'no'} run")
         return RunView(self, found[0].hex(), rec)
 
+    def explain(self, step: Any) -> list[dict[str, Any]]:
+        """Everything the cache key of ``step`` covers, one dict per item (``kind``, ``name``,
+        ``value``, ``file``, ``line``): each definition its code reaches, constant, package
+        version and what cannot be resolved; the params, inputs and files read of its last
+        executed run. ``step`` is a ``@zcas.step`` (its code as it is now) or a step's name."""
+        from .covers import of_step
+
+        return of_step(self.lineage, self.cas, self.root, step)
+
     def lineage_of(self, ref: HasId | str) -> LineageView:
         """The lineage of a run, an artifact, or an id (or prefix) or tag: its ancestors and descendants."""
         if isinstance(ref, RunView):

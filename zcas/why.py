@@ -9,11 +9,14 @@ from zcas.cas import codec
 from zcas.cas.errors import UsageError, ZcasError
 from zcas.cas.ingest import path_id
 from zcas.cas.view import list_tree
+from zcas.runners import codemanifest
 from zcas.runners import spec as spec_mod
 from zcas.runners.artifacts import current_id
 from zcas.runners.command import Command, plan
 from zcas.runners.core import Core
 from zcas.runners.keys import explain
+
+from . import covers
 
 
 def _last(ctx: Core, name: str) -> dict[str, Any] | None:
@@ -96,17 +99,57 @@ def recorded_step(ctx: Core, name: str) -> dict[str, Any]:
         row["reasons"].append("every recorded run was a cache hit (its result came from another run)")
         return row
     rid, ran = executed[0]
-    older = [r for _, r in runs if r.get("cache_key") and r.get("cache_key") != ran.get("cache_key")
-             and r["started_ns"] < ran["started_ns"]]
+
+    def differs(r: dict[str, Any]) -> bool:
+        if r.get("cache_key") and r.get("cache_key") != ran.get("cache_key"):
+            return True
+        return r["status"] == "ran" and (r.get("implicit_inputs") or {}) != (ran.get("implicit_inputs") or {})
+
+    older = [_source(ctx, r) for _, r in runs if differs(r) and r["started_ns"] < ran["started_ns"]]
     what = f"last executed in run {rid.hex()[:12]}"
     if not older:
         row["reasons"].append(f"{what}: its first run (no earlier run with another key)")
     else:
         row["reasons"].append(f"{what}, because:")
-        row["reasons"].extend(explain(older[0].get("key_components", {}), ran.get("key_components", {})))
+        row["reasons"].extend(compare_runs(ctx, older[0], ran))
     if last["kind"] == "python":
         row["reasons"].append("whether it would run now depends on its inputs: run its pipeline to find out")
     return row
+
+
+def _source(ctx: Core, rec: dict[str, Any]) -> dict[str, Any]:
+    """A cache hit's record stands for the run it restored: that one knows what it read."""
+    src = rec.get("cached_from")
+    if rec.get("status") == "cached" and isinstance(src, str):
+        try:
+            return ctx.lineage.run_dict(bytes.fromhex(src)) or rec
+        except ValueError:
+            return rec
+    return rec
+
+
+def _keyed_on(rec: dict[str, Any]) -> dict[str, str]:
+    """A run's key components with the files it read as they were read (what the key held
+    of them was a guess made before it ran)."""
+    comps = {k: v for k, v in (rec.get("key_components") or {}).items() if not k.startswith("implicit:")}
+    for path, oid in (rec.get("implicit_inputs") or {}).items():
+        comps[f"implicit:{path}"] = oid
+    return comps
+
+
+def compare_runs(ctx: Core, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What changed between two runs of a step, naming the definition (with file and line)
+    when code changed and both runs' code manifests are in the store."""
+    lines = explain(_keyed_on(old), _keyed_on(new))
+    a = codemanifest.load(ctx.repo.db, old.get("code_manifest"))
+    b = codemanifest.load(ctx.repo.db, new.get("code_manifest"))
+    code = [i for i, line in enumerate(lines) if line.startswith("code changed:")]
+    if code and a is not None and b is not None:
+        detail = codemanifest.changes(a, b) or ["code changed (the manifests list the same entries)"]
+        root = ctx.repo.root
+        detail = [line.replace(root + os.sep, "") for line in detail]
+        lines[code[0]:code[0] + 1] = detail
+    return lines
 
 
 def status_of(ctx: Core, wanted: list[str]) -> list[dict[str, Any]]:
@@ -127,6 +170,31 @@ def status_of(ctx: Core, wanted: list[str]) -> list[dict[str, Any]]:
         else:
             rows[name] = check_step(ctx, steps[name])
     return [rows[n] for n in order]
+
+
+def covers_target(ctx: Core, target: str) -> dict[str, Any]:
+    """``why --explain``: everything the key of a step covers (zcas.toml's steps as they would
+    be keyed now; other steps as their last executed run was)."""
+    steps = spec_mod.load(ctx.repo.root)
+    name = _step_name(ctx, steps, target)
+    if name in steps:
+        p = plan(ctx, steps[name], store=False)
+        items = covers.from_components(p.components)
+        return {"name": name, "kind": "command", "key": p.key.hex(), "covers": items}
+    last = covers.last_executed(ctx.lineage, name)
+    if last is None:
+        raise UsageError(f"no step named {name!r} in {spec_mod.FILE}, and no executed run of a step of that name")
+    rid, rec = last
+    return {"name": name, "kind": rec["kind"], "key": rec.get("cache_key") or None, "run": rid.hex(),
+            "covers": covers.from_record(ctx.repo.db, rec, ctx.repo.root)}
+
+
+def _step_name(ctx: Core, steps: dict[str, spec_mod.StepSpec], target: str) -> str:
+    if target in steps:
+        return target
+    rel = ctx.repo.rel(target) if os.path.isabs(target) or os.path.exists(target) else target
+    owners = [s for s in steps.values() if rel in s.outputs]
+    return owners[0].name if owners else target
 
 
 def explain_target(ctx: Core, target: str) -> dict[str, Any]:

@@ -34,6 +34,6 @@ def test_why_and_status_explain_a_python_steps_last_execution(repo_dir):
     assert run_zcas("run", "flow.py:main", "-p", "x=4", cwd=repo_dir).code == 0
     r = run_zcas("status", "flow.sq", "--json", cwd=repo_dir)
     [row] = json.loads(r.out)
-    assert r.code == 0 and any("code" in line for line in row["reasons"]), row
+    assert r.code == 0 and "definition flow.sq changed (flow.py:5)" in row["reasons"], row  # named, with file and line
     r = run_zcas("why", "flow.nope", cwd=repo_dir)
     assert r.code == 2 and "no step named 'flow.nope'" in r.err

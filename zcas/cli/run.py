@@ -180,13 +180,27 @@ def status(c: Ctx, steps: tuple[str, ...], as_json: bool) -> None:
 
 @cli.command()
 @click.argument("target")
+@click.option("--explain", "explain", is_flag=True,
+              help="List everything the step's key covers: definitions (file, line), constants, packages, inputs, files read.")
 @json_option()
 @pass_ctx
-def why(c: Ctx, target: str, as_json: bool) -> None:
+def why(c: Ctx, target: str, explain: bool, as_json: bool) -> None:
     """Say why a step (or the step writing PATH) would run: what changed since its last run."""
     from zcas.cas.safetext import printable
-    from zcas.why import explain_target
+    from zcas.why import covers_target, explain_target
 
+    if explain:
+        from zcas.covers import render
+
+        res = covers_target(_core(c, False, as_json), target)
+        if as_json:
+            emit_json(res)
+            return
+        run = f", run {res['run'][:12]}" if res.get("run") else ""
+        click.echo(printable(f"{res['name']}: {res['kind']} step, key {(res['key'] or '?')[:12]}{run}; it covers:"))
+        for line in render(res["covers"]):
+            click.echo(f"  {printable(line)}")
+        return
     res = explain_target(_core(c, False, as_json), target)
     if as_json:
         emit_json(res)

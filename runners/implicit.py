@@ -1,0 +1,109 @@
+"""Implicit inputs: files a Python step read without declaring them, and what they mean for
+its key.
+
+After a step runs, each file it read (``fileaudit``) and did not itself write is named in
+its record with the id of its content. A record is a hit only while every one of those
+files still has that id. Since the key is made before the step runs, it cannot hold what
+the step will read; it holds what the step read last time (``predict``), so that each
+version of those files keeps a cache entry of its own and going back to an earlier one is
+a hit again, not a rerun.
+
+Paths come back from records, and records may come from a remote: each is checked to be a
+plain repository-relative path, and what it names is hashed only if it really lies inside
+the repository (a symlink out of it makes the record no hit).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from zcas.cas.errors import ZcasError
+from zcas.cas.ingest import path_id
+from zcas.cas.statcache import StatCache
+from zcas.lineage.records import RecordError, check_rel_path
+
+from .keys import key_of
+
+ABSENT = "absent"  # a predicted file that is not there now
+_WARN_LIMIT = 5
+
+
+def current(root: str, rel: str, statcache: StatCache | None) -> str | None:
+    """The id (hex) of the regular file at ``rel`` under ``root`` now, or None: absent, not a
+    file, unreadable, not a safe path, or reached through a link out of the repository."""
+    try:
+        check_rel_path("implicit input", rel)
+    except RecordError:
+        return None
+    full = os.path.join(root, *rel.split("/"))
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(full)
+    if not real.startswith(real_root.rstrip(os.sep) + os.sep) or not os.path.isfile(real):
+        return None
+    try:
+        return path_id(full, statcache if statcache is not None else StatCache(None))[0].hex()
+    except (ZcasError, OSError):
+        return None
+
+
+def ids_of(root: str, reads: Iterable[str], writes: Iterable[str], statcache: StatCache | None) -> dict[str, str]:
+    """{path: id} of the files read (and not written: the step's own scratch) that exist."""
+    written = set(writes)
+    out = {}
+    for rel in sorted(set(reads) - written):
+        oid = current(root, rel, statcache)
+        if oid is not None:
+            out[rel] = oid
+    return out
+
+
+def warn_writes(step: str, writes: Iterable[str], declared: Iterable[str]) -> None:
+    """Say which files a step wrote that are none of its outputs: a hit will not write them."""
+    outs = [d.rstrip("/") for d in declared]
+    stray = sorted(w for w in writes if not any(w == o or w.startswith(o + "/") for o in outs))
+    if not stray:
+        return
+    more = f" and {len(stray) - _WARN_LIMIT} more" if len(stray) > _WARN_LIMIT else ""
+    print(f"zcas: warning: step {step} wrote {', '.join(stray[:_WARN_LIMIT])}{more}, which it does not return "
+          "(a cache hit will not write it; return the path to make it an output)", file=sys.stderr)
+
+
+def matches(root: str, implicit: Any, statcache: StatCache | None) -> bool:
+    """Whether every implicit input a record names still has the id it names."""
+    if not isinstance(implicit, dict):
+        return False
+    return all(isinstance(oid, str) and current(root, rel, statcache) == oid for rel, oid in implicit.items())
+
+
+def components(paths: Iterable[str], root: str, statcache: StatCache | None) -> dict[str, str]:
+    """Key components for a guess of what a step will read: each path's id now."""
+    return {f"implicit:{p}": current(root, p, statcache) or ABSENT for p in sorted(paths)}
+
+
+def predict(comps: dict[str, str], seen: list[dict[str, Any]], root: str, statcache: StatCache | None,
+            lookup: Any, fits: Any) -> dict[str, str]:
+    """The key components to plan under, given the key without files (``comps``) and the
+    records that taught what the step reads (``seen``, newest first: the one cached under
+    that key, the step's last run).
+
+    ``lookup(key) -> record or None`` reads the cache; ``fits(record)`` says whether one is
+    a hit now. The first guess with a fitting record wins; failing that, the key without
+    files if its record fits; failing that, the newest guess, so the run about to happen is
+    cached under the files it will most likely read."""
+    guesses: list[dict[str, str]] = []
+    for rec in seen:
+        paths = sorted((rec.get("implicit_inputs") or {}) if isinstance(rec.get("implicit_inputs"), dict) else {})
+        c = {**comps, **components(paths, root, statcache)} if paths else None
+        if c is not None and c not in guesses:
+            guesses.append(c)
+    for c in guesses:
+        rec = lookup(key_of(c))
+        if rec is not None and fits(rec):
+            return c
+    bare = lookup(key_of(comps))
+    if bare is not None and fits(bare):
+        return comps
+    return guesses[0] if guesses else comps
