@@ -1,0 +1,199 @@
+"""Files a Python step reads without declaring them (issue 20): implicit inputs.
+
+While a step executes, the files it opens for reading inside the repository are recorded
+with their ids; a later run whose files changed reruns, going back is a hit, ``zcas why``
+names the file, and writes the step does not return are a warning naming the path. A path
+from a record is untrusted (a remote may have written it) and must never leave the tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import run_zcas
+from zcas.lineage import serde
+from zcas.lineage.records import RecordError, Run, check_rel_path
+from zcas.runners import implicit
+
+FLOW = '''
+import pathlib
+import zcas
+
+@zcas.step
+def read() -> str:
+    open("exec.log", "a").write("read\\n")
+    with open("scratch.txt", "w") as f:   # written, then read back: the step's own, no input
+        f.write("tmp")
+    open("scratch.txt").read()
+    return pathlib.Path("data/in.txt").read_text()
+
+@zcas.step
+def shout(s: str) -> str:
+    open("exec.log", "a").write("shout\\n")
+    return s.upper()
+
+@zcas.pipeline
+def main():
+    return shout(read())
+'''
+
+
+def _ran(root) -> list[str]:
+    log = root / "exec.log"
+    out = log.read_text().split() if log.exists() else []
+    if log.exists():
+        log.unlink()
+    return out
+
+
+@pytest.fixture
+def flow(repo_dir):
+    (repo_dir / "flow.py").write_text(textwrap.dedent(FLOW))
+    (repo_dir / "data").mkdir()
+    (repo_dir / "data" / "in.txt").write_text("one")
+    return repo_dir
+
+
+def test_a_changed_file_reruns_going_back_is_a_hit_and_why_names_it(flow):
+    r = run_zcas("run", "flow.py:main", cwd=flow)
+    assert r.code == 0 and _ran(flow) == ["read", "shout"], r
+    assert "wrote exec.log, scratch.txt, which it does not return" in r.err  # writes named, once per step
+    assert run_zcas("run", "flow.py:main", cwd=flow).code == 0 and _ran(flow) == []
+    (flow / "data" / "in.txt").write_text("two")
+    assert run_zcas("run", "flow.py:main", cwd=flow).code == 0 and _ran(flow) == ["read", "shout"]
+    r = run_zcas("why", "flow.read", cwd=flow)
+    assert r.code == 0 and "file read data/in.txt changed:" in r.out, r
+    (flow / "data" / "in.txt").write_text("one")
+    assert run_zcas("run", "flow.py:main", cwd=flow).code == 0 and _ran(flow) == []  # the first version's run
+    (flow / "data" / "in.txt").write_text("two")
+    assert run_zcas("run", "flow.py:main", cwd=flow).code == 0 and _ran(flow) == []  # and the second's
+
+
+def test_the_record_names_what_was_read_not_what_the_step_wrote(flow):
+    assert run_zcas("run", "flow.py:main", cwd=flow).code == 0
+    r = run_zcas("why", "flow.read", "--explain", "--json", cwd=flow)
+    files = {c["name"]: c["value"] for c in json.loads(r.out)["covers"] if c["kind"] == "file read"}
+    from zcas.cas.oid import hash_bytes
+
+    assert files == {"data/in.txt": hash_bytes(b"one").hex()}
+
+
+def test_returning_a_written_path_makes_it_an_output_not_a_warning(repo_dir):
+    (repo_dir / "flow.py").write_text(textwrap.dedent('''
+        import pathlib
+        import zcas
+
+        @zcas.step
+        def make() -> pathlib.Path:
+            p = pathlib.Path("out/result.txt")
+            p.parent.mkdir(exist_ok=True)
+            p.write_text("made")
+            return p
+
+        @zcas.pipeline
+        def main():
+            return make()
+    '''))
+    r = run_zcas("run", "flow.py:main", cwd=repo_dir)
+    assert r.code == 0 and "warning" not in r.err, r
+
+
+@pytest.mark.parametrize("runner", ["threads", "processes"])
+def test_implicit_inputs_on_a_runner(repo_dir, runner):
+    """A step on a runner records what it read there (processes: in the worker)."""
+    (repo_dir / "flow.py").write_text(textwrap.dedent('''
+        import zcas
+
+        @zcas.step
+        def read() -> str:
+            open("exec.log", "a").write("read\\n")
+            return open("in.txt").read()
+
+        @zcas.pipeline
+        def main():
+            return read()
+    '''))
+    (repo_dir / "in.txt").write_text("a")
+    assert run_zcas("stack", "register", "r", "--runner", runner, cwd=repo_dir).code == 0
+    args = ("run", "--stack", "r", "flow.py:main")
+    r = run_zcas(*args, cwd=repo_dir)
+    assert r.code == 0 and _ran(repo_dir) == ["read"], r
+    assert run_zcas(*args, cwd=repo_dir).code == 0 and _ran(repo_dir) == []
+    (repo_dir / "in.txt").write_text("b")
+    assert run_zcas(*args, cwd=repo_dir).code == 0 and _ran(repo_dir) == ["read"]
+
+
+# -- paths from records are untrusted ---------------------------------------------------------
+
+ID = "ab" * 32
+BAD = ["../secret", "/etc/passwd", ".zcas/objects/x", ".ZCAS/x", "a//b", "./a", "a/./b", "a/../../b", "", "a\\..\\b",
+       "data/", "a\0b"]
+
+
+def _record(path: str) -> bytes:
+    d = serde.unstructure(Run(step="s", kind="python", status="ran"))
+    d["implicit_inputs"] = {path: ID}
+    d["type"] = "run"
+    return serde.canonical(d)
+
+
+@pytest.mark.parametrize("path", BAD)
+def test_a_record_naming_a_path_that_escapes_does_not_decode(path):
+    with pytest.raises(RecordError, match="implicit_inputs key") as e:
+        serde.decode(_record(path))
+    assert "\n" not in str(e.value)
+
+
+def test_a_record_naming_a_plain_path_decodes():
+    rec = serde.decode(_record("data/in.txt"))
+    assert isinstance(rec, Run) and rec.implicit_inputs == {"data/in.txt": ID}
+
+
+def test_records_without_the_new_fields_read_and_encode_as_before():
+    """A run with no implicit inputs and no manifest encodes as the previous zcas wrote it."""
+    run = Run(step="s", kind="python", status="ran", code="x")
+    data = serde.encode(run)
+    assert b"implicit_inputs" not in data and b"code_manifest" not in data
+    assert serde.decode(data) == run
+
+
+@pytest.mark.parametrize("path", BAD)
+def test_a_bad_path_in_an_unvalidated_record_is_no_hit(tmp_path, path):
+    """``valid`` reads records as plain dicts; a bad path there is no hit, never an error."""
+    (tmp_path / "x").write_text("x")
+    assert implicit.matches(str(tmp_path), {path: ID}, None) is False
+    assert implicit.matches(str(tmp_path), "not a map", None) is False
+
+
+def test_a_link_out_of_the_repository_is_no_hit(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret")
+    root = tmp_path / "repo"
+    root.mkdir()
+    os.symlink(outside, root / "link.txt")
+    from zcas.cas.oid import hash_bytes
+
+    oid = hash_bytes(b"secret").hex()
+    assert implicit.current(str(root), "link.txt", None) is None
+    assert implicit.matches(str(root), {"link.txt": oid}, None) is False
+    (root / "in.txt").write_text("secret")
+    assert implicit.matches(str(root), {"in.txt": oid}, None) is True  # the same content, inside: a hit
+
+
+@given(st.text(alphabet=st.sampled_from(["a", "b", ".", "/", "\\", "z", "c", "s", "Z", "C", "A", "S"]), max_size=12))
+def test_an_accepted_path_stays_inside_the_repository_and_out_of_the_store(p):
+    root = "/r/repo"
+    try:
+        check_rel_path("p", p)
+    except RecordError:
+        return
+    full = os.path.normpath(os.path.join(root, p))
+    assert full.startswith(root + "/")
+    assert not full.lower().startswith(root + "/.zcas")
+    assert all(x not in ("", ".", "..") for x in p.split("/"))
