@@ -276,7 +276,7 @@ class Repository:
         executed run. ``step`` is a ``@zcas.step`` (its code as it is now) or a step's name."""
         from .covers import of_step
 
-        return of_step(self.lineage, self.cas, self.root, step)
+        return of_step(self.lineage, self.cas.db, self.root, step)
 
     def lineage_of(self, ref: HasId | str) -> LineageView:
         """The lineage of a run, an artifact, or an id (or prefix) or tag: its ancestors and descendants."""
