@@ -78,6 +78,11 @@ class Backend(ABC):
 
     # -- operations with a default ---------------------------------------------------------
 
+    def list_after(self, prefix: str, after: str) -> Iterator[str]:
+        """The keys under ``prefix`` that sort after ``after`` (object storage starts its
+        listing there, so what came before costs no request)."""
+        return (k for k in self.list(prefix) if k > after)
+
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """``length`` bytes of ``key`` from ``start`` (fewer at its end)."""
         return self.get(key)[start : start + length]

@@ -171,6 +171,9 @@ class CachingBackend(Backend):
     def list(self, prefix: str = "") -> Iterator[str]:
         return self.remote.list(prefix)
 
+    def list_after(self, prefix: str, after: str) -> Iterator[str]:
+        return self.remote.list_after(prefix, after)
+
     def info(self, key: str) -> KeyInfo:
         return self.remote.info(key)
 

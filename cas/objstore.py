@@ -210,13 +210,20 @@ class ObstoreBackend(Backend):
             pass
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        return self._list(prefix, None)
+
+    def list_after(self, prefix: str, after: str) -> Iterator[str]:
+        return self._list(prefix, after)
+
+    def _list(self, prefix: str, after: str | None) -> Iterator[str]:
         def all_keys() -> list[str]:
             out: list[str] = []
-            for batch in self._obs.list(self.store, prefix=prefix or None, chunk_size=1000):
+            for batch in self._obs.list(self.store, prefix=prefix or None, offset=after, chunk_size=1000):
                 out.extend(m["path"] for m in batch)
             return out
 
-        return iter(sorted(self._call("listing", prefix or "/", all_keys)))
+        keys = sorted(self._call("listing", prefix or "/", all_keys))
+        return iter(keys if after is None else [k for k in keys if k > after])
 
     def info(self, key: str) -> KeyInfo:
         check_key(key)

@@ -1,10 +1,11 @@
 """Lineage on a remote: run records travel in segments, objects the pushes write.
 
 A segment is run records, each an 8-byte little-endian length and the record's canonical
-bytes, stored with the object codec (zstd) under ``lineage/seg-<BLAKE3 of the payload>``.
-Pulling lists the segments, fetches the ones not seen before, checks each and indexes its
-records, so a cache key a colleague's run filled is a hit here too, with their host and
-user in its provenance.
+bytes, stored with the object codec (zstd) under ``lineage/t-<time>-<BLAKE3 of the payload>``
+(``lineage.segments``: names that sort by time, so a pull lists only what is new).
+Pulling fetches the segments not seen before, checks each and indexes its records, so
+``zcas log`` shows a colleague's runs with their host and user in their provenance. (A
+cache lookup does not need this: it asks the action cache, ``lineage.actions``.)
 
 A remote is untrusted input. A segment is read only if it is at most ``MAX_SEGMENT`` bytes
 (decoded), is a record object that decodes, hashes to its name and is framed exactly; else
@@ -24,7 +25,6 @@ older zcas: its bytes cannot change without changing its id), nor one a remote w
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -36,6 +36,8 @@ from zcas.cas.errors import IntegrityError, ObjectNotFoundError, ZcasError
 from zcas.cas.oid import hash_bytes
 from zcas.cas.safetext import printable
 
+from . import segments
+
 if TYPE_CHECKING:
     from zcas.cas.backend import Backend
 
@@ -46,7 +48,6 @@ MAX_SEGMENT = 256 << 20  # decoded bytes of one segment
 SEGMENT_TARGET = 64 << 20  # a push starts another segment once one holds this many bytes
 _BATCH_RECORDS = 2000  # records decoded and indexed at a time (bounds memory in a big segment)
 _BATCH_BYTES = 16 << 20
-_SEG_NAME = re.compile(r"seg-[0-9a-f]{64}")
 _REJECTED = "rejected-"
 
 Warn = Callable[[str], None]
@@ -66,8 +67,8 @@ def _escaped(warn: Warn) -> Warn:
     return lambda message: warn(printable(message))
 
 
-def _seg_key(payload: bytes) -> str:
-    return f"{PREFIX}seg-{hash_bytes(payload).hex()}"
+def _seg_key(payload: bytes, time_ns: int | None = None) -> str:
+    return PREFIX + segments.new_name(hash_bytes(payload).hex(), time_ns)
 
 
 def _pack(records: list[bytes]) -> bytes:
@@ -157,6 +158,7 @@ class RemoteLineage:
         self.warn = warn or default_warn
         self.last_push_skipped: dict[str, int] = {"plaintext_env": 0, "refused": 0}
         os.makedirs(state_dir, exist_ok=True)
+        self.cursor = segments.Cursor(os.path.join(os.path.dirname(state_dir), "lineage-cursor"))
 
     # -- what this repository remembers of the remote ----------------------------------------
 
@@ -179,7 +181,7 @@ class RemoteLineage:
         self.pull()
         out: set[bytes] = set()
         for name in self._seen():
-            if not _SEG_NAME.fullmatch(name):
+            if segments.parse(name) is None:
                 continue
             with open(os.path.join(self.state_dir, name), "rb") as f:
                 data = f.read()
@@ -246,43 +248,56 @@ class RemoteLineage:
                  "(a cache key that does not match its components, or a malformed field)")
         return sent
 
-    def _send(self, records: list[bytes], ids: list[bytes]) -> str:
+    def _send(self, records: list[bytes], ids: list[bytes], time_ns: int | None = None) -> str:
         payload = _pack(records)
-        key = _seg_key(payload)
+        key = _seg_key(payload, time_ns)
         self.backend.put(key, codec.encode(codec.KIND_RECORD, payload))
         self._mark(key[len(PREFIX) :], ids)
         return key
 
     # -- pull --------------------------------------------------------------------------------
 
-    def pull(self, warn: Warn | None = None) -> int:
+    def pull(self, warn: Warn | None = None, full: bool = False) -> int:
         """Fetch and index the segments not seen yet; returns how many runs were new here.
 
-        Malformed segments and records are skipped with a warning (see the module's doc);
-        only a failure to reach the remote is an error.
+        Only segments named after this repository's cursor (less the clock-skew margin)
+        are listed (``lineage.segments``); ``full`` lists them all. Malformed segments and
+        records are skipped with a warning (see the module's doc); only a failure to reach
+        the remote is an error.
         """
         warn = _escaped(warn or self.warn)
         seen = self._seen()
         new = 0
-        for key in self.backend.list(PREFIX):
+        latest = held = None  # the newest segment time taken, the oldest left to read again
+        for key in segments.listed(self.backend, PREFIX, None if full else self.cursor.get()):
             if not key.startswith(PREFIX):
                 continue
             name = key[len(PREFIX) :]
-            if not name.startswith("seg-") or name in seen or _rejected_name(key) in seen:
-                continue
+            parsed = segments.parse(name)
+            if (parsed is None and not name.startswith(("seg-", "t-"))) or name in seen or _rejected_name(key) in seen:
+                continue  # (a name like a segment's that does not parse is refused below, once)
             try:
-                n = self._pull_segment(key, name, warn)
+                n, done = self._pull_segment(key, name, warn)
             except SegmentError as e:
                 self._reject(key, str(e))
                 warn(f"remote lineage segment {key} skipped: {e}")
-                continue
+                n, done = 0, True
             new += n
+            t = parsed[0] if parsed else None
+            if t is not None:
+                if not done:  # to be read again (records of a newer zcas): the cursor stays before it
+                    held = t if held is None else min(held, t)
+                else:
+                    latest = t if latest is None else max(latest, t)
+        if latest is not None:
+            self.cursor.advance(latest if held is None else min(latest, held - 1))
         return new
 
     def _read_segment(self, key: str, name: str) -> memoryview | None:
         """The checked payload of segment ``key`` (None if it vanished meanwhile)."""
-        if not _SEG_NAME.fullmatch(name):
-            raise SegmentError("its name is not seg-<64 hex digits>")
+        parsed = segments.parse(name)
+        if parsed is None:
+            raise SegmentError("its name is not t-<16 hex digits>-<64 hex digits>")
         limit = MAX_SEGMENT + codec.HEADER_SIZE
         try:
             size = self.backend.info(key).size
@@ -303,16 +318,18 @@ class RemoteLineage:
         except IntegrityError as e:
             raise SegmentError(f"it does not decode: {e.reason}") from None
         del data  # at most one copy of a large segment in memory
-        if hash_bytes(payload).hex() != name[4:]:
+        if hash_bytes(payload).hex() != parsed[1]:
             raise SegmentError("its content does not match its name")
         return memoryview(payload)
 
-    def _pull_segment(self, key: str, name: str, warn: Warn) -> int:
+    def _pull_segment(self, key: str, name: str, warn: Warn) -> tuple[int, bool]:
+        """(runs new here, whether the segment is done with: False while it must be read
+        again, as when it holds records only a newer zcas reads)."""
         from .serde import NewerRecordError, RecordError
 
         payload = self._read_segment(key, name)
         if payload is None:
-            return 0  # deleted since it was listed: nothing to remember
+            return 0, True  # deleted since it was listed (folded by a gc): nothing to remember
         total = sum(1 for _ in _frames(payload))  # the whole framing is checked before anything is indexed
         graph = self.lineage.graph
         ids: list[bytes] = []
@@ -352,11 +369,11 @@ class RemoteLineage:
         if newer:  # not remembered: a newer zcas will read them, so the segment is read again
             warn(f"remote lineage segment {key}: {newer} run record{'s need' if newer != 1 else ' needs'} a newer "
                  "zcas; upgrade zcas to use them")
-            return new
+            return new, False
         self._mark(name, ids)
         if rejected:
             self._reject(key, reason)
-        return new
+        return new, True
 
     # -- what gc over the remote reads and rewrites -------------------------------------------
 
@@ -371,7 +388,7 @@ class RemoteLineage:
         bad = 0
         for key in self.backend.list(PREFIX):
             name = key[len(PREFIX) :]
-            if not name.startswith("seg-"):
+            if segments.parse(name) is None:
                 continue
             try:
                 payload = self._read_segment(key, name)
@@ -397,7 +414,11 @@ class RemoteLineage:
     def compact(self, old: list[str], keep: dict[bytes, bytes]) -> int:
         """Fold the segments ``old`` into as few as hold ``keep`` (new ones first, then the
         old deleted: a crash between leaves records twice, which readers skip); returns how
-        many segments were removed. The new segments are marked seen here."""
+        many segments were removed. The new segments are marked seen here, and named with
+        the newest time of those they fold, so a repository that has seen those does not
+        list them again."""
+        times = [p[0] for k in old if (p := segments.parse(k[len(PREFIX) :])) is not None and p[0] is not None]
+        when = max(times, default=0)
         new: set[str] = set()
         records: list[bytes] = []
         ids: list[bytes] = []
@@ -407,10 +428,10 @@ class RemoteLineage:
             ids.append(rid)
             size += 8 + len(data)
             if size >= SEGMENT_TARGET:
-                new.add(self._send(records, ids))
+                new.add(self._send(records, ids, when))
                 records, ids, size = [], [], 0
         if records:
-            new.add(self._send(records, ids))
+            new.add(self._send(records, ids, when))
         gone = [k for k in old if k not in new]
         for key in gone:
             self.backend.delete(key)

@@ -4,7 +4,8 @@ A tag is pushed create-only: one that names another id on the remote is reported
 alone (``zcas push --force TAG`` moves it). A pulled tag is set here only when no local tag
 has the name and its object arrived; a local tag that differs is kept, and reported.
 
-Path history goes as segments, ``history/seg-<BLAKE3>``: the lines of ``history.jsonl`` not
+Path history goes as segments, ``history/t-<time>-<BLAKE3>`` (``lineage.segments``: a
+pull lists only those named after its cursor): the lines of ``history.jsonl`` not
 yet pushed (the offset pushed so far is remembered per remote). Pulled lines are validated
 one by one — a hostile remote's history is no more trusted than its records — and kept in
 ``.zcas/remotes/NAME/history.jsonl``, apart from the local history: versions someone else
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from zcas.cas.errors import ObjectNotFoundError, ZcasError
 from zcas.cas.oid import from_hex, hash_bytes
 from zcas.cas.refs import PathVersion, check_tag_name
 from zcas.cas.safetext import printable
+from zcas.lineage import segments
 from zcas.runners.spec import SpecError, norm_path
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ PREFIX = "history/"
 _SEGMENT = 8 << 20  # bytes of history lines per segment
 _MAX_SEGMENT = 64 << 20  # the most a pulled segment may hold
 _KINDS = ("file", "exec", "tree", "link")  # as cas.refs writes them (an executable is "exec")
-_SEG_NAME = re.compile(r"seg-[0-9a-f]{64}")
 
 
 def _state(remote: Remote, name: str) -> str:
@@ -91,14 +91,14 @@ def _push_history(remote: Remote) -> int:
     return send.count(b"\n")
 
 
-def _send_lines(remote: Remote, data: bytes) -> set[str]:
+def _send_lines(remote: Remote, data: bytes, time_ns: int | None = None) -> set[str]:
     """Store whole history lines as segments of about _SEGMENT bytes; their keys."""
     keys = set()
     sent = 0
     while sent < len(data):
         end = data.rfind(b"\n", sent, sent + _SEGMENT) + 1 or data.find(b"\n", sent) + 1
         payload = data[sent:end]
-        key = f"{PREFIX}seg-{hash_bytes(payload).hex()}"
+        key = PREFIX + segments.new_name(hash_bytes(payload).hex(), time_ns)
         remote.backend.put(key, codec.encode(codec.KIND_RECORD, payload))
         keys.add(key)
         sent = end
@@ -128,9 +128,10 @@ def _not_forgotten(remote: Remote, data: bytes) -> bytes:
     return b"".join(kept)
 
 
-def pull_refs(remote: Remote, warn: Warn) -> tuple[int, int]:
-    """(tags set here, history lines taken)."""
-    return _pull_tags(remote, warn), _pull_history(remote, warn)
+def pull_refs(remote: Remote, warn: Warn, full: bool = False) -> tuple[int, int]:
+    """(tags set here, history lines taken); ``full``: list every history segment, not
+    only those after this repository's cursor."""
+    return _pull_tags(remote, warn), _pull_history(remote, warn, full)
 
 
 def _pull_tags(remote: Remote, warn: Warn) -> int:
@@ -174,10 +175,12 @@ def _line(raw: bytes) -> PathVersion | str:
         return "not a history line"
 
 
-def _segments(remote: Remote) -> Iterator[str]:
-    for key in remote.backend.list(PREFIX):
-        if _SEG_NAME.fullmatch(key[len(PREFIX) :]):
-            yield key
+def _segments(remote: Remote, cursor: int | None = None) -> Iterator[tuple[str, int | None]]:
+    """(key, time of its name) of the history segments after ``cursor`` (None: all)."""
+    for key in segments.listed(remote.backend, PREFIX, cursor):
+        parsed = segments.parse(key[len(PREFIX) :])
+        if parsed is not None:
+            yield key, parsed[0]
 
 
 def _lines(payload: bytes) -> tuple[list[PathVersion], list[str]]:
@@ -193,17 +196,24 @@ def _lines(payload: bytes) -> tuple[list[PathVersion], list[str]]:
     return good, bad
 
 
-def _pull_history(remote: Remote, warn: Warn) -> int:
+def _pull_history(remote: Remote, warn: Warn, full: bool = False) -> int:
     seen_dir = _state(remote, "history-seen")
     os.makedirs(seen_dir, exist_ok=True)
     seen = set(os.listdir(seen_dir))
+    cursor = segments.Cursor(_state(remote, "history-cursor"))
     taken = 0
-    for key in _segments(remote):
+    latest = None  # every segment listed is taken, or skipped for good, below
+    for key, t in _segments(remote, None if full else cursor.get()):
         name = key[len(PREFIX) :]
+        latest = t if latest is None or (t is not None and t > latest) else latest
         if name in seen:
             continue
         try:
             _, payload = codec.decode(key, get_bounded(remote.backend, key, _MAX_SEGMENT))
+            if hash_bytes(payload).hex() != name[-64:]:
+                raise ZcasError("its content does not match its name")
+        except ObjectNotFoundError:
+            continue  # folded by a gc since it was listed
         except ZcasError as e:
             warn(f"remote {remote.spec.name}: history segment {printable(key)} skipped: {printable(e)}")
             open(os.path.join(seen_dir, name), "w").close()
@@ -217,6 +227,8 @@ def _pull_history(remote: Remote, warn: Warn) -> int:
             remote.lineage.lineage.index_paths(good)
         open(os.path.join(seen_dir, name), "w").close()
         taken += len(good)
+    if latest is not None:
+        cursor.advance(latest)
     return taken
 
 
@@ -229,7 +241,7 @@ def remote_history(remote: Remote) -> tuple[list[str], list[PathVersion]]:
     (no reader ever takes them) and are left out."""
     keys: list[str] = []
     lines: list[PathVersion] = []
-    for key in _segments(remote):
+    for key, _ in _segments(remote):
         try:
             _, payload = codec.decode(key, get_bounded(remote.backend, key, _MAX_SEGMENT))
         except ObjectNotFoundError:
@@ -246,7 +258,8 @@ def rewrite_history(remote: Remote, old: list[str], keep: list[PathVersion]) -> 
     """Replace the segments ``old`` by segments holding ``keep`` (new ones first); returns
     how many segments were removed. The new ones are marked seen here."""
     data = "".join(_dump(v) for v in sorted(set(keep), key=lambda v: (v.time, v.path))).encode()
-    new = _send_lines(remote, data)
+    times = [p[0] for k in old if (p := segments.parse(k[len(PREFIX) :])) is not None and p[0] is not None]
+    new = _send_lines(remote, data, max(times, default=0))  # named as the newest it folds: not listed anew
     seen_dir = _state(remote, "history-seen")
     os.makedirs(seen_dir, exist_ok=True)
     for key in new:

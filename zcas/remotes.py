@@ -303,12 +303,13 @@ class Remote:
                                 f"(use --force to move it)")
 
     def pull(self, targets: list[str] | None, progress: Progress = None,
-             warn: Callable[[str], None] | None = None) -> dict[str, int]:
+             warn: Callable[[str], None] | None = None, full: bool = False) -> dict[str, int]:
         """Fetch from the remote, everything verified before it is kept: every pack not yet
         pulled, or the named objects and what they reach. Objects that fail verification are
-        skipped, each with one warning (``warn``, default: a line on stderr)."""
+        skipped, each with one warning (``warn``, default: a line on stderr). Lineage and
+        history segments are listed from this repository's cursor on (``full``: all)."""
         warn = warn or _warn
-        runs = self.sync_lineage()
+        runs = self.sync_lineage(full)
         local = self.repo.db
         if targets is None:
             done = self._pulled_packs()
@@ -317,7 +318,7 @@ class Remote:
             for line in res.rejected:
                 warn(f"remote {self.spec.name}: {printable(line)}")
             self._remember_pulled(res.complete)  # a pack with a refusal is looked at again next time
-            tags, history = pull_refs(self, warn)
+            tags, history = pull_refs(self, warn, full)
             return {"packs": res.packs, "bytes": res.bytes, "objects": res.objects, "runs": runs,
                     "rejected": len(res.rejected), "tags": tags, "history": history}
         roots = [self.resolve(t) for t in targets]
@@ -382,11 +383,11 @@ class Remote:
         self._where_hints.update(where)
         return True
 
-    def sync_lineage(self) -> int:
-        """Index the remote's run records (once per process)."""
+    def sync_lineage(self, full: bool = False) -> int:
+        """Index the run records pushed since the last pull (once per process)."""
         if not self._synced:
             self._synced = True
-            self._new = self.lineage.pull()
+            self._new = self.lineage.pull(full=full)
         return self._new
 
     def fetch(self, oids: list[bytes]) -> int:

@@ -143,7 +143,7 @@ def test_attack_segment_under_wrong_name_is_skipped(remote, lin):
     assert remote.pull() == 0 and lin.graph.count("runs") == 0
     assert len(remote.warnings) == 3
     assert any(wrong in w and "does not match its name" in w for w in remote.warnings)
-    assert sum("its name is not seg-<64 hex digits>" in w for w in remote.warnings) == 2
+    assert sum("its name is not t-<16 hex digits>-<64 hex digits>" in w for w in remote.warnings) == 2
     assert remote.pull() == 0 and len(remote.warnings) == 3  # remembered, whatever the name
     state = os.listdir(remote.state_dir)
     assert all(n.startswith("rejected-") and "/" not in n and ".." not in n for n in state)

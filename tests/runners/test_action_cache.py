@@ -42,7 +42,8 @@ _COUNTED = """
 import json, os, sys
 from zcas.cas.objstore import ObstoreBackend
 log = []
-for name in ("get", "get_range", "get_ranges", "get_bounded", "stream", "put", "put_path", "delete", "list", "info"):
+for name in ("get", "get_range", "get_ranges", "get_bounded", "stream", "put", "put_path", "delete", "list", "info",
+             "list_after"):
     orig = getattr(ObstoreBackend, name)
     def counted(self, *a, _orig=orig, _name=name, **kw):
         log.append((_name, a[0] if a else kw.get("key", kw.get("prefix", ""))))
@@ -70,15 +71,21 @@ def _counted(tmp_path, *args, cwd):
 def _seed_segments(url: str, n: int) -> None:
     """A remote whose lineage has ``n`` segments (written through the library, as pushes
     would: each a valid segment of one valid record)."""
-    from zcas.lineage import serde
     from zcas.lineage.remote import _pack, _seg_key
 
     b = ObstoreBackend(url)
     for i in range(n):
-        rec = {"type": "run", "step": f"seed-{i}", "kind": "command", "status": "ran", "started_ns": i + 1,
-               "ended_ns": i + 2, "host": "h", "user": "u", "inputs": {}, "outputs": {}, "params": {}}
-        payload = _pack([serde.canonical(rec)])
+        payload = _pack([_run_bytes(f"seed-{i}", i + 1)])
         b.put(_seg_key(payload), codec.encode(codec.KIND_RECORD, payload))
+
+
+def _run_bytes(step: str, started_ns: int) -> bytes:
+    """A valid run record (no cache key: it answers no lookup, and only lineage reads it)."""
+    from zcas.lineage import serde
+    from zcas.lineage.records import Run
+
+    run = Run(step=step, kind="command", status="ran", started_ns=started_ns, ended_ns=started_ns + 1)
+    return serde.canonical(dict(serde.unstructure(run), type="run"))
 
 
 def test_a_miss_is_one_get_whatever_the_remote_holds(tmp_path, remote):
@@ -200,3 +207,49 @@ def test_attack_hostile_action_cache_entry_is_no_hit(tmp_path, remote, how):
     assert r.code == 0 and "ran:" in r.out and _ran(c) == 1, r
     assert "action cache entry" in r.err and len(r.err.strip().splitlines()) == 1, r.err
     assert (c / "out.txt").read_text() == "hello\n"
+
+
+def test_a_pull_lists_only_segments_named_after_its_cursor(tmp_path, remote):
+    """The second pull asks for lineage and history keys after its cursor and reads no
+    segment; one named long before the cursor (a writer whose clock is days behind) is
+    read by ``pull --full``; a segment in the old name format is read by a first pull."""
+    from zcas.cas.oid import hash_bytes
+    from zcas.lineage.remote import _pack
+
+    _, url = remote
+    _seed_segments(url, 50)
+    a = _repo(tmp_path / "a", url)
+    (a / "data.csv").write_text("x\n")
+    assert run_zcas("add", "data.csv", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0  # a history segment too
+    b = _repo(tmp_path / "b", url)
+    r, requests = _counted(tmp_path, "pull", "--json", cwd=b)
+    assert r.returncode == 0 and json.loads(r.stdout)["runs"] == 50, r
+    assert json.loads(r.stdout)["history"] == 1, r
+    r, requests = _counted(tmp_path, "pull", "--json", cwd=b)
+    assert r.returncode == 0 and json.loads(r.stdout)["runs"] == 0, r
+    listed = [(m, k) for m, k in requests if m.startswith("list")]
+    assert ("list_after", "lineage/") in listed and ("list_after", "history/") in listed, listed
+    assert ("list", "lineage/") not in listed and ("list", "history/") not in listed, listed
+    assert not any(k.startswith("lineage/") for m, k in requests if not m.startswith("list")), requests
+
+    backend = ObstoreBackend(url)
+
+    def segment(step: str, name: str) -> None:
+        payload = _pack([_run_bytes(step, 7)])
+        backend.put(f"lineage/{name.format(hash_bytes(payload).hex())}", codec.encode(codec.KIND_RECORD, payload))
+
+    segment("late-clock", "t-0000000000000001-{}")  # named in 1970: before the cursor's window
+    segment("old-format", "seg-{}")
+    assert json.loads(run_zcas("pull", "--json", cwd=b).out)["runs"] == 0
+    assert json.loads(run_zcas("pull", "--full", "--json", cwd=b).out)["runs"] == 2
+    steps = {x["step"] for x in json.loads(run_zcas("log", "--json", cwd=b).out)}
+    assert {"late-clock", "old-format"} <= steps
+    c = _repo(tmp_path / "c", url)  # a first pull lists everything
+    assert json.loads(run_zcas("pull", "--json", cwd=c).out)["runs"] == 52
+    # gc folds every segment, old format included, into new ones named by time
+    assert run_zcas("gc", "--remote", "origin", "--grace", "0", cwd=c).code == 0
+    names = os.listdir(tmp_path / "remote" / "lineage")
+    assert names and all(n.startswith("t-") for n in names), names
+    d = _repo(tmp_path / "d", url)
+    assert json.loads(run_zcas("pull", "--json", cwd=d).out)["runs"] == 52

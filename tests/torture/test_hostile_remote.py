@@ -190,7 +190,7 @@ def _segment(remote, records: list[bytes]):
 
 def hostile_records(remote, rng):
     """Lineage segments with malformed records and records that try to escape."""
-    seg = next((remote / "lineage").glob("seg-*"))
+    seg = next((remote / "lineage").glob("t-*"))
     _, payload = codec.decode("seg", seg.read_bytes())
     from zcas.lineage.remote import _unpack
 
@@ -211,7 +211,7 @@ def hostile_records(remote, rng):
 
 
 def flip_segment_bytes(remote, rng):
-    seg = next((remote / "lineage").glob("seg-*"))
+    seg = next((remote / "lineage").glob("t-*"))
     data = bytearray(seg.read_bytes())
     data[rng.randrange(len(data))] ^= 0x55
     seg.write_bytes(bytes(data))

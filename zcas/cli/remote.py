@@ -129,20 +129,23 @@ def push(c: Ctx, args: tuple[str, ...], everything: bool, force: bool, as_json: 
 @cli.command()
 @click.argument("args", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Everything (the default when no TAG or ID is given).")
+@click.option("--full", is_flag=True,
+              help="List every lineage and history segment on the remote, not only those since the last pull.")
 @json_option()
 @pass_ctx
-def pull(c: Ctx, args: tuple[str, ...], everything: bool, as_json: bool) -> None:
+def pull(c: Ctx, args: tuple[str, ...], everything: bool, full: bool, as_json: bool) -> None:
     """Fetch objects and run records from a remote: zcas pull [NAME] [TAG|ID...|--all].
 
     Run records are always indexed (so `zcas log` shows the remote's runs); with TAG or ID
-    only those objects and what they reach are fetched, verified on arrival.
+    only those objects and what they reach are fetched, verified on arrival. Lineage and
+    history segments are listed from where the last pull stopped; --full lists them all.
     """
     from zcas.cas.transfer import tty_progress
     from zcas.remotes import Remote
 
     spec, targets = _split(c, args)
     r = Remote(c.repo, c.lineage, spec)
-    res = r.pull(None if everything or not targets else targets, tty_progress("pulling"))
+    res = r.pull(None if everything or not targets else targets, tty_progress("pulling"), full=full)
     from zcas.cas.errors import ZcasError
 
     for t in [] if everything else targets:  # a tag pulled by name is set here too
