@@ -20,11 +20,22 @@ class Chain(NamedTuple):
     names: tuple[str, ...]
 
 
-def chains(code: types.CodeType, package: str | None) -> list[Chain]:
-    """Every chain ``code`` (and code nested in it) reads, in order of first appearance."""
-    out: dict[Chain, None] = {}
-    _scan(code, package, frozenset(code.co_freevars), out)
-    return list(out)
+_memo: dict[tuple[types.CodeType, str | None], tuple[Chain, ...]] = {}
+
+
+def chains(code: types.CodeType, package: str | None) -> tuple[Chain, ...]:
+    """Every chain ``code`` (and code nested in it) reads, in order of first appearance
+    (kept per code object: decoding bytecode is most of a warm fingerprint's time)."""
+    found = _memo.get((code, package))
+    if found is None:
+        out: dict[Chain, None] = {}
+        _scan(code, package, frozenset(code.co_freevars), out)
+        found = _memo[(code, package)] = tuple(out)
+    return found
+
+
+def clear() -> None:
+    _memo.clear()
 
 
 def _absolute(name: str, level: int, package: str | None) -> str | None:

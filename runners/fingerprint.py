@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 from zcas.cas.oid import hash_bytes
 
-from . import sourcedigest
+from . import codescan, sourcedigest
 from .codescan import Chain, chains
 
 _CONST_TYPES = (int, float, str, bytes, bool, type(None), complex)
@@ -71,6 +71,7 @@ class Entry(NamedTuple):
     line: int = 0
 
 
+@functools.lru_cache(maxsize=4096)
 def is_user_file(path: str | None) -> bool:
     if not path or path.startswith("<"):
         return False
@@ -155,6 +156,17 @@ class Walk:
     def __init__(self) -> None:
         self.entries: dict[tuple[str, str], Entry] = {}
         self.seen: dict[int, Any] = {}
+        # Definitions still to walk: a queue, not recursion, so a call chain 10,000 deep
+        # through user code is no RecursionError.
+        self.todo: list[tuple[str, Any]] = []
+
+    def run(self) -> None:
+        while self.todo:
+            kind, obj = self.todo.pop()
+            if kind == "function":
+                self.function(obj)
+            else:
+                self.klass(obj)
 
     def add(self, e: Entry) -> None:
         if len(self.entries) < _MAX_ENTRIES:
@@ -205,7 +217,7 @@ class Walk:
         elif isinstance(v, types.FunctionType):
             f = v.__code__.co_filename
             if is_user_file(f) or (f.startswith("<") and is_user_module(sys.modules.get(v.__module__))):
-                self.function(v)  # the second: made by exec in user code, from source zcas cannot see
+                self.todo.append(("function", v))  # the second: made by exec in user code
             else:
                 self.package(v.__module__)
             if hasattr(v, "__wrapped__"):
@@ -213,7 +225,7 @@ class Walk:
         elif isinstance(v, type):
             mod = sys.modules.get(v.__module__)
             if is_user_module(mod):
-                self.klass(v)
+                self.todo.append(("klass", v))
             else:
                 self.package(v.__module__)
         elif hasattr(v, "__wrapped__") and callable(v):  # lru_cache and other installed wrappers
@@ -420,6 +432,7 @@ def manifest(fn: Callable[..., Any]) -> tuple[Entry, ...]:
     if cached is None:
         w = Walk()
         w.value(fn, "<step>")
+        w.run()
         cached = _cache[fn] = tuple(sorted(w.entries.values()))
     return cached
 
@@ -438,6 +451,8 @@ def clear() -> None:
     """Forget every fingerprint and parse: what a new process starts with (for benchmarks)."""
     _cache.clear()
     sourcedigest.clear()
+    codescan.clear()
+    is_user_file.cache_clear()
 
 
 _cache: dict[Any, tuple[Entry, ...]] = {}

@@ -2,8 +2,8 @@
 
 A definition's digest is its syntax tree, normalised: comments, blank lines, formatting and
 line numbers are not in a tree, and docstrings are dropped, so none of them can change a
-key. A class's digest leaves out the bodies of the functions and classes inside it: those
-are definitions of their own (reached through the class), so ``why`` can name the method
+key. A class's digest leaves out the bodies of the functions and classes directly inside it:
+those are definitions of their own (reached through the class), so ``why`` can name the method
 that changed rather than the whole class.
 
 Files are read by path, and their parse is kept by the hash of their bytes: a second step
@@ -142,23 +142,15 @@ def _index(node: ast.AST, prefix: str, out: FileDefs) -> None:
             _index(child, prefix, out)
 
 
-class _Hollow(ast.NodeTransformer):
-    """A class with the bodies of the definitions inside it left out (they count on their own)."""
-
-    def __init__(self, top: ast.AST):
-        self.top = top
-
-    def visit(self, node: ast.AST) -> ast.AST:
-        if node is not self.top and isinstance(node, _DEFS):
-            return ast.Name(id=f"<def {node.name}>")
-        return super().visit(node)
-
-
 def _digest(node: ast.AST) -> str:
-    if isinstance(node, ast.ClassDef):
-        import copy
-
-        node = _Hollow(node).visit(copy.deepcopy(node))
+    if isinstance(node, ast.ClassDef):  # hollow: the definitions directly inside count on their own
+        body: list[ast.stmt] = [ast.Expr(ast.Name(id=f"<def {b.name}>")) if isinstance(b, _DEFS) else b
+                                for b in node.body]
+        hollow = ast.ClassDef(name=node.name, bases=node.bases, keywords=node.keywords, body=body,
+                              decorator_list=node.decorator_list)
+        if hasattr(node, "type_params"):  # Python 3.12: class C[T]
+            setattr(hollow, "type_params", node.type_params)  # noqa: B010 - absent from 3.11 stubs
+        node = hollow
     return hash_bytes(ast.dump(node, annotate_fields=False, include_attributes=False).encode()).hex()
 
 
