@@ -158,15 +158,19 @@ class Walk:
         self.seen: dict[int, Any] = {}
         # Definitions still to walk: a queue, not recursion, so a call chain 10,000 deep
         # through user code is no RecursionError.
-        self.todo: list[tuple[str, Any]] = []
+        self.todo: list[tuple[str, Any, str]] = []
 
     def run(self) -> None:
         while self.todo:
-            kind, obj = self.todo.pop()
+            kind, obj, name = self.todo.pop()
             if kind == "function":
                 self.function(obj)
-            else:
+            elif kind == "class":
                 self.klass(obj)
+            elif kind == "container":
+                self.container(obj, name)
+            else:
+                self.instance(obj, name)
 
     def add(self, e: Entry) -> None:
         if len(self.entries) < _MAX_ENTRIES:
@@ -217,7 +221,7 @@ class Walk:
         elif isinstance(v, types.FunctionType):
             f = v.__code__.co_filename
             if is_user_file(f) or (f.startswith("<") and is_user_module(sys.modules.get(v.__module__))):
-                self.todo.append(("function", v))  # the second: made by exec in user code
+                self.todo.append(("function", v, name))  # the second: made by exec in user code
             else:
                 self.package(v.__module__)
             if hasattr(v, "__wrapped__"):
@@ -225,7 +229,7 @@ class Walk:
         elif isinstance(v, type):
             mod = sys.modules.get(v.__module__)
             if is_user_module(mod):
-                self.todo.append(("klass", v))
+                self.todo.append(("class", v, name))
             else:
                 self.package(v.__module__)
         elif hasattr(v, "__wrapped__") and callable(v):  # lru_cache and other installed wrappers
@@ -238,9 +242,9 @@ class Walk:
             if owner is not None and not isinstance(owner, types.ModuleType):
                 self.value(owner, f"{name}.__self__")
         elif isinstance(v, (tuple, list, set, frozenset, dict)):
-            self.container(v, name)
+            self.todo.append(("container", v, name))
         elif is_user_module(sys.modules.get(type(v).__module__)):
-            self.instance(v, name)
+            self.todo.append(("instance", v, name))
         else:
             self.package(type(v).__module__)
             self.add(Entry("unresolved", name, f"a {type(v).__module__}.{type(v).__qualname__} value: "
