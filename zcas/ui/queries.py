@@ -1,0 +1,389 @@
+"""What the web view shows, as plain data: every page and every ``/api/`` answer is one of
+these functions, so scripts get exactly what the pages show and the web layer stays thin.
+
+Records are shown through ``public_record`` and environment variables by name only (set or
+unset): a digest of a value is no business of a reader. Listing stops reading the index as
+soon as a page is full, so the first page costs the same on 100 or 100,000 runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from zcas.cas.errors import UsageError, ZcasError
+from zcas.lineage.redact import public_record
+
+from . import preview as pv
+
+if TYPE_CHECKING:
+    from .source import Source
+
+PER_PAGE = 50
+MAX_PER_PAGE = 500
+SCAN = 20_000  # records a filtered listing or a "previous run" search reads at most
+MAX_NODES = 5_000  # a lineage graph larger than this is cut (and says so)
+STATUSES = ("ran", "cached", "failed")
+
+
+class NotFoundError(ZcasError, LookupError):
+    """An id that names no run or object here (HTTP 404)."""
+
+
+def _when(text: str | None, field: str) -> int:
+    """ns since the epoch from an ISO date or time (``2026-11-27``, ``2026-11-27T10:00``),
+    a duration back from now (``2h``, ``7d``), or an integer of nanoseconds."""
+    if not text:
+        return 0
+    t = text.strip()
+    if t.isdigit() and len(t) > 12:
+        return int(t)
+    try:
+        d = dt.datetime.fromisoformat(t)
+    except ValueError:
+        d = None
+    if d is not None:
+        if d.tzinfo is None:
+            d = d.astimezone()
+        return int(d.timestamp() * 1e9)
+    from zcas.runners.durations import parse_duration
+
+    try:
+        return int((time.time() - parse_duration(t)) * 1e9)
+    except UsageError:
+        raise UsageError(f"{field}: expected a date (2026-11-27), a time (2026-11-27T10:00) or a duration (2h, 7d), "
+                         f"got {t!r:.40}") from None
+
+
+def summary(rid: str, r: dict[str, Any]) -> dict[str, Any]:
+    """One row of the runs table."""
+    return {"id": rid, "step": r["step"], "kind": r["kind"], "status": r["status"], "started_ns": r["started_ns"],
+            "duration_s": max(0, r["ended_ns"] - r["started_ns"]) / 1e9, "host": r.get("host", ""),
+            "user": r.get("user", ""), "exit_status": r.get("exit_status", 0), "session": r.get("session"),
+            "cached_from": r.get("cached_from")}
+
+
+def steps(src: Source, scan: int = 2_000) -> dict[str, list[str]]:
+    """Step and pipeline names among the newest ``scan`` runs (for the filters' choices)."""
+    found: dict[str, set[str]] = {"steps": set(), "pipelines": set()}
+    for rid in islice(src.lineage.graph.run_ids_newest(), scan):
+        r = src.lineage.run_dict(rid)
+        if r is not None:
+            found["pipelines" if r["kind"] == "pipeline" else "steps"].add(r["step"])
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def runs(src: Source, step: str | None = None, pipeline: str | None = None, status: str | None = None,
+         since: str | None = None, until: str | None = None, page: int = 1, per_page: int = PER_PAGE) -> dict[str, Any]:
+    """A page of runs, newest first, filtered; ``more``: whether a next page exists."""
+    if status and status not in STATUSES:
+        raise UsageError(f"status: expected one of {', '.join(STATUSES)}, got {status!r:.40}")
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        raise UsageError(f"page must be at least 1 and per_page between 1 and {MAX_PER_PAGE}")
+    src.refresh()
+    lo, hi = _when(since, "since"), _when(until, "until")
+    sessions = _sessions(src, pipeline) if pipeline else None
+    lin = src.lineage
+    skip, want = (page - 1) * per_page, per_page + 1
+    filtered = bool(step or status or hi or sessions is not None)
+    ids = lin.graph.run_ids_newest(lo)
+    if not filtered:
+        ids = islice(ids, skip, None)  # unfiltered: skip a page without reading its records
+        skip = 0
+    out, read = [], 0
+    for rid in ids:
+        read += 1
+        if filtered and read > SCAN + skip:
+            break
+        r = lin.run_dict(rid)
+        if r is None or (step and r["step"] != step) or (status and r["status"] != status):
+            continue
+        if hi and r["started_ns"] > hi:
+            continue
+        if sessions is not None and r.get("session") not in sessions:
+            continue
+        if skip:
+            skip -= 1
+            continue
+        out.append(summary(rid.hex(), r))
+        if len(out) >= want:
+            break
+    newest = next(lin.graph.run_ids_newest(), None)
+    return {"runs": out[:per_page], "page": page, "per_page": per_page, "more": len(out) > per_page,
+            "latest": newest.hex() if newest else None}
+
+
+def _sessions(src: Source, pipeline: str) -> set[str]:
+    """The sessions (pipeline calls) of a pipeline's recorded runs: their steps' runs name them."""
+    return {r["session"] for _, r in src.lineage.runs(step=pipeline, limit=SCAN)
+            if r["kind"] == "pipeline" and isinstance(r.get("session"), str)}
+
+
+def _record(src: Source, text: str) -> tuple[str, dict[str, Any]]:
+    oid = src.resolve(text)
+    rec = src.lineage.run_dict(oid)
+    if rec is None:
+        raise NotFoundError(f"no run {text!r:.80} here")
+    return oid.hex(), rec
+
+
+def run(src: Source, text: str) -> dict[str, Any]:
+    """Everything about one run: what its key covers, inputs and outputs (with whether each
+    is stored), the command, metrics and log when recorded, and why it ran."""
+    rid, rec = _record(src, text)
+    pub = public_record(rec)
+    env = {k: "unset" if v in (None, "unset") else "set" for k, v in (pub.get("env") or {}).items()}
+    comps = {k: ("set" if v != "null" else "unset") if k.startswith("env:") else v
+             for k, v in (pub.get("key_components") or {}).items()}
+    out = summary(rid, rec)
+    out.update({
+        "cache_key": rec.get("cache_key") or None, "key_components": comps, "params": rec.get("params") or {},
+        "env": env, "code": rec.get("code"), "code_manifest": rec.get("code_manifest"), "cmd": rec.get("cmd"),
+        "cwd": rec.get("cwd", ""), "zcas_version": rec.get("zcas_version", ""),
+        "inputs": _files(src, rec.get("inputs")), "outputs": _files(src, rec.get("outputs")),
+        "implicit_inputs": _files(src, rec.get("implicit_inputs")), "materializers": rec.get("materializers") or {},
+        "steps": _steps_of(src, rec.get("steps")), "why": why(src, rid, rec),
+    })
+    metrics = rec.get("metrics")
+    if isinstance(metrics, dict) and metrics:
+        out["metrics"] = metrics
+    log = _log(src, rec.get("log"))
+    if log:
+        out["log"] = log
+    return out
+
+
+def _files(src: Source, named: object) -> list[dict[str, Any]]:
+    if not isinstance(named, dict):
+        return []
+    return [{"name": n, "id": o, "where": src.where(bytes.fromhex(o))} for n, o in sorted(named.items())
+            if isinstance(o, str) and len(o) == 64]
+
+
+def _steps_of(src: Source, named: object) -> list[dict[str, Any]]:
+    out = []
+    for name, o in sorted((named or {}).items()) if isinstance(named, dict) else []:
+        r = src.lineage.run_dict(bytes.fromhex(o)) if isinstance(o, str) and len(o) == 64 else None
+        out.append({"name": name, "id": o, "status": r["status"] if r else None})
+    return out
+
+
+def _log(src: Source, log: object, limit: int = pv.HEAD) -> list[dict[str, Any]]:
+    """A run's captured output: a stream name -> object id map (or one id), each stream's
+    head as text (issue 15 records them; older records have none)."""
+    named = {"log": log} if isinstance(log, str) else log if isinstance(log, dict) else {}
+    out = []
+    for name, o in sorted(named.items()):
+        if not (isinstance(o, str) and len(o) == 64):
+            continue
+        oid = bytes.fromhex(o)
+        item: dict[str, Any] = {"name": name, "id": o, "where": src.where(oid)}
+        found = src.entry(oid)
+        if found is not None and found[0] == "file":
+            data = src.head(oid, limit)
+            item.update(text=data.decode("utf-8", "replace"), truncated=found[1] > limit)
+        out.append(item)
+    return out
+
+
+def why(src: Source, rid: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """Why this run executed: its key against the previous run of its step with another key
+    (zcas why's comparison); a cache hit names the run it restored."""
+    if rec["status"] == "cached":
+        return {"kind": "cached", "from": rec.get("cached_from"), "lines": []}
+    if rec["kind"] == "pipeline":
+        return {"kind": "pipeline", "lines": []}
+    prev = _previous(src, rid, rec)
+    if prev is None:
+        return {"kind": "first", "lines": ["the first recorded run of this step with this key's inputs"]}
+    from zcas import why as whymod
+
+    ctx = src.repository.core(out=None, remote_cache=False)
+    try:
+        lines = whymod.compare_runs(ctx, prev[1], rec)
+    except ZcasError as e:  # a manifest that does not read: still say what the keys say
+        lines = [f"(code details unavailable: {e})"]
+    return {"kind": "rerun", "previous": prev[0], "lines": lines or ["the key components are the same"]}
+
+
+def _previous(src: Source, rid: str, rec: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The latest earlier run of the same step recorded under another cache key."""
+    key, step, started = rec.get("cache_key"), rec["step"], rec["started_ns"]
+    for n, other in enumerate(src.lineage.graph.run_ids_newest()):
+        if n > SCAN:
+            return None
+        r = src.lineage.run_dict(other)
+        if r is None or r["step"] != step or r["started_ns"] >= started or other.hex() == rid:
+            continue
+        src_rec = r
+        if r["status"] == "cached" and isinstance(r.get("cached_from"), str):
+            src_rec = src.lineage.run_dict(bytes.fromhex(r["cached_from"])) or r
+        if src_rec.get("cache_key") != key:
+            return other.hex(), src_rec  # a hit stands for the run it restored: that one knows its key
+    return None
+
+
+def artifact(src: Source, text: str) -> dict[str, Any]:
+    """One object: kind, size, where it is, who made and used it, its paths' histories,
+    its tags and a preview."""
+    oid = src.resolve(text)
+    h = oid.hex()
+    lin = src.lineage
+    if lin.graph.has_run(oid):
+        raise NotFoundError(f"{h[:12]} is a run, not an artifact: see /runs/{h}")
+    found = src.entry(oid)
+    produced = [(r.hex(), lin.run_dict(r)) for r in lin.graph.producers(oid)]
+    used = [(r.hex(), lin.run_dict(r)) for r in lin.graph.consumers(oid)]
+    if found is None and not produced and not used:
+        raise NotFoundError(f"no object {text!r:.80} here")
+    names: set[str] = set()
+    for field, group in (("outputs", produced), ("inputs", used)):
+        for _, r in group:
+            names.update(n for n, o in (r or {}).get(field, {}).items() if o == h)
+    kind, size = found if found else (None, None)
+    out: dict[str, Any] = {
+        "id": h, "kind": kind, "size": size, "where": src.where(oid),
+        "produced_by": [summary(r, d) for r, d in produced if d], "used_by": [summary(r, d) for r, d in used if d],
+        "tags": sorted(n for n, t in src.tags().items() if t == oid), "names": sorted(names),
+    }
+    out["history"] = [{"path": p, "versions": [_version(v) for v in reversed(src.history(p))]}
+                      for p in sorted(names)[:20] if src.history(p)]
+    if kind == "file" and size is not None:
+        out["preview"] = pv.preview(sorted(names), size, lambda n: src.head(oid, n), lambda: src.head(oid, size))
+    elif kind == "folder":
+        out["entries"] = src.tree(oid)[:1000]
+    return out
+
+
+def _version(v: Any) -> dict[str, Any]:
+    return {"id": v.id, "time_ns": v.time_ns, "kind": v.kind, "run": v.run}
+
+
+def tree(src: Source, text: str) -> dict[str, Any]:
+    oid = src.resolve(text)
+    found = src.entry(oid)
+    if found is None or found[0] != "folder":
+        raise NotFoundError(f"{text!r:.80} is no stored folder here")
+    return {"id": oid.hex(), "entries": src.tree(oid)}
+
+
+def lineage(src: Source, text: str, depth: int = 3, direction: str = "both") -> dict[str, Any]:
+    """The graph around a run or an artifact: runs and artifacts as nodes, input and output
+    edges, ``depth`` runs up and/or down; a pipeline run's own steps are drawn as its DAG."""
+    from zcas.lineage.walk import ancestors, descendants
+
+    if direction not in ("up", "down", "both"):
+        raise UsageError(f"direction: expected up, down or both, got {direction!r:.20}")
+    if not 1 <= depth <= 100:
+        raise UsageError("depth must be between 1 and 100")
+    oid = src.resolve(text)
+    lin = src.lineage
+    is_run = lin.graph.has_run(oid)
+    rec = lin.run_dict(oid) if is_run else None
+    if rec is not None and rec["kind"] == "pipeline":
+        return dag(src, oid.hex(), rec)
+    if not is_run and src.entry(oid) is None and not lin.graph.producers(oid) and not lin.graph.consumers(oid):
+        raise NotFoundError(f"no run or object {text!r:.80} here")
+    parts = ([ancestors(lin, oid, depth, is_run)] if direction != "down" else []) + \
+            ([descendants(lin, oid, depth, is_run)] if direction != "up" else [])
+    runs_: dict[str, dict[str, Any]] = {}
+    arts: dict[str, set[str]] = {}
+    edges: set[tuple[str, str, str]] = set()
+    for g in parts:
+        runs_.update(g.runs)
+        for a, names in g.artifacts.items():
+            arts.setdefault(a, set()).update(names)
+        edges.update(g.edges)
+    return _graph(oid.hex(), runs_, arts, edges)
+
+
+def _graph(root: str, runs_: dict[str, dict[str, Any]], arts: dict[str, set[str]],
+           edges: set[tuple[str, str, str]]) -> dict[str, Any]:
+    nodes = [{"id": rid, "type": "run", "label": r["step"], "status": r["status"], "started_ns": r["started_ns"]}
+             for rid, r in runs_.items()]
+    nodes += [{"id": a, "type": "artifact", "label": ", ".join(sorted(n)) or a[:12]} for a, n in arts.items()]
+    truncated = len(nodes) > MAX_NODES
+    if truncated:  # keep the root and what is nearest in the listing
+        nodes = sorted(nodes, key=lambda n: n["id"] != root)[:MAX_NODES]
+    keep = {n["id"] for n in nodes}
+    es = [{"from": f, "to": t, "kind": k} for f, t, k in sorted(edges) if f in keep and t in keep]
+    return {"root": root, "nodes": nodes, "edges": es, "truncated": truncated}
+
+
+def dag(src: Source, rid: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline run's steps and the artifacts passed between them, each step coloured by
+    whether it ran, was a cache hit or failed."""
+    runs_: dict[str, dict[str, Any]] = {}
+    for o in (rec.get("steps") or {}).values():
+        r = src.lineage.run_dict(bytes.fromhex(o)) if isinstance(o, str) and len(o) == 64 else None
+        if r is not None:
+            runs_[o] = r
+    arts: dict[str, set[str]] = {}
+    edges: set[tuple[str, str, str]] = set()
+    for srid, r in runs_.items():
+        for field, kind in (("inputs", "input"), ("outputs", "output")):
+            for name, o in r.get(field, {}).items():
+                arts.setdefault(o, set()).add(name)
+                edges.add((o, srid, kind) if kind == "input" else (srid, o, kind))
+    g = _graph(rid, runs_, arts, edges)
+    g["pipeline"] = {"id": rid, "step": rec["step"], "status": rec["status"]}
+    return g
+
+
+def experiments(src: Source, step: str, limit: int = 200, failed: bool = True) -> dict[str, Any]:
+    """Runs of one step (or pipeline) side by side: params and metrics as columns, and the
+    columns whose value differs between runs."""
+    if not step:
+        raise UsageError("step: name a step or a pipeline")
+    if not 1 <= limit <= 5_000:
+        raise UsageError("limit must be between 1 and 5000")
+    src.refresh()
+    rows = []
+    for rid, r in src.lineage.runs(step=step, limit=limit):
+        if not failed and r["status"] == "failed":
+            continue
+        metrics = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
+        rows.append(dict(summary(rid.hex(), r), params=_flat(r.get("params") or {}), metrics=_flat(metrics)))
+    if not rows:
+        raise NotFoundError(f"no runs of a step or pipeline named {step!r:.80}")
+    cols = {f: sorted({k for row in rows for k in row[f]}) for f in ("params", "metrics")}
+    changed = {f: [c for c in cols[f] if len({json.dumps(row[f].get(c), sort_keys=True) for row in rows}) > 1]
+               for f in ("params", "metrics")}
+    return {"step": step, "rows": rows, "params": cols["params"], "metrics": cols["metrics"], "changed": changed}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` as ``{"train.lr": 0.1}``: one column per leaf."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def data(src: Source, q: str = "", limit: int = 500) -> dict[str, Any]:
+    """Tags, and the paths with recorded versions (those containing ``q``), each with its
+    newest version."""
+    tags = [{"name": n, "id": o.hex(), "kind": (src.entry(o) or ("absent", 0))[0]}
+            for n, o in sorted(src.tags().items())]
+    names = [p for p in src.path_names() if q in p]
+    paths = []
+    for p in names[:limit]:
+        hist = src.history(p)
+        if hist:
+            paths.append({"path": p, "versions": len(hist), "latest": _version(hist[-1])})
+    return {"tags": tags, "paths": paths, "more": len(names) > limit}
+
+
+def history(src: Source, path: str) -> dict[str, Any]:
+    if not path:
+        raise UsageError("path: name a path with recorded versions")
+    found = src.history(path)
+    if not found:
+        raise NotFoundError(f"no recorded versions of {path!r:.200}")
+    return {"path": path, "versions": [dict(_version(v), number=n) for n, v in reversed(list(enumerate(found, 1)))]}

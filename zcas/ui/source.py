@@ -1,0 +1,188 @@
+"""Where the view reads from: this repository, or a remote's lineage and objects.
+
+A team view served from a remote must show what teammates pushed without changing the
+repository it runs in: run records are taken into the lineage index (as ``zcas log
+--remote`` does, and again at most every ``refresh_s`` seconds), objects missing here are
+read from the remote (every read verified against its id, as any read is) and never kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from zcas.cas import codec
+from zcas.cas.errors import ObjectNotFoundError, UsageError, ZcasError
+from zcas.cas.oid import check_prefix
+from zcas.cas.view import iter_file_bytes, list_tree
+
+if TYPE_CHECKING:
+    from zcas.cas.db import ObjectDB
+    from zcas.lineage.records import PathVersion
+    from zcas.lineage.store import Lineage
+    from zcas.remotes import Remote
+    from zcas.repository import Repository
+
+KINDS = {codec.KIND_BLOB: "file", codec.KIND_CHUNKED: "file", codec.KIND_TREE: "folder", codec.KIND_RECORD: "record"}
+
+
+class Source:
+    """The repository (and, with ``remote``, a remote) as the view reads it."""
+
+    def __init__(self, repository: Repository, remote: str | None = None, refresh_s: float = 10.0) -> None:
+        self.repository = repository
+        self.remote_name = remote
+        self.refresh_s = refresh_s
+        self.lock = threading.RLock()  # LMDB cursors and the object index are read one request at a time
+        self._remote: Remote | None = None
+        self._synced_at = 0.0
+        self._remote_tags: dict[str, bytes] | None = None
+        self._remote_history: list[PathVersion] | None = None
+        if remote is not None:
+            self.refresh(force=True)  # a bad name or unreachable remote fails at start, in one line
+
+    @property
+    def lineage(self) -> Lineage:
+        return self.repository.lineage
+
+    @property
+    def db(self) -> ObjectDB:
+        return self.repository.cas.db
+
+    # -- the remote ------------------------------------------------------------------------
+
+    def refresh(self, force: bool = False) -> int:
+        """Take in run records pushed to the remote since the last look (a LIST request or
+        two), at most every ``refresh_s`` seconds; how many runs were new."""
+        if self.remote_name is None:
+            return 0
+        now = time.monotonic()
+        if not force and now - self._synced_at < self.refresh_s:
+            return 0
+        from zcas.remotes import Remote, pick
+
+        repo = self.repository.cas
+        self._remote = Remote(repo, self.lineage, pick(repo, self.remote_name, self.repository.config()))
+        self._synced_at = now
+        self._remote_tags = self._remote_history = None
+        return self._remote.sync_lineage()
+
+    def _db_for(self, oid: bytes) -> ObjectDB:
+        if self.db.has(oid) or self._remote is None:
+            return self.db
+        return self._remote.db
+
+    # -- objects ---------------------------------------------------------------------------
+
+    def resolve(self, text: str) -> bytes:
+        """An id, a unique prefix of one, or a tag: checked as the CLI checks them (never a path)."""
+        tags = self.tags()
+        if text in tags:
+            return tags[text]
+        prefix = check_prefix(text)
+        if len(prefix) == 64:
+            return bytes.fromhex(prefix)
+        found = self.lineage.graph.find_prefix(prefix)
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise UsageError(f"id prefix {prefix} is ambiguous: use more characters")
+        try:
+            return self.db.resolve(prefix)
+        except ObjectNotFoundError:
+            if self._remote is None:
+                raise
+            return self._remote.db.resolve(prefix)
+
+    def where(self, oid: bytes) -> str:
+        """"here", "remote" (readable from the remote) or "absent" (a pulled run's output
+        never fetched here)."""
+        if self.db.has(oid):
+            return "here"
+        if self._remote is not None and self._remote.db.has(oid):
+            return "remote"
+        return "absent"
+
+    def entry(self, oid: bytes) -> tuple[str, int] | None:
+        """(kind, size) of a stored object; None when it is in neither store."""
+        db = self._db_for(oid)
+        if not db.has(oid):
+            return None
+        e = db.entry(oid)
+        return KINDS.get(e.kind, "object"), int(e.size)
+
+    def head(self, oid: bytes, limit: int) -> bytes:
+        """Up to ``limit`` first bytes of a file, verified (a chunked file: its first chunks)."""
+        out = bytearray()
+        for block in self.read(oid):
+            out += block[: limit - len(out)]
+            if len(out) >= limit:
+                break
+        return bytes(out)
+
+    def read(self, oid: bytes) -> Iterator[bytes]:
+        """A file's exact bytes, verified as they are read."""
+        return iter_file_bytes(self._db_for(oid), oid)
+
+    def tree(self, oid: bytes) -> list[dict[str, Any]]:
+        rows = []
+        for mode, eid, size, path in list_tree(self._db_for(oid), oid):
+            rows.append({"mode": mode, "id": eid.hex(), "size": size, "name": path})
+        return rows
+
+    # -- refs ------------------------------------------------------------------------------
+
+    def tags(self) -> dict[str, bytes]:
+        """Tags of this repository, and the remote's where a name is not taken here."""
+        tags = dict(self.repository.cas.refs.tags())
+        if self._remote is not None:
+            if self._remote_tags is None:
+                self._remote_tags = self._read_remote_tags()
+            for name, oid in self._remote_tags.items():
+                tags.setdefault(name, oid)
+        return tags
+
+    def _read_remote_tags(self) -> dict[str, bytes]:
+        assert self._remote is not None
+        out: dict[str, bytes] = {}
+        for key in self._remote.backend.list("refs/tags/"):
+            name = key[len("refs/tags/"):]
+            try:
+                oid = self._remote.remote_tag(name)
+            except ZcasError:
+                continue  # a damaged or badly named tag on the remote names nothing here
+            if oid is not None:
+                out[name] = oid
+        return out
+
+    def history(self, path: str) -> list[PathVersion]:
+        """Versions of a path (a key into the index, never opened as a file), oldest first."""
+        found = list(self.lineage.history(path))
+        if self._remote is not None:
+            have = {(v.id, v.time_ns) for v in found}
+            found += [v for v in self._pulled_history() if v.path == path and (v.id, v.time_ns) not in have]
+            found.sort(key=lambda v: v.time_ns)
+        return found
+
+    def path_names(self) -> list[str]:
+        names = set(self.lineage.graph.all_path_names())
+        if self._remote is not None:
+            names.update(v.path for v in self._pulled_history())
+        return sorted(names)
+
+    def _pulled_history(self) -> list[PathVersion]:
+        if self._remote_history is None:
+            from zcas.lineage.records import RecordError, from_history_line
+            from zcas.refsync import remote_history
+
+            lines = []
+            for line in remote_history(self._remote)[1] if self._remote is not None else []:
+                try:
+                    lines.append(from_history_line(line))
+                except RecordError:
+                    continue
+            self._remote_history = lines
+        return self._remote_history
+
