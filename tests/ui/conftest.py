@@ -20,6 +20,7 @@ PIPE = """
 cmd = "sh -c 'mkdir -p out && head -n 4 data/raw.csv > out/clean.csv'"
 inputs = ["data/raw.csv"]
 outputs = ["out/clean.csv"]
+env = ["UI_TEST_SECRET"]
 
 [steps.count]
 cmd = "sh -c 'wc -l < out/clean.csv > out/count.txt'"
@@ -48,6 +49,7 @@ FLOW = textwrap.dedent('''
 
 # a 1x1 PNG
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+SECRET = "s3cr3t-value-never-shown"
 CSV = "city,temp\nOslo,3\nLima,19\n<b>Bold</b>,7\nCairo,25\nPerth,21\n"
 
 
@@ -56,7 +58,12 @@ class Scene:
     root: Path
     mate: Path
     remote_url: str
-    ids: dict[str, str] = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)  # zcas log --json: newest first
+
+    def run(self, step: str, status: str | None = None, nth: int = 0) -> dict:
+        """The nth newest run of ``step`` (with ``status``)."""
+        found = [r for r in self.runs if r["step"] == step and (status is None or r["status"] == status)]
+        return found[nth]
 
 
 def _ok(*args: str, cwd: Path, env: dict | None = None) -> str:
@@ -91,7 +98,7 @@ def scene(tmp_path_factory) -> Scene:
     (root / "data" / "pixel.png").write_bytes(PNG)
     (root / "zcas.toml").write_text(PIPE)
     (root / "flow.py").write_text(FLOW)
-    r = run_zcas("run", cwd=root)
+    r = run_zcas("run", cwd=root, env={"UI_TEST_SECRET": SECRET})
     assert r.code != 0 and "failed: bad" in r.out, r  # the failing step fails; the others ran
     for lr in ("0.1", "0.2", "0.3"):
         _ok("run", "flow.py:main", "-p", f"lr={lr}", cwd=root)
@@ -99,7 +106,4 @@ def scene(tmp_path_factory) -> Scene:
     _ok("add", "--tag", "dataset", "data", cwd=root)
     _ok("remote", "add", "origin", url, cwd=root)
     _ok("pull", cwd=root)
-    s = Scene(root, mate, url)
-    for r in _runs(root):
-        s.ids.setdefault(f"{r['step']}:{r['status']}", r["id"])
-    return s
+    return Scene(root, mate, url, _runs(root))

@@ -82,7 +82,7 @@ def routes(src: Source) -> list[Route]:
         return await answer(src, q.run, req.path_params["id"])
 
     async def artifact(req: Request) -> Response:
-        return await answer(src, q.artifact, req.path_params["id"])
+        return await answer(src, q.artifact, req.path_params["id"], name=req.query_params.get("name", ""))
 
     async def tree(req: Request) -> Response:
         return await answer(src, q.tree, req.path_params["id"])
@@ -137,8 +137,7 @@ async def _raw(src: Source, text: str, image: bool) -> Response:
             found = src.entry(oid)
             if found is None or found[0] != "file":
                 raise q.NotFoundError(f"{text!r:.80} is no stored file here")
-            names = sorted({n for rid in src.lineage.graph.producers(oid)
-                            for n, o in (src.lineage.run_dict(rid) or {}).get("outputs", {}).items() if o == oid.hex()})
+            names = q.names_of(src, oid)
             size = found[1]
             whole = b"".join(src.read(oid)) if size <= WHOLE_BEFORE_SENDING or image else None
             return oid.hex(), size, names, whole

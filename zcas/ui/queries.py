@@ -226,9 +226,10 @@ def _previous(src: Source, rid: str, rec: dict[str, Any]) -> tuple[str, dict[str
     return None
 
 
-def artifact(src: Source, text: str) -> dict[str, Any]:
+def artifact(src: Source, text: str, name: str = "") -> dict[str, Any]:
     """One object: kind, size, where it is, who made and used it, its paths' histories,
-    its tags and a preview."""
+    its tags and a preview. ``name`` (a file's name in the folder it was listed from) only
+    hints at its type for the preview: it is never opened."""
     oid = src.resolve(text)
     h = oid.hex()
     lin = src.lineage
@@ -239,10 +240,7 @@ def artifact(src: Source, text: str) -> dict[str, Any]:
     used = [(r.hex(), lin.run_dict(r)) for r in lin.graph.consumers(oid)]
     if found is None and not produced and not used:
         raise NotFoundError(f"no object {text!r:.80} here")
-    names: set[str] = set()
-    for field, group in (("outputs", produced), ("inputs", used)):
-        for _, r in group:
-            names.update(n for n, o in (r or {}).get(field, {}).items() if o == h)
+    names = _names(h, produced, used)
     kind, size = found if found else (None, None)
     out: dict[str, Any] = {
         "id": h, "kind": kind, "size": size, "where": src.where(oid),
@@ -252,10 +250,28 @@ def artifact(src: Source, text: str) -> dict[str, Any]:
     out["history"] = [{"path": p, "versions": [_version(v) for v in reversed(src.history(p))]}
                       for p in sorted(names)[:20] if src.history(p)]
     if kind == "file" and size is not None:
-        out["preview"] = pv.preview(sorted(names), size, lambda n: src.head(oid, n), lambda: src.head(oid, size))
+        hints = sorted(names) + ([name[:200]] if name else [])
+        out["preview"] = pv.preview(hints, size, lambda n: src.head(oid, n), lambda: src.head(oid, size))
     elif kind == "folder":
         out["entries"] = src.tree(oid)[:1000]
     return out
+
+
+def _names(h: str, produced: list[tuple[str, dict[str, Any] | None]],
+           used: list[tuple[str, dict[str, Any] | None]]) -> set[str]:
+    """The paths (or value names) runs wrote or read an object as."""
+    names: set[str] = set()
+    for field, group in (("outputs", produced), ("inputs", used)):
+        for _, r in group:
+            names.update(n for n, o in (r or {}).get(field, {}).items() if o == h)
+    return names
+
+
+def names_of(src: Source, oid: bytes) -> list[str]:
+    lin = src.lineage
+    produced = [(r.hex(), lin.run_dict(r)) for r in lin.graph.producers(oid)]
+    used = [(r.hex(), lin.run_dict(r)) for r in lin.graph.consumers(oid)]
+    return sorted(_names(oid.hex(), produced, used))
 
 
 def _version(v: Any) -> dict[str, Any]:

@@ -23,9 +23,14 @@ EXTRA = "pip install 'zcas[ui]'"
 
 def check_installed() -> None:
     """One line naming what is missing when the ``ui`` extra is not installed."""
-    import importlib.util
+    import importlib
 
-    missing = [m for m in ("starlette", "jinja2", "uvicorn") if importlib.util.find_spec(m) is None]
+    missing = []
+    for name in ("starlette", "jinja2", "uvicorn"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise ZcasError(f"zcas ui needs the ui extra ({', '.join(missing)} not installed): {EXTRA}")
 

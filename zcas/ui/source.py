@@ -38,6 +38,7 @@ class Source:
         self.lock = threading.RLock()  # LMDB cursors and the object index are read one request at a time
         self._remote: Remote | None = None
         self._synced_at = 0.0
+        self._local_at = time.monotonic()
         self._remote_tags: dict[str, bytes] | None = None
         self._remote_history: list[PathVersion] | None = None
         if remote is not None:
@@ -70,9 +71,19 @@ class Source:
         return self._remote.sync_lineage()
 
     def _db_for(self, oid: bytes) -> ObjectDB:
+        if not self.db.has(oid):
+            self._refresh_local()
         if self.db.has(oid) or self._remote is None:
             return self.db
         return self._remote.db
+
+    def _refresh_local(self) -> None:
+        """Runs recorded since the view started may name objects in packs it has not seen:
+        look at the pack list again (at most every 2 s: a miss may be a pulled run's output)."""
+        now = time.monotonic()
+        if now - self._local_at > 2.0:
+            self._local_at = now
+            self.db.refresh()
 
     # -- objects ---------------------------------------------------------------------------
 
@@ -99,7 +110,7 @@ class Source:
     def where(self, oid: bytes) -> str:
         """"here", "remote" (readable from the remote) or "absent" (a pulled run's output
         never fetched here)."""
-        if self.db.has(oid):
+        if self._db_for(oid).has(oid) and self.db.has(oid):
             return "here"
         if self._remote is not None and self._remote.db.has(oid):
             return "remote"

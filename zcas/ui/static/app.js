@@ -14,7 +14,7 @@ function el(tag, attrs, ...kids) {
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v);
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined || kid === false) continue;
     e.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
@@ -149,6 +149,9 @@ Z.pages.runs = async function () {
 
 // -- one run ----------------------------------------------------------------------------------
 
+// as shlex.join would write it: an argument with anything but safe characters in single quotes
+const shellWord = (a) => (/^[A-Za-z0-9_./:=@%+,-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`);
+
 function files(list) {
   if (!list.length) return el("p", { cls: "muted", text: "none" });
   return table(["name", "id", "stored"], list.map((f) => [f.name, artLink(f.id), f.where]));
@@ -173,7 +176,7 @@ Z.pages.run = async function (id) {
     : why.kind === "pipeline" ? "a pipeline run: see its steps" : "";
   parts.push(section("Why did this run", el("p", {}, whyHead),
     why.lines.length ? el("ul", { id: "why" }, why.lines.map((l) => el("li", { text: l }))) : null));
-  if (r.cmd) parts.push(section("Command", el("pre", { text: r.cmd.join(" ") }), el("p", { cls: "muted", text: `in ${r.cwd || "."}` })));
+  if (r.cmd) parts.push(section("Command", el("pre", { id: "cmd", text: r.cmd.map(shellWord).join(" ") }), el("p", { cls: "muted", text: `in ${r.cwd || "."}` })));
   if (r.steps && r.steps.length) parts.push(section("Steps", table(["step", "run", "status"],
     r.steps.map((s) => [s.name, runLink(s.id), badge(s.status)]))));
   parts.push(section("Inputs", files(r.inputs)));
@@ -208,12 +211,14 @@ function previewOf(a) {
 
 function entries(list) {
   return table(["mode", "name", "size", "id"], list.map((e) => [e.mode, e.mode === "tree"
-    ? el("a", { href: `/trees/${enc(e.id)}`, text: e.name }) : artLink(e.id, e.name), e.mode === "tree" ? "" : size(e.size), short(e.id)]),
+    ? el("a", { href: `/trees/${enc(e.id)}`, text: e.name })
+    : el("a", { href: `/artifacts/${enc(e.id)}?name=${enc(e.name)}`, cls: "id", text: e.name }), e.mode === "tree" ? "" : size(e.size), short(e.id)]),
   { id: "entries" });
 }
 
 Z.pages.artifact = async function (id) {
-  const a = await api(`/api/artifacts/${enc(id)}`);
+  const hint = new URLSearchParams(location.search).get("name");
+  const a = await api(`/api/artifacts/${enc(id)}` + (hint ? `?name=${enc(hint)}` : ""));
   setHeading(`${a.kind === "folder" ? "Folder" : "Artifact"} ${short(a.id)}${a.names.length ? " · " + a.names[0] : ""}`);
   const runs = (list) => (list.length ? table(["run", "step", "status", "started"],
     list.map((r) => [runLink(r.id), r.step, badge(r.status), when(r.started_ns)])) : el("p", { cls: "muted", text: "none" }));
@@ -320,7 +325,8 @@ Z.pages.experiments = async function () {
   draw();
   content.append(section(`${x.rows.length} runs`, el("p", { cls: "muted",
     text: "Click a column to sort. Columns whose value changes between runs are marked; a cell differing from the run before it is highlighted." }), holder));
-  if (Z.plot) content.append(Z.plot(x));
+  const plot = Z.plot ? Z.plot(x) : null;
+  if (plot) content.append(plot);
 };
 
 // -- start ------------------------------------------------------------------------------------
