@@ -16,13 +16,14 @@ the repository (a symlink out of it makes the record no hit).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Iterable
 from typing import Any
 
 from zcas.cas.errors import ZcasError
-from zcas.cas.ingest import path_id
-from zcas.cas.statcache import StatCache
+from zcas.cas.oid import hash_file
+from zcas.cas.statcache import StatCache, stat_key
 from zcas.lineage.records import RecordError, check_rel_path
 
 from .keys import key_of
@@ -31,30 +32,72 @@ ABSENT = "absent"  # a predicted file that is not there now
 _WARN_LIMIT = 5
 
 
+class _Tree:
+    """Ids of files under one root, with each folder's real path worked out once (a step
+    reading 10,000 files in one folder resolves one folder, not 10,000 paths)."""
+
+    def __init__(self, root: str, statcache: StatCache | None):
+        self.root = os.path.abspath(root)
+        self.real_root = os.path.realpath(root).rstrip(os.sep) + os.sep
+        self.statcache = statcache
+        self._dirs: dict[str, bool] = {}
+
+    def _inside(self, real: str) -> bool:
+        return real.startswith(self.real_root)
+
+    def id_of(self, rel: str) -> str | None:
+        """The id (hex) of the regular file at ``rel`` now, or None: absent, not a file,
+        unreadable, not a safe path, or reached through a link out of the repository."""
+        try:
+            check_rel_path("implicit input", rel)
+        except RecordError:
+            return None
+        full = os.path.join(self.root, *rel.split("/"))
+        parent = os.path.dirname(full)
+        inside = self._dirs.get(parent)
+        if inside is None:
+            inside = self._dirs[parent] = self._inside(os.path.realpath(parent) + os.sep)
+        try:
+            st = os.lstat(full)
+        except OSError:
+            return None
+        if not inside:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(full)
+            if not self._inside(real):
+                return None
+            try:
+                st = os.stat(real)
+            except OSError:
+                return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        key, bpath = stat_key(st), os.fsencode(full)
+        known = self.statcache.get(bpath, key) if self.statcache is not None else None
+        if known is not None:
+            return known.hex()
+        try:
+            oid = hash_file(full)
+        except (ZcasError, OSError):
+            return None
+        if self.statcache is not None and not stat.S_ISLNK(os.lstat(full).st_mode):
+            self.statcache.put(bpath, key, oid)
+        return oid.hex()
+
+
 def current(root: str, rel: str, statcache: StatCache | None) -> str | None:
-    """The id (hex) of the regular file at ``rel`` under ``root`` now, or None: absent, not a
-    file, unreadable, not a safe path, or reached through a link out of the repository."""
-    try:
-        check_rel_path("implicit input", rel)
-    except RecordError:
-        return None
-    full = os.path.join(root, *rel.split("/"))
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(full)
-    if not real.startswith(real_root.rstrip(os.sep) + os.sep) or not os.path.isfile(real):
-        return None
-    try:
-        return path_id(full, statcache if statcache is not None else StatCache(None))[0].hex()
-    except (ZcasError, OSError):
-        return None
+    """The id (hex) of the regular file at ``rel`` under ``root`` now (see ``_Tree.id_of``)."""
+    return _Tree(root, statcache).id_of(rel)
 
 
 def ids_of(root: str, reads: Iterable[str], writes: Iterable[str], statcache: StatCache | None) -> dict[str, str]:
     """{path: id} of the files read (and not written: the step's own scratch) that exist."""
+    tree = _Tree(root, statcache)
     written = set(writes)
     out = {}
     for rel in sorted(set(reads) - written):
-        oid = current(root, rel, statcache)
+        oid = tree.id_of(rel)
         if oid is not None:
             out[rel] = oid
     return out
@@ -75,12 +118,14 @@ def matches(root: str, implicit: Any, statcache: StatCache | None) -> bool:
     """Whether every implicit input a record names still has the id it names."""
     if not isinstance(implicit, dict):
         return False
-    return all(isinstance(oid, str) and current(root, rel, statcache) == oid for rel, oid in implicit.items())
+    tree = _Tree(root, statcache)
+    return all(isinstance(rel, str) and isinstance(oid, str) and tree.id_of(rel) == oid for rel, oid in implicit.items())
 
 
 def components(paths: Iterable[str], root: str, statcache: StatCache | None) -> dict[str, str]:
     """Key components for a guess of what a step will read: each path's id now."""
-    return {f"implicit:{p}": current(root, p, statcache) or ABSENT for p in sorted(paths)}
+    tree = _Tree(root, statcache)
+    return {f"implicit:{p}": tree.id_of(p) or ABSENT for p in sorted(paths)}
 
 
 def predict(comps: dict[str, str], seen: list[dict[str, Any]], root: str, statcache: StatCache | None,
