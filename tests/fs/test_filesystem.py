@@ -1,0 +1,184 @@
+"""zcas:// through fsspec and the libraries built on it: listing, reading, ranges, refusals."""
+
+from __future__ import annotations
+
+import os
+
+import fsspec
+import pytest
+
+from zcas.cas import codec
+from zcas.cas.errors import IntegrityError
+from zcas.cas.manifest import encode_manifest
+from zcas.cas.oid import hasher
+from zcas.fs import ZcasFileSystem
+
+
+@pytest.fixture
+def fs(stored):
+    return fsspec.filesystem("zcas")
+
+
+def test_the_entry_point_registers_the_protocol(stored):
+    assert isinstance(fsspec.filesystem("zcas"), ZcasFileSystem)
+    with fsspec.open("zcas://v1/sub/deep/x.txt", "rb") as f:
+        assert f.read() == b"deep\n"
+
+
+def test_ls_info_find_glob(fs, stored):
+    _, tree = stored
+    names = fs.ls("v1", detail=False)
+    assert names == sorted(names) and "v1/train.csv" in names and "v1/empty" in names
+    rows = {r["name"]: r for r in fs.ls("zcas://v1/")}
+    assert rows["v1/sub"]["type"] == "directory" and rows["v1/train.csv"]["type"] == "file"
+    assert rows["v1/train.csv"]["size"] == os.path.getsize("data/train.csv")
+    assert rows["v1/link"]["type"] == "other" and rows["v1/link"]["destination"] == "train.csv"
+    assert fs.info("v1")["id"] == tree and fs.info("v1")["type"] == "directory"
+    assert fs.glob("v1/part-*.parquet") == ["v1/part-0.parquet", "v1/part-1.parquet"]
+    assert fs.find("v1/sub") == ["v1/sub/deep/x.txt", "v1/sub/file@2"]
+    assert fs.glob(f"{tree[:10]}/**/x.txt") == [f"{tree[:10]}/sub/deep/x.txt"]
+    assert fs.ls("", detail=False) == ["v1"]
+    assert fs.isdir("v1/empty") and fs.ls("v1/empty") == []
+    assert fs.cat_file("v1/sub/file@2") == b"not a history ref\n"  # a name, not a REF
+
+
+def test_ids_prefixes_and_history_versions(fs, stored):
+    repo, tree = stored
+    assert fs.cat_file(f"{tree}/v.txt") == fs.cat_file(f"{tree[:8]}/v.txt") == b"two\n"
+    assert fs.cat_file("data@1/v.txt") == b"one\n" and fs.cat_file("data@2/v.txt") == b"two\n"
+    file_id = fs.info("v1/v.txt")["id"]
+    assert fs.cat_file(file_id) == b"two\n" and fs.info(file_id)["type"] == "file"
+    assert fs.ukey("data@1/v.txt") != fs.ukey("data@2/v.txt")
+
+
+def test_ranges(fs, stored):
+    whole = open("data/train.csv", "rb").read()
+    assert fs.cat_file("v1/train.csv", 5, 25) == whole[5:25]
+    assert fs.cat_file("v1/train.csv", -10) == whole[-10:]
+    assert fs.cat_file("v1/train.csv", 10, 5) == b""
+    with fs.open("v1/train.csv") as f:
+        f.seek(100)
+        assert f.read(50) == whole[100:150]
+        assert f.tell() == 150
+
+
+@pytest.mark.parametrize("path, err", [
+    ("v9/x", FileNotFoundError), ("v1/nope", FileNotFoundError), ("v1/train.csv/x", NotADirectoryError),
+    ("data@3/v.txt", FileNotFoundError), ("v1/../x", ValueError), ("v1/sub", IsADirectoryError),
+    ("v1/link", ValueError), ("abcd", FileNotFoundError),
+])
+def test_what_names_nothing_is_refused_in_one_line(fs, path, err):
+    with pytest.raises(err) as e:
+        fs.cat_file(path)
+    assert "\n" not in str(e.value) and "zcas://" in str(e.value)
+
+
+def test_read_only(fs):
+    for call in (lambda: fs.open("v1/new", "wb"), lambda: fs.pipe_file("v1/new", b"x"), lambda: fs.rm("v1/v.txt"),
+                 lambda: fs.mkdir("v1/d"), lambda: fs.touch("v1/t")):
+        with pytest.raises(PermissionError, match="read-only"):
+            call()
+
+
+def test_dataframe_libraries(fs, stored):
+    import duckdb
+    import pandas as pd
+    import polars as pl
+    import pyarrow.dataset as ds
+
+    want = pd.read_csv("data/train.csv")
+    pd.testing.assert_frame_equal(pd.read_csv("zcas://v1/train.csv"), want)
+    pd.testing.assert_frame_equal(pd.read_parquet("zcas://data@2/part-1.parquet"), want.iloc[500:])
+    assert pl.read_parquet("zcas://v1/part-0.parquet", use_pyarrow=True).height == 500
+    with fsspec.open("zcas://v1/train.csv") as f:
+        assert pl.read_csv(f)["a"].sum() == want["a"].sum()
+    assert ds.dataset("v1", filesystem=fs, format="parquet", exclude_invalid_files=True).count_rows() == 1000
+    con = duckdb.connect()
+    con.register_filesystem(fs)
+    assert con.sql("select sum(a) from read_parquet('zcas://v1/part-*.parquet')").fetchall()[0][0] == want["a"].sum()
+    assert con.sql("select count(*) from read_csv('zcas://v1/train.csv')").fetchall()[0][0] == 1000
+
+
+def _big_file(repo, chunk: int = 64 << 10, distinct: int = 64, total: int = 1 << 30) -> tuple[bytes, list[bytes]]:
+    """A 1 GiB chunked file stored through the store's own API, cheaply: ``distinct`` blobs of
+    ``chunk`` bytes repeated in a pattern (a real manifest, real offsets, the whole-file id)."""
+    db = repo.cas.db
+    blobs = [bytes([i]) * (chunk - 7) + i.to_bytes(7, "big") for i in range(distinct)]
+    ids = [db.put(codec.KIND_BLOB, b) for b in blobs]
+    count = total // chunk
+    h = hasher()
+    for i in range(count):
+        h.update(blobs[(i * 7) % distinct])
+    oid = h.digest()
+    db.put_manifest(oid, total, encode_manifest(total, [(ids[(i * 7) % distinct], chunk) for i in range(count)]))
+    db.flush()
+    repo.tag("big", oid.hex())
+    return oid, blobs
+
+
+def test_a_range_of_a_1gib_file_reads_only_its_chunks(fs, stored, monkeypatch):
+    repo, _ = stored
+    chunk = 64 << 10
+    oid, blobs = _big_file(repo, chunk)
+    assert fs.info("big")["size"] == 1 << 30
+    calls = []
+    real_get = fs.db.get  # the filesystem's own store handle: every read it makes goes through here
+    monkeypatch.setattr(fs.db, "get", lambda o: calls.append(o) or real_get(o))
+    start = (512 << 20) + 1000  # 1 MiB from the middle, not on a chunk boundary
+    got = fs.cat_file("big", start, start + (1 << 20))
+    first, last = start // chunk, (start + (1 << 20) - 1) // chunk
+    want = b"".join(blobs[(i * 7) % 64] for i in range(first, last + 1))[start - first * chunk:][: 1 << 20]
+    assert got == want
+    chunk_reads = [o for o in calls if o != oid]
+    assert len(chunk_reads) == last - first + 1 == 17  # 16 chunks' worth, straddling one more
+    r = fs.reader("big")
+    r.read(start, start + (1 << 20))
+    assert r.chunks_read == 17 and len(r._ids) == (1 << 30) // chunk
+
+
+def test_a_planted_manifest_is_caught_by_an_in_order_read(fs, stored):
+    """Every chunk verifies, but they are not the file the id names: reading the file through
+    refuses its last chunk, and verify_whole=True refuses it on open."""
+    repo, _ = stored
+    db = repo.cas.db
+    a, b = b"a" * (64 << 10), b"b" * (64 << 10)
+    ia, ib = db.put(codec.KIND_BLOB, a), db.put(codec.KIND_BLOB, b)
+    real = a * 20
+    fake = hasher()
+    fake.update(real)
+    oid = fake.digest()
+    db.put_manifest(oid, len(real), encode_manifest(len(real), [(ia if i % 2 else ib, len(a)) for i in range(20)]))
+    db.flush()
+    repo.tag("planted", oid.hex())
+    with fs.open("planted", block_size=100 << 10) as f, pytest.raises(IntegrityError, match="hash mismatch"):
+        f.read()
+    with pytest.raises(OSError, match="hash mismatch"):
+        ZcasFileSystem(verify_whole=True).open("planted")
+
+
+def test_a_damaged_chunk_is_an_error_naming_the_file(fs, stored):
+    repo, _ = stored
+    blob = os.urandom(2 << 20)
+    with open("big.bin", "wb") as f:
+        f.write(blob)
+    art = repo.put("big.bin")
+    from zcas.cas.manifest import decode_manifest
+
+    _, items = decode_manifest(bytes.fromhex(art.id), repo.cas.db.get(bytes.fromhex(art.id))[1])
+    pack_path = None
+    e = repo.cas.db.entry(items[1][0])
+    for root, _, files in os.walk(os.path.join(repo.root, ".zcas", "objects")):
+        for name in files:
+            if name == f"pack-{e.pack}.pack":
+                pack_path = os.path.join(root, name)
+    assert pack_path
+    with open(pack_path, "r+b") as f:  # flip a byte in the middle of the second chunk's record
+        f.seek(e.offset + e.length // 2)
+        byte = f.read(1)
+        f.seek(e.offset + e.length // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    fresh = ZcasFileSystem()
+    fresh.repository.cas.db.reload()
+    with pytest.raises(IntegrityError) as err:
+        fresh.cat_file(art.id, 0, 1 << 20)
+    assert art.id[:12] in str(err.value) or items[1][0].hex()[:12] in str(err.value)
