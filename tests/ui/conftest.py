@@ -78,7 +78,11 @@ def _runs(cwd: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def scene(tmp_path_factory) -> Scene:
-    base = tmp_path_factory.mktemp("ui")
+    return build_scene(tmp_path_factory.mktemp("ui"))
+
+
+def build_scene(base: Path) -> Scene:
+    """The repository the UI tests read (also what tests/ui/screenshots.py shows)."""
     root, mate, remote = base / "main", base / "mate", base / "remote"
     url = f"file://{remote}"
     # the teammate: one command step, pushed
