@@ -222,10 +222,14 @@ class Walk:
             f = v.__code__.co_filename
             if is_user_file(f) or (f.startswith("<") and is_user_module(sys.modules.get(v.__module__))):
                 self.todo.append(("function", v, name))  # the second: made by exec in user code
-            else:
-                self.package(v.__module__)
+            else:  # by the module that defines the code: functools.wraps copies the wrapped one's name
+                self.package(v.__globals__.get("__name__") or v.__module__)
             if hasattr(v, "__wrapped__"):
                 self.value(v.__wrapped__, f"{name}.__wrapped__")
+            registry = getattr(v, "registry", None)  # functools.singledispatch: every implementation
+            if isinstance(registry, types.MappingProxyType):
+                for k, impl in sorted(registry.items(), key=lambda kv: repr(kv[0])):
+                    self.value(impl, f"{name}.registry[{getattr(k, '__qualname__', repr(k))}]")
         elif isinstance(v, type):
             mod = sys.modules.get(v.__module__)
             if is_user_module(mod):
@@ -309,10 +313,19 @@ class Walk:
                 self.value(cell.cell_contents, f"{qual}.<closure>.{free}")
             except ValueError:
                 pass  # an empty cell: assigned later, read only then
+        self.annotations(fn, g, qual)
         for i, d in enumerate(fn.__defaults__ or ()):
             self.value(d, f"{qual}.<default {i}>")
         for k, d in sorted((fn.__kwdefaults__ or {}).items()):
             self.value(d, f"{qual}.<default {k}>")
+
+    def annotations(self, fn: types.FunctionType, g: dict[str, Any], qual: str) -> None:
+        """User classes named in the signature: an argument loaded from the store (an
+        unpickled model, say) reaches its class's methods with no name in the body."""
+        for pname, ann in sorted((getattr(fn, "__annotations__", None) or {}).items()):
+            for t in _named_types(ann, g):
+                if is_user_module(sys.modules.get(t.__module__)):
+                    self.value(t, f"{qual}.<annotation {pname}>")
 
     def chain(self, c: Chain, g: dict[str, Any], qual: str, cells: dict[str, Any] | None) -> None:
         """Resolve ``root.a.b`` as far as modules go, then cover what it reaches."""
@@ -347,6 +360,11 @@ class Walk:
                 cur = vars(cur)[attr]
             elif f"{cur.__name__}.{attr}" in sys.modules:
                 cur = sys.modules[f"{cur.__name__}.{attr}"]
+            elif callable(vars(cur).get("__getattr__")):  # a module-level __getattr__ (PEP 562) answers
+                self.value(vars(cur)["__getattr__"], f"{where}.<module __getattr__>")
+                self.add(Entry("unresolved", f"{qual}: {cur.__name__}.{attr}",
+                               f"{cur.__name__}.{attr} comes from the module's __getattr__"))
+                return
             else:
                 self.add(Entry("unresolved", f"{qual}: {cur.__name__}.{attr}",
                                f"{cur.__name__}.{attr} does not exist when the key is made"))
@@ -419,6 +437,28 @@ class Walk:
                 x = getattr(a, extra, None)
                 if x is not None:
                     self.value(x, f"{qual}.<field {a.name} {extra}>")
+
+
+def _named_types(ann: Any, g: dict[str, Any], depth: int = 0) -> list[type]:
+    """The classes an annotation names: ``Model``, ``list[Model]``, ``Model | None``, and
+    the string form of each (``from __future__ import annotations``) when it is a plain
+    dotted name in the module."""
+    if depth > 5:
+        return []
+    if isinstance(ann, str):
+        cur: Any = g
+        for i, part in enumerate(ann.strip().split(".")):
+            if not part.isidentifier():
+                return []
+            cur = cur.get(part) if i == 0 and isinstance(cur, dict) else getattr(cur, part, None)
+            if cur is None:
+                return []
+        ann = cur
+    if isinstance(ann, type) and not getattr(ann, "__args__", None):
+        return [ann]
+    import typing
+
+    return [t for a in typing.get_args(ann) for t in _named_types(a, g, depth + 1)]
 
 
 def _made_from_fields(member: Any) -> bool:

@@ -303,3 +303,69 @@ def test_each_mutation_gives_an_output_of_its_own(proj):
         assert key not in seen, f"{what} gives the output of {seen.get(key)}"
         seen[key] = what
         proj.write(name, before)
+
+
+EXTRA = {
+    "models.py": '''
+        import functools
+
+        class Model:
+            def __init__(self, w):
+                self.w = w
+
+            def predict(self, x):
+                return x * self.w
+
+        @functools.singledispatch
+        def fmt(v):
+            return f"any:{v}"
+
+        @fmt.register(int)
+        def _(v):
+            return f"int:{v}"
+    ''',
+    "mod.py": '''
+        import zcas
+
+        from models import Model, fmt
+
+        def log(name):
+            with open("exec.log", "a") as f:
+                f.write(name + "\\n")
+
+        @zcas.step(pickle=True)
+        def make() -> Model:
+            log("make")
+            return Model(3)
+
+        @zcas.step
+        def use(m: Model) -> str:
+            log("use")
+            return fmt(m.predict(2))
+
+        @zcas.pipeline
+        def pipe(n: int = 2):
+            return use(make())
+    ''',
+}
+
+
+@pytest.mark.parametrize(("what", "old", "new"), [
+    # ``use`` names no Model method in its body: it gets the model from the store, and
+    # reaches Model through its signature's annotation.
+    ("method of a class an argument is annotated with", "return x * self.w", "return x * self.w + 1"),
+    ("implementation registered on a singledispatch function", 'return f"int:{v}"', 'return f"int={v}"'),
+])
+def test_routes_through_the_signature_and_dispatch(repo_dir, what, old, new):
+    p = Project.__new__(Project)
+    p.root = repo_dir
+    (repo_dir / "runner.py").write_text(RUNNER)
+    for name, text in EXTRA.items():
+        p.write(name, textwrap.dedent(text).lstrip("\n"))
+    ran, first = p.run()
+    assert ran == ["make", "use"]
+    before = p.edit("models.py", old, new)
+    ran, out = p.run()
+    assert "use" in ran and out != first, what
+    p.write("models.py", before)
+    assert p.run() == ([], first), what
