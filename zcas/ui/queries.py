@@ -361,7 +361,8 @@ def experiments(src: Source, step: str, limit: int = 200, failed: bool = True) -
     for rid, r in src.lineage.runs(step=step, limit=limit):
         if not failed and r["status"] == "failed":
             continue
-        metrics = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
+        found = r.get("metrics")
+        metrics: dict[str, Any] = found if isinstance(found, dict) else {}
         rows.append(dict(summary(rid.hex(), r), params=_flat(r.get("params") or {}), metrics=_flat(metrics)))
     if not rows:
         raise NotFoundError(f"no runs of a step or pipeline named {step!r:.80}")
