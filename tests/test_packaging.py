@@ -22,6 +22,12 @@ def test_wheel_installs_and_runs(tmp_path):
     )
     assert p.returncode == 0, p.stderr
     [wheel] = glob.glob(str(dist / "zcas-*.whl"))
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for data in ("zcas/ui/templates/page.html", "zcas/ui/static/app.js", "zcas/ui/static/style.css",
+                 "zcas/ui/static/vendor/cytoscape.min.js", "zcas/ui/static/vendor/LICENSE-cytoscape.txt"):
+        assert data in names, f"the wheel lacks {data} (pyproject's package-data)"
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
