@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from zcas.cas.errors import UsageError
 from zcas.lineage.canonical import check, dumps
 
-from . import codemanifest, fileaudit, implicit
+from . import codemanifest, fileaudit, implicit, sourcedigest
 from . import materializers as mats
 from .core import Core, Done, Pending, Plan
 from .fingerprint import manifest
@@ -183,6 +183,7 @@ class PythonCall:
 
     def plan(self) -> Plan:
         step = self.step
+        sourcedigest.use_folder(os.path.join(self.loader.core.repo.zdir, "defs"))
         comps = {"schema": KEY_SCHEMA, "step": step.name, "code": step.code_id()}
         inputs: dict[str, str] = {}
         params: dict[str, Any] = {}

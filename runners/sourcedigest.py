@@ -6,14 +6,15 @@ key. A class's digest leaves out the bodies of the functions and classes directl
 those are definitions of their own (reached through the class), so ``why`` can name the method
 that changed rather than the whole class.
 
-Files are read by path, and their parse is kept by the hash of their bytes: a second step
-(or a second fingerprint in one process) reaching the same file does not parse it again,
-and an edited file is never answered from an old parse.
+Files are read by path, and their parse is kept by the hash of their bytes, in memory and
+(``use_folder``) on disk: a second step, or a new process, reaching the same file does not
+parse it again, and an edited file is never answered from an old parse.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import threading
 from typing import NamedTuple
@@ -43,6 +44,14 @@ class FileDefs(NamedTuple):
 _by_hash: dict[bytes, FileDefs] = {}
 _by_path: dict[str, tuple[tuple[int, int, int], bytes]] = {}  # path -> (stat signature, content hash)
 _lock = threading.Lock()
+_disk: str | None = None  # a folder keeping parses across processes: <content hash>.json
+
+
+def use_folder(path: str | None) -> None:
+    """Keep parses in ``path`` (a repository's ``.zcas/defs``), so a new process reaching
+    unchanged files reads each one's digests instead of parsing it."""
+    global _disk
+    _disk = path
 
 
 def clear() -> None:
@@ -72,13 +81,62 @@ def file_defs(path: str) -> FileDefs | None:
     with _lock:
         defs = _by_hash.get(h)
     if defs is None:
+        defs = _load(h)
+    if defs is None:
         defs = parse(data)
         if defs is None:
             return None
+        _save(h, defs)
     with _lock:
         _by_hash[h] = defs
         _by_path[path] = (sig, h)
     return defs
+
+
+def _load(h: bytes) -> FileDefs | None:
+    """A parse kept on disk, or None (none, or one that does not read back as a parse:
+    the file is parsed again, so a damaged cache costs time, never a wrong key)."""
+    if _disk is None:
+        return None
+    try:
+        with open(os.path.join(_disk, h.hex() + ".json"), "rb") as f:
+            d = json.loads(f.read())
+        defs = FileDefs({}, {}, {})
+        for (line, name), ds in d["functions"]:
+            defs.functions[(int(line), str(name))] = [_def(x) for x in ds]
+        for qual, ds in d["classes"]:
+            defs.classes[str(qual)] = [_def(x) for x in ds]
+        for line, ds in d["lambdas"]:
+            defs.lambdas[int(line)] = [_def(x) for x in ds]
+        return defs
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def _def(x: list) -> Def:
+    digest, line, refs, dynamic = x
+    if not isinstance(digest, str) or type(line) is not int:
+        raise ValueError("not a definition")
+    return Def(digest, line, tuple(tuple(str(n) for n in r) for r in refs), tuple(str(w) for w in dynamic))
+
+
+def _save(h: bytes, defs: FileDefs) -> None:
+    if _disk is None:
+        return
+    d = {"functions": [[list(k), v] for k, v in defs.functions.items()],
+         "classes": list(defs.classes.items()), "lambdas": list(defs.lambdas.items())}
+    path = os.path.join(_disk, h.hex() + ".json")
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.makedirs(_disk, exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(d, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError:  # an accelerator: a read-only repository just parses every time
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _from_linecache(path: str) -> FileDefs | None:
