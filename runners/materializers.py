@@ -3,8 +3,9 @@
 A registry from type to (name, version, save, load). The version is part of every cache
 key that reads or writes such a value, so changing how a type is stored invalidates what
 was stored the old way. Built in: plain values (canonical JSON, tuples kept), bytes,
-numpy arrays (dtype and shape kept, no pickle), pandas DataFrames and pyarrow tables as
-Parquet (when installed), and ``pathlib.Path`` (a file or folder, handed back checked out).
+numpy arrays (dtype and shape kept, no pickle), pandas DataFrames and Series, pyarrow
+tables and polars DataFrames as Parquet, scikit-learn estimators through skops (each when
+its library is installed), and ``pathlib.Path`` (a file or folder, handed back checked out).
 A type with no materializer is an error naming it; pickle only for steps that opt in.
 """
 
@@ -14,6 +15,7 @@ import base64
 import io
 import json
 import pathlib
+import re
 import sys
 import typing
 from collections.abc import Callable
@@ -32,6 +34,11 @@ class NoMaterializerError(UsageError, TypeError):
             f"no materializer for {name}: register one with @zcas.materializer({tp.__qualname__}), "
             f"or let the step pickle it with @zcas.step(pickle=True) (unsafe to load from a shared store)"
         )
+
+
+class NeedsPickleError(UsageError, TypeError):
+    """This value's materializer has no safe stored form for it (a scikit-learn model
+    holding a user's own class): stored with pickle when the step opted in, else this error."""
 
 
 @attrs.frozen
@@ -253,30 +260,133 @@ def _arrow() -> None:
         import pyarrow.parquet as pq
     except ImportError:
         return
+    register(Materializer("arrow-parquet", "1", _parquet_bytes, lambda b: pq.read_table(io.BytesIO(b)), (pa.Table,)))
 
-    def save_table(t: Any) -> bytes:
-        buf = io.BytesIO()
-        pq.write_table(t, buf)
-        return buf.getvalue()
 
-    register(Materializer("arrow-parquet", "1", save_table, lambda b: pq.read_table(io.BytesIO(b)), (pa.Table,)))
+def _parquet_bytes(t: Any) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(t, buf)
+    return buf.getvalue()
+
+
+_SERIES_KEY = b"zcas.series"  # Parquet schema metadata: the Series' name, as JSON
+
+
+def _pandas() -> None:
+    """DataFrames and Series as Parquet through pyarrow (index and dtypes kept by pandas'
+    own Parquet metadata). A Series is a one-column table whose real name rides in the
+    schema metadata, since a name need not be a string."""
     try:
         import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
     except ImportError:
         return
 
-    def save_df(df: Any) -> bytes:
-        return save_table(pa.Table.from_pandas(df))
+    def table(df: Any) -> Any:
+        try:
+            return pa.Table.from_pandas(df)
+        except (pa.ArrowException, ValueError, TypeError) as e:
+            raise UsageError(f"cannot store this {type(df).__name__} as Parquet: {str(e).splitlines()[0]}") from None
 
-    register(Materializer("pandas-parquet", "1", save_df, lambda b: pq.read_table(io.BytesIO(b)).to_pandas(), (pd.DataFrame,)))
+    def save_series(s: Any) -> bytes:
+        if s.name is not None and type(s.name) not in (str, int, float, bool):
+            raise UsageError(f"cannot store a Series named {s.name!r}: name it with a str, int, float or bool")
+        t = table(s.to_frame(name="value"))
+        meta = dict(t.schema.metadata or {})
+        meta[_SERIES_KEY] = json.dumps({"name": s.name}).encode()
+        return _parquet_bytes(t.replace_schema_metadata(meta))
+
+    def load_series(b: bytes) -> Any:
+        t = pq.read_table(io.BytesIO(b))
+        name = json.loads((t.schema.metadata or {}).get(_SERIES_KEY, b'{"name": null}'))["name"]
+        return t.to_pandas()["value"].rename(name)
+
+    register(Materializer("pandas-parquet", "1", lambda df: _parquet_bytes(table(df)),
+                          lambda b: pq.read_table(io.BytesIO(b)).to_pandas(), (pd.DataFrame,)))
+    register(Materializer("pandas-series-parquet", "1", save_series, load_series, (pd.Series,)))
 
 
-_OPTIONAL: dict[str, Callable[[], None]] = {"numpy": _numpy, "arrow-parquet": _arrow, "pandas-parquet": _arrow}
+def _polars() -> None:
+    try:
+        import polars as pl
+    except ImportError:
+        return
+
+    def save(df: Any) -> bytes:
+        buf = io.BytesIO()
+        df.write_parquet(buf)
+        return buf.getvalue()
+
+    register(Materializer("polars-parquet", "1", save, lambda b: pl.read_parquet(io.BytesIO(b)), (pl.DataFrame,)))
+
+
+def _sklearn() -> None:
+    """scikit-learn estimators through skops.io, not joblib: skops stores no pickle and
+    loads only types it trusts (scikit-learn's, numpy's, scipy's), so a stored model from
+    a shared remote cannot run code, and no pickle opt-in is needed. An estimator holding
+    a type skops would not trust (a user's own transformer) is refused when stored, naming
+    the types, rather than stored unloadable; such steps can opt in to pickle instead."""
+    try:
+        import sklearn.base
+        import skops.io as sio
+    except ImportError:
+        return
+
+    def save(est: Any) -> bytes:
+        data = _stable_zip(sio.dumps(est))
+        untrusted = sio.get_untrusted_types(data=data)
+        if untrusted:
+            raise NeedsPickleError(f"skops will not load {', '.join(untrusted)} without trusting it: store this "
+                                   "estimator with @zcas.step(pickle=True) (unsafe to load from a shared store)")
+        return data
+
+    register(Materializer("sklearn-skops", "1", save, lambda b: sio.loads(b), (sklearn.base.BaseEstimator,)))
+
+
+_SKOPS_IDS = re.compile(r'(?<="__id__": )\d+|(?<=")\d+(?=(\.np[yz])")')  # object ids, and files named by them
+
+
+def _stable_zip(data: bytes) -> bytes:
+    """skops' archive with its varying parts made canonical, so one model gives one id:
+    the ``id()`` of objects (``__id__`` and the array files named by them) renumbered in
+    order of first mention in the schema,
+    timestamps fixed, members sorted and stored uncompressed (zstd compresses them)."""
+    import zipfile
+
+    src = zipfile.ZipFile(io.BytesIO(data))
+    ids: dict[str, str] = {}  # id() of an object in the saving process -> its order of first mention
+
+    members = {i.filename for i in src.infolist()}
+
+    def renumber(m: re.Match[str]) -> str:
+        n = m.group(0)
+        if m.group(1) and n + m.group(1) not in members:  # a string that only looks like a file name
+            return n
+        return ids.setdefault(n, str(len(ids) + 1))
+
+    schema = _SKOPS_IDS.sub(renumber, src.read("schema.json").decode())
+    names = {f"{k}{ext}": f"{v}{ext}" for k, v in ids.items() for ext in (".npy", ".npz")}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        files = {"schema.json": schema.encode()}
+        files.update({names.get(i.filename, i.filename): src.read(i) for i in src.infolist() if i.filename != "schema.json"})
+        for name in sorted(files):
+            dst.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), files[name])
+    return out.getvalue()
+
+
+_OPTIONAL: dict[str, Callable[[], None]] = {
+    "numpy": _numpy, "arrow-parquet": _arrow, "pandas-parquet": _pandas, "pandas-series-parquet": _pandas,
+    "polars-parquet": _polars, "sklearn-skops": _sklearn,
+}
 _done: set[str] = set()
 
 
 def _register_imported() -> None:
-    for mod, fn in (("numpy", _numpy), ("pyarrow", _arrow)):
+    for mod, fn in (("numpy", _numpy), ("pyarrow", _arrow), ("pandas", _pandas), ("polars", _polars), ("sklearn", _sklearn)):
         if mod in sys.modules and mod not in _done:
             _done.add(mod)
             fn()

@@ -80,5 +80,12 @@ def store_value(db: Any, statcache: Any, value: Any, allow_pickle: bool) -> tupl
             raise TypeError("steps on remote runners cannot return paths yet; return bytes or values")
         oid = Ingester(db, statcache).add(str(value))[0]
     else:
-        oid = store_buffer(db, m.save(value))
+        try:
+            data = m.save(value)
+        except mats.NeedsPickleError:
+            if not allow_pickle:
+                raise
+            m = mats.by_name("pickle")  # the step opted in: a value its materializer cannot store safely
+            data = m.save(value)
+        oid = store_buffer(db, data)
     return oid.hex(), m.tag
