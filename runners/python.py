@@ -233,13 +233,15 @@ class PythonCall:
         bare = lookup(key_of(comps))
         if bare is not None and not bare.get("implicit_inputs"):
             return comps  # the usual case: the last run under this key read no file
-        seen = [bare] if bare is not None else []
+        seen = []  # newest knowledge first: the step's last run, then the run under the bare key
         last = lineage.graph.last_run(self.step.name)
         rec = None if last is None else lineage.run_dict(last)
         if rec is not None and isinstance(rec.get("cached_from"), str):
             rec = lookup_run(lineage, rec["cached_from"])
         if rec is not None:
             seen.append(rec)
+        if bare is not None:
+            seen.append(bare)
         if not any(r.get("implicit_inputs") for r in seen):
             return comps
         return implicit.predict(comps, seen, core.repo.root, core.statcache, lookup, self.valid)

@@ -197,3 +197,41 @@ def test_an_accepted_path_stays_inside_the_repository_and_out_of_the_store(p):
     assert full.startswith(root + "/")
     assert not full.lower().startswith(root + "/.zcas")
     assert all(x not in ("", ".", "..") for x in p.split("/"))
+
+
+def test_a_step_whose_reads_depend_on_what_it_reads(repo_dir):
+    """It reads ``switch.txt``, and ``b.txt`` only when the switch says so: every change
+    to a file it read reruns it, and going back to files seen before is a hit."""
+    (repo_dir / "flow.py").write_text(textwrap.dedent('''
+        import zcas
+
+        @zcas.step
+        def pick() -> str:
+            open("exec.log", "a").write("pick\\n")
+            if open("switch.txt").read() == "on":
+                return "b:" + open("b.txt").read()
+            return "off"
+
+        @zcas.pipeline
+        def main():
+            return pick()
+    '''))
+    (repo_dir / "switch.txt").write_text("off")
+    (repo_dir / "b.txt").write_text("1")
+
+    def run() -> list[str]:
+        r = run_zcas("run", "flow.py:main", cwd=repo_dir)
+        assert r.code == 0, r
+        return _ran(repo_dir)
+
+    assert run() == ["pick"]
+    (repo_dir / "b.txt").write_text("2")
+    assert run() == []  # not read while the switch is off
+    (repo_dir / "switch.txt").write_text("on")
+    assert run() == ["pick"]
+    (repo_dir / "b.txt").write_text("3")
+    assert run() == ["pick"]
+    (repo_dir / "b.txt").write_text("2")
+    assert run() == []  # switch on, b.txt 2: seen before
+    (repo_dir / "switch.txt").write_text("off")
+    assert run() == []  # switch off: the first run
