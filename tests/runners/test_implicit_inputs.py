@@ -235,3 +235,35 @@ def test_a_step_whose_reads_depend_on_what_it_reads(repo_dir):
     assert run() == []  # switch on, b.txt 2: seen before
     (repo_dir / "switch.txt").write_text("off")
     assert run() == []  # switch off: the first run
+
+
+@pytest.mark.parametrize("path", ["../outside.txt", "/etc/hostname", ".zcas/statcache"])
+def test_a_planted_record_with_an_escaping_path_is_never_a_hit(flow, path):
+    """A record that came from elsewhere (a remote's packs, say) claiming the step's key,
+    other outputs, and a file outside the tree as what it read: it is never indexed, never
+    a hit, and nothing fails on the way."""
+    import zcas
+    from zcas.cas import codec
+
+    assert run_zcas("run", "flow.py:main", cwd=flow).code == 0 and _ran(flow) == ["read", "shout"]
+    repo = zcas.Repository(flow)
+    [(genuine_id, genuine)] = [(rid, r) for rid, r in repo.lineage.runs(step="flow.read") if r["status"] == "ran"]
+    evil = repo.put(b"evil").id
+    forged = {k: v for k, v in genuine.items() if v is not None}
+    forged.update(outputs={"output": evil}, implicit_inputs={path: evil}, started_ns=genuine["started_ns"] + 1,
+                  ended_ns=genuine["ended_ns"] + 1, type="run")
+    serde.decode(serde.canonical({**forged, "implicit_inputs": {"ok.txt": evil}}))  # well-formed but for the path
+    repo.cas.db.put(codec.KIND_RECORD, serde.canonical(forged))
+    repo.cas.db.flush()
+    repo.close()
+    r = run_zcas("reindex", cwd=flow)
+    assert r.code == 0 and "Traceback" not in r.err, r
+    r = run_zcas("run", "flow.py:main", cwd=flow)
+    assert r.code == 0 and "Traceback" not in r.err, r
+    assert _ran(flow) == []
+    repo = zcas.Repository(flow)
+    newest = repo.lineage.runs(step="flow.read", limit=1)[0][1]
+    repo.close()
+    assert newest["status"] == "cached" and newest["cached_from"] == genuine_id.hex()  # the genuine run is the hit
+    r = run_zcas("why", "flow.read", "--explain", cwd=flow)
+    assert r.code == 0 and path not in r.out, r
