@@ -249,7 +249,7 @@ def test_a_planted_record_with_an_escaping_path_is_never_a_hit(flow, path):
     repo = zcas.Repository(flow)
     [(genuine_id, genuine)] = [(rid, r) for rid, r in repo.lineage.runs(step="flow.read") if r["status"] == "ran"]
     evil = repo.put(b"evil").id
-    forged = {k: v for k, v in genuine.items() if v is not None}
+    forged = dict(genuine)
     forged.update(outputs={"output": evil}, implicit_inputs={path: evil}, started_ns=genuine["started_ns"] + 1,
                   ended_ns=genuine["ended_ns"] + 1, type="run")
     serde.decode(serde.canonical({**forged, "implicit_inputs": {"ok.txt": evil}}))  # well-formed but for the path
