@@ -1,4 +1,5 @@
-"""Lineage for people and other tools: a terminal tree, Graphviz dot, Mermaid, OpenLineage.
+"""Lineage for people and other tools: a terminal tree, Graphviz dot, Mermaid, OpenLineage
+RunEvents (docs/ecosystem.md).
 
 Records may come from a remote: every name printed from one is escaped (``printable`` for a
 terminal, and each format's own quoting for dot and Mermaid), and every record shown as
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from zcas._version import __version__
 from zcas.cas.safetext import printable
@@ -17,8 +20,15 @@ from .redact import public_record
 from .walk import Subgraph
 
 PRODUCER = f"https://pypi.org/project/zcas/{__version__}"
-RUN_EVENT_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
-VERSION_FACET_SCHEMA = "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json"
+# The schemas events and facets follow (pinned for the tests in tests/data/openlineage/), each
+# `_schemaURL` the exact URL and fragment of its definition, as the specification asks.
+_OL = "https://openlineage.io/spec"
+RUN_EVENT_SCHEMA = f"{_OL}/2-0-2/OpenLineage.json#/$defs/RunEvent"
+VERSION_FACET_SCHEMA = f"{_OL}/facets/1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet"
+PARENT_FACET_SCHEMA = f"{_OL}/facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet"
+ERROR_FACET_SCHEMA = f"{_OL}/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet"
+# zcas's own facet: its schema ships as docs/openlineage/ZcasRunFacet.json (this is its $id).
+ZCAS_FACET_SCHEMA = "https://pypi.org/project/zcas/openlineage/1-0-0/ZcasRunFacet.json#/$defs/ZcasRunFacet"
 MAX_INDENT = 256  # characters of tree indentation kept: a 100,000-deep chain prints in bounded lines
 
 
@@ -169,31 +179,102 @@ def mermaid(g: Subgraph) -> str:
     return "\n".join(out)
 
 
+def run_uuid(rid: str) -> str:
+    """The OpenLineage runId of a zcas run: a UUID made of its id's first 16 bytes."""
+    return str(uuid.UUID(bytes=bytes.fromhex(rid)[:16], version=4))
+
+
+def _facet(schema: str, **fields: Any) -> dict:
+    return {"_producer": PRODUCER, "_schemaURL": schema, **fields}
+
+
 def _dataset(namespace: str, name: str, oid: str) -> dict:
-    return {
-        "namespace": namespace,
-        "name": name,
-        "facets": {"version": {"_producer": PRODUCER, "_schemaURL": VERSION_FACET_SCHEMA, "datasetVersion": oid}},
-    }
+    return {"namespace": namespace, "name": name, "facets": {"version": _facet(VERSION_FACET_SCHEMA, datasetVersion=oid)}}
 
 
-def openlineage_events(runs: dict[str, dict], namespace: str) -> list[dict]:
-    """One RunEvent per run: COMPLETE, or FAIL for a failed run; datasets named by path."""
-    events = []
-    for rid, raw in sorted(runs.items(), key=lambda kv: kv[1]["started_ns"]):
-        r = public_record(raw)
-        events.append(
-            {
-                "eventType": "FAIL" if r["status"] == "failed" else "COMPLETE",
-                "eventTime": iso(r["ended_ns"]),
-                "producer": PRODUCER,
-                "schemaURL": RUN_EVENT_SCHEMA,
-                "run": {"runId": str(uuid.UUID(bytes=bytes.fromhex(rid)[:16], version=4)), "facets": {
-                    "zcas": {"_producer": PRODUCER, "_schemaURL": PRODUCER, "runId": rid, "status": r["status"],
-                             "cacheKey": r.get("cache_key", "")}}},
-                "job": {"namespace": namespace, "name": r["step"]},
-                "inputs": [_dataset(namespace, n, o) for n, o in sorted(r["inputs"].items())],
-                "outputs": [_dataset(namespace, n, o) for n, o in sorted(r["outputs"].items())],
-            }
-        )
-    return events
+Producer = Callable[[str], "tuple[str, str, str] | None"]  # artifact id -> (step, kind, output name) of a run that made it
+
+
+def _output_name(step: str, kind: str, slot: str, oid: str) -> str:
+    """A command's outputs are paths, which name the data; a Python step's are argument
+    slots (``output``, ``X``), which do not, so they are named by the step that makes them.
+    A value stored by ``Repository.put`` has no step to name it: its id does."""
+    if kind == "command":
+        return slot
+    if step == "zcas.put":
+        return f"objects/{oid}"
+    return f"{step}/{slot}"
+
+
+class _Names:
+    """Dataset names for one export: what a run wrote, by who wrote it; what it read, by
+    the name its producer gave it (in this export, else ``producer``), else by its id."""
+
+    def __init__(self, runs: dict[str, dict], producer: Producer | None) -> None:
+        self.producer = producer
+        self.made: dict[str, str] = {}
+        for _, r in sorted(runs.items(), key=lambda kv: kv[1]["kind"] == "pipeline"):  # steps name it before pipelines
+            for slot, oid in r["outputs"].items():
+                self.made.setdefault(oid, _output_name(r["step"], r["kind"], slot, oid))
+
+    def output(self, r: dict, slot: str, oid: str) -> str:
+        return _output_name(r["step"], r["kind"], slot, oid) if r["kind"] != "pipeline" else self.made[oid]
+
+    def input(self, r: dict, slot: str, oid: str) -> str:
+        if r["kind"] == "command":
+            return slot
+        found = self.made.get(oid)
+        if found is None and self.producer is not None:
+            made_by = self.producer(oid)
+            if made_by is not None:
+                found = self.made[oid] = _output_name(*made_by, oid)
+        return found or f"objects/{oid}"
+
+
+def _error(r: dict) -> dict:
+    """errorMessage for a failed run. Records keep an exit status, not the exception text
+    (which may hold data), so the message says what failed and with which status."""
+    what = {"command": "command exited with status", "python": "step raised an exception; exit status",
+            "pipeline": "a step of the pipeline failed; exit status"}[r["kind"]]
+    lang = "shell" if r["kind"] == "command" else "python"
+    return _facet(ERROR_FACET_SCHEMA, message=f"{what} {r.get('exit_status', 1)}", programmingLanguage=lang)
+
+
+def openlineage_events(runs: dict[str, dict], namespace: str, producer: Producer | None = None,
+                       pipelines: dict[str, dict] | None = None) -> list[dict]:
+    """A START and then a COMPLETE (or FAIL) RunEvent per run, in time order.
+
+    A step run carries a ``parent`` facet naming the pipeline run of its session (found in
+    ``runs``, or in ``pipelines``: pipeline runs to link to but not to export). Datasets are
+    named by what they are (``_Names``), versioned by content id."""
+    public = {rid: public_record(raw) for rid, raw in runs.items()}
+    names = _Names(public, producer)
+    sessions = {r["session"]: (rid, r) for rid, r in [*(pipelines or {}).items(), *public.items()]
+                if r["kind"] == "pipeline" and r.get("session")}
+    out: list[tuple[tuple[int, int, int], dict]] = []
+    for rid, r in public.items():
+        facets: dict[str, Any] = {"zcas": _zcas_facet(rid, r)}
+        parent = sessions.get(r.get("session") or "") if r["kind"] != "pipeline" else None
+        if parent is not None:
+            facets["parent"] = _facet(PARENT_FACET_SCHEMA, run={"runId": run_uuid(parent[0])},
+                                      job={"namespace": namespace, "name": parent[1]["step"]})
+        base = {"producer": PRODUCER, "schemaURL": RUN_EVENT_SCHEMA, "job": {"namespace": namespace, "name": r["step"]},
+                "inputs": [_dataset(namespace, names.input(r, n, o), o) for n, o in sorted(r["inputs"].items())]}
+        pipeline = r["kind"] == "pipeline"
+        start = {"eventType": "START", "eventTime": iso(r["started_ns"]), "run": {"runId": run_uuid(rid), "facets": facets},
+                 **base}
+        failed = r["status"] == "failed"
+        end_facets = dict(facets, errorMessage=_error(r)) if failed else facets
+        end = {"eventType": "FAIL" if failed else "COMPLETE", "eventTime": iso(max(r["ended_ns"], r["started_ns"])),
+               "run": {"runId": run_uuid(rid), "facets": end_facets}, **base,
+               "outputs": [_dataset(namespace, names.output(r, n, o), o) for n, o in sorted(r["outputs"].items())]}
+        out.append(((r["started_ns"], 0, 0 if pipeline else 1), start))
+        out.append(((max(r["ended_ns"], r["started_ns"]), 1, 1 if pipeline else 0), end))
+    return [ev for _, ev in sorted(out, key=lambda kv: kv[0])]
+
+
+def _zcas_facet(rid: str, r: dict) -> dict:
+    f = _facet(ZCAS_FACET_SCHEMA, runId=rid, status=r["status"], cacheKey=r.get("cache_key", ""), kind=r["kind"])
+    if r.get("cached_from"):
+        f["cachedFrom"] = r["cached_from"]
+    return f

@@ -90,10 +90,12 @@ def _since(text: str | None) -> int:
 @json_option("Same as --format json.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Output format: dot and mermaid draw the graph; openlineage prints RunEvents.")
+@click.option("--emit", "emit_url", default=None, metavar="URL",
+              help="POST the runs' OpenLineage RunEvents to the endpoint URL instead of printing them.")
 @pass_ctx
 def log(c: Ctx, target: str | None, limit: int | None, since: str | None, step: str | None, used_by: bool,
         depth: int | None, as_graph: bool, versions: bool, every: bool, remote_name: str | None, as_json: bool,
-        fmt: str) -> None:
+        fmt: str, emit_url: str | None) -> None:
     """Show runs, newest first; or, given a PATH or ID, where it came from.
 
     With no TARGET: one line per run (id, start time, status, duration, step). With a
@@ -105,6 +107,13 @@ def log(c: Ctx, target: str | None, limit: int | None, since: str | None, step: 
     from zcas.lineage import export
 
     fmt = "json" if as_json else fmt
+    if emit_url is not None:
+        from zcas.cas.errors import UsageError
+        from zcas.openlineage import check_url
+
+        if fmt not in ("text", "openlineage") or as_graph or versions:
+            raise UsageError("--emit sends OpenLineage events: it goes with no other --format, --graph or --versions")
+        fmt, emit_url = "openlineage", check_url(emit_url)
     lin = c.lineage
     if remote_name is not None:
         from zcas.remotes import Remote, pick
@@ -119,7 +128,7 @@ def log(c: Ctx, target: str | None, limit: int | None, since: str | None, step: 
         if as_graph or fmt in ("dot", "mermaid"):
             raise click.UsageError("--graph, dot and mermaid need a TARGET (a path or an id)")
         runs = {rid.hex(): r for rid, r in lin.runs(step=step, since_ns=_since(since), limit=limit)}
-        _print_runs(c, runs, fmt)
+        _print_runs(c, runs, fmt, emit_url)
         return
     from zcas.lineage.redact import public_record
     from zcas.lineage.walk import ancestors, descendants
@@ -146,7 +155,7 @@ def log(c: Ctx, target: str | None, limit: int | None, since: str | None, step: 
     elif fmt == "mermaid":
         click.echo(export.mermaid(g))
     elif fmt == "openlineage":
-        _print_runs(c, g.runs, fmt)
+        _print_runs(c, g.runs, fmt, emit_url)
     elif as_graph:
         for line in export.tree(g, upstream=not used_by):
             click.echo(line)
@@ -184,15 +193,22 @@ def _print_versions(c: Ctx, path: str, limit: int | None, fmt: str) -> None:
         click.echo(f"{v.id[:12]}  {export.when(v.time_ns)}  {v.kind:<4}  {how}  @{n}")
 
 
-def _print_runs(c: Ctx, runs: dict[str, dict[str, Any]], fmt: str) -> None:
+def _print_runs(c: Ctx, runs: dict[str, dict[str, Any]], fmt: str, emit_url: str | None = None) -> None:
     from zcas.lineage import export
     from zcas.lineage.redact import public_record
 
     if fmt == "json":
         emit_json([dict(public_record(r), id=rid) for rid, r in runs.items()])
     elif fmt == "openlineage":
+        from zcas.openlineage import pipelines_of, post_events, producer_lookup
+
         ns = f"file://{c.repo.root}"
-        for ev in export.openlineage_events(runs, ns):
+        events = export.openlineage_events(runs, ns, producer_lookup(c.lineage), pipelines_of(c.lineage, runs))
+        if emit_url is not None:
+            n = post_events(events, emit_url)
+            click.echo(f"sent {n} OpenLineage events ({len(runs)} runs) to {emit_url}", err=True)
+            return
+        for ev in events:
             click.echo(json.dumps(ev, sort_keys=True))
     else:
         for rid, r in runs.items():
