@@ -20,6 +20,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 from itertools import accumulate
+from typing import Any
 
 from zcas.cas import codec
 from zcas.cas.chunking import pool
@@ -29,6 +30,7 @@ from zcas.cas.manifest import decode_manifest
 from zcas.cas.oid import hasher
 
 _KEEP = 8  # chunks kept decoded per reader: a pattern of small reads near each other reads each chunk once
+AHEAD = 16 << 20  # bytes fetched ahead of a reader going through a file in order
 
 
 class FileReader:
@@ -40,6 +42,8 @@ class FileReader:
         self._lock = threading.Lock()
         self._kept: OrderedDict[int, bytes] = OrderedDict()
         self._whole: bytes | None = None
+        self._ahead: dict[int, Future[bytes]] = {}
+        self._next = -1  # the chunk after the last range read: a read starting there is in order
         kind, payload = db.get(oid)
         if kind == codec.KIND_TREE:
             raise IsADirectoryError(f"{oid.hex()} is a folder")
@@ -72,27 +76,40 @@ class FileReader:
         return data[off : off + (end - start)]
 
     def _chunks(self, wanted: range) -> list[bytes]:
-        """The chunks at these indexes, fetched in parallel where not kept."""
+        """The chunks at these indexes: kept ones, ones already being fetched ahead, the rest
+        fetched now in parallel. A read that continues the last one also starts fetching
+        what follows (up to AHEAD bytes), so decoding and verifying overlap the caller's work."""
         got: dict[int, bytes | Future[bytes]] = {}
+        ex = pool()
         with self._lock:
             for i in wanted:
                 kept = self._kept.get(i)
                 if kept is not None:
                     got[i] = kept
-        missing = [i for i in wanted if i not in got]
-        if len(missing) > 1:
-            ex = pool()
-            for i in missing:
-                got[i] = ex.submit(self._fetch, i)
-        elif missing:
-            got[missing[0]] = self._fetch(missing[0])
+                else:
+                    ahead = self._ahead.pop(i, None)
+                    got[i] = ahead if ahead is not None else ex.submit(self._fetch, i)
+            sequential = self._next - 1 <= wanted.start <= self._next  # (consecutive ranges may share a chunk)
+            self._next = wanted.stop
+            if sequential:
+                self._fetch_ahead(wanted.stop, ex)
+            else:
+                self._ahead.clear()  # a jump: what was fetched ahead is not wanted next
         out = []
         for i in wanted:
             v = got[i]
-            data = v.result() if isinstance(v, Future) else v
+            data: bytes = v.result() if isinstance(v, Future) else v
             self._account(i, data)
             out.append(data)
         return out
+
+    def _fetch_ahead(self, at: int, ex: Any) -> None:
+        budget, i = AHEAD, at
+        while i < len(self._ids) and budget > 0:
+            if i not in self._ahead and i not in self._kept:
+                self._ahead[i] = ex.submit(self._fetch, i)
+            budget -= self._lens[i]
+            i += 1
 
     def _fetch(self, i: int) -> bytes:
         coid = self._ids[i]
