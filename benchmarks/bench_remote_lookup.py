@@ -83,6 +83,7 @@ def seed(url: str, env: dict, runs: int, segments: int) -> None:
     try:
         b = ObstoreBackend(url, env.get("AWS_ENDPOINT_URL"), None, True)
         per = max(1, runs // segments)
+        now, year = time.time_ns(), 365 * 24 * 3600 * 10**9
 
         def one(s: int) -> None:
             recs = []
@@ -92,7 +93,9 @@ def seed(url: str, env: dict, runs: int, segments: int) -> None:
                           host="h", user="u")
                 recs.append(serde.canonical(dict(serde.unstructure(run), type="run")))
             payload = _pack(recs)
-            b.put(_seg_key(payload, 1_700_000_000_000_000_000 + s), codec.encode(codec.KIND_RECORD, payload))
+            # named over the year before now, as a team's pushes would be
+            when = now - year + s * (year // segments)
+            b.put(_seg_key(payload, when), codec.encode(codec.KIND_RECORD, payload))
 
         with ThreadPoolExecutor(16) as ex:
             list(ex.map(one, range(segments)))

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import attrs
@@ -49,6 +51,9 @@ SEGMENT_TARGET = 64 << 20  # a push starts another segment once one holds this m
 _BATCH_RECORDS = 2000  # records decoded and indexed at a time (bounds memory in a big segment)
 _BATCH_BYTES = 16 << 20
 _REJECTED = "rejected-"
+_PREFETCH = 8  # segments fetched ahead while the one before is checked and indexed
+_PREFETCH_MAX = 16 << 20  # a larger one is fetched when its turn comes (what is held ahead stays bounded)
+_GONE = object()  # what _fetch_small gives for a segment deleted since it was listed
 
 Warn = Callable[[str], None]
 
@@ -144,6 +149,39 @@ class Unpushed:
     records: list[tuple[bytes, bytes]] = attrs.Factory(list)
     plaintext_env: int = 0
     refused: int = 0
+
+
+class _Indexer:
+    """Records pulled from many segments, indexed together (one local pack and one index
+    transaction per batch, not per segment: a first pull of 10,000 small segments would
+    otherwise write 10,000 packs). A segment is marked seen only once every record of it is
+    indexed, so a crash between leaves it to be read again, never half-taken."""
+
+    def __init__(self, remote: RemoteLineage) -> None:
+        self.remote = remote
+        self.batch: list[tuple[bytes, dict, bytes]] = []
+        self.pending: set[bytes] = set()
+        self.bytes = 0
+        self.marks: list[tuple[str, str, list[bytes], str | None]] = []
+        self.new = 0
+
+    def add(self, rid: bytes, rec: dict, data: bytes) -> None:
+        self.batch.append((rid, rec, data))
+        self.pending.add(rid)
+        self.bytes += len(data)
+        if len(self.batch) >= _BATCH_RECORDS or self.bytes >= _BATCH_BYTES:
+            self.flush()
+
+    def mark(self, key: str, name: str, ids: list[bytes], rejected: str | None) -> None:
+        self.marks.append((key, name, ids, rejected))
+
+    def flush(self) -> None:
+        self.new += self.remote._index(self.batch)
+        for key, name, ids, rejected in self.marks:
+            self.remote._mark(name, ids)
+            if rejected:
+                self.remote._reject(key, rejected)
+        self.batch, self.pending, self.bytes, self.marks = [], set(), 0, []
 
 
 def _rejected_name(key: str) -> str:
@@ -267,45 +305,70 @@ class RemoteLineage:
         """
         warn = _escaped(warn or self.warn)
         seen = self._seen()
-        new = 0
-        latest = held = None  # the newest segment time taken, the oldest left to read again
+        todo = []
         for key in segments.listed(self.backend, PREFIX, None if full else self.cursor.get()):
-            if not key.startswith(PREFIX):
-                continue
             name = key[len(PREFIX) :]
+            if not key.startswith(PREFIX) or name in seen or _rejected_name(key) in seen:
+                continue
             parsed = segments.parse(name)
-            if (parsed is None and not name.startswith(("seg-", "t-"))) or name in seen or _rejected_name(key) in seen:
-                continue  # (a name like a segment's that does not parse is refused below, once)
-            try:
-                n, done = self._pull_segment(key, name, warn)
-            except SegmentError as e:
-                self._reject(key, str(e))
-                warn(f"remote lineage segment {key} skipped: {e}")
-                n, done = 0, True
-            new += n
-            t = parsed[0] if parsed else None
-            if t is not None:
-                if not done:  # to be read again (records of a newer zcas): the cursor stays before it
-                    held = t if held is None else min(held, t)
-                else:
-                    latest = t if latest is None else max(latest, t)
+            if parsed is not None or name.startswith(("seg-", "t-")):  # (one like a segment's is refused below, once)
+                todo.append((key, name, parsed[0] if parsed else None))
+        ix = _Indexer(self)
+        latest = held = None  # the newest segment time taken, the oldest left to read again
+        with ThreadPoolExecutor(max_workers=_PREFETCH, thread_name_prefix="zcas-lineage") as ex:
+            ahead: deque = deque()
+            for i, (key, name, t) in enumerate(todo):
+                while len(ahead) <= _PREFETCH and i + len(ahead) < len(todo):  # requests run while we index
+                    ahead.append(ex.submit(self._fetch_small, todo[i + len(ahead)][0]))
+                data = ahead.popleft().result()
+                try:
+                    done = self._pull_segment(key, name, warn, ix, data)
+                except SegmentError as e:
+                    self._reject(key, str(e))
+                    warn(f"remote lineage segment {key} skipped: {e}")
+                    done = True
+                if t is not None:
+                    if not done:  # to be read again (records of a newer zcas): the cursor stays before it
+                        held = t if held is None else min(held, t)
+                    else:
+                        latest = t if latest is None else max(latest, t)
+        ix.flush()
         if latest is not None:
             self.cursor.advance(latest if held is None else min(latest, held - 1))
-        return new
+        return ix.new
 
-    def _read_segment(self, key: str, name: str) -> memoryview | None:
-        """The checked payload of segment ``key`` (None if it vanished meanwhile)."""
+    def _fetch_small(self, key: str) -> bytes | object | None:
+        """The stored bytes of a segment of at most _PREFETCH_MAX bytes (_GONE if it was
+        deleted); None for a larger one, fetched when its turn comes, so what is held ahead
+        stays bounded whatever a remote claims. (A name that does not parse is never asked
+        for: ``_read_segment`` refuses it.)"""
+        if segments.parse(key[len(PREFIX) :]) is None:
+            return None
+        try:
+            size = self.backend.info(key).size
+            if size > min(_PREFETCH_MAX, MAX_SEGMENT + codec.HEADER_SIZE):
+                return None  # (one over the limit is refused, unread, when its turn comes)
+            return self.backend.get_range(key, 0, size) if size else b""
+        except ObjectNotFoundError:
+            return _GONE
+
+    def _read_segment(self, key: str, name: str, data: bytes | object | None = None) -> memoryview | None:
+        """The checked payload of segment ``key`` (None if it vanished meanwhile); ``data``:
+        its bytes, fetched ahead (``_fetch_small``)."""
         parsed = segments.parse(name)
         if parsed is None:
             raise SegmentError("its name is not t-<16 hex digits>-<64 hex digits>")
         limit = MAX_SEGMENT + codec.HEADER_SIZE
-        try:
-            size = self.backend.info(key).size
-            if size > limit:
-                raise SegmentError(f"it is {size} bytes, more than the limit {MAX_SEGMENT}")
-            data = self.backend.get_range(key, 0, size) if size else b""
-        except ObjectNotFoundError:
+        if data is _GONE:
             return None
+        if not isinstance(data, bytes):
+            try:
+                size = self.backend.info(key).size
+                if size > limit:
+                    raise SegmentError(f"it is {size} bytes, more than the limit {MAX_SEGMENT}")
+                data = self.backend.get_range(key, 0, size) if size else b""
+            except ObjectNotFoundError:
+                return None
         if len(data) > limit:
             raise SegmentError(f"it is {len(data)} bytes, more than the limit {MAX_SEGMENT}")
         try:
@@ -322,27 +385,28 @@ class RemoteLineage:
             raise SegmentError("its content does not match its name")
         return memoryview(payload)
 
-    def _pull_segment(self, key: str, name: str, warn: Warn) -> tuple[int, bool]:
-        """(runs new here, whether the segment is done with: False while it must be read
-        again, as when it holds records only a newer zcas reads)."""
+    def _pull_segment(self, key: str, name: str, warn: Warn, ix: _Indexer,
+                      data: bytes | object | None = None) -> bool:
+        """Check a segment and hand its new records to ``ix``; whether the segment is done
+        with (False while it must be read again, as when it holds records only a newer zcas
+        reads). ``ix`` marks it seen once its records are indexed."""
         from .serde import NewerRecordError, RecordError
 
-        payload = self._read_segment(key, name)
+        payload = self._read_segment(key, name, data)
         if payload is None:
-            return 0, True  # deleted since it was listed (folded by a gc): nothing to remember
+            return True  # deleted since it was listed (folded by a gc): nothing to remember
         total = sum(1 for _ in _frames(payload))  # the whole framing is checked before anything is indexed
         graph = self.lineage.graph
         ids: list[bytes] = []
         known: set[bytes] = set()
-        batch: list[tuple[bytes, dict, bytes]] = []
-        batch_bytes = new = rejected = newer = 0
+        rejected = newer = 0
         first = ""
         for a, b in _frames(payload):
             data = bytes(payload[a:b])
             rid = hash_bytes(data)
             if rid in known:
                 continue
-            if graph.has_run(rid):  # indexed already: it passed these checks when it was
+            if rid in ix.pending or graph.has_run(rid):  # indexed (or about to be): it passed these checks
                 known.add(rid)
                 ids.append(rid)
                 continue
@@ -357,23 +421,17 @@ class RemoteLineage:
                 continue
             known.add(rid)
             ids.append(rid)
-            batch.append((rid, rec, data))
-            batch_bytes += len(data)
-            if len(batch) >= _BATCH_RECORDS or batch_bytes >= _BATCH_BYTES:
-                new += self._index(batch)
-                batch, batch_bytes = [], 0
-        new += self._index(batch)
+            ix.add(rid, rec, data)
+        reason = None
         if rejected:
             reason = f"{rejected} of {total} run record{'s' if total != 1 else ''} skipped (first: {first})"
             warn(f"remote lineage segment {key}: {reason}")
         if newer:  # not remembered: a newer zcas will read them, so the segment is read again
             warn(f"remote lineage segment {key}: {newer} run record{'s need' if newer != 1 else ' needs'} a newer "
                  "zcas; upgrade zcas to use them")
-            return new, False
-        self._mark(name, ids)
-        if rejected:
-            self._reject(key, reason)
-        return new, True
+            return False
+        ix.mark(key, name, ids, reason)
+        return True
 
     # -- what gc over the remote reads and rewrites -------------------------------------------
 
