@@ -25,10 +25,8 @@ import dataclasses
 import enum
 import functools
 import importlib
-import os
 import re
 import sys
-import sysconfig
 import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -37,6 +35,7 @@ from zcas.cas.oid import hash_bytes
 
 from . import codescan, sourcedigest
 from .codescan import Chain, chains
+from .usercode import is_user_file, is_user_module, modname, package_version
 
 _CONST_TYPES = (int, float, str, bytes, bool, type(None), complex)
 _MAX_ITEMS = 1000  # items of one container walked one by one (a registry of functions, say)
@@ -48,19 +47,6 @@ _SKIP_ATTRS = frozenset({
 })
 
 
-def _installed_roots() -> tuple[str, ...]:
-    paths = {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    paths |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # zcas counts by its version
-    roots = {os.path.realpath(p) + os.sep for p in paths if p}
-    roots |= {os.path.join(here, d) + os.sep for d in ("zcas", "cas", "lineage", "runners")}
-    roots.add(os.path.dirname(os.path.abspath(__file__)) + os.sep)
-    return tuple(sorted(roots))
-
-
-_INSTALLED_ROOTS = _installed_roots()
-
-
 class Entry(NamedTuple):
     """One thing a key covers. ``kind``: code, const, package or unresolved."""
 
@@ -69,52 +55,6 @@ class Entry(NamedTuple):
     digest: str  # what the key holds of it: a syntax-tree hash, a value, a version, words
     file: str = ""
     line: int = 0
-
-
-@functools.lru_cache(maxsize=4096)
-def is_user_file(path: str | None) -> bool:
-    if not path or path.startswith("<"):
-        return False
-    return not os.path.realpath(path).startswith(_INSTALLED_ROOTS)
-
-
-def is_user_module(mod: types.ModuleType | None) -> bool:
-    return is_user_file(getattr(mod, "__file__", None))
-
-
-@functools.cache
-def _package_version(top: str) -> str:
-    """name==version of an installed package, cheapest source first: the module's own
-    __version__, its distribution of the same name, then the full map of distributions
-    (which reads every installed package's metadata: a quarter of a second)."""
-    from importlib import metadata  # ~10 ms: only for a step whose code names a package
-
-    if top in ("zcas", "builtins") or top in sys.stdlib_module_names:
-        if top == "zcas":
-            from zcas._version import __version__
-
-            return f"zcas=={__version__}"
-        return f"python{sys.version_info.major}.{sys.version_info.minor}"
-    v = getattr(sys.modules.get(top), "__version__", None)
-    if isinstance(v, str):
-        return f"{top}=={v}"
-    try:
-        return f"{top}=={metadata.version(top)}"
-    except metadata.PackageNotFoundError:
-        pass
-    try:
-        dists = metadata.packages_distributions().get(top) or [top]
-        return f"{dists[0]}=={metadata.version(dists[0])}"
-    except Exception:  # noqa: BLE001 - a module with no distribution: vendored
-        return f"{top}@python{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def _modname(mod_name: str | None, file: str | None) -> str:
-    """A module's name in entries: a script's file stem for ``__main__``, as step names are
-    (so ``python flow.py`` and ``zcas run flow.py:main`` share keys)."""
-    if mod_name == "__main__" and file:
-        return os.path.splitext(os.path.basename(file))[0]
-    return mod_name or "?"
 
 
 def _plain(v: Any, depth: int = 0) -> bool:
@@ -187,7 +127,7 @@ class Walk:
     def package(self, module_name: str | None) -> None:
         top = (module_name or "builtins").split(".")[0]
         if top != "builtins":
-            self.add(Entry("package", top, _package_version(top)))
+            self.add(Entry("package", top, package_version(top)))
 
     # -- values ------------------------------------------------------------------------------
 
@@ -289,7 +229,7 @@ class Walk:
         g = fn.__globals__
         # The code's own qualname and module: functools.wraps copies the wrapped function's
         # names onto a wrapper, which would make two definitions one entry.
-        qual = f"{_modname(g.get('__name__'), g.get('__file__'))}.{code.co_qualname}"
+        qual = f"{modname(g.get('__name__'), g.get('__file__'))}.{code.co_qualname}"
         defs = sourcedigest.file_defs(code.co_filename)
         found = None
         if defs is not None:
@@ -332,7 +272,7 @@ class Walk:
         root, *attrs = c.names
         if c.kind == "global":
             if root in g:
-                cur, where = g[root], f"{_modname(g.get('__name__'), g.get('__file__'))}.{root}"
+                cur, where = g[root], f"{modname(g.get('__name__'), g.get('__file__'))}.{root}"
             elif hasattr(builtins, root):
                 return
             else:
@@ -355,7 +295,7 @@ class Walk:
         for attr in attrs:
             if not isinstance(cur, types.ModuleType) or not is_user_module(cur):
                 break
-            where = f"{_modname(cur.__name__, getattr(cur, '__file__', None))}.{attr}"
+            where = f"{modname(cur.__name__, getattr(cur, '__file__', None))}.{attr}"
             if attr in vars(cur):
                 cur = vars(cur)[attr]
             elif f"{cur.__name__}.{attr}" in sys.modules:
@@ -374,7 +314,7 @@ class Walk:
     def klass(self, cls: type) -> None:
         mod = sys.modules.get(cls.__module__)
         file = getattr(mod, "__file__", None)
-        qual = f"{_modname(cls.__module__, file)}.{cls.__qualname__}"
+        qual = f"{modname(cls.__module__, file)}.{cls.__qualname__}"
         defs = sourcedigest.file_defs(file) if file else None
         found = defs.classes.get(cls.__qualname__) if defs else None
         g = vars(mod) if mod is not None else {}
