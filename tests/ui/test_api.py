@@ -317,9 +317,11 @@ def test_token_checked_on_every_request(source):
             assert r.status_code == 401 and "a token is needed" in r.json()["error"], url
         assert c.get("/api/runs", headers={"Authorization": "Bearer wrong" + TOKEN}).status_code == 401
         assert c.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
-        r = c.get(f"/?token={TOKEN}")
-        assert r.status_code == 200 and "httponly" in r.headers["set-cookie"].lower()
-        assert c.get("/api/runs").status_code == 200  # the cookie the first page set
+        r = c.get(f"/runs?status=failed&token={TOKEN}", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/runs?status=failed"  # the token leaves the address
+        assert "httponly" in r.headers["set-cookie"].lower() and "samesite=strict" in r.headers["set-cookie"].lower()
+        assert c.get("/api/runs").status_code == 200  # with the cookie the first page set
+        assert c.get(r.headers["location"]).status_code == 200
 
 
 # -- a remote -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ bound beyond loopback, bad input is one line, and nothing of the web stack loads
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -73,7 +74,12 @@ def test_beyond_loopback_a_generated_token_is_required(scene):
         status, body = _get(base + "api/runs")
         assert status == 401 and "a token is needed" in json.loads(body)["error"]
         assert _get(base + "api/runs", {"Authorization": f"Bearer {token}"})[0] == 200
-        assert _get(base + f"runs?token={token}")[0] == 200
+        assert _get(base + f"api/runs?token={token}")[0] == 200
+        conn = http.client.HTTPConnection("127.0.0.1", int(m.group(1)), timeout=20)
+        conn.request("GET", f"/runs?token={token}")
+        r = conn.getresponse()  # the printed address: the token goes into a cookie, out of the address bar
+        assert r.status == 303 and r.getheader("Location") == "/runs" and token in r.getheader("Set-Cookie")
+        conn.close()
     finally:
         _stop(p)
 

@@ -17,13 +17,14 @@ import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from zcas._version import __version__
@@ -84,7 +85,12 @@ def guard(token: str | None) -> Callable[[Request, Callable[[Request], Awaitable
         elif _host(req) not in LOOPBACK:
             return _secure(JSONResponse({"error": f"Host {_host(req)[:100]!r} refused: without --token the view "
                                                   "answers only to localhost"}, status_code=403))
-        resp = await call_next(req)
+        if set_cookie and not req.url.path.startswith("/api/"):
+            # the address printed at start: keep the token in a cookie, not in the address bar
+            rest = [(k, v) for k, v in req.query_params.multi_items() if k != "token"]
+            resp: Response = RedirectResponse(req.url.path + ("?" + urlencode(rest) if rest else ""), status_code=303)
+        else:
+            resp = await call_next(req)
         if set_cookie:
             assert token is not None
             resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
