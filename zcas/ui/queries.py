@@ -240,7 +240,7 @@ def artifact(src: Source, text: str, name: str = "") -> dict[str, Any]:
     used = [(r.hex(), lin.run_dict(r)) for r in lin.graph.consumers(oid)]
     if found is None and not produced and not used:
         raise NotFoundError(f"no object {text!r:.80} here")
-    names = _names(h, produced, used)
+    names = _names(h, produced, used) | {p for p, o in src.lineage.graph.all_paths() if o == oid}  # added by hand too
     kind, size = found if found else (None, None)
     out: dict[str, Any] = {
         "id": h, "kind": kind, "size": size, "where": src.where(oid),
