@@ -25,6 +25,7 @@ import posixpath
 import re
 import stat as st_
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import codec
@@ -385,8 +386,10 @@ def _sweep_all(root: str, items: list[Item]) -> None:
         _sweep(os.path.join(root, parent), names)
 
 
-def checkout(db: ObjectDB, oid: bytes, dest: str, force: bool = False) -> int:
-    """Restore object ``oid`` at ``dest``; returns the number of files and links written."""
+def checkout(db: ObjectDB, oid: bytes, dest: str, force: bool = False,
+             progress: Callable[[int, int], None] | None = None) -> int:
+    """Restore object ``oid`` at ``dest``; returns the number of files and links written.
+    ``progress(done, total)`` hears of files written as batches finish."""
     kind = db.entry(oid).kind
     if kind != codec.KIND_TREE:
         return _checkout_file(db, oid, dest, force)
@@ -441,11 +444,22 @@ def checkout(db: ObjectDB, oid: bytes, dest: str, force: bool = False) -> int:
     # than cores keep both cores busy with the Python work in between.
     from concurrent.futures import ThreadPoolExecutor
 
+    done = 0
+
+    def tell(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, len(files))
+
     with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="zcas-co") as ex:
         futs = [ex.submit(_write_batch, db, root, small[i : i + _BATCH]) for i in range(0, len(small), _BATCH)]
-        _write_batch(db, root, large)
-        for f in futs:
+        for item in large:
+            _write_batch(db, root, [item])
+            tell(1)
+        for f, at in zip(futs, range(0, len(small), _BATCH), strict=True):
             f.result()
+            tell(len(small[at : at + _BATCH]))
     written += len(files)
     for item in links:
         os.symlink(os.fsdecode(db.get_bytes(item.oid)), os.path.join(root, item.rel))

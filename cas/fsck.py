@@ -9,7 +9,6 @@ reported, as git does, but are not damage: gc removes them.
 from __future__ import annotations
 
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -114,8 +113,9 @@ def fsck(db: ObjectDB, roots: Iterable[bytes], progress: Callable[[int, int], No
     return rep
 
 
-def tty_progress(done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        end = "\n" if done >= total else ""
-        print(f"\rverifying objects: {done}/{total}", end=end, file=sys.stderr, flush=True)
+def tty_progress() -> Callable[[int, int], None] | None:
+    """A bar of objects verified, on a terminal only (``progress.tty_bar``)."""
+    from .progress import tty_bar
+
+    return tty_bar("verifying objects", "objects")
 

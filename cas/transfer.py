@@ -14,7 +14,6 @@ through ``fetch_objects``, by byte range.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -80,13 +79,14 @@ def push_objects(local: ObjectDB, remote: ObjectDB, oids: Iterable[bytes]) -> in
 
 
 def fetch_objects(local: ObjectDB, remote: ObjectDB, roots: Iterable[bytes],
-                  locate: Callable[[bytes], Entry | None] | None = None) -> int:
+                  locate: Callable[[bytes], Entry | None] | None = None, flush: bool = True) -> int:
     """Fetch the roots and what they reach from ``remote`` into ``local``, verified.
 
     ``locate(id)`` may say where an object sits in the remote's packs (a hint, say from an
     action cache entry), sparing the load of every remote pack index; a hinted record is
     verified like any other, and one that is not found where hinted raises (the caller
-    asks again without hints).
+    asks again without hints). ``flush=False`` leaves what was fetched in ``local``'s
+    pack being written (readable at once), for a caller that flushes it with more.
 
     Records are fetched by byte range (a request per pack, several at once) and verified
     on the process pool as each pack's batch arrives (``verify_record``: hash, kind and
@@ -121,7 +121,8 @@ def fetch_objects(local: ObjectDB, remote: ObjectDB, roots: Iterable[bytes],
                     local.put_record(o, e.kind, e.size, record)
                     fetched += 1
                     frontier.extend(c for c in children(o, e.kind, payload) if not local.has(c))
-    local.flush()
+    if flush:
+        local.flush()
     return fetched
 
 
@@ -145,12 +146,8 @@ def _verify_fetched(remote: ObjectDB, batch: list) -> list:
 
 
 def tty_progress(verb: str) -> Callable[[int, int], None] | None:
-    if not sys.stderr.isatty():
-        return None
+    """A bar of packs moved, on a terminal only (``progress.tty_bar``)."""
+    from .progress import tty_bar
 
-    def show(done: int, total: int) -> None:
-        end = "\n" if done >= total else ""
-        print(f"\r{verb}: {done}/{total} packs", end=end, file=sys.stderr, flush=True)
-
-    return show
+    return tty_bar(verb, "packs")
 

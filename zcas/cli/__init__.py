@@ -42,6 +42,10 @@ def init(directory: str, store: str | None, endpoint: str | None, region: str | 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, mapping every error to one line and an exit code."""
     debug = bool(os.environ.get("ZCAS_DEBUG"))
+    if "_ZCAS_COMPLETE" in os.environ:  # the shell asks for completions (docs/ecosystem.md#shell-completion)
+        from .complete import install
+
+        install(cli)
     try:
         cli.main(args=argv, prog_name="zcas", standalone_mode=False)
     except click.exceptions.Exit as e:

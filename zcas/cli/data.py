@@ -96,9 +96,10 @@ def checkout(c: Ctx, ref: str, dest: str, force: bool, prune: bool) -> None:
     """
     from zcas.cas import codec
     from zcas.cas.checkout import checkout as do_checkout
+    from zcas.cas.progress import tty_bar
 
     oid = c.repo.resolve(ref)
-    n = do_checkout(c.repo.db, oid, dest, force=force)
+    n = do_checkout(c.repo.db, oid, dest, force=force, progress=tty_bar("checking out", "files"))
     click.echo(f"restored {n} file{'s' if n != 1 else ''} into {dest}", err=True)
     if c.repo.db.entry(oid).kind == codec.KIND_TREE:
         _extra_files(c, oid, dest, prune)
@@ -190,7 +191,7 @@ def fsck(c: Ctx, repair: bool, remote_name: str | None, as_json: bool) -> None:
     from zcas.cas.safetext import printable
 
     required, optional = c.roots()
-    rep = do_fsck(c.repo.db, required, progress=tty_progress, optional_roots=optional)
+    rep = do_fsck(c.repo.db, required, progress=tty_progress(), optional_roots=optional)
     repaired: list[str] = []
     if repair and not rep.ok:
         from zcas.cas.repair import repair as do_repair
@@ -200,7 +201,7 @@ def fsck(c: Ctx, repair: bool, remote_name: str | None, as_json: bool) -> None:
         corrupt = [bytes.fromhex(k) for k in rep.corrupt if not k.startswith("pack ")]
         fixed, _ = do_repair(c.repo.db, r.db, corrupt, [bytes.fromhex(m) for m in rep.missing])
         repaired = [o.hex() for o in fixed]
-        rep = do_fsck(c.repo.db, required, progress=tty_progress, optional_roots=optional)
+        rep = do_fsck(c.repo.db, required, progress=tty_progress(), optional_roots=optional)
     unsafe = unsafe_runs(c.lineage)
     if as_json:
         emit_json(
