@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import accumulate
 from typing import Any
 
@@ -44,6 +44,7 @@ class FileReader:
         self._whole: bytes | None = None
         self._ahead: dict[int, Future[bytes]] = {}
         self._next = -1  # the chunk after the last range read: a read starting there is in order
+        self._lane: ThreadPoolExecutor | None = None  # hashes in-order chunks into the whole-file hash
         kind, payload = db.get(oid)
         if kind == codec.KIND_TREE:
             raise IsADirectoryError(f"{oid.hex()} is a folder")
@@ -70,10 +71,10 @@ class FileReader:
             return self._whole[start:end]
         first = bisect.bisect_right(self._starts, start) - 1
         last = bisect.bisect_right(self._starts, end - 1) - 1
-        parts = self._chunks(range(first, last + 1))
-        data = b"".join(parts)
-        off = start - self._starts[first]
-        return data[off : off + (end - start)]
+        parts: list[bytes | memoryview] = list(self._chunks(range(first, last + 1)))
+        parts[-1] = memoryview(parts[-1])[: end - self._starts[last]]  # trimmed first: a view, not a copy
+        parts[0] = memoryview(parts[0])[start - self._starts[first]:]
+        return b"".join(parts)  # the one copy
 
     def _chunks(self, wanted: range) -> list[bytes]:
         """The chunks at these indexes: kept ones, ones already being fetched ahead, the rest
@@ -135,11 +136,18 @@ class FileReader:
                 self._kept.popitem(last=False)
             if i != self._hashed:
                 return
-            self._hash.update(data)
             self._hashed += 1
-            if self._hashed == len(self._ids) and self._hash.digest() != self.oid:
+            if self._lane is None:
+                self._lane = ThreadPoolExecutor(1, thread_name_prefix="zcas-fs-hash")
+            hashed = self._lane.submit(self._hash.update, data)  # one worker: in order, off the reader's thread
+            if self._hashed < len(self._ids):
+                return
+        hashed.result()
+        self._lane.shutdown()
+        if self._hash.digest() != self.oid:
+            with self._lock:
                 self._kept.clear()
-                raise IntegrityError(self.oid, "reassembled content hash mismatch", self.oid, self._hash.digest())
+            raise IntegrityError(self.oid, "reassembled content hash mismatch", self.oid, self._hash.digest())
 
     def _check_whole(self) -> None:
         step = max(1, (64 << 20) // max(1, max(self._lens)))  # about 64 MiB of chunks in flight
