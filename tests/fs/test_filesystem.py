@@ -182,3 +182,14 @@ def test_a_damaged_chunk_is_an_error_naming_the_file(fs, stored):
     with pytest.raises(IntegrityError) as err:
         fresh.cat_file(art.id, 0, 1 << 20)
     assert art.id[:12] in str(err.value) or items[1][0].hex()[:12] in str(err.value)
+
+
+def test_another_repository_through_storage_options(stored, tmp_path_factory, monkeypatch):
+    import pandas as pd
+
+    repo, _ = stored
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))  # not inside any repository
+    df = pd.read_csv("zcas://v1/train.csv", storage_options={"repo": repo.root})
+    assert len(df) == 1000
+    with pytest.raises(FileNotFoundError):
+        fsspec.filesystem("zcas").ls("v1")  # no repository here: one line saying so
