@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,33 @@ def summary(rid: str, r: dict[str, Any]) -> dict[str, Any]:
             "cached_from": r.get("cached_from")}
 
 
+def _newest(src: Source, step: str | None = None, since_ns: int = 0) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+    """(run id, record or None) newest first; with ``step``, a record whose bytes do not
+    hold the step's name is skipped without being parsed (None), which makes looking for a
+    rare step among 100,000 runs a scan of bytes rather than of JSON. A name JSON would
+    escape is never skipped that way: such records are parsed and compared."""
+    graph, lin = src.lineage.graph, src.lineage
+    plain = step is not None and step.isascii() and step.isprintable() and '"' not in step and "\\" not in step
+    needle = step.encode() if plain and step else None
+    if needle is None:
+        for rid in graph.run_ids_newest(since_ns):
+            r = lin.run_dict(rid)
+            yield rid, (r if r is not None and (step is None or r["step"] == step) else None)
+        return
+    with graph.env.begin() as txn:  # one read transaction for the whole scan, as run_ids_newest reads
+        cur, runs_db = txn.cursor(graph.dbs["time"]), graph.dbs["runs"]
+        more = cur.last()
+        while more:
+            key = cur.key()
+            if int.from_bytes(key[:8], "big") < since_ns:
+                return
+            rid = bytes(key[8:])
+            data = txn.get(rid, db=runs_db)
+            r = lin.run_dict(rid) if data is not None and needle in data else None
+            yield rid, (r if r is not None and r["step"] == step else None)
+            more = cur.prev()
+
+
 def steps(src: Source, scan: int = 2_000) -> dict[str, list[str]]:
     """Step and pipeline names among the newest ``scan`` runs (for the filters' choices)."""
     found: dict[str, set[str]] = {"steps": set(), "pipelines": set()}
@@ -89,17 +117,18 @@ def runs(src: Source, step: str | None = None, pipeline: str | None = None, stat
     lin = src.lineage
     skip, want = (page - 1) * per_page, per_page + 1
     filtered = bool(step or status or hi or sessions is not None)
-    ids = lin.graph.run_ids_newest(lo)
-    if not filtered:
-        ids = islice(ids, skip, None)  # unfiltered: skip a page without reading its records
+    if not filtered:  # skip to the page without reading the records before it
+        found: Iterator[tuple[bytes, dict[str, Any] | None]] = ((rid, lin.run_dict(rid))
+                                                                 for rid in islice(lin.graph.run_ids_newest(lo), skip, None))
         skip = 0
+    else:
+        found = _newest(src, step, lo)
     out, read = [], 0
-    for rid in ids:
+    for rid, r in found:
         read += 1
-        if filtered and read > SCAN + skip:
+        if filtered and read > SCAN + skip and not step:
             break
-        r = lin.run_dict(rid)
-        if r is None or (step and r["step"] != step) or (status and r["status"] != status):
+        if r is None or (status and r["status"] != status):
             continue
         if hi and r["started_ns"] > hi:
             continue
@@ -118,8 +147,8 @@ def runs(src: Source, step: str | None = None, pipeline: str | None = None, stat
 
 def _sessions(src: Source, pipeline: str) -> set[str]:
     """The sessions (pipeline calls) of a pipeline's recorded runs: their steps' runs name them."""
-    return {r["session"] for _, r in src.lineage.runs(step=pipeline, limit=SCAN)
-            if r["kind"] == "pipeline" and isinstance(r.get("session"), str)}
+    return {r["session"] for _, r in islice(_newest(src, pipeline), SCAN * 5)
+            if r is not None and r["kind"] == "pipeline" and isinstance(r.get("session"), str)}
 
 
 def _record(src: Source, text: str) -> tuple[str, dict[str, Any]]:
@@ -212,11 +241,10 @@ def why(src: Source, rid: str, rec: dict[str, Any]) -> dict[str, Any]:
 def _previous(src: Source, rid: str, rec: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The latest earlier run of the same step recorded under another cache key."""
     key, step, started = rec.get("cache_key"), rec["step"], rec["started_ns"]
-    for n, other in enumerate(src.lineage.graph.run_ids_newest()):
-        if n > SCAN:
+    for n, (other, r) in enumerate(_newest(src, step)):
+        if n > SCAN * 5:
             return None
-        r = src.lineage.run_dict(other)
-        if r is None or r["step"] != step or r["started_ns"] >= started or other.hex() == rid:
+        if r is None or r["started_ns"] >= started or other.hex() == rid:
             continue
         src_rec = r
         if r["status"] == "cached" and isinstance(r.get("cached_from"), str):
@@ -357,10 +385,12 @@ def experiments(src: Source, step: str, limit: int = 200, failed: bool = True) -
     if not 1 <= limit <= 5_000:
         raise UsageError("limit must be between 1 and 5000")
     src.refresh()
-    rows = []
-    for rid, r in src.lineage.runs(step=step, limit=limit):
-        if not failed and r["status"] == "failed":
+    rows: list[dict[str, Any]] = []
+    for rid, r in _newest(src, step):
+        if r is None or (not failed and r["status"] == "failed"):
             continue
+        if len(rows) >= limit:
+            break
         found = r.get("metrics")
         metrics: dict[str, Any] = found if isinstance(found, dict) else {}
         rows.append(dict(summary(rid.hex(), r), params=_flat(r.get("params") or {}), metrics=_flat(metrics)))
