@@ -380,3 +380,20 @@ def test_parquet_preview(tmp_path):
     assert (p["type"], p["format"], p["columns"]) == ("table", "parquet", ["id", "name"])
     assert (p["total_rows"], p["truncated"]) == (80, True)
     assert p["rows"][:2] == [["0", "row 0"], ["1", "row 1"]] and len(p["rows"]) == 50
+
+
+def test_experiments_take_metrics_when_records_have_them(client, scene, source, monkeypatch):
+    lin = source.lineage
+    plain = lin.run_dict
+    loss = {r["id"]: 1.0 + i for i, r in enumerate(r for r in scene.runs if r["step"] == "flow.train")}
+
+    def with_metrics(oid):
+        rec = plain(oid)
+        if rec is not None and oid.hex() in loss:
+            rec = dict(rec, metrics={"eval": {"loss": loss[oid.hex()], "n": 5}})
+        return rec
+
+    monkeypatch.setattr(lin, "run_dict", with_metrics)
+    x = get(client, "/api/experiments?step=flow.train")
+    assert x["metrics"] == ["eval.loss", "eval.n"] and x["changed"]["metrics"] == ["eval.loss"]
+    assert [r["metrics"]["eval.loss"] for r in x["rows"]] == [1.0, 2.0, 3.0, 4.0]
