@@ -95,11 +95,12 @@ def server_times(d: str, deep: str) -> dict[str, float]:
     app = create_app(Source(repo))
     app.router.routes.insert(0, Route("/floor", lambda req: PlainTextResponse("ok")))
     with TestClient(app, base_url="http://127.0.0.1") as c:
-        newest = c.get("/api/runs?per_page=1").json()["runs"][0]["id"]
-        for name, url in (("page", "/"), ("runs", "/api/runs"), ("floor", "/floor"),
-                          ("lineage", f"/api/lineage/{deep}?depth=100&direction=up"),
-                          ("run", f"/api/runs/{newest}"), ("experiments", "/api/experiments?step=long5"),
-                          ("filtered", "/api/runs?step=s7&page=5")):
+        urls = [("page", "/"), ("runs", "/api/runs"), ("floor", "/floor"),
+                ("lineage", f"/api/lineage/{deep}?depth=100&direction=up"), ("run", "newest"),
+                ("experiments", "/api/experiments?step=long5"), ("filtered", "/api/runs?step=s7&page=5")]
+        for name, url in urls:
+            if url == "newest":  # the newest run: its step ran once, so why looks as far back as it may
+                url = f"/api/runs/{c.get('/api/runs?per_page=1').json()['runs'][0]['id']}"
             t = time.perf_counter()
             r = c.get(url)
             out[f"{name} cold"] = time.perf_counter() - t
@@ -165,7 +166,7 @@ def main() -> None:
     print(f"{'GET /api/lineage (1,001 nodes, server time)':<52} {ms('lineage cold')} {ms('lineage warm')}"
           f"   zcas log --json --depth 100 (process) {min(t_log) * 1e3:.0f} ms")
     print(f"{'a run page (its why: the previous run of its step)':<52} {ms('run cold')} {ms('run warm')}"
-          "   scans every run for one of its step (a step run once)")
+          "   looks back over 20,000 runs for one of its step (a step run once)")
     print(f"{'experiments of a step with one run':<52} {ms('experiments cold')} {ms('experiments warm')}   scans every run")
     print(f"{'runs filtered by step, page 5':<52} {ms('filtered cold')} {ms('filtered warm')}")
     if br:

@@ -127,6 +127,8 @@ def test_why_a_step_reran_and_a_hit(client, scene):
     assert r["params"] == {"lr": 0.3}
     assert r["why"]["kind"] == "rerun" and r["why"]["previous"] == scene.run("flow.train", "ran", nth=1)["id"]
     assert r["why"]["lines"] == ["param lr changed: 0.2 -> 0.3"]
+    first = get(client, f"/api/runs/{scene.run('flow.train', 'ran', nth=2)['id']}")
+    assert first["why"]["kind"] == "first" and "no earlier run of this step" in first["why"]["lines"][0]
     hit = get(client, f"/api/runs/{scene.run('flow.train', 'cached')['id']}")
     assert hit["why"]["kind"] == "cached" and hit["why"]["from"] == scene.run("flow.train", "ran", nth=1)["id"]
 

@@ -67,30 +67,37 @@ def summary(rid: str, r: dict[str, Any]) -> dict[str, Any]:
             "cached_from": r.get("cached_from")}
 
 
-def _newest(src: Source, step: str | None = None, since_ns: int = 0) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
-    """(run id, record or None) newest first; with ``step``, a record whose bytes do not
+def _newest(src: Source, step: str | None = None, since_ns: int = 0,
+            before: bytes | None = None) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+    """(run id, record or None) newest first (``before``: from the run recorded before that
+    time key, started_ns big-endian + run id); with ``step``, a record whose bytes do not
     hold the step's name is skipped without being parsed (None), which makes looking for a
     rare step among 100,000 runs a scan of bytes rather than of JSON. A name JSON would
     escape is never skipped that way: such records are parsed and compared."""
     graph, lin = src.lineage.graph, src.lineage
     plain = step is not None and step.isascii() and step.isprintable() and '"' not in step and "\\" not in step
     needle = step.encode() if plain and step else None
-    if needle is None:
+    if needle is None and before is None:
         for rid in graph.run_ids_newest(since_ns):
             r = lin.run_dict(rid)
             yield rid, (r if r is not None and (step is None or r["step"] == step) else None)
         return
     with graph.env.begin() as txn:  # one read transaction for the whole scan, as run_ids_newest reads
         cur, runs_db = txn.cursor(graph.dbs["time"]), graph.dbs["runs"]
-        more = cur.last()
+        if before is None:
+            more = cur.last()
+        elif cur.set_range(before):  # at the first key from ``before`` on: the one before it is next
+            more = cur.prev()
+        else:  # every run was recorded before it
+            more = cur.last()
         while more:
             key = cur.key()
             if int.from_bytes(key[:8], "big") < since_ns:
                 return
             rid = bytes(key[8:])
             data = txn.get(rid, db=runs_db)
-            r = lin.run_dict(rid) if data is not None and needle in data else None
-            yield rid, (r if r is not None and r["step"] == step else None)
+            r = lin.run_dict(rid) if data is not None and (needle is None or needle in data) else None
+            yield rid, (r if r is not None and (step is None or r["step"] == step) else None)
             more = cur.prev()
 
 
@@ -227,7 +234,8 @@ def why(src: Source, rid: str, rec: dict[str, Any]) -> dict[str, Any]:
         return {"kind": "pipeline", "lines": []}
     prev = _previous(src, rid, rec)
     if prev is None:
-        return {"kind": "first", "lines": ["the first recorded run of this step with this key's inputs"]}
+        return {"kind": "first", "lines": [f"no earlier run of this step under another key (among the {SCAN:,} "
+                                           "runs recorded before it)"]}
     from zcas import why as whymod
 
     ctx = src.repository.core(out=None, remote_cache=False)
@@ -241,8 +249,9 @@ def why(src: Source, rid: str, rec: dict[str, Any]) -> dict[str, Any]:
 def _previous(src: Source, rid: str, rec: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The latest earlier run of the same step recorded under another cache key."""
     key, step, started = rec.get("cache_key"), rec["step"], rec["started_ns"]
-    for n, (other, r) in enumerate(_newest(src, step)):
-        if n > SCAN * 5:
+    here = started.to_bytes(8, "big") + bytes.fromhex(rid)
+    for n, (other, r) in enumerate(_newest(src, step, before=here)):
+        if n > SCAN:  # among the 20,000 runs recorded before it: a run page stays quick on any history
             return None
         if r is None or r["started_ns"] >= started or other.hex() == rid:
             continue
