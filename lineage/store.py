@@ -40,6 +40,7 @@ class Lineage:
         self.graph = Graph(path)
         self.graph.forgotten = repo.refs.forgotten()
         self.last_reindex: dict[str, int] = {}
+        self._adopted: list[tuple[bytes, dict[str, Any], bytes]] = []
         if fresh or not self._marked():
             self._rebuild_once()
 
@@ -69,15 +70,25 @@ class Lineage:
     # -- recording -------------------------------------------------------------------------
 
     def record_runs(self, runs: list[Run]) -> list[bytes]:
-        """Store run records durably as objects, then index them (in one transaction)."""
+        """Store run records durably as objects, then index them (in one transaction),
+        with the records adopted since the last call (``adopt``)."""
         from . import serde
 
         datas = [serde.encode(r) for r in runs]
         db = self.repo.db
         ids = [db.put(codec.KIND_RECORD, d) for d in datas]
+        adopted, self._adopted = self._adopted, []
+        for rid, _, data in adopted:
+            db.put(codec.KIND_RECORD, data, oid=rid)
         db.flush()
-        self.index_runs([(rid, serde.unstructure(r), d) for rid, r, d in zip(ids, runs, datas, strict=True)])
+        self.index_runs([*adopted, *((rid, serde.unstructure(r), d) for rid, r, d in zip(ids, runs, datas, strict=True))])
         return ids
+
+    def adopt(self, rid: bytes, rec: dict[str, Any], data: bytes) -> None:
+        """Index a checked run record from elsewhere (a remote's action cache hit) with the
+        next ``record_runs``: the hit's own record comes then too, so both go in one flush
+        and one transaction rather than one each per hit."""
+        self._adopted.append((rid, rec, data))
 
     def record_run(self, run: Run) -> bytes:
         return self.record_runs([run])[0]

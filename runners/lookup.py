@@ -31,6 +31,7 @@ def cached_run(lineage: Lineage, key: bytes, usable: Callable[[dict[str, Any]], 
     """
     rid = lineage.graph.cache_get(key)
     remote = None
+    found = None
     if rid is None:
         remote = remote_fn()
         if remote is None or remote.unusable:
@@ -41,10 +42,11 @@ def cached_run(lineage: Lineage, key: bytes, usable: Callable[[dict[str, Any]], 
         except ZcasError as e:
             remote.lookup_failed(e)
             return None
-        rid = lineage.graph.cache_get(key) if found else None
-        if rid is None:
+        if found is None:
             return None
-    rec = lineage.run_dict(rid)
+        rid, rec, _ = found
+    else:
+        rec = lineage.run_dict(rid)
     if rec is None or rec.get("status") not in ("ran", "cached") or (valid is not None and not valid(rec)):
         return None
     if not usable(rec):
@@ -59,4 +61,6 @@ def cached_run(lineage: Lineage, key: bytes, usable: Callable[[dict[str, Any]], 
             return None
         if not usable(rec):
             return None
+    if found is not None:
+        lineage.adopt(*found)  # indexed with this command's own records
     return rid, rec

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from zcas.cas import codec
 from zcas.cas.bounded import get_bounded
 from zcas.cas.collected import collected
 from zcas.cas.db import ObjectDB
@@ -360,28 +359,23 @@ class Remote:
 
     # -- the shared cache -------------------------------------------------------------------
 
-    def lookup(self, key: bytes) -> bool:
-        """Ask the remote's action cache for ``key`` (one GET). A run found there that
-        validates is stored and indexed here, so the caller's lookup finds it; True if
-        one was. A failure to reach the remote raises; an entry that does not validate is
-        no hit (the step runs), with one warning."""
+    def lookup(self, key: bytes) -> tuple[bytes, dict, bytes] | None:
+        """(run id, record, its bytes) of the run the remote's action cache holds for
+        ``key`` (one GET), checked (``lineage.actions``); None if none. A failure to reach
+        the remote raises; an entry that does not validate is no hit (the step runs), with
+        one warning. Where the entry says the outputs are is kept for ``fetch``."""
         try:
             data = actions.get(self.backend, key.hex())
             if data is None:
-                return False
+                return None
             rid, rec, raw, where = actions.decode(key.hex(), data)
         except RemoteError:
             raise
         except ZcasError as e:  # too large, or not an entry for this key
-
             _warn(f"remote {self.spec.name}: action cache entry {key.hex()[:12]} ignored: {printable(e)}")
-            return False
-        db = self.repo.db
-        db.put(codec.KIND_RECORD, raw, oid=rid)
-        db.flush()
-        self.lineage.lineage.index_runs([(rid, rec, raw)])
+            return None
         self._where_hints.update(where)
-        return True
+        return rid, rec, raw
 
     def sync_lineage(self, full: bool = False) -> int:
         """Index the run records pushed since the last pull (once per process)."""
@@ -393,12 +387,12 @@ class Remote:
     def fetch(self, oids: list[bytes]) -> int:
         """Fetch ``oids`` and what they reach, where the action cache said they are when it
         did (a few ranged GETs), else (or when a hint is wrong) through the pack indexes."""
-        if self._where_hints:
+        if self._where_hints:  # (flushed with the run records this command writes)
             try:
-                return fetch_objects(self.repo.db, self.db, oids, locate=self._where_hints.get)
+                return fetch_objects(self.repo.db, self.db, oids, locate=self._where_hints.get, flush=False)
             except (ObjectNotFoundError, IntegrityError):
                 pass  # a hint was stale (the pack was collected) or wrong: ask the indexes
-        return fetch_objects(self.repo.db, self.db, oids)
+        return fetch_objects(self.repo.db, self.db, oids, flush=False)
 
 
 def open_default(repo: Repo, lineage: Lineage, name: str | None = None, cfg: Config | None = None) -> Remote | None:

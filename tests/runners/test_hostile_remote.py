@@ -92,6 +92,7 @@ def test_attack_record_restores_outside_declared_outputs(tmp_path, poisoned, bad
     assert (b / "out.txt").read_text() == "hello\n"
     assert not (tmp_path / "evil.txt").exists() and not os.path.exists("/tmp/zcas-evil-abs.txt")
     assert (b / ".zcas" / "config.toml").read_bytes() == config_before
+    assert run_zcas("log", "--remote", "origin", cwd=b).code == 0  # the remote's lineage, taken in
     r = run_zcas("fsck", cwd=b)
     assert "unsafe run" in r.out and bad_name in r.out, r
 
