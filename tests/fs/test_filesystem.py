@@ -40,6 +40,14 @@ def test_ls_info_find_glob(fs, stored):
     assert fs.ls("", detail=False) == ["v1"]
     assert fs.isdir("v1/empty") and fs.ls("v1/empty") == []
     assert fs.cat_file("v1/sub/file@2") == b"not a history ref\n"  # a name, not a REF
+    assert "v1/link" not in fs.find("v1") and "v1/link" in fs.ls("v1", detail=False)  # listed, not walked
+
+
+def test_get_copies_a_tree_out_without_its_links(fs, stored, tmp_path):
+    fs.get("v1", str(tmp_path / "out"), recursive=True)
+    got = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert got == ["part-0.parquet", "part-1.parquet", "sub/deep/x.txt", "sub/file@2", "train.csv", "v.txt"]
+    assert (tmp_path / "out" / "train.csv").read_bytes() == open("data/train.csv", "rb").read()
 
 
 def test_ids_prefixes_and_history_versions(fs, stored):
@@ -193,3 +201,28 @@ def test_another_repository_through_storage_options(stored, tmp_path_factory, mo
     assert len(df) == 1000
     with pytest.raises(FileNotFoundError):
         fsspec.filesystem("zcas").ls("v1")  # no repository here: one line saying so
+
+
+def test_a_hostile_tree_is_refused_and_nothing_escapes(fs, stored, tmp_path):
+    """A tree naming '..' (as a shared remote could serve one) is refused when read: a
+    listing raises, and copying out of it writes nothing, above the target or in it."""
+    import struct
+
+    from zcas.cas.errors import UnsafePathError
+    from zcas.cas.oid import hash_bytes
+    from zcas.cas.tree import MAGIC, MODE_FILE
+
+    repo, _ = stored
+    db = repo.cas.db
+    blob = db.put(codec.KIND_BLOB, b"escaped\n")
+    payload = MAGIC + struct.pack("<I", 1) + struct.pack("<B32sH", MODE_FILE, blob, 2) + b".."
+    tree = hash_bytes(payload)
+    db.put_record(tree, codec.KIND_TREE, len(payload), codec.encode(codec.KIND_TREE, payload))
+    db.flush()
+    target = tmp_path / "out" / "inner"
+    target.mkdir(parents=True)
+    with pytest.raises((UnsafePathError, IntegrityError)):
+        fs.ls(tree.hex())
+    with pytest.raises((UnsafePathError, IntegrityError)):
+        fs.get(tree.hex(), str(target), recursive=True)
+    assert list((tmp_path / "out").rglob("*")) == [target] and not (tmp_path / "escaped").exists()

@@ -163,6 +163,14 @@ class ZcasFileSystem(AbstractFileSystem):
         loc, oid, mode = self._walk_to(text)
         return self._row(unparse(loc), oid, mode)
 
+    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
+             **kwargs: Any) -> Any:
+        """fsspec's find, without symlinks: they have no bytes of their own to copy or read
+        (``ls`` and ``info`` still show them, with their target; ``zcas checkout`` restores them)."""
+        found = super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
+        found = {k: v for k, v in found.items() if v.get("type") != "other"}
+        return found if detail else sorted(found)
+
     def exists(self, path: str, **kwargs: Any) -> bool:
         try:
             self.info(path)
