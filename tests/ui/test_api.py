@@ -66,6 +66,9 @@ def test_runs_filters(client, scene):
     assert len(piped) == 12  # four calls of the pipeline, each a pipeline run and two steps
     assert get(client, "/api/runs?since=2999-01-01")["runs"] == []
     assert get(client, "/api/runs?until=2000-01-01")["runs"] == []
+    mid = scene.runs[5]["started_ns"]
+    until = get(client, f"/api/runs?until={mid}")["runs"]
+    assert [r["id"] for r in until] == [r["id"] for r in scene.runs if r["started_ns"] <= mid]
     assert len(get(client, "/api/runs?since=1d")["runs"]) == len(scene.runs)
     names = get(client, "/api/steps")
     assert "flow.main" in names["pipelines"] and "flow.main" not in names["steps"] and "clean" in names["steps"]

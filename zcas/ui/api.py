@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from zcas.cas.errors import UsageError, ZcasError
 
+from . import graphs
 from . import preview as pv
 from . import queries as q
 from .source import Source
@@ -92,7 +93,7 @@ def routes(src: Source) -> list[Route]:
             depth = _int(req, "depth", 3)
         except UsageError as e:
             return error(400, str(e))
-        return await answer(src, q.lineage, req.path_params["id"], depth=depth,
+        return await answer(src, graphs.lineage, req.path_params["id"], depth=depth,
                             direction=req.query_params.get("direction", "both"))
 
     async def experiments(req: Request) -> Response:
