@@ -196,6 +196,29 @@ def bench(kind: str, url_of, env: dict, endpoint: str | None, a: argparse.Namesp
           f"{median(local_hits):.3f}s + raw download {median(transfer):.3f}s = {floor:.3f}s: "
           f"{median(remote_hits) / floor:.2f}x (target <= 1.5x)", flush=True)
 
+    # the cursor: one LIST from a start-after offset vs one GET of a small manifest object
+    from zcas.cas.objstore import ObstoreBackend
+
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        b = ObstoreBackend(big, endpoint, None, True)
+        b.put("bench-manifest", b"x" * 4096)
+        start = f"lineage/t-{time.time_ns() - 24 * 3600 * 10**9:016x}"
+        lists, gets = [], []
+        for _ in range(max(5, a.repeat)):
+            t = time.perf_counter()
+            list(b.list_after("lineage/", start))
+            lists.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            b.get("bench-manifest")
+            gets.append(time.perf_counter() - t)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    print(f"[{kind}] cursor: LIST after an offset {median(lists) * 1000:.1f} ms vs GET of a 4 KiB manifest "
+          f"{median(gets) * 1000:.1f} ms", flush=True)
+
     # pull when nothing is new
     p = repo(os.path.join(work, f"{kind}-pull"), big, env, endpoint)
     t = time.perf_counter()
