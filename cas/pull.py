@@ -15,7 +15,9 @@ Refused objects are reported, one line each, and never stop the rest of the pull
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -45,7 +47,8 @@ from .verify import verify_span
 JOBS = 8  # packs in flight
 PIECE = 8 << 20  # bytes of a pack fetched per request while pulling
 _WINDOW = 3  # pieces per pack waiting for verification
-_VERIFY_BATCH = 128  # records per verification task
+_VERIFY_BATCH = 256  # records per verification task, at most
+_VERIFY_BYTES = 2 << 20  # bytes of records per verification task, about
 # No zcas writer makes a pack longer than this (a pack closes past MAX_PACK_SIZE, after at
 # most one more batch or object), nor an index longer than MAX_IDX_ENTRIES entries.
 MAX_PULLED_PACK = MAX_PACK_SIZE + MAX_ENTRY_LENGTH + (64 << 20)
@@ -185,82 +188,171 @@ def _pull_indexed(src, dst: ObjectDB, name: str, idx: bytes, entries: list, clai
 def _fetch_verified(src, pkey: str, tmp: str, entries: list, avail: int) -> tuple[int, list, list, bool]:
     """Download ``[0, avail)`` of a pack into ``tmp``, verifying each record on the pool
     as soon as its bytes are in. (bytes, verified entries, [(id, reason)], header ok)."""
-    ents = sorted(entries, key=lambda t: t[1])
-    good: list = []
-    bad: list = []
-    futs: deque = deque()  # (verification futures of one buffer, carry budget they release)
+    feed = _Feed(sorted(entries, key=lambda t: t[1]))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    pos = i = 0
-    carry: bytearray | None = None  # bytes from the start of the first incomplete record
-    carry_base = 0
-    held = 0  # carry budget taken for the record being carried
-    header = b""
-
-    def collect(keep: int) -> None:  # wait until at most ``keep`` pieces are being verified
-        while len(futs) > keep:
-            group, release = futs[0]
-            try:
-                for f in group:
-                    for t, why in f.result():
-                        (good.append(t) if why is None else bad.append((t[0], why)))
-            finally:
-                futs.popleft()
-                if release:
-                    _carried.give(release)
-
     try:
         for data in stream(src, pkey, avail, PIECE):
             _write_all(fd, data)
-            if pos < len(PACK_HEADER):
-                header += bytes(data[: len(PACK_HEADER) - pos])
-            buf: bytes | bytearray | memoryview
-            if carry is not None:  # a record started in an earlier piece: grow it in place
-                carry += data
-                buf, base = carry, carry_base
-            else:
-                buf, base = data, pos
-            pos += len(data)
-            j = i
-            while j < len(ents) and ents[j][1] + ents[j][2] <= pos:
-                j += 1
-            if j > i:  # in small batches, so every core shares a piece
-                release = 0
-                if buf is carry:  # the carried record is whole: its budget goes with its check
-                    release, held = held, 0
-                futs.append(([pool().submit(_verify_span, buf, base, ents[k : min(j, k + _VERIFY_BATCH)])
-                              for k in range(i, j, _VERIFY_BATCH)], release))
-            if j < len(ents) and ents[j][1] < pos:  # the next record is under way
-                if carry is None or j > i:  # (``buf`` is being verified: carry a copy)
-                    if ents[j][2] > PIECE:  # held whole until its end is in: take the budget
-                        collect(0)  # (what we hold is given back first: never wait on ourselves)
-                        held = _carried.take(ents[j][2])
-                    carry, carry_base = bytearray(memoryview(buf)[ents[j][1] - base :]), ents[j][1]
-            else:
-                carry = None
-            i = j
-            collect(_WINDOW)
-            if pos >= avail:
+            _write_behind(fd, feed.pos, len(data))
+            feed.add(data)
+            if feed.pos >= avail:
                 break
-        collect(0)
+        feed.finish()
     except BaseException:
-        for group, _ in futs:
-            for f in group:
-                f.cancel()
+        feed.cancel()
         raise
     finally:
         os.close(fd)
-        for _, release in futs:  # (verifications abandoned: their memory goes with them)
+        feed.close()
+    return feed.pos, feed.good, feed.bad, feed.header == PACK_HEADER
+
+
+class _Feed:
+    """The records of one pack, verified on the pool as the pieces holding them come in.
+
+    Pieces are verified where they lie, without a copy; only a record that straddles two
+    pieces is copied, together with the start of the next piece up to its end (about one
+    record), since copying whole pieces cost a tenth of a pull's CPU. A record longer than
+    a piece is held whole (``carry``) until its end is in, on the process-wide ``_carried``
+    budget. Entries are sorted by offset and may overlap (a hostile index): ``carry``
+    always starts at the first record not yet complete, so every later one lies in it or
+    in a later piece."""
+
+    def __init__(self, ents: list):
+        self.ents = ents
+        self.i = 0  # first record not yet handed to the pool
+        self.pos = 0  # bytes in so far
+        self.carry: bytearray | None = None  # bytes from the start of record ``i``, when under way
+        self.held = 0  # carry budget taken for record ``i``
+        self.header = b""
+        self.good: list = []
+        self.bad: list = []
+        self.futs: deque = deque()  # (verification futures of one piece, carry budget they release)
+
+    def add(self, data) -> None:
+        """Hand the records a new piece completes to the pool, and carry the one it starts."""
+        ents, i, old = self.ents, self.i, self.pos
+        new = self.pos = old + len(data)
+        if old < len(PACK_HEADER):
+            self.header += bytes(data[: len(PACK_HEADER) - old])
+        j = i
+        while j < len(ents) and ents[j][1] + ents[j][2] <= new:
+            j += 1
+        k, tasks, release = i, [], 0
+        carry = self.carry
+        if carry is not None and j > i:  # record ``i`` (and any starting before this piece) is whole
+            while k < j and ents[k][1] < old:
+                k += 1
+            end = max(ents[t][1] + ents[t][2] for t in range(i, k))
+            carry += memoryview(data)[: end - old]
+            tasks.append(pool().submit(_verify_span, carry, ents[i][1], ents[i:k]))
+            release, self.held = self.held, 0
+        tasks += [pool().submit(_verify_span, data, old, batch) for batch in _batches(ents, k, j)]
+        if tasks or release:
+            self.futs.append((tasks, release))
+        self.i = j
+        self.carry = self._carry(data, old, carry, ents[i][1] if j > i else 0)
+        self.collect(_WINDOW)
+
+    def _carry(self, data, old: int, carry: bytearray | None, done: int) -> bytearray | None:
+        """The bytes of the first incomplete record so far (None: no record is under way).
+        ``carry`` held the bytes from ``done`` on, the start of a record this piece
+        completed (0: it completed none, and ``carry``, if any, has not been handed over)."""
+        if self.i >= len(self.ents) or self.ents[self.i][1] >= self.pos:
+            return None
+        off, length = self.ents[self.i][1], self.ents[self.i][2]
+        if carry is not None and not done:  # the same record goes on: grow it in place
+            carry += data
+            return carry
+        if length > PIECE and not self.held:  # held whole until its end is in: take the budget
+            self.collect(0)  # (what we hold is given back first: never wait on ourselves)
+            self.held = _carried.take(length)
+        if off >= old:
+            return bytearray(memoryview(data)[off - old :])
+        assert carry is not None  # it started before this piece, inside the carry handed over
+        grown = bytearray(memoryview(carry)[off - done : old - done])
+        grown += data
+        return grown
+
+    def collect(self, keep: int) -> None:
+        """Wait until at most ``keep`` pieces are being verified."""
+        while len(self.futs) > keep:
+            group, release = self.futs[0]
+            try:
+                for f in group:
+                    for t, why in f.result():
+                        (self.good.append(t) if why is None else self.bad.append((t[0], why)))
+            finally:
+                self.futs.popleft()
+                if release:
+                    _carried.give(release)
+
+    def cancel(self) -> None:
+        for group, _ in self.futs:
+            for f in group:
+                f.cancel()
+
+    def close(self) -> None:
+        """Give back every carry budget still held (verifications abandoned: their memory
+        goes with them)."""
+        for _, release in self.futs:
             if release:
                 _carried.give(release)
-        futs.clear()
-        if held:
-            _carried.give(held)
-    bad.extend((t[0], "the pack on the remote is truncated before it") for t in ents[i:])
-    return pos, good, bad, header == PACK_HEADER
+        self.futs.clear()
+        if self.held:
+            _carried.give(self.held)
+            self.held = 0
+
+    def finish(self) -> None:
+        """Verify what is left once the last piece is in: records the carry holds whole
+        (one running past the pack's end, in a hostile index, must not take the good ones
+        after it down with it); the rest are cut off."""
+        rest = self.ents[self.i :]
+        whole = [t for t in rest if t[1] + t[2] <= self.pos]  # (only ever inside the carry)
+        if whole and self.carry is not None:
+            self.futs.append(([pool().submit(_verify_span, self.carry, rest[0][1], whole)], 0))
+        self.collect(0)
+        self.bad += [(t[0], "the pack on the remote is truncated before it") for t in rest if t[1] + t[2] > self.pos]
+
+
+def _batches(ents: list, k: int, j: int):
+    """Runs of ``ents[k:j]`` of about ``_VERIFY_BYTES`` of records each (or
+    ``_VERIFY_BATCH`` records), so that every core shares a piece and a task costs far
+    more than handing it over."""
+    start, size = k, 0
+    for t in range(k, j):
+        size += ents[t][2]
+        if size >= _VERIFY_BYTES or t + 1 - start >= _VERIFY_BATCH:
+            yield ents[start : t + 1]
+            start, size = t + 1, 0
+    if start < j:
+        yield ents[start:j]
 
 
 def _verify_span(buf, base: int, ents: list) -> list[tuple[tuple, str | None]]:
     return list(zip(ents, verify_span(buf, base, ents), strict=True))
+
+
+def _write_behind(fd: int, off: int, n: int) -> None:
+    """Start writing a piece to disk now, without waiting (Linux's sync_file_range):
+    the pack is fsynced before it is installed, and the disk is idle while the records
+    are checked, so that fsync then finds little left to write (on a 256 MiB pack it
+    took 0.12 s at the end of the pull; started early, 0.005 s)."""
+    sync_range = _sync_range()
+    if sync_range is not None:
+        sync_range(fd, off, n, 2)  # SYNC_FILE_RANGE_WRITE: queue the writes, wait for none
+
+
+@functools.cache
+def _sync_range() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # (only here: a pull is the one user)
+
+    fn = getattr(ctypes.CDLL(None), "sync_file_range", None)
+    if fn is not None:
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
 
 
 def _write_all(fd: int, data) -> None:

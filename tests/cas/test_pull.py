@@ -19,7 +19,7 @@ from zcas.cas.pack import PACK_HEADER, decode_index, idx_key, pack_key
 from zcas.cas.transfer import PullResult, fetch_objects, pull_packs, remote_packs
 from zcas.cas.tree import MODE_FILE, TreeEntry, encode_tree
 
-from .forge import blob, corrupt, pack, publish
+from .forge import blob, corrupt, pack, publish, raw_index
 
 FIRST = "0" * 63 + "1"
 
@@ -333,3 +333,35 @@ def test_remote_index_budget_keeps_the_in_memory_index_near_a_gib():
 
     ids = dbmod.MAX_REMOTE_INDEXES // ENTRY.size
     assert 4_000_000 < ids < 6_000_000 and ids * (ENTRY.size + 150) < 1.1 * (1 << 30)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, 1000, 4096, 1 << 20])
+def test_attack_overlapping_index_entries_verify_as_over_the_whole_pack(remote, local, monkeypatch, piece):
+    """Whatever the piece size, and however a hostile index overlaps its entries, each
+    record gets the verdict it gets when the whole pack is checked at once: streaming
+    never lets a record through on bytes it was not checked against, nor refuses a good
+    one because of where the pieces fall."""
+    from zcas.cas import pull
+    from zcas.cas.verify import verify_span
+
+    monkeypatch.setattr(pull, "PIECE", piece)
+    rng = random.Random(piece)
+    items = [blob(rng.randbytes(rng.choice([1, 50, 900, 5000]))) for _ in range(12)]
+    items += [blob(b"squeeze me " * rng.choice([10, 400, 3000])) for _ in range(6)]
+    rng.shuffle(items)
+    name, body, idx = pack(items)
+    entries = decode_index(name, idx)
+    for _ in range(10):  # forged entries over other records' bytes, some spanning several
+        t = rng.choice(entries)
+        length = min(rng.choice([t[2], t[2] + 1, 3 * t[2]]), len(body) - t[1])
+        entries.append((os.urandom(32), t[1] + rng.choice([0, 0, 1]), length, t[3], t[4]))
+    entries.sort()
+    idx = raw_index(entries)
+    publish(remote, FIRST, body, idx)
+    want = {t[0] for t, why in zip(entries, verify_span(body, 0, entries), strict=True) if why is not None}
+    res = pull_packs(remote, local, [FIRST])
+    got = {bytes.fromhex(r.split("object ")[1][:64]) for r in res.rejected if "object " in r}
+    assert got == want and want
+    assert res.objects == len({t[0] for t in items})
+    for oid, *_ in items:
+        assert ObjectDB(local.backend).get(oid)[0] == codec.KIND_BLOB
