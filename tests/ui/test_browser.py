@@ -137,3 +137,23 @@ def test_data_versions_and_folder_browser(page, scene):
     page.click("#entries a:text-is('pixel.png')")
     page.wait_for_selector("img#preview")
     expect(page.locator("img#preview")).to_have_js_property("naturalWidth", 1)
+
+
+def test_runs_page_shows_new_runs_as_they_are_recorded(site, tmp_path):
+    """Live: a run recorded while the page is open appears without a reload (its own
+    repository, so the shared one stays as the other tests expect)."""
+    from tests.conftest import run_zcas
+
+    assert run_zcas("init", cwd=tmp_path).code == 0
+    assert run_zcas("run", "--name", "first", "--", "sh", "-c", "true", cwd=tmp_path).code == 0
+    _, b = site
+    with Repository(tmp_path) as repo, live_server(create_app(Source(repo))) as url:
+        page = b.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        rows = page.locator("#runs-table tbody tr")
+        expect(rows).to_have_count(1)
+        assert run_zcas("run", "--name", "second", "--", "sh", "-c", "true", cwd=tmp_path).code == 0
+        expect(rows).to_have_count(2, timeout=15_000)
+        assert rows.nth(0).locator("td").nth(1).inner_text() == "second"
+        page.close()
