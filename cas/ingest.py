@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import stat as st_
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import codec
@@ -125,9 +126,10 @@ class Ingester:
     ids, the stat cache read but never written (an entry there says its object is stored).
     """
 
-    def __init__(self, db: ObjectDB | None, cache: StatCache):
+    def __init__(self, db: ObjectDB | None, cache: StatCache, progress: Callable[[int], None] | None = None):
         self.db = db
         self.cache = cache
+        self._tell = progress  # hears of each file's bytes once its id is known (a progress bar)
         self._inflight: deque = deque()
         self._batch: list = []
         self._results: dict[bytes, bytes] = {}
@@ -194,6 +196,8 @@ class Ingester:
                         if oid is not None:
                             self.files += 1
                             self.bytes += key[1]
+                            if self._tell is not None:
+                                self._tell(key[1])
                             entries.append((name, MODE_EXEC if m & 0o100 else MODE_FILE, _OID(oid)))
                             continue
                     entries.append((name, *self._plan_entry(path, st, d.rel)))
@@ -215,10 +219,12 @@ class Ingester:
         self.files += 1
         self.bytes += st.st_size
         oid = self.cache.get(path, key)
-        if oid is not None:
+        if oid is not None or st.st_size >= CHUNK_THRESHOLD:
+            if oid is None:
+                oid = self._add_large(path, key)
+            if self._tell is not None:
+                self._tell(st.st_size)
             return mode, _OID(oid)
-        if st.st_size >= CHUNK_THRESHOLD:
-            return mode, _OID(self._add_large(path, key))
         self._batch.append((path, key))
         if len(self._batch) >= _BATCH:
             self._flush_batch()
@@ -242,6 +248,8 @@ class Ingester:
                 if self.db is not None:
                     self.cache.put(path, key, oid)
                 self._results[path] = oid
+            if self._tell is not None:
+                self._tell(sum(key[1] for _, key, _, _ in done))
 
     def _add_large(self, path: bytes, key: tuple) -> bytes:
         shown = os.fsdecode(path)

@@ -29,11 +29,14 @@ class _Bar:
         self.label, self.unit = label, unit
         self.bar: Any = None
         self.shown = 0
+        self.finished = -1  # the total of the bar last completed
 
     def __call__(self, done: int, total: int) -> None:
         import click
 
-        if self.bar is None or self.bar.length != total:
+        if self.bar is None and done >= total and self.finished == total:
+            return  # told again that it is done: drawn once
+        if self.bar is None or self.bar.length != max(total, 1):
             if self.bar is not None:
                 self.bar.render_finish()
             self.bar = click.progressbar(length=max(total, 1), label=self.label, file=sys.stderr, show_pos=True,
@@ -46,4 +49,25 @@ class _Bar:
             self.shown = done
         if done >= total:
             self.bar.render_finish()
-            self.bar = None
+            self.bar, self.finished = None, total
+
+
+def tree_size(path: str) -> int:
+    """Bytes of the regular files at or under ``path`` (symlinks not followed; what cannot
+    be read counts nothing: the add itself reports it)."""
+    total, todo = 0, [path]
+    while todo:
+        p = todo.pop()
+        try:
+            if os.path.isdir(p) and not os.path.islink(p):
+                with os.scandir(p) as it:
+                    for de in it:
+                        if de.is_dir(follow_symlinks=False):
+                            todo.append(de.path)
+                        elif de.is_file(follow_symlinks=False):
+                            total += de.stat(follow_symlinks=False).st_size
+            elif os.path.isfile(p) and not os.path.islink(p):
+                total += os.path.getsize(p)
+        except OSError:
+            continue
+    return total

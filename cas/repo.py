@@ -8,6 +8,7 @@ files beside these.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from .backend import Backend
 from .db import ObjectDB
@@ -186,14 +187,15 @@ class Repo:
             return self.db.resolve(name)
         raise TagNotFoundError(name)
 
-    def add(self, paths: list[str]) -> list[tuple[bytes, str, str]]:
-        """Store each path and record this version of it; [(id, path as given, kind)]."""
+    def add(self, paths: list[str], progress: Callable[[int], None] | None = None) -> list[tuple[bytes, str, str]]:
+        """Store each path and record this version of it; [(id, path as given, kind)].
+        ``progress(n)`` hears of n more bytes stored or found unchanged."""
         from .ingest import Ingester
         from .statcache import StatCache
         from .tree import MODES
 
         cache = StatCache(self.statcache_path)
-        ing = Ingester(self.db, cache)
+        ing = Ingester(self.db, cache, progress)
         out = []
         try:
             for p in paths:

@@ -128,3 +128,16 @@ def test_the_completion_scripts_are_click_s(shell):
     p = subprocess.run([sys.executable, "-m", "zcas"], env=dict(os.environ, _ZCAS_COMPLETE=f"{shell}_source"),
                        capture_output=True, text=True)
     assert p.returncode == 0 and "_ZCAS_COMPLETE" in p.stdout
+
+
+def test_add_draws_a_bar_of_mib_on_a_terminal(repo_dir):
+    (repo_dir / "big").mkdir()
+    (repo_dir / "big" / "a.bin").write_bytes(os.urandom(3 << 20))
+    (repo_dir / "big" / ".zcas").mkdir()  # skipped by add, counted by the quick walk: the bar still completes
+    (repo_dir / "big" / ".zcas" / "x").write_bytes(b"y" * (1 << 20))
+    code, out = run_tty(["add", "big"], repo_dir)
+    assert code == 0, out
+    assert out.count(b"adding") >= 2 and b"4/4  MiB" in out and out.rstrip().endswith(b"  big"), out
+    assert out.count(b"4/4  MiB") == 1  # completed once
+    plain = run_zcas("add", "big", cwd=repo_dir)
+    assert plain.code == 0 and plain.err == "", plain

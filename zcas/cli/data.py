@@ -12,6 +12,8 @@ import click
 from .base import Ctx, cli, emit_json, json_option, pass_ctx
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from zcas.cas.refs import Forgotten
     from zcas.lineage.retention import Rules, RunRef, VersionRef
 
@@ -39,7 +41,10 @@ def add(c: Ctx, paths: tuple[str, ...], tag_name: str | None, as_json: bool) -> 
         check_tag_name(tag_name)  # before anything is stored
         if len(paths) != 1:
             raise UsageError(f"--tag names one version: give one PATH, not {len(paths)}")
-    out = c.repo.add(list(paths))
+    bar = _add_progress(paths)
+    out = c.repo.add(list(paths), bar)
+    if bar is not None:
+        bar.close()
     c.lineage.index_paths(c.repo.refs.last_recorded)
     if tag_name is not None:
         c.lineage.set_tag(tag_name, out[0][0])
@@ -48,6 +53,34 @@ def add(c: Ctx, paths: tuple[str, ...], tag_name: str | None, as_json: bool) -> 
     else:
         for oid, p, _ in out:
             click.echo(f"{oid.hex()}  {p}")
+
+
+class _AddBar:
+    """A bar of MiB stored or found unchanged. Its total comes from a quick walk of the paths
+    first (sizes only, nothing read: cheap next to hashing them); ``close`` completes it even
+    when the walk counted files the add skips."""
+
+    def __init__(self, bar: Callable[[int, int], None], total: int) -> None:
+        self.bar, self.total, self.done = bar, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.done < self.total:
+            self.bar(self.done >> 20, self.total >> 20)
+
+    def close(self) -> None:
+        self.bar(self.total >> 20, self.total >> 20)
+
+
+def _add_progress(paths: tuple[str, ...]) -> _AddBar | None:
+    """On a terminal only (``tty_bar``)."""
+    from zcas.cas.progress import tree_size, tty_bar
+
+    bar = tty_bar("adding", "MiB")
+    if bar is None:
+        return None
+    total = sum(tree_size(p) for p in paths)
+    return _AddBar(bar, total) if total >= 1 << 20 else None  # under 1 MiB: done before a bar would show
 
 
 @cli.command()
