@@ -205,9 +205,14 @@ class Remote:
                 objects += self._refill(stale, pending, tags, refs)
         else:
             packs = nbytes = 0
-            objects = push_objects(local, self.db, closure(local, targets))
+            sent = closure(local, targets)
+            objects = push_objects(local, self.db, sent)
+            on_remote = remote_packs(self.backend)
         runs = self.lineage.push(pending=pending)
-        self._push_actions(pending, on_remote if targets is None else remote_packs(self.backend))
+        # an entry only for runs whose outputs the remote now holds (all of them, after a
+        # push of every pack; after a push of named objects, those and what it had)
+        there = None if targets is None else (lambda o, sent=set(sent): o in sent or self.db.has(o))
+        self._push_actions(pending, on_remote, there)
         for name, oid in tags.items():
             self.push_tag(name, oid, force)
         ntags, history = len(tags), 0
@@ -216,15 +221,17 @@ class Remote:
             ntags += more
         return {"packs": packs, "bytes": nbytes, "objects": objects, "runs": runs, "tags": ntags, "history": history}
 
-    def _push_actions(self, pending: Unpushed, on_remote: set[str]) -> int:
+    def _push_actions(self, pending: Unpushed, on_remote: set[str], there: Callable[[bytes], bool] | None) -> int:
         """Write the action cache entry (``lineage.actions``) of each pushed run a lookup
         may use, with where its outputs sit in the packs the remote holds by name. Last, so
-        an entry never names what is not there yet."""
+        an entry never names what is not there yet (``there``: whether an output is)."""
         jobs = []
         for _, data in pending.records:
             rec = json.loads(data)
             if rec.get("cache_key") and rec.get("status") in ("ran", "cached"):
                 outputs = artifact_ids({"outputs": rec.get("outputs")})
+                if there is not None and not all(there(o) for o in outputs):
+                    continue
                 jobs.append((rec["cache_key"], data, actions.locate(self.repo.db, outputs, on_remote)))
         if not jobs:
             return 0

@@ -253,3 +253,23 @@ def test_a_pull_lists_only_segments_named_after_its_cursor(tmp_path, remote):
     assert names and all(n.startswith("t-") for n in names), names
     d = _repo(tmp_path / "d", url)
     assert json.loads(run_zcas("pull", "--json", cwd=d).out)["runs"] == 52
+
+
+def test_a_push_of_named_objects_writes_entries_only_for_runs_whose_outputs_went(tmp_path, remote):
+    _, url = remote
+    cmd = ["sh", "-c", "echo hello > out.txt"]
+    a = _repo(tmp_path / "a", url)
+    assert run_zcas("run", "-o", "out.txt", "--", *cmd, cwd=a).code == 0
+    (a / "data.csv").write_text("d\n")
+    oid = run_zcas("add", "data.csv", cwd=a).out.split()[0]
+    assert run_zcas("tag", "d1", oid, cwd=a).code == 0
+    assert run_zcas("push", "d1", cwd=a).code == 0  # the run's record travels, its output does not
+    assert actions.keys(ObstoreBackend(url)) == []  # so no lookup is sent after an absent output
+    # a later run of the step (a hit here) is pushed with every pack: now there is an entry
+    os.unlink(a / "out.txt")
+    assert "cached:" in run_zcas("run", "-o", "out.txt", "--", *cmd, cwd=a).out
+    assert run_zcas("push", cwd=a).code == 0
+    assert len(actions.keys(ObstoreBackend(url))) == 1
+    c = _repo(tmp_path / "c", url)
+    r = run_zcas("run", "-o", "out.txt", "--", *cmd, cwd=c)
+    assert r.code == 0 and "cached:" in r.out and (c / "out.txt").read_text() == "hello\n", r
