@@ -190,6 +190,32 @@ def check_rel_path(where: str, v: object) -> None:
         _fail(where, "lies inside .zcas", v)
 
 
+MAX_METRIC_NAME = 512  # characters in a flattened metric name
+STREAMS = ("stdout", "stderr")
+
+
+def check_metric_name(where: str, v: object) -> None:
+    """A flattened metric name: printable, no leading or trailing dot, no empty part."""
+    check_str(where, v, MAX_METRIC_NAME)
+    assert isinstance(v, str)
+    if not v or any(not p for p in v.split(".")) or not v.isprintable():
+        _fail(where, "is not a metric name (dotted parts, printable, none empty)", v)
+
+
+def check_metric(where: str, v: object) -> None:
+    """A metric is a number: an int or a finite float, never a bool (JSON would keep
+    true apart from 1, and a table column must sort)."""
+    if type(v) is int:
+        check_int(where, v, -MAX_NS - 1, MAX_NS)
+    elif type(v) is not float or not math.isfinite(v):
+        _fail(where, f"must be a finite number, not {type(v).__name__}", v)
+
+
+def _stream(where: str, v: object) -> None:
+    if type(v) is not str or v not in STREAMS:
+        _fail(where, f"must be one of {', '.join(STREAMS)}", v)
+
+
 def _ns(where: str, v: object) -> None:
     check_int(where, v, 0, MAX_NS)
 
@@ -240,6 +266,10 @@ class Run:
     implicit_inputs: dict[str, str] = attrs.field(factory=dict, validator=_mapping(check_rel_path, check_id))
     # a Python step: the stored manifest of what its code fingerprint covers (explain, why)
     code_manifest: str | None = attrs.field(default=None, validator=_optional(check_id))
+    # flattened metric name ("train.loss") -> a finite number (what the step reported)
+    metrics: dict[str, int | float] = attrs.field(factory=dict, validator=_mapping(check_metric_name, check_metric))
+    # captured output: stream ("stdout", "stderr") -> id of the blob or chunked file holding it
+    log: dict[str, str] = attrs.field(factory=dict, validator=_mapping(_stream, check_id))
 
     @property
     def duration(self) -> float:
@@ -268,17 +298,20 @@ class PathVersion:
 
 # Written only when set, so a run that has none encodes (and so is identified) exactly as
 # before these fields existed, and zcas versions before them still read it.
-OMITTED_AT_DEFAULT: dict[str, Any] = {"implicit_inputs": {}, "code_manifest": None}
+OMITTED_AT_DEFAULT: dict[str, Any] = {"implicit_inputs": {}, "code_manifest": None, "metrics": {}, "log": {}}
 
 PATH_REQUIRED = frozenset({"path", "id", "time_ns"})
 
 
 def artifact_ids(run: dict[str, Any]) -> list[bytes]:
-    """The ids of the inputs, outputs and code manifest an unstructured run names (a value
-    that is not an id names nothing)."""
+    """The ids of the inputs, outputs, code manifest and captured output an unstructured run
+    names (a value that is not an id names nothing)."""
     out = []
     manifest = run.get("code_manifest")
-    for x in (*(run.get("inputs") or {}).values(), *(run.get("outputs") or {}).values(), *([manifest] if manifest else [])):
+    found = run.get("log")
+    log: dict[str, Any] = found if isinstance(found, dict) else {}
+    for x in (*(run.get("inputs") or {}).values(), *(run.get("outputs") or {}).values(), *([manifest] if manifest else []),
+              *log.values()):
         if isinstance(x, str) and len(x) == 64:
             try:
                 out.append(bytes.fromhex(x))

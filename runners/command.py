@@ -21,11 +21,12 @@ from zcas.cas.errors import InputPathError, ZcasError
 
 from .artifacts import current_id, restore, store_paths
 from .aside import put_back, set_aside
+from .capture import Logs, run_captured
 from .core import Core, Done, Pending, Plan
 from .keylock import PathLocks
 from .keys import command_components, env_digests, key_of
 from .spec import PLACEHOLDER, SHELL, StepSpec
-from .tasks import command_task, not_produced, run_argv
+from .tasks import check_command, command_task
 
 
 @attrs.define
@@ -176,19 +177,21 @@ class Command:
         started = time.time_ns()
         if core.out is not None and core.out.isatty():  # for people: what runs now (scripts get ran:/cached:)
             core.say(f"running: {self.spec.name}")
-        code, err = run_argv(argv, core.abspath(self.spec.cwd), _env(self.spec), core.cmd_stdout)
+        logs = Logs()
+        try:
+            code, err = run_captured(argv, core.abspath(self.spec.cwd), _env(self.spec), core.cmd_stdout, logs)
+        finally:
+            log = logs.store(core.db)
         ended = time.time_ns()
+        code, err, found = check_command(core.repo.root, code, err, list(self.spec.outputs), self.spec.metrics, log)
         if code != 0:
-            return Done(code, err, {}, {}, started, ended)
-        why = not_produced(core.repo.root, list(self.spec.outputs))
-        if why:
-            return Done(1, why, {}, {}, started, ended)
+            return Done(code, err, {}, {}, started, ended, found=found)
         outputs = {k: v.hex() for k, v in store_paths(core, list(self.spec.outputs)).items()}
-        return Done(0, "", outputs, {}, started, ended)
+        return Done(0, "", outputs, {}, started, ended, found=found)
 
     def task(self, core: Core, plan: Plan) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         return command_task, (core.task_spec, core.repo.root, plan.fields["cmd"], self.spec.cwd, _env(self.spec),
-                              list(self.spec.outputs), sorted(core.db.damaged))
+                              list(self.spec.outputs), sorted(core.db.damaged), self.spec.metrics)
 
     def result(self, core: Core, plan: Plan, done: Done, rid: str) -> StepResult:
         dur = (done.ended - done.started) / 1e9

@@ -138,6 +138,12 @@ class Pending:
                     del self.core.inflight[self.plan.key]
 
 
+def reported(rec: dict) -> dict[str, Any]:
+    """The record fields a hit takes over from the run it restores: that run's metrics and
+    the log it printed (the hit itself prints nothing)."""
+    return {k: rec[k] for k in ("metrics", "log") if rec.get(k)}
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -172,6 +178,7 @@ class Core:
         self.lock = threading.RLock()
         self.pending: list[Run] = []  # cache hits, recorded together at the end
         self.steps: dict[str, str] = {}  # step name -> run id, for a pipeline's record
+        self.metrics: dict[str, int | float] = {}  # every step's metrics, for a pipeline's record
         self.inflight: dict[bytes, Pending] = {}
         self.keylocks = key_locks(repo.zdir)
         self._executor_factory = executor
@@ -297,6 +304,7 @@ class Core:
     def _use_hit(self, kind: StepKind, plan: Plan, rid: bytes, rec: dict) -> Any:
         started = time.time_ns()
         outputs, out_mats, make = kind.hit(self, plan, rid, rec)
+        plan = plan._replace(fields={**plan.fields, **reported(rec)})  # a hit reports what its run did
         run = self._run(plan, kind, "cached", started, time.time_ns(), outputs, out_mats, 0, cached_from=rid.hex())
         new = self.record(run, now=False)
         self.note_step(plan.name, new)
@@ -308,6 +316,8 @@ class Core:
         dur = (done.ended - done.started) / 1e9
         if done.code != 0:
             kind.undo(self, token)
+            if done.found and done.found.get("log"):  # what it printed says why it failed; its metrics count for nothing
+                plan = plan._replace(fields={**plan.fields, "log": done.found["log"]})
             rid = self.record(self._run(plan, kind, "failed", done.started, done.ended, {}, {}, done.code), now=True)
             self.note_step(plan.name, rid)
             self.say(f"failed: {plan.name} ({done.error})")
@@ -352,6 +362,9 @@ class Core:
 
     def record(self, run: Run, now: bool) -> str:
         """Record a run: at once (others may wait on its key), or batched with the rest; its id."""
+        if run.metrics:
+            with self.lock:
+                self.metrics.update(run.metrics)
         if now:
             return self.lineage.record_run(run).hex()
         with self.lock:

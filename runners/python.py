@@ -23,9 +23,12 @@ from zcas.lineage.canonical import check, dumps
 
 from . import codemanifest, fileaudit, implicit, sourcedigest
 from . import materializers as mats
+from .capture import Logs, teeing
 from .core import Core, Done, Pending, Plan
 from .fingerprint import manifest
 from .keys import env_digests, key_of
+from .metrics import collecting
+from .metrics import from_result as metrics_of
 from .tasks import ArtifactRef, files_found, python_task
 from .values import check_loadable, load_value, store_value
 
@@ -270,12 +273,15 @@ class PythonCall:
         step = self.step
         call_args, call_kwargs = _call_args(step, self.bound, lambda x: x.load() if isinstance(x, Artifact) else x)
         started = time.time_ns()
+        logs = Logs()
         try:
-            with fileaudit.recording(core.repo.root) as seen:
+            with fileaudit.recording(core.repo.root) as seen, teeing(logs), collecting() as logged:
                 result = step.fn(*call_args, **call_kwargs)
+            reported = metrics_of(step.fn, result, logged)
         except BaseException as e:  # noqa: BLE001 - recorded as failed, then raised to the caller
-            return Done(1, f"{type(e).__name__}", {}, {}, started, time.time_ns(), exc=e)
+            return Done(1, f"{type(e).__name__}", {}, {}, started, time.time_ns(), exc=e, found={"log": logs.store(core.db)})
         ended = time.time_ns()
+        log = logs.store(core.db)
         multi = isinstance(result, tuple) and step.multiple_outputs
         values = list(result) if multi else [result]
         names = [f"output.{i}" for i in range(len(values))] if multi else ["output"]
@@ -287,7 +293,8 @@ class PythonCall:
             else:
                 outputs[n], tags[n] = store_value(core.db, core.statcache, v, step.pickle)
                 self._values[n] = v
-        found = files_found(seen, core.repo.root, core.statcache, step.name, values)
+        statcache = core.statcache if seen.reads - seen.writes else None  # loaded only when needed
+        found = {**files_found(seen, core.repo.root, statcache, step.name, values), "metrics": reported, "log": log}
         return Done(0, "", outputs, tags, started, ended, multi, found=found)
 
     def task(self, core: Core, plan: Plan) -> tuple[Callable[..., Any], tuple[Any, ...]]:

@@ -22,7 +22,7 @@ from zcas.lineage.canonical import check
 
 FILE = "zcas.toml"
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_STEP_KEYS = {"cmd", "inputs", "outputs", "params", "env", "cwd"}
+_STEP_KEYS = {"cmd", "inputs", "outputs", "metrics", "params", "env", "cwd"}
 SHELL = ("sh", "-c")  # how a string ``cmd`` runs
 # {name} in a command is the value of param ``name``. Not ``${NAME}`` (the shell's) nor a
 # word in doubled braces (``{{.Id}}``, templates of other tools), which stay as written.
@@ -86,6 +86,14 @@ class StepSpec:
     params: dict[str, Any] = attrs.Factory(dict)
     env: tuple[str, ...] = ()
     cwd: str = ""  # relative to the repository root
+    # files the command writes holding its metrics (also among ``outputs``: restored on a hit)
+    metrics: tuple[str, ...] = ()
+
+
+def with_metrics(outputs: tuple[str, ...], metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """A step's outputs with its metrics files among them: a metrics file is an output (its
+    content is kept and restored on a hit) that is also read into the record."""
+    return (*outputs, *(m for m in metrics if m not in outputs))
 
 
 def norm_path(path: str, where: str) -> str:
@@ -185,6 +193,8 @@ def from_table(name: str, body: Any, where: str, check_name: bool = True) -> Ste
         raise SpecError(f"{where}: 'cwd' must be a string")
     inputs = tuple(norm_path(p, f"{where}: inputs") for p in _strs(body.get("inputs", []), f"{where}: 'inputs'"))
     outputs = tuple(norm_path(p, f"{where}: outputs") for p in _strs(body.get("outputs", []), f"{where}: 'outputs'"))
+    metrics = tuple(norm_path(p, f"{where}: metrics") for p in _strs(body.get("metrics", []), f"{where}: 'metrics'"))
+    outputs = with_metrics(outputs, metrics)
     check_step_paths(where, inputs, outputs)
     check_placeholders(where, argv, params)
     return StepSpec(
@@ -195,6 +205,7 @@ def from_table(name: str, body: Any, where: str, check_name: bool = True) -> Ste
         params=dict(params),
         env=env,
         cwd="" if cwd in ("", ".") else norm_path(cwd, f"{where}: cwd"),
+        metrics=metrics,
     )
 
 

@@ -22,8 +22,12 @@ from zcas.cas.local import LocalBackend
 from zcas.cas.objstore import ObstoreBackend
 from zcas.cas.statcache import StatCache
 
+from .capture import Logs, run_captured, teeing
 from .fileaudit import Recorder, recording
 from .implicit import ids_of, warn_writes
+from .metrics import MetricsError, collecting
+from .metrics import from_result as metrics_of
+from .metrics import read_files as read_metrics
 from .values import load_value, store_value
 
 _stores: dict[tuple[tuple[str, Any], ...], ObjectDB] = {}
@@ -67,8 +71,13 @@ def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str
     call_args = [load(a) for a in args]
     call_kwargs = {k: load(v) for k, v in kwargs.items()}
     started = time.time_ns()
-    with recording(root) if root else contextlib.nullcontext() as seen:
-        result = fn(*call_args, **call_kwargs)
+    logs = Logs(spec.get("tmp"))
+    try:
+        with recording(root) if root else contextlib.nullcontext() as seen, teeing(logs), collecting() as logged:
+            result = fn(*call_args, **call_kwargs)
+        reported = metrics_of(fn, result, logged)
+    finally:
+        log = logs.store(db)
     ended = time.time_ns()
     multi = multiple and isinstance(result, tuple)
     values = list(result) if multi else [result]
@@ -78,7 +87,8 @@ def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str
     for name, v in zip(names, values, strict=True):
         outputs[name], tags[name] = store_value(db, None, v, allow_pickle)
     db.flush()  # published before the client records a run naming these ids
-    found = files_found(seen, root, None, name, values) if root and seen is not None else None
+    found = files_found(seen, root, None, name, values) if root and seen is not None else {}
+    found.update(metrics=reported, log=log)
     return 0, "", outputs, tags, started, ended, multi, None, found
 
 
@@ -114,19 +124,40 @@ def not_produced(root: str, outputs: list[str]) -> str | None:
 
 
 def command_task(spec: dict[str, Any], root: str, argv: list[str], cwd: str, env: dict[str, str], outputs: list[str],
-                 damaged: list[bytes]) -> tuple[Any, ...]:
-    """Run a command in the shared repository folder and store its outputs; a ``core.Done``'s fields."""
+                 damaged: list[bytes], metrics: tuple[str, ...] = ()) -> tuple[Any, ...]:
+    """Run a command in the shared repository folder and store its outputs and its captured
+    output; a ``core.Done``'s fields (its log and metrics in ``found``)."""
     db = open_store(spec)
     db.mark_damaged(damaged)
     started = time.time_ns()
-    code, err = run_argv(argv, os.path.join(root, cwd) if cwd else root, env)
+    logs = Logs(spec.get("tmp"))
+    try:
+        code, err = run_captured(argv, os.path.join(root, cwd) if cwd else root, env, None, logs)
+    finally:
+        log = logs.store(db)
     ended = time.time_ns()
+    code, err, found = check_command(root, code, err, outputs, metrics, log)
     if code != 0:
-        return code, err, {}, {}, started, ended
-    why = not_produced(root, outputs)
-    if why:
-        return 1, why, {}, {}, started, ended
+        db.flush()
+        return code, err, {}, {}, started, ended, False, None, found
     ing = Ingester(db, StatCache(None))
     ids = {o: ing.add(os.path.join(root, o))[0].hex() for o in outputs}
     db.flush()
-    return 0, "", ids, {}, started, ended
+    return 0, "", ids, {}, started, ended, False, None, found
+
+
+def check_command(root: str, code: int, err: str, outputs: list[str], metrics: tuple[str, ...],
+                  log: dict[str, str]) -> tuple[int, str, dict[str, Any]]:
+    """(code, reason, record fields) of a finished command: a declared output not written or
+    a metrics file that does not read fails it (one line naming the file and key), and a
+    failed run keeps only its log, never metrics half read."""
+    found: dict[str, Any] = {"log": log}
+    if code == 0:
+        why = not_produced(root, outputs)
+        if why:
+            return 1, why, found
+        try:
+            found["metrics"] = read_metrics(root, metrics)
+        except MetricsError as e:
+            return 1, str(e), found
+    return code, err, found

@@ -27,12 +27,13 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from zcas.cas.errors import ZcasError
     from zcas.repository import Repository
     from zcas.runners.materializers import NoMaterializerError, materializer
+    from zcas.runners.metrics import Metrics, log_metric, log_metrics
     from zcas.runners.python import Artifact
     from zcas.steps import PipelineRun, StepFailedError, command, pipeline, step
 
 __all__ = [
     "__version__", "step", "pipeline", "command", "StepFailedError", "materializer", "Repository", "Artifact", "PipelineRun",
-    "ZcasError", "NoMaterializerError",
+    "ZcasError", "NoMaterializerError", "log_metric", "log_metrics", "Metrics",
 ]
 
 _LAZY = {
@@ -46,6 +47,9 @@ _LAZY = {
     "NoMaterializerError": ("zcas.runners.materializers", "NoMaterializerError"),
     "Repository": ("zcas.repository", "Repository"),
     "ZcasError": ("zcas.cas.errors", "ZcasError"),
+    "log_metric": ("zcas.runners.metrics", "log_metric"),
+    "log_metrics": ("zcas.runners.metrics", "log_metrics"),
+    "Metrics": ("zcas.runners.metrics", "Metrics"),
 }
 
 

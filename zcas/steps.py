@@ -179,7 +179,8 @@ class Pipeline:
                 ended = time.time_ns()
                 run = Run(step=self.name, kind="pipeline", status=status, started_ns=core.started, ended_ns=ended,
                           host=core.host, user=core.user, zcas_version=core.version, session=core.id,
-                          steps=dict(core.steps), params=_params(kwargs), exit_status=0 if status == "ran" else 1)
+                          steps=dict(core.steps), params=_params(kwargs), exit_status=0 if status == "ran" else 1,
+                          metrics=dict(sorted(core.metrics.items())))  # its steps' metrics, one row in exp show
                 rid = core.record(run, now=False)
         return PipelineRun(repository, rid, output, core.steps, (ended - core.started) / 1e9)
 

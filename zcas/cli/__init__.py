@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from . import config, data, log, remote, run, ui  # noqa: F401 - importing them registers their commands
+from . import config, data, exp, log, remote, run, ui  # noqa: F401 - importing them registers their commands
 from .base import cli
 
 # Library imports stay inside the functions, here and in every command module: `zcas --help`

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -217,9 +218,11 @@ def _print_runs(c: Ctx, runs: dict[str, dict[str, Any]], fmt: str, emit_url: str
 
 @cli.command()
 @click.argument("target")
+@click.option("--log", "log", is_flag=True,
+              help="Print what the run printed (stdout, then stderr; a cached run: the run it came from), streamed.")
 @json_option()
 @pass_ctx
-def show(c: Ctx, target: str, as_json: bool) -> None:
+def show(c: Ctx, target: str, log: bool, as_json: bool) -> None:
     """Everything about one run, or one artifact (its producers, users and paths)."""
     import shlex
 
@@ -236,6 +239,11 @@ def show(c: Ctx, target: str, as_json: bool) -> None:
         if rec is None:
             raise ZcasError(f"run {oid.hex()[:12]} has no readable record (see zcas fsck)")
         r = public_record(rec)  # env values of older records become digests
+        if log:
+            from zcas.experiments import print_log
+
+            print_log(c.repo.db, oid.hex(), rec, sys.stdout.buffer, lineage=lin)
+            return
         if as_json:
             emit_json(dict(r, id=oid.hex()))
             return
@@ -264,6 +272,14 @@ def show(c: Ctx, target: str, as_json: bool) -> None:
             click.echo("env (names only: values are never stored):")
             for k, v in sorted(r["env"].items()):
                 click.echo(f"  {pr(k)} ({'unset' if v is None else 'set'})")
+        if r.get("metrics"):
+            click.echo("metrics:")
+            for k, v in sorted(r["metrics"].items()):
+                click.echo(f"  {pr(k)} = {v}")
+        if r.get("log"):
+            click.echo("log (zcas show RUN --log prints it):")
+            for k, v in sorted(r["log"].items()):
+                click.echo(f"  {v}  {k}")
         return
     e = c.repo.db.entry(oid)
     info: dict[str, Any] = {

@@ -32,10 +32,10 @@ def _core(c: Ctx, verify: bool | None, as_json: bool, remote_cache: bool | None 
 
 
 def _one_off(c: Ctx, argv: list[str], inputs: Sequence[str], outputs: Sequence[str], params: Sequence[str],
-             env: Sequence[str], name: str | None, cwd: str | None) -> StepSpec:
+             env: Sequence[str], name: str | None, cwd: str | None, metrics: Sequence[str] = ()) -> StepSpec:
     import shlex
 
-    from zcas.runners.spec import StepSpec, check_placeholders, check_step_paths, norm_path
+    from zcas.runners.spec import StepSpec, check_placeholders, check_step_paths, norm_path, with_metrics
 
     ps: dict[str, Any] = {}
     for p in params:
@@ -49,12 +49,14 @@ def _one_off(c: Ctx, argv: list[str], inputs: Sequence[str], outputs: Sequence[s
     def rel(p: str) -> str:
         return norm_path(os.path.relpath(os.path.join(base, p), c.repo.root), "path")
 
-    ins, outs = tuple(rel(p) for p in inputs), tuple(rel(p) for p in outputs)
+    ins, mets = tuple(rel(p) for p in inputs), tuple(rel(p) for p in metrics)
+    outs = with_metrics(tuple(rel(p) for p in outputs), mets)
     check_step_paths("zcas run", ins, outs)
     if ps:  # with no params nothing is substituted: braces typed at a shell stay as typed
         check_placeholders("zcas run", tuple(argv), ps)
     return StepSpec(
         name=name or shlex.join(argv), cmd=tuple(argv), inputs=ins, outputs=outs, params=ps, env=tuple(env), cwd=rel_cwd,
+        metrics=mets,
     )
 
 
@@ -70,6 +72,8 @@ class _KeepsArgs(click.Command):
 @cli.command(cls=_KeepsArgs, context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
 @click.option("-i", "--input", "inputs", multiple=True, metavar="PATH", help="A file or folder the command reads.")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="PATH", help="A file or folder the command writes.")
+@click.option("-m", "--metrics", "metrics", multiple=True, metavar="FILE",
+              help="A file the command writes holding its metrics (JSON, YAML, TOML, CSV): an output, read into the record.")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A command's parameter ($ZCAS_PARAM_KEY and {key} in it); for zcas.toml steps, STEP.KEY=VALUE "
                    "(or KEY=VALUE, every step with KEY) overrides a param for this run.")
@@ -84,13 +88,14 @@ class _KeepsArgs(click.Command):
 @json_option("Print a JSON summary on stdout (status lines and command output go to stderr).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
-def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], params: tuple[str, ...], env: tuple[str, ...],
+def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], metrics: tuple[str, ...], params: tuple[str, ...],
+        env: tuple[str, ...],
         name: str | None, cwd: str | None, jobs: int | None, verify: bool, no_remote_cache: bool, stack: str | None,
         as_json: bool, args: tuple[str, ...]) -> None:
     """Run a command or the pipeline, reusing every result that is already cached.
 
     \b
-    zcas run [-i PATH]... [-o PATH]... [-p KEY=VALUE]... [-e VAR]... -- CMD [ARGS]...
+    zcas run [-i PATH]... [-o PATH]... [-m FILE]... [-p KEY=VALUE]... [-e VAR]... -- CMD [ARGS]...
     zcas run                  every step of zcas.toml
     zcas run STEP...          those steps and the steps they need
     zcas run -p STEP.KEY=VALUE [STEP]...   with a param overridden for this run
@@ -106,7 +111,7 @@ def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], params: tuple
     raw = click.get_current_context().meta["zcas.args"]
     remote_cache = False if no_remote_cache else None  # None: as configured (run.remote_cache)
     verify_opt = True if verify else None  # None: as configured (run.verify)
-    if args and "--" not in raw and not (inputs or outputs or env or name or cwd) and _PY_TARGET.fullmatch(args[0]):
+    if args and "--" not in raw and not (inputs or outputs or metrics or env or name or cwd) and _PY_TARGET.fullmatch(args[0]):
         from zcas.pyrun import run_python  # a Python pipeline needs none of the command machinery below
 
         sys.exit(run_python(c.repository, args[0], list(args[1:]), params, as_json, remote_cache, verify_opt, stack))
@@ -118,7 +123,7 @@ def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], params: tuple
         jobs = int(c.config.get("run.jobs"))
     ctx = _core(c, verify_opt, as_json, remote_cache, stack)
     steps = spec_mod.load(c.repo.root)
-    one_off = bool(inputs or outputs or env or name or cwd)  # options only a command takes
+    one_off = bool(inputs or outputs or metrics or env or name or cwd)  # options only a command takes
     # -p is a command's param after "--" (or with no zcas.toml), else a step param's override
     command_mode = "--" in raw or one_off or (params and not steps) or (args and args[0] not in steps)
     unknown = [a for a in args if a not in steps]
@@ -127,7 +132,7 @@ def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], params: tuple
     if command_mode:
         if not args:
             raise click.UsageError("no command given: zcas run [OPTIONS] -- CMD [ARGS]...")
-        s = _one_off(c, list(args), inputs, outputs, params, env, name, cwd)
+        s = _one_off(c, list(args), inputs, outputs, params, env, name, cwd, metrics)
         steps, order = {s.name: s}, [s.name]
         deps: dict[str, set[str]] = {s.name: set()}
     else:
