@@ -1,6 +1,6 @@
 """Remote benchmarks (issue 6): push and pull to an S3-protocol server on 127.0.0.1.
 
-Run:  python benchmarks/bench_remote.py [--data DIR] [--quick]
+Run:  python benchmarks/bench_remote.py [--data DIR] [--quick] [--baseline REV [--rounds N] [--no-plain]]
 
 Starts moto's S3 server (pip install -e '.[test]'), then measures `zcas push` and `zcas
 pull` of the 10,000 small files and of the 1 GiB data, beside plain obstore puts and gets
@@ -8,14 +8,20 @@ of the same bytes to the same server in the same run (16 requests in flight), an
 push`/`dvc pull` where DVC is installed.
 
 `--baseline REV` also pulls the same remote with zcas as it was at git revision REV
-(extracted to a temporary folder and run from there), alternating with the current pull,
-so the cost of a change (say, verifying every pulled record) is a same-run ratio.
+(extracted to a temporary folder and run from there, with that revision's own command
+line), alternating with the current pull, so the cost of a change (say, verifying every
+pulled record) is a same-run ratio. Beside the wall times it prints the CPU time of each
+pull and of the S3 server, and a floor: the time decoding and hashing the same records
+takes alone, in memory, on every core. A verified pull has to do the baseline's work (the
+download, the writes, the server's part, all on the same machine here) and that on top, so
+it cannot take less than the sum of those CPU times divided by the cores: the bound printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -59,8 +65,10 @@ def raw_obstore(files: list[str], root: str, url: str) -> tuple[float, float]:
 
 
 def old_zcas(rev: str, dest: str) -> dict:
-    """The environment that runs zcas as it was at ``rev`` (its packages laid out as they
-    install: zcas/, zcas/cas, zcas/lineage, zcas/runners)."""
+    """How to run zcas as it was at ``rev`` (its packages laid out as they install: zcas/,
+    zcas/cas, zcas/lineage, zcas/runners): ``env`` to add, and ``cmd``, its own command
+    line (``python -m zcas`` now; ``python -m zcas.runners`` before the CLI moved; the
+    current one must not run, since modules an old tree lacks would come from this one)."""
     import tarfile
 
     root = os.path.dirname(HERE)
@@ -76,36 +84,117 @@ def old_zcas(rev: str, dest: str) -> dict:
     for sub in ("cas", "lineage", "runners"):
         shutil.copytree(os.path.join(src, sub), os.path.join(pkg, sub))
     subprocess.run([sys.executable, "-m", "compileall", "-q", pkg], check=True)
-    return {"PYTHONPATH": os.path.join(dest, "pkg")}
+    main = next(m for m in ("zcas", "zcas.runners") if os.path.exists(os.path.join(dest, "pkg", *m.split("."), "__main__.py")))
+    return {"env": {"PYTHONPATH": os.path.join(dest, "pkg")}, "cmd": [sys.executable, "-m", main]}
 
 
-def fresh(path: str, url: str, env: dict) -> str:
+def fresh(path: str, url: str, env: dict, cmd: list[str] = ZCAS) -> str:
     os.makedirs(path)
-    subprocess.run(ZCAS + ["init"], cwd=path, env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(ZCAS + ["remote", "add", "origin", url], cwd=path, env=env, check=True)
+    subprocess.run(cmd + ["init"], cwd=path, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd + ["remote", "add", "origin", url], cwd=path, env=env, check=True)
     return path
 
 
-def one(name: str, src: str, work: str, env: dict, bucket_url: str, baseline: dict | None = None) -> None:
+def timed_cpu(cmd, cwd, env, server: int | None) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of the process, CPU seconds of the server meanwhile)."""
+    before, s0 = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_of(server)
+    wall = timed(cmd, cwd, env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, cpu_of(server) - s0
+
+
+def cpu_of(pid: int | None) -> float:
+    """CPU seconds a process has used so far (Linux; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def compare_pulls(name: str, url: str, work: str, env: dict, baseline: dict, rounds: int, server: int | None) -> str:
+    """Pull the remote with the baseline, then with zcas now, alternating, ``rounds`` times
+    each; print medians side by side, and the floor. Returns a repository pulled now."""
+    import statistics
+
+    old_env = {**env, **baseline["env"]}
+    runs: dict[str, list[tuple[float, float, float]]] = {"now": [], "then": []}
+    for i in range(rounds):
+        then = fresh(os.path.join(work, f"{name}-old{i}"), url, old_env, baseline["cmd"])
+        runs["then"].append(timed_cpu(baseline["cmd"] + ["pull"], then, old_env, server))
+        now = fresh(os.path.join(work, f"{name}-new{i}"), url, env)
+        runs["now"].append(timed_cpu(ZCAS + ["pull"], now, env, server))
+    med = {k: [statistics.median(r[c] for r in v) for c in range(3)] for k, v in runs.items()}
+    spread = {k: "–".join(f"{f(r[0] for r in v):.2f}" for f in (min, max)) for k, v in runs.items()}
+    (w, c, sv), (bw, bc, bsv) = med["now"], med["then"]
+    print(f"{name:<12} pull, median of {rounds}   verified (now)        baseline ({baseline['rev']})   now/baseline", flush=True)
+    print(f"{'':<12} wall              {w:6.2f} s ({spread['now']})   {bw:6.2f} s ({spread['then']})   {w / bw:.2f}x")
+    print(f"{'':<12} zcas CPU          {c:6.2f} s              {bc:6.2f} s              {c / bc:.2f}x")
+    print(f"{'':<12} S3 server CPU     {sv:6.2f} s              {bsv:6.2f} s")
+    fw, fc, n, raw = verify_floor(now)
+    cores = os.cpu_count() or 1
+    need = max(bw, (bc + bsv + fc) / cores)
+    print(f"{'':<12} floor: decoding and hashing the same {n:,} records ({raw / 1e6:,.0f} MB) alone, in memory, "
+          f"{cores} threads: {fw:.2f} s ({fc:.2f} CPU-s)")
+    print(f"{'':<12} so a verified pull needs >= max(baseline wall, (baseline CPU {bc:.2f} + server {bsv:.2f} + "
+          f"verifying {fc:.2f}) / {cores} cores) = {need:.2f} s: >= {need / bw:.2f}x the baseline", flush=True)
+    return now
+
+
+def verify_floor(repo: str) -> tuple[float, float, int, int]:
+    """(wall, CPU seconds, records, decoded bytes) to decode and hash every record of a
+    repository's packs, already in memory, on every core: the least verifying them costs,
+    whoever does it. Plain zstandard and blake3 calls, no zcas code in the loop."""
+    import glob
+    import struct
+
+    import zstandard
+    from blake3 import blake3
+
+    from zcas.cas.pack import decode_index
+
+    work = []
+    for path in glob.glob(os.path.join(repo, ".zcas", "objects", "packs", "*.pack")):
+        name = os.path.basename(path)[5:-5]
+        with open(path, "rb") as f:
+            body = f.read()
+        with open(path[:-5] + ".idx", "rb") as f:
+            ents = sorted(decode_index(name, f.read()), key=lambda t: t[1])
+        work += [(body, ents[k : k + 256]) for k in range(0, len(ents), 256)]
+    head = struct.Struct("<BBQ")
+
+    def one(task) -> int:
+        body, ents = task
+        d = zstandard.ZstdDecompressor()
+        n = 0
+        for _, off, length, _, _ in ents:
+            _, codec, raw = head.unpack_from(body, off)
+            rec = memoryview(body)[off + head.size : off + length]
+            data = d.decompress(rec, max_output_size=raw) if codec == 1 else rec
+            blake3(data).digest()
+            n += len(data)
+        return n
+
+    cores = os.cpu_count() or 1
+    t, c = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(cores) as ex:
+        raw = sum(ex.map(one, work))
+    return time.perf_counter() - t, time.process_time() - c, sum(len(e) for _, e in work), raw
+
+
+def one(name: str, src: str, work: str, env: dict, bucket_url: str, baseline: dict | None = None,
+        plain: bool = True, rounds: int = 3, server: int | None = None) -> None:
     url = f"{bucket_url}/{name}-zcas"
     a = fresh(os.path.join(work, f"{name}-a"), url, env)
     b = fresh(os.path.join(work, f"{name}-b"), url, env)
     subprocess.run(ZCAS + ["add", src], cwd=a, env=env, check=True, stdout=subprocess.DEVNULL)
     push = timed(ZCAS + ["push"], a, env)
     pull = timed(ZCAS + ["pull"], b, env)
-    if baseline is not None:  # alternate: now, then, now, then ... and compare medians
-        import statistics
-
-        now, then = [pull], []
-        for i in range(3):
-            old_env = {**env, **baseline}
-            then.append(timed(ZCAS + ["pull"], fresh(os.path.join(work, f"{name}-old{i}"), url, old_env), old_env))
-            if i < 2:
-                now.append(timed(ZCAS + ["pull"], fresh(os.path.join(work, f"{name}-new{i}"), url, env), env))
-        pull = statistics.median(now)
-        print(f"{name:<12} pull now {pull:7.2f}s (runs {', '.join(f'{x:.2f}' for x in now)})  |  "
-              f"baseline {statistics.median(then):7.2f}s (runs {', '.join(f'{x:.2f}' for x in then)})  |  "
-              f"now/baseline {pull / statistics.median(then):.2f}x", flush=True)
+    if baseline is not None:  # alternate: then, now, then, now ... and compare medians
+        compare_pulls(name, url, work, env, baseline, rounds, server)
+    if not plain:
+        return
     files = files_of(src)
     rput, rget = raw_obstore(files, src, f"{bucket_url}/{name}-raw")
     print(f"{name:<12} push {push:7.2f}s  pull {pull:7.2f}s   |  plain obstore, 16 in flight: put {rput:7.2f}s  get {rget:7.2f}s"
@@ -130,6 +219,8 @@ def main() -> None:
     ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "zcas-bench-data"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--baseline", metavar="REV", help="also pull with zcas as of git revision REV, in the same run")
+    ap.add_argument("--rounds", type=int, default=3, help="pulls of each, alternating, with --baseline (default 3)")
+    ap.add_argument("--no-plain", action="store_true", help="skip plain obstore and DVC (only zcas, and the baseline)")
     a = ap.parse_args()
     d = bench_cas.prepare(a.data + ("-quick" if a.quick else ""), a.quick)
     proc, endpoint = s3server.start()
@@ -139,10 +230,12 @@ def main() -> None:
         os.environ.update(s3server.env_for(endpoint))
         with tempfile.TemporaryDirectory(prefix="zcas-bench-remote-") as work:
             base = old_zcas(a.baseline, os.path.join(work, "baseline")) if a.baseline else None
+            if base:
+                base["rev"] = a.baseline
             print("targets: small files push <= 5.5 s, pull <= 8 s; 1 GiB push and pull within 1.5x of plain obstore"
                   + ("; verified pull within 1.3x of the baseline's" if base else ""))
-            one("small-10k", d["small"], work, env, "s3://bench", base)
-            one("big-1GiB", d["big"], work, env, "s3://bench", base)
+            for name, key in (("small-10k", "small"), ("big-1GiB", "big")):
+                one(name, d[key], work, env, "s3://bench", base, not a.no_plain, a.rounds, proc.pid)
     finally:
         proc.terminate()
 
