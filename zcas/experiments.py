@@ -53,7 +53,8 @@ def rows(repo: Repository, target: str | None = None, failed: bool = False) -> l
 def resolve(repo: Repository, ref: str, target: str | None = None) -> Experiment:
     """One experiment: ``HEAD`` (the newest row of ``target``), ``HEAD~N`` or ``NAME~N`` (N
     rows before it), a step or pipeline name (its newest run), a run id or prefix, or a tag
-    naming a run."""
+    naming a run. A run id is that run alone, except the id ``exp show`` gives a row of the
+    ``zcas.toml`` pipeline (its newest run): that is the whole row."""
     m = _BACK.fullmatch(ref)
     base, back = (m.group(1), int(m.group(2))) if m else (ref, 0)
     if base == "HEAD" or (not m and repo.lineage.graph.last_run(base) is not None) or (m and base != "HEAD"):
@@ -67,9 +68,9 @@ def resolve(repo: Repository, ref: str, target: str | None = None) -> Experiment
     if rec is None:
         raise UsageError(f"{ref!r} names no run")
     steps = _pipeline_steps(repo)
-    if rec["step"] in steps and rec.get("session"):  # a run of the zcas.toml pipeline: its whole session
+    if rec["step"] in steps and rec.get("session"):  # the id exp show gives a zcas run: that whole row
         for row in ex.of_sessions(repo.lineage, steps, failed=True):
-            if rid in row.runs:
+            if rid == row.id:
                 return row
     return ex.of_run(rid, rec)
 

@@ -250,7 +250,7 @@ class Repository:
     # -- the past ------------------------------------------------------------------------
 
     def runs(self, step: str | None = None, *, pipeline: str | None = None, status: str | None = None,
-             limit: int | None = None, since: dt.datetime | None = None) -> list[RunView]:
+             limit: int | None = None, since: dt.datetime | None = None) -> Runs:
         """Runs newest first; ``pipeline=NAME`` gives that pipeline's runs (with ``.steps``)."""
         since_ns = int(since.timestamp() * 1e9) if since else 0
         if pipeline is not None:
@@ -258,7 +258,16 @@ class Repository:
                      if r["kind"] == "pipeline"][:limit]
         else:
             found = self.lineage.runs(step=step, status=status, since_ns=since_ns, limit=limit)
-        return [RunView(self, rid.hex(), r) for rid, r in found]
+        return Runs(RunView(self, rid.hex(), r) for rid, r in found)
+
+    def compare(self, a: str, b: str, every: bool = False) -> dict[str, Any]:
+        """Two experiments compared: ``{"a", "b", "params": [{"name", "old", "new"}],
+        "metrics": [{"name", "old", "new", "change", "percent"}]}``. ``a`` and ``b`` are run
+        ids or prefixes, tags, step or pipeline names (the newest run), ``HEAD`` or ``REF~N``
+        (as ``zcas metrics diff`` takes them); ``every`` lists unchanged ones too."""
+        from .experiments import compare
+
+        return compare(self, a, b, every)
 
     def run(self, ref: str) -> RunView:
         p = check_prefix(ref)
@@ -285,6 +294,22 @@ class Repository:
         rid = getattr(ref, "id", None)
         oid = bytes.fromhex(rid) if isinstance(rid, str) else self.cas.resolve(str(ref))
         return LineageView(self, oid, self.lineage.graph.has_run(oid))
+
+
+class Runs(list["RunView"]):
+    """Runs, newest first, as a list; ``to_pandas()`` makes them a table."""
+
+    def to_pandas(self) -> Any:
+        """One row per run: id, step, status, started, duration, then a column per param and
+        per metric (flattened: ``train.lr``; a metric sharing a param's name is
+        ``metrics.NAME``). Needs pandas."""
+        from zcas.lineage.experiments import of_run
+
+        from .experiments import to_pandas
+
+        df = to_pandas([of_run(r.id, r.record) for r in self])
+        df.insert(4, "duration", [r.duration for r in self])
+        return df.rename(columns={"name": "step"})
 
 
 class RunView:
@@ -321,6 +346,18 @@ class RunView:
     @property
     def duration(self) -> float:
         return float(max(0, self.record["ended_ns"] - self.record["started_ns"]) / 1e9)
+
+    @property
+    def metrics(self) -> dict[str, int | float]:
+        """Flattened name -> number (a pipeline run: its steps' metrics together)."""
+        return dict(self.record.get("metrics", {}))
+
+    @property
+    def log(self) -> dict[str, str]:
+        """Stream ("stdout", "stderr") -> id of what the run printed (a hit: its source's)."""
+        from .experiments import log_of
+
+        return log_of(self.repository.lineage, self.id, self.record)
 
     @property
     def started(self) -> dt.datetime:
