@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -85,12 +87,23 @@ def serve(repository: Repository, host: str = "127.0.0.1", port: int = 8080, rem
     sock = bind(host, port)
     url = url_of(sock, host, token)
     where = f"remote {remote} (through {repository.root})" if remote else repository.root
-    say(f"zcas ui: serving {where} at {url}  (read-only; Ctrl-C stops it)")
-    if token is not None:
-        say("zcas ui: every request needs the token: open the address above, or send 'Authorization: Bearer TOKEN'")
-    if open_browser:
-        import webbrowser
-
-        webbrowser.open(url)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+
+    def announce() -> None:
+        # Said once uvicorn is serving, its signal handlers in place: a Ctrl-C from then on
+        # always stops it cleanly (one sent while asyncio starts up could be lost).
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.01)
+        say(f"zcas ui: serving {where} at {url}  (read-only; Ctrl-C stops it)")
+        if token is not None:
+            say("zcas ui: every request needs the token: open the address above, or send 'Authorization: Bearer TOKEN'")
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    threading.Thread(target=announce, name="zcas-ui-announce", daemon=True).start()
+    server.run(sockets=[sock])
