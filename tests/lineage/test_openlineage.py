@@ -239,3 +239,13 @@ def test_emit_failures_are_one_line(events, stub):
     assert_one_line_error(run_zcas("log", "--emit", "ftp://x/y", cwd=root), "http:// or https://")
     assert_one_line_error(run_zcas("log", "--emit", url, "--format", "dot", cwd=root), "--emit")
     assert_one_line_error(run_zcas("log", "--emit", "http://127.0.0.1:9/api/v1/lineage", cwd=root), "cannot reach")
+
+
+def test_cached_runs_complete_and_name_the_run_they_restored(events):
+    _, evs = events
+    ends = [ev for ev in evs if ev["eventType"] == "COMPLETE" and ev["job"]["name"] == "flow.scale"]
+    ran = [ev for ev in ends if ev["run"]["facets"]["zcas"]["status"] == "ran"]
+    cached = [ev for ev in ends if ev["run"]["facets"]["zcas"]["status"] == "cached"]
+    assert len(ran) == 1 and len(cached) == 1
+    assert cached[0]["run"]["facets"]["zcas"]["cachedFrom"] == ran[0]["run"]["facets"]["zcas"]["runId"]
+    assert cached[0]["outputs"] == ran[0]["outputs"]  # the same dataset, the same version
