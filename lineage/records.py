@@ -183,10 +183,10 @@ def check_rel_path(where: str, v: object) -> None:
     itself) is refused, so the record is never a hit."""
     check_str(where, v)
     assert isinstance(v, str)
-    parts = v.split("/")
-    if not v or v.startswith("/") or "\\" in v or any(p in ("", ".", "..") for p in parts):
+    framed = f"/{v}/"  # every component between slashes: an empty, '.' or '..' one shows as below
+    if not v or "//" in framed or "/./" in framed or "/../" in framed or "\\" in v:
         _fail(where, "is not a repository-relative path (a/b, no '..', '.', '//' or leading '/')", v)
-    if parts[0].lower() == ".zcas":
+    if framed[:7].lower() == "/.zcas/":
         _fail(where, "lies inside .zcas", v)
 
 

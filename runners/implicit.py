@@ -52,8 +52,8 @@ class _Tree:
             check_rel_path("implicit input", rel)
         except RecordError:
             return None
-        full = os.path.join(self.root, *rel.split("/"))
-        parent = os.path.dirname(full)
+        full = f"{self.root}/{rel}" if os.sep == "/" else os.path.join(self.root, *rel.split("/"))
+        parent = full.rpartition(os.sep)[0]
         inside = self._dirs.get(parent)
         if inside is None:
             inside = self._dirs[parent] = self._inside(os.path.realpath(parent) + os.sep)

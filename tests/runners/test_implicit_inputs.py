@@ -267,3 +267,18 @@ def test_a_planted_record_with_an_escaping_path_is_never_a_hit(flow, path):
     assert newest["status"] == "cached" and newest["cached_from"] == genuine_id.hex()  # the genuine run is the hit
     r = run_zcas("why", "flow.read", "--explain", cwd=flow)
     assert r.code == 0 and path not in r.out, r
+
+
+@given(st.text(alphabet=st.sampled_from(["a", ".", "/", "\\", "z", "c", "s", "Z", "C", "S", "\0"]), max_size=14))
+def test_the_path_check_is_the_plain_rule(p):
+    """What ``check_rel_path`` accepts, said the slow way: components, none empty, '.' or
+    '..', no backslash or NUL, not under .zcas in any case."""
+    parts = p.split("/")
+    plain = (bool(p) and "\\" not in p and "\0" not in p and all(x not in ("", ".", "..") for x in parts)
+             and parts[0].lower() != ".zcas")
+    try:
+        check_rel_path("p", p)
+        accepted = True
+    except RecordError:
+        accepted = False
+    assert accepted == plain
