@@ -15,6 +15,7 @@ in the index like any: a teammate's experiments show with the rest.
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import operator
 import re
@@ -25,7 +26,7 @@ import attrs
 
 from zcas.cas.errors import UsageError
 
-from .canonical import dumps
+from .graph import flat
 
 Number = int | float
 
@@ -45,55 +46,25 @@ class Experiment:
     host: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return {"id": self.id, "name": self.name, "status": self.status, "started_ns": self.started_ns,
+                "params": self.params, "metrics": self.metrics, "runs": self.runs, "user": self.user, "host": self.host}
 
 
-def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 0.1}}`` as ``{"train.lr": 0.1}``: one column per leaf."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
+def _rows(lineage: Any, name: str) -> list[tuple[str, int, tuple[Any, ...]]]:
+    """(run id, started_ns, [status, session, params, metrics, user, host]) of a step's runs,
+    newest first, from the index's exps database (one cursor walk, small rows)."""
+    out = []
+    for rid, started, data in reversed(lineage.graph.exp_rows(name)):
+        try:
+            row = marshal.loads(data)
+        except (ValueError, EOFError, TypeError):  # written by graph.exp_row: never expected
+            continue
+        out.append((rid.hex(), started, row))
     return out
 
 
-def _needles(names: Iterable[str]) -> list[bytes]:
-    """The bytes a canonical record of each step holds: ``"step":"NAME"``."""
-    return [b'"step":' + dumps(n) for n in names]
-
-
-def scan(lineage: Any, names: Iterable[str], limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """(run id, record) of the runs of these steps, newest first, in one read transaction."""
-    needles = _needles(set(names))
-    graph = lineage.graph
-
-    def fn(txn: Any) -> list[tuple[str, dict[str, Any]]]:
-        out: list[tuple[str, dict[str, Any]]] = []
-        cur = txn.cursor(graph.dbs["time"])
-        runs = graph.dbs["runs"]
-        if not cur.last():
-            return out
-        while True:
-            rid = bytes(cur.key()[8:])
-            data = txn.get(rid, db=runs)
-            if data is not None and any(n in data for n in needles):
-                try:
-                    rec = json.loads(data)
-                except ValueError:  # indexed records were validated: never expected
-                    rec = None
-                if isinstance(rec, dict) and dumps(rec.get("step", "")) in [n[7:] for n in needles]:
-                    out.append((rid.hex(), rec))
-                    if limit and len(out) >= limit:
-                        return out
-            if not cur.prev():
-                return out
-
-    return graph.read(fn)
-
-
 def of_run(rid: str, rec: dict[str, Any]) -> Experiment:
+    """The row of one run record."""
     return Experiment(id=rid, name=rec["step"], status=rec["status"], started_ns=rec["started_ns"],
                       params=flat(rec.get("params") or {}), metrics=dict(rec.get("metrics") or {}), runs=[rid],
                       user=rec.get("user", ""), host=rec.get("host", ""))
@@ -101,34 +72,40 @@ def of_run(rid: str, rec: dict[str, Any]) -> Experiment:
 
 def of_name(lineage: Any, name: str, failed: bool = False) -> list[Experiment]:
     """The runs of one step or pipeline, newest first (failed ones only if asked)."""
-    return [of_run(rid, rec) for rid, rec in scan(lineage, [name]) if failed or rec["status"] != "failed"]
+    return [Experiment(id=rid, name=name, status=row[0], started_ns=started, params=row[2], metrics=row[3],
+                       runs=[rid], user=row[4], host=row[5])
+            for rid, started, row in _rows(lineage, name) if failed or row[0] != "failed"]
+
+
+def known(lineage: Any, name: str) -> bool:
+    """Whether any run of this step or pipeline is indexed."""
+    return bool(lineage.graph.exp_rows(name))
 
 
 def of_sessions(lineage: Any, steps: Iterable[str], failed: bool = False, name: str = "zcas.toml") -> list[Experiment]:
     """One row per ``zcas run`` of a pipeline of command steps: its step runs together,
     newest session first. A session with a failed step is a failed experiment."""
     rows: dict[str, Experiment] = {}
-    steps = list(steps)
-    for rid, rec in scan(lineage, steps):
-        sid = rec.get("session") or rid
-        row = rows.get(sid)
-        if row is None:
-            row = rows[sid] = Experiment(id=rid, name=name, status="ran", started_ns=rec["started_ns"], params={},
-                                         metrics={}, runs=[], user=rec.get("user", ""), host=rec.get("host", ""))
-        row.runs.append(rid)
-        row.started_ns = min(row.started_ns, rec["started_ns"])
-        if rec["status"] == "failed":
-            row.status = "failed"
-        step = rec["step"]
-        for k, v in flat(rec.get("params") or {}).items():
-            row.params.setdefault(f"{step}.{k}", v)  # newest first: a step run twice keeps its last
-        for k, v in (rec.get("metrics") or {}).items():
-            row.metrics.setdefault(k, v)
+    found = [(started, rid, step, row) for step in steps for rid, started, row in _rows(lineage, step)]
+    found.sort(key=lambda x: x[0], reverse=True)
+    for started, rid, step, row in found:
+        status, sid, params, metrics = row[:4]
+        exp = rows.get(sid or rid)
+        if exp is None:
+            exp = rows[sid or rid] = Experiment(id=rid, name=name, status="ran", started_ns=started, params={},
+                                                metrics={}, runs=[], user=row[4], host=row[5])
+        exp.runs.append(rid)
+        exp.started_ns = started  # newest first: the oldest run ends as the start
+        if status == "failed":
+            exp.status = "failed"
+        for k, v in params.items():
+            exp.params.setdefault(f"{step}.{k}", v)  # newest first: a step run twice keeps its last
+        for k, v in metrics.items():
+            exp.metrics.setdefault(k, v)
     out = [r for r in rows.values() if failed or r.status != "failed"]
     for r in out:
         r.params = dict(sorted(r.params.items()))
         r.metrics = dict(sorted(r.metrics.items()))
-    out.sort(key=lambda r: r.started_ns, reverse=True)
     return out
 
 
@@ -196,16 +173,22 @@ def _sortable(v: Any) -> bool:
 
 
 def columns(rows: list[Experiment]) -> tuple[list[str], list[str], set[str]]:
-    """(param columns, metric columns, the columns whose value differs between rows)."""
+    """(param columns, metric columns, the columns whose value differs between rows; 1,
+    1.0 and true differ, as they do in a record)."""
     params = sorted({k for r in rows for k in r.params})
     metrics = sorted({k for r in rows for k in r.metrics})
     changed: set[str] = set()
     for field, cols in (("params", params), ("metrics", metrics)):
+        maps = [getattr(r, field) for r in rows]
         for c in cols:
-            seen = {json.dumps(getattr(r, field).get(c), sort_keys=True) for r in rows}
-            if len(seen) > 1:
+            first = maps[0].get(c, _MISSING)
+            kind = type(first)
+            if any((v := m.get(c, _MISSING)) != first or type(v) is not kind for m in maps):
                 changed.add(f"{field}.{c}")
     return params, metrics, changed
+
+
+_MISSING = object()
 
 
 # -- two experiments compared ----------------------------------------------------------------

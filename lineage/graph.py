@@ -12,6 +12,7 @@ Sub-databases, keys raw bytes (ids are 32 raw bytes, never hex):
 | tags | tag name | id |
 | time | started_ns (8, big-endian) + run id | (empty) |
 | steps | blake3(step name)[:16] | run id of the step's latest successful run |
+| exps | blake3(step name)[:16] + started_ns (8, big-endian) + run id | the run's comparison row (``exp_row``) |
 
 The map grows by itself: a write that fills it doubles the map and retries, and a process
 that finds the map grown by another adopts the new size. Readers never block the writer
@@ -22,6 +23,7 @@ be rebuilt from the object store and the refs files (``reindex``).
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import struct
 import threading
@@ -41,7 +43,8 @@ if TYPE_CHECKING:
     Txn = lmdb.Transaction[bytes]  # opened without buffers=True: values are bytes
 
 T = TypeVar("T")
-DBS = ("runs", "cache", "produced", "consumed", "paths", "tags", "time", "steps", "meta")
+DBS = ("runs", "cache", "produced", "consumed", "paths", "tags", "time", "steps", "meta", "exps")
+EXPS_MARK = b"exps-v2"  # the exps database holds a row (marshal, version 4) for every indexed run
 DUPS = {"produced", "consumed"}
 _INITIAL_MAP = 64 << 20
 _BE = struct.Struct(">Q")
@@ -74,6 +77,26 @@ def _open_env(path: str) -> tuple[lmdb.Environment, dict[str, Any]]:
 
 def step_key(step: str) -> bytes:
     return hash_bytes(step.encode("utf-8", "surrogateescape"))[:16]
+
+
+def exp_row(rec: dict[str, Any]) -> bytes:
+    """What ``zcas exp show`` reads of a run: (status, session, params flattened, metrics,
+    user, host). Marshalled, as the stat cache is: this is a local index of validated
+    records, rebuilt from them at will, and marshal reads ten thousand rows about twice as
+    fast as JSON (benchmarks/bench_exp.py)."""
+    return marshal.dumps((rec["status"], rec.get("session"), flat(rec.get("params") or {}), rec.get("metrics") or {},
+                          rec.get("user", ""), rec.get("host", "")), 4)
+
+
+def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` as ``{"train.lr": 0.1}``: one column per leaf."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def path_prefix(path: str) -> bytes:
@@ -190,6 +213,7 @@ class Graph:
         if not txn.put(rid, data, db=d["runs"], overwrite=False):
             return  # already indexed
         txn.put(_BE.pack(rec["started_ns"]) + rid, b"", db=d["time"])
+        txn.put(step_key(rec["step"]) + _BE.pack(rec["started_ns"]) + rid, exp_row(rec), db=d["exps"])
         if rec["status"] == "ran" and rec.get("cache_key") and key_matches(rec):
             txn.put(bytes.fromhex(rec["cache_key"]), rid, db=d["cache"])
         if rec["status"] == "failed":
@@ -371,6 +395,46 @@ class Graph:
             return sorted(found)
 
         return self.read(fn)
+
+    def exp_rows(self, step: str) -> list[tuple[bytes, int, bytes]]:
+        """(run id, started_ns, row) of every run of ``step``, oldest first (``exp_row``)."""
+        prefix = step_key(step)
+
+        def fn(txn: Txn) -> list[tuple[bytes, int, bytes]]:
+            cur = txn.cursor(self.dbs["exps"])
+            out: list[tuple[bytes, int, bytes]] = []
+            if not cur.set_range(prefix):
+                return out
+            for k, v in cur:
+                if k[:16] != prefix:
+                    break
+                out.append((k[24:], _BE.unpack(k[16:24])[0], v))
+            return out
+
+        return self.read(fn)
+
+    def fill_exps(self) -> int:
+        """Give an index built before the exps database its rows (from the runs it holds,
+        which were validated when indexed), once; how many."""
+        if self.read(lambda t: t.get(EXPS_MARK, db=self.dbs["meta"])) is not None:
+            return 0
+
+        def fn(txn: Txn) -> int:
+            n = 0
+            txn.drop(self.dbs["exps"], delete=False)  # rows of an older form, if any
+            for rid, data in txn.cursor(self.dbs["runs"]):
+                try:
+                    rec = json.loads(data)
+                    key = step_key(rec["step"]) + _BE.pack(rec["started_ns"]) + rid
+                    row = exp_row(rec)
+                except (ValueError, KeyError, TypeError, struct.error):
+                    continue
+                txn.put(key, row, db=self.dbs["exps"])
+                n += 1
+            txn.put(EXPS_MARK, b"1", db=self.dbs["meta"])
+            return n
+
+        return self.write(fn)
 
     def all_run_ids(self) -> list[bytes]:
         return self.read(lambda txn: [bytes(k) for k, _ in txn.cursor(self.dbs["runs"])])

@@ -15,7 +15,7 @@ from zcas.cas import codec
 from zcas.cas.errors import ZcasError
 from zcas.cas.repo import Repo
 
-from .graph import Graph
+from .graph import EXPS_MARK, Graph
 from .records import PathVersion, RecordError, Run, artifact_ids, from_history_line
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ class Lineage:
         self._adopted: list[tuple[bytes, dict[str, Any], bytes]] = []
         if fresh or not self._marked():
             self._rebuild_once()
+        self.graph.fill_exps()  # an index from before the exps database: its rows, once
 
     def close(self) -> None:
         self.graph.close()
@@ -264,9 +265,13 @@ class Lineage:
         tags = self._tags()
         for name, oid in tags.items():
             self.graph.set_tag(name, oid)
-        self.graph.write(lambda t: t.put(_MARK, b"1", db=self.graph.dbs["meta"]))
+        self.graph.write(self._mark_complete)
         self.last_reindex = {"runs": runs, "paths": paths, "tags": len(tags), "damaged": bad}
         return self.last_reindex
+
+    def _mark_complete(self, txn: Any) -> None:
+        txn.put(_MARK, b"1", db=self.graph.dbs["meta"])
+        txn.put(EXPS_MARK, b"1", db=self.graph.dbs["meta"])  # each run indexed brought its row
 
     def _tags(self) -> dict[str, bytes]:
         """Every readable tag: a damaged tag file is left out (the refs report it when used)."""

@@ -159,3 +159,42 @@ def test_a_big_log_is_printed_a_chunk_at_a_time(repo):
         tracemalloc.stop()
     assert written == {"stdout": size} and out.n == size
     assert peak < 8 << 20, f"peak {peak} bytes while printing a {size}-byte log"
+
+
+def test_an_index_from_before_the_exps_database_gets_its_rows_once(repo):
+    from zcas.lineage import experiments as ex
+    from zcas.lineage.graph import EXPS_MARK
+    from zcas.lineage.store import Lineage
+
+    lin = Lineage(repo)
+    lin.record_runs([Run(step="s", kind="command", status="ran", started_ns=i, params={"a": {"b": i}},
+                         metrics={"m": i / 2}) for i in range(1, 4)])
+
+    def forget_rows(txn):
+        txn.drop(lin.graph.dbs["exps"], delete=False)
+        txn.delete(EXPS_MARK, db=lin.graph.dbs["meta"])
+
+    lin.graph.write(forget_rows)
+    assert ex.of_name(lin, "s") == []
+    lin.close()
+    lin = Lineage(repo)
+    rows = ex.of_name(lin, "s")
+    assert [(r.params, r.metrics) for r in rows] == [({"a.b": i}, {"m": i / 2}) for i in (3, 2, 1)]
+    lin.reindex()  # a rebuild brings the rows with the runs, and marks them
+    assert len(ex.of_name(lin, "s")) == 3 and lin.graph.fill_exps() == 0
+    lin.close()
+
+
+def test_changed_columns_tell_1_from_true_and_missing_from_none():
+    from zcas.lineage.experiments import Experiment, columns, diff_metrics, select
+
+    def e(i, params, metrics):
+        return Experiment(id=str(i), name="s", status="ran", started_ns=i, params=params, metrics=metrics, runs=[])
+
+    rows = [e(1, {"a": 1, "b": 2, "c": None}, {"m": 1.0}), e(2, {"a": True, "b": 2}, {"m": 1.0, "n": 0})]
+    params, metrics, changed = columns(rows)
+    assert params == ["a", "b", "c"] and metrics == ["m", "n"]
+    assert changed == {"params.a", "params.c", "metrics.n"}
+    assert diff_metrics(rows[0], rows[1]) == [{"name": "n", "old": None, "new": 0, "change": None, "percent": None}]
+    assert [r.id for r in select(rows, ["m>=1", "n=0"])] == ["2"]
+    assert [r.id for r in select(rows, [], sort_by="n", descending=True)] == ["2", "1"]  # rows without it last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -41,8 +42,8 @@ def exp_show(c: Ctx, target: str | None, sort_by: str | None, sort_order: str, f
     from zcas.lineage.experiments import select
 
     rows = select(xp.rows(c.repository, target, failed), filters, sort_by, sort_order == "desc")[:limit]
-    if as_json:
-        emit_json([r.as_dict() for r in rows])
+    if as_json:  # compact: the C encoder (indent=2 runs in Python: ten times slower on 10,000 rows)
+        sys.stdout.write(json.dumps([r.as_dict() for r in rows]) + "\n")  # keys already in order
     elif as_csv:
         click.echo(xp.to_csv(rows), nl=False)
     else:
@@ -60,25 +61,21 @@ def _print_table(rows: list[Experiment]) -> None:
     if not rows:
         click.echo("no experiments (zcas run records them; --all shows failed ones)", err=True)
         return
-    header, cells, hot = table(rows)
-    header = [printable(h) for h in header]
-    cells = [[printable(x) for x in row] for row in cells]
-    widths = [max(len(header[i]), *(len(r[i]) for r in cells)) for i in range(len(header))]
+    header, cols, hot = table(rows)
     color = _color()
-
-    def line(values: list[str], bold: bool = False) -> str:
-        parts = []
-        for i, v in enumerate(values):
-            text = v.rjust(widths[i]) if i >= 3 else v.ljust(widths[i])
-            if color and i in hot:
-                text = click.style(text, fg="yellow", bold=bold)
-            elif color and bold:
-                text = click.style(text, bold=True)
-            parts.append(text)
-        return "  ".join(parts).rstrip()
-
-    out = [line(header, bold=True), *(line(r) for r in cells)]
-    click.echo("\n".join(out))
+    out = []
+    for i, (name, col) in enumerate(zip(header, cols, strict=True)):
+        col = [name, *col]
+        if any(not x.isprintable() for x in col):  # names and values from a remote's records
+            col = [printable(x) for x in col]
+        width = max(map(len, col))
+        col = [x.rjust(width) for x in col] if i >= 3 else [x.ljust(width) for x in col]
+        if color and i in hot:
+            col = [click.style(x, fg="yellow", bold=j == 0) for j, x in enumerate(col)]
+        elif color:
+            col[0] = click.style(col[0], bold=True)
+        out.append(col)
+    sys.stdout.write("\n".join("  ".join(line).rstrip() for line in zip(*out, strict=True)) + "\n")
 
 
 @cli.group()
