@@ -203,18 +203,19 @@ class StepFailedError(ZcasError):
 
 def command(cmd: str | Sequence[str], *, inputs: Sequence[str] = (), outputs: Sequence[str] = (),
             params: dict[str, Any] | None = None, env: Sequence[str] = (), name: str | None = None,
-            cwd: str = "") -> dict[str, Artifact]:
+            cwd: str = "", metrics: Sequence[str] = ()) -> dict[str, Artifact]:
     """Run a command as a cached step, from Python: inside a pipeline it is one of its steps
     (same core, same cache, same runner as ``zcas run``), alone it runs at once.
 
     cmd: shell code (a string, run with ``sh -c``) or an argument list (no shell). inputs and
     outputs: repository-relative paths it reads and writes. params: values for ``{key}`` in
     the command and ``$ZCAS_PARAM_KEY``. env: variables whose values are part of the key.
+    metrics: files it writes holding its metrics (outputs, also read into the record).
     Returns {output path: Artifact}: a file loads as bytes, a folder as a checked-out path.
     Raises StepFailedError if the command fails.
     """
     table = {"cmd": cmd if isinstance(cmd, str) else list(cmd), "inputs": list(inputs), "outputs": list(outputs),
-             "params": dict(params or {}), "env": list(env), "cwd": cwd}
+             "params": dict(params or {}), "env": list(env), "cwd": cwd, "metrics": list(metrics)}
     label = name or (cmd if isinstance(cmd, str) else shlex.join(cmd))
     spec = spec_mod.from_table(label, table, f"command {label!r}", check_name=name is not None)
     core = _core.get()

@@ -111,3 +111,18 @@ def test_log_metric_outside_a_step_is_an_error():
 
     with pytest.raises(MetricsError, match="no step is executing"):
         zcas.log_metric("x", 1)
+
+
+def test_a_command_in_a_pipeline_reports_its_metrics_file(repo_dir):
+    (repo_dir / "cflow.py").write_text(textwrap.dedent(r'''
+        import zcas
+
+        @zcas.pipeline
+        def main():
+            zcas.command("echo training; echo '{\"rmse\": 2.5}' > m.json", metrics=["m.json"], name="fit")
+    '''))
+    _run(repo_dir, "cflow.py:main")
+    repo = Repository(repo_dir)
+    fit = repo.runs("fit")[0]
+    assert fit.metrics == {"rmse": 2.5} and repo.runs(pipeline="cflow.main")[0].metrics == {"rmse": 2.5}
+    assert repo.cas.db.get_bytes(bytes.fromhex(fit.log["stdout"])) == b"training\n"
