@@ -1,6 +1,6 @@
 """Remote benchmarks (issue 6): push and pull to an S3-protocol server on 127.0.0.1.
 
-Run:  python benchmarks/bench_remote.py [--data DIR] [--quick] [--baseline REV [--rounds N] [--no-plain]]
+Run:  python benchmarks/bench_remote.py [--data DIR] [--quick] [--baseline REV [--rounds N] [--quiet S]] [--no-plain]
 
 Starts moto's S3 server (pip install -e '.[test]'), then measures `zcas push` and `zcas
 pull` of the 10,000 small files and of the 1 GiB data, beside plain obstore puts and gets
@@ -95,12 +95,36 @@ def fresh(path: str, url: str, env: dict, cmd: list[str] = ZCAS) -> str:
     return path
 
 
-def timed_cpu(cmd, cwd, env, server: int | None) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds of the process, CPU seconds of the server meanwhile)."""
-    before, s0 = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_of(server)
+def timed_cpu(cmd, cwd, env, server: int | None) -> tuple[float, float, float, float]:
+    """(wall seconds, CPU seconds of the process, CPU seconds of the server meanwhile, CPU
+    seconds every other process on the machine used meanwhile: on a shared machine, the
+    noise each figure sits in)."""
+    before, s0, b0 = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_of(server), machine_busy()
     wall = timed(cmd, cwd, env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, cpu_of(server) - s0
+    own, srv = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, cpu_of(server) - s0
+    return wall, own, srv, max(0.0, machine_busy() - b0 - own - srv)
+
+
+def wait_quiet(limit: float) -> None:
+    """Wait (up to ``limit`` seconds) for half a second in which other processes leave at
+    least 90% of the machine idle, so that a timed pull does not share its cores."""
+    cores, end = os.cpu_count() or 1, time.monotonic() + limit
+    while time.monotonic() < end:
+        b = machine_busy()
+        time.sleep(0.5)
+        if machine_busy() - b < 0.1 * 0.5 * cores:
+            return
+
+
+def machine_busy() -> float:
+    """CPU seconds all processes have used since boot (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
 def cpu_of(pid: int | None) -> float:
@@ -113,25 +137,30 @@ def cpu_of(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def compare_pulls(name: str, url: str, work: str, env: dict, baseline: dict, rounds: int, server: int | None) -> str:
+def compare_pulls(name: str, url: str, work: str, env: dict, baseline: dict, rounds: int, server: int | None,
+                  quiet: float = 0) -> str:
     """Pull the remote with the baseline, then with zcas now, alternating, ``rounds`` times
     each; print medians side by side, and the floor. Returns a repository pulled now."""
     import statistics
 
     old_env = {**env, **baseline["env"]}
-    runs: dict[str, list[tuple[float, float, float]]] = {"now": [], "then": []}
+    runs: dict[str, list[tuple[float, float, float, float]]] = {"now": [], "then": []}
     for i in range(rounds):
         then = fresh(os.path.join(work, f"{name}-old{i}"), url, old_env, baseline["cmd"])
+        wait_quiet(quiet)
         runs["then"].append(timed_cpu(baseline["cmd"] + ["pull"], then, old_env, server))
         now = fresh(os.path.join(work, f"{name}-new{i}"), url, env)
+        wait_quiet(quiet)
         runs["now"].append(timed_cpu(ZCAS + ["pull"], now, env, server))
-    med = {k: [statistics.median(r[c] for r in v) for c in range(3)] for k, v in runs.items()}
+    med = {k: [statistics.median(r[c] for r in v) for c in range(4)] for k, v in runs.items()}
     spread = {k: "–".join(f"{f(r[0] for r in v):.2f}" for f in (min, max)) for k, v in runs.items()}
-    (w, c, sv), (bw, bc, bsv) = med["now"], med["then"]
+    (w, c, sv, o), (bw, bc, bsv, bo) = med["now"], med["then"]
     print(f"{name:<12} pull, median of {rounds}   verified (now)        baseline ({baseline['rev']})   now/baseline", flush=True)
     print(f"{'':<12} wall              {w:6.2f} s ({spread['now']})   {bw:6.2f} s ({spread['then']})   {w / bw:.2f}x")
     print(f"{'':<12} zcas CPU          {c:6.2f} s              {bc:6.2f} s              {c / bc:.2f}x")
     print(f"{'':<12} S3 server CPU     {sv:6.2f} s              {bsv:6.2f} s")
+    print(f"{'':<12} others' CPU       {o:6.2f} s              {bo:6.2f} s              (other processes meanwhile: noise)")
+    wait_quiet(quiet)
     fw, fc, n, raw = verify_floor(now)
     cores = os.cpu_count() or 1
     need = max(bw, (bc + bsv + fc) / cores)
@@ -184,7 +213,7 @@ def verify_floor(repo: str) -> tuple[float, float, int, int]:
 
 
 def one(name: str, src: str, work: str, env: dict, bucket_url: str, baseline: dict | None = None,
-        plain: bool = True, rounds: int = 3, server: int | None = None) -> None:
+        plain: bool = True, rounds: int = 3, server: int | None = None, quiet: float = 0) -> None:
     url = f"{bucket_url}/{name}-zcas"
     a = fresh(os.path.join(work, f"{name}-a"), url, env)
     b = fresh(os.path.join(work, f"{name}-b"), url, env)
@@ -192,7 +221,7 @@ def one(name: str, src: str, work: str, env: dict, bucket_url: str, baseline: di
     push = timed(ZCAS + ["push"], a, env)
     pull = timed(ZCAS + ["pull"], b, env)
     if baseline is not None:  # alternate: then, now, then, now ... and compare medians
-        compare_pulls(name, url, work, env, baseline, rounds, server)
+        compare_pulls(name, url, work, env, baseline, rounds, server, quiet)
     if not plain:
         return
     files = files_of(src)
@@ -221,6 +250,8 @@ def main() -> None:
     ap.add_argument("--baseline", metavar="REV", help="also pull with zcas as of git revision REV, in the same run")
     ap.add_argument("--rounds", type=int, default=3, help="pulls of each, alternating, with --baseline (default 3)")
     ap.add_argument("--no-plain", action="store_true", help="skip plain obstore and DVC (only zcas, and the baseline)")
+    ap.add_argument("--quiet", type=float, default=0, metavar="SECONDS",
+                    help="with --baseline, wait up to SECONDS before each timed pull for the machine to be idle")
     a = ap.parse_args()
     d = bench_cas.prepare(a.data + ("-quick" if a.quick else ""), a.quick)
     proc, endpoint = s3server.start()
@@ -235,7 +266,7 @@ def main() -> None:
             print("targets: small files push <= 5.5 s, pull <= 8 s; 1 GiB push and pull within 1.5x of plain obstore"
                   + ("; verified pull within 1.3x of the baseline's" if base else ""))
             for name, key in (("small-10k", "small"), ("big-1GiB", "big")):
-                one(name, d[key], work, env, "s3://bench", base, not a.no_plain, a.rounds, proc.pid)
+                one(name, d[key], work, env, "s3://bench", base, not a.no_plain, a.rounds, proc.pid, a.quiet)
     finally:
         proc.terminate()
 
