@@ -116,7 +116,7 @@ def table(found: list[Experiment]) -> tuple[list[str], list[list[str]], set[int]
             elif kinds == {str}:
                 cols.append(col)
             else:
-                cols.append([_cell(v) for v in col])
+                cols.append(_cells(col, kinds))
     return header, cols, hot
 
 
@@ -135,6 +135,19 @@ def _values(found: list[Experiment], field: str, names: list[str]) -> list[list[
             got = tuple(m.get(c) for c in names)
         rows.append(got if len(names) > 1 else (got,))
     return [list(c) for c in zip(*rows, strict=True)]
+
+
+def _cells(col: list[Any], kinds: set[type]) -> list[str]:
+    """A column's cells, each distinct value formatted once (params take few values), keyed
+    by (type, value): 1, 1.0 and True are equal as dict keys but not as cells."""
+    if not {list, dict} & kinds:
+        try:
+            keyed = list(zip(map(type, col), col, strict=True))
+            memo = {k: _cell(k[1]) for k in set(keyed)}
+            return list(map(memo.__getitem__, keyed))
+        except TypeError:  # something unhashable after all
+            pass
+    return [_cell(v) for v in col]
 
 
 def _cell(v: Any) -> str:

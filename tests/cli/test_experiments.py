@@ -334,3 +334,18 @@ def test_the_id_of_a_pipeline_row_names_the_row(swept):
     assert got["accuracy"] == pytest.approx((expected[SWEEP[0]]["accuracy"], expected[SWEEP[2]]["accuracy"]))
     assert got["train.accuracy"] == pytest.approx((expected[SWEEP[0]]["train.accuracy"],
                                                    expected[SWEEP[2]]["train.accuracy"]))
+
+
+def test_changed_columns_are_highlighted_on_a_terminal_only(swept):
+    from tests.cli.test_terminal import run_tty
+
+    root, _, _ = swept
+    code, out = run_tty(["exp", "show"], root)
+    assert code == 0
+    header = out.splitlines()[0]
+    assert b"\x1b[33m\x1b[1mtrain.C" in header  # swept: changed
+    assert b"\x1b[1mstatus" in header and b"\x1b[33m\x1b[1mstatus" not in header  # the same in every row
+    code, plain = run_tty(["exp", "show"], root, env={"NO_COLOR": "1"})
+    assert code == 0 and b"\x1b[" not in plain and b"train.C" in plain
+    piped = run_zcas("exp", "show", cwd=root)
+    assert "\x1b[" not in piped.out and len(piped.out.splitlines()) == 4

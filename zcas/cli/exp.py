@@ -63,19 +63,24 @@ def _print_table(rows: list[Experiment]) -> None:
         return
     header, cols, hot = table(rows)
     color = _color()
-    out = []
+    specs, names = [], []
     for i, (name, col) in enumerate(zip(header, cols, strict=True)):
-        col = [name, *col]
-        if any(not x.isprintable() for x in col):  # names and values from a remote's records
-            col = [printable(x) for x in col]
-        width = max(map(len, col))
-        col = [x.rjust(width) for x in col] if i >= 3 else [x.ljust(width) for x in col]
-        if color and i in hot:
-            col = [click.style(x, fg="yellow", bold=j == 0) for j, x in enumerate(col)]
+        if not "".join(col).isprintable():  # names and values from a remote's records
+            cols[i] = col = [printable(x) for x in col]
+        name = printable(name)
+        width = max(len(name), *map(len, col))
+        align = ">" if i >= 3 else "<"
+        spec = "{:" + align + str(width) + "}"
+        names.append(format(name, align + str(width)))
+        if color and i in hot:  # ANSI codes around the field: one format call per row, not per cell
+            spec = click.style(spec, fg="yellow")
+            names[-1] = click.style(names[-1], fg="yellow", bold=True)
         elif color:
-            col[0] = click.style(col[0], bold=True)
-        out.append(col)
-    sys.stdout.write("\n".join("  ".join(line).rstrip() for line in zip(*out, strict=True)) + "\n")
+            names[-1] = click.style(names[-1], bold=True)
+        specs.append(spec)
+    fmt = "  ".join(specs)
+    lines = ["  ".join(names).rstrip(), *(fmt.format(*row).rstrip() for row in zip(*cols, strict=True))]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 @cli.group()
