@@ -82,12 +82,26 @@ def known(lineage: Any, name: str) -> bool:
     return bool(lineage.graph.exp_rows(name))
 
 
+class _Prefixed(dict[str, str]):
+    """``k`` -> ``STEP.k``, each name made once (ten thousand sessions repeat them)."""
+
+    def __init__(self, step: str):
+        super().__init__()
+        self.step = step
+
+    def __missing__(self, k: str) -> str:
+        v = self[k] = f"{self.step}.{k}"
+        return v
+
+
 def of_sessions(lineage: Any, steps: Iterable[str], failed: bool = False, name: str = "zcas.toml") -> list[Experiment]:
     """One row per ``zcas run`` of a pipeline of command steps: its step runs together,
-    newest session first. A session with a failed step is a failed experiment."""
+    newest session first. A session with a failed step is a failed experiment; a step run
+    twice in one session shows its last run."""
     rows: dict[str, Experiment] = {}
     found = [(started, rid, step, row) for step in steps for rid, started, row in _rows(lineage, step)]
-    found.sort(key=lambda x: x[0], reverse=True)
+    found.sort(key=lambda x: x[0])  # oldest first: a later run's values replace an earlier one's
+    prefixed = {step: _Prefixed(step) for step in steps}
     for started, rid, step, row in found:
         status, sid, params, metrics = row[:4]
         exp = rows.get(sid or rid)
@@ -95,17 +109,17 @@ def of_sessions(lineage: Any, steps: Iterable[str], failed: bool = False, name: 
             exp = rows[sid or rid] = Experiment(id=rid, name=name, status="ran", started_ns=started, params={},
                                                 metrics={}, runs=[], user=row[4], host=row[5])
         exp.runs.append(rid)
-        exp.started_ns = started  # newest first: the oldest run ends as the start
+        exp.id = rid  # the newest run names the row
         if status == "failed":
             exp.status = "failed"
-        for k, v in params.items():
-            exp.params.setdefault(f"{step}.{k}", v)  # newest first: a step run twice keeps its last
-        for k, v in metrics.items():
-            exp.metrics.setdefault(k, v)
+        exp.params.update(zip(map(prefixed[step].__getitem__, params), params.values(), strict=True))
+        exp.metrics.update(metrics)
     out = [r for r in rows.values() if failed or r.status != "failed"]
     for r in out:
+        r.runs.reverse()
         r.params = dict(sorted(r.params.items()))
         r.metrics = dict(sorted(r.metrics.items()))
+    out.sort(key=lambda r: r.started_ns, reverse=True)
     return out
 
 
