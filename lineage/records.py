@@ -29,7 +29,7 @@ from zcas.cas.errors import ZcasError
 if TYPE_CHECKING:
     from zcas.cas.refs import PathVersion as HistoryLine
 
-SCHEMA = 1
+SCHEMA = 2  # the newest record schema this zcas reads and writes (see SCHEMA_OF_FIELD)
 STATUSES = ("ran", "cached", "failed")
 KINDS = ("command", "python", "pipeline")
 PATH_KINDS = ("file", "tree", "link")
@@ -261,7 +261,9 @@ class Run:
     session: str | None = attrs.field(default=None, validator=_optional(_name))  # the pipeline call this step ran in
     # a pipeline run: step name -> run id
     steps: dict[str, str] = attrs.field(factory=dict, validator=_mapping(_name, check_id))
-    schema: int = attrs.field(default=SCHEMA, validator=_one(lambda w, v: check_int(w, v, 1, SCHEMA)))
+    # the schema of the encoding, not of the run: ``serde`` writes the lowest that holds the
+    # fields set (SCHEMA_OF_FIELD), so it takes no part in comparing runs
+    schema: int = attrs.field(default=1, eq=False, validator=_one(lambda w, v: check_int(w, v, 1, SCHEMA)))
     # files a Python step read that it did not declare: repository-relative path -> id
     implicit_inputs: dict[str, str] = attrs.field(factory=dict, validator=_mapping(check_rel_path, check_id))
     # a Python step: the stored manifest of what its code fingerprint covers (explain, why)
@@ -299,6 +301,11 @@ class PathVersion:
 # Written only when set, so a run that has none encodes (and so is identified) exactly as
 # before these fields existed, and zcas versions before them still read it.
 OMITTED_AT_DEFAULT: dict[str, Any] = {"implicit_inputs": {}, "code_manifest": None, "metrics": {}, "log": {}}
+# The schema that introduced each later field. A record is written with the lowest schema
+# that holds what it sets: one using none of these stays schema 1 (byte for byte as before,
+# read by every zcas); one that sets any is schema 2, which a zcas of schema 1 reports as
+# needing a newer zcas and reads again once upgraded, rather than refusing it as malformed.
+SCHEMA_OF_FIELD: dict[str, int] = {"implicit_inputs": 2, "code_manifest": 2, "metrics": 2, "log": 2}
 
 PATH_REQUIRED = frozenset({"path", "id", "time_ns"})
 

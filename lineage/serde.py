@@ -27,6 +27,7 @@ from .records import (
     PATH_REQUIRED,
     RUN_REQUIRED,
     SCHEMA,
+    SCHEMA_OF_FIELD,
     PathVersion,
     RecordError,
     Run,
@@ -96,6 +97,7 @@ def unstructure(record: Run | PathVersion) -> dict:
         for k, default in OMITTED_AT_DEFAULT.items():
             if d.get(k) == default:
                 del d[k]
+        d["schema"] = max([1, *(SCHEMA_OF_FIELD[k] for k in OMITTED_AT_DEFAULT if k in d)])  # (see Run.schema)
     return d
 
 
@@ -106,7 +108,7 @@ def canonical(obj: Any) -> bytes:
 def encode(record: Run | PathVersion) -> bytes:
     d = unstructure(record)
     d["type"] = "run" if isinstance(record, Run) else "path"
-    d.setdefault("schema", SCHEMA)
+    d.setdefault("schema", 1)  # (a path record: nothing of it is newer than schema 1)
     return canonical(d)
 
 
