@@ -14,8 +14,10 @@ yet, a value of a foreign type) is an entry of its own, ``unresolved``, so it is
 ``explain`` and is part of the key, never silently left out.
 
 Each entry's digest leaves out files and line numbers: moving code, or adding a blank line
-above it, changes no key. The manifest (entries with file and line) is what ``explain`` and
-``why`` show.
+above it, changes no key. A source digest is used only while the function's code in memory
+is what its file compiles to now (``livecode``): a file edited after its import gives the
+running code's bytecode instead, so a key never describes code other than what runs. The
+manifest (entries with file and line) is what ``explain`` and ``why`` show.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any, NamedTuple
 
 from zcas.cas.oid import hash_bytes
 
-from . import codescan, sourcedigest
+from . import codescan, livecode, sourcedigest
 from .codescan import Chain, chains
 from .usercode import is_user_file, is_user_module, modname, package_version
 
@@ -235,6 +237,8 @@ class Walk:
         if defs is not None:
             found = (defs.lambdas.get(code.co_firstlineno) if code.co_name == "<lambda>"
                      else defs.functions.get((code.co_firstlineno, code.co_name)))
+        if found and not livecode.is_current(code):
+            found = None  # the file changed since the import: the key is the code that runs
         if found:
             self.add(Entry("code", qual, "+".join(d.digest for d in found), code.co_filename, found[0].line))
             for d in found:
@@ -435,6 +439,7 @@ def clear() -> None:
     """Forget every fingerprint and parse: what a new process starts with (for benchmarks)."""
     _cache.clear()
     sourcedigest.clear()
+    livecode.clear()
     codescan.clear()
     is_user_file.cache_clear()
 

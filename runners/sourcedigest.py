@@ -54,6 +54,11 @@ def use_folder(path: str | None) -> None:
     _disk = path
 
 
+def folder() -> str | None:
+    """The folder parses are kept in across processes (None: in memory only)."""
+    return _disk
+
+
 def clear() -> None:
     """Forget every parse (benchmarks measure a cold start with this)."""
     with _lock:
@@ -91,6 +96,13 @@ def file_defs(path: str) -> FileDefs | None:
         _by_hash[h] = defs
         _by_path[path] = (sig, h)
     return defs
+
+
+def content_hash(path: str) -> bytes | None:
+    """The hash of the content ``file_defs(path)`` last read (None: not read from a file)."""
+    with _lock:
+        known = _by_path.get(path)
+    return None if known is None else known[1]
 
 
 def _load(h: bytes) -> FileDefs | None:
