@@ -119,6 +119,7 @@ class ObjectDB:
         # content again (a rerun of the step that made it) writes a good copy reads then use
         self._damaged: set[bytes] = set()
         self._settled: set[bytes] = set()  # manifests whose copy in use reassembles (or has no rival)
+        self._proven: set[bytes] = set()  # manifests whose copy in use was reassembled and hashed to the id here
 
     # -- index ---------------------------------------------------------------------------
     #
@@ -251,6 +252,7 @@ class ObjectDB:
             self._entries = self._probes = 0
             self._remote_bytes = 0
             self._settled.clear()
+            self._proven.clear()
             self.refresh()
 
     def _add_pack(self, name: str, data: IndexData, n: int, checked: bool) -> None:
@@ -587,6 +589,21 @@ class ObjectDB:
             e, record, payload = self._reassembling(oid, e, record, payload)
         return e.kind, payload
 
+    def prove(self, oid: bytes) -> bytes:
+        """The manifest in use of chunked ``oid``, once its chunks have been reassembled and
+        hashed to ``oid`` (once per process, as ``get`` settles rival copies; a single copy
+        is otherwise never reassembled by ``get``). IntegrityError if they do not: a ranged
+        reader calls this before handing out bytes it could not otherwise tie to the id."""
+        kind, payload = self.get(oid)
+        if kind != codec.KIND_CHUNKED or oid in self._proven:
+            return payload
+        from .chunking import iter_content
+
+        for _ in iter_content(self, oid, payload):  # parallel; raises at the end on a mismatch
+            pass
+        self._proven.add(oid)
+        return payload
+
     def _copies(self, oid: bytes) -> list[tuple[int | None, Entry]]:
         """(locator, entry) of every copy of ``oid``: the one in use first, then the other
         loaded packs' in load order, then one being written (locator None)."""
@@ -629,6 +646,7 @@ class ObjectDB:
                     continue
                 if c.kind == codec.KIND_CHUNKED and reassembles(self, oid, pay, c.size):
                     self._use(oid, code)
+                    self._proven.add(oid)
                     return c, rec, pay
         self._settled.add(oid)
         return e, record, payload

@@ -129,6 +129,7 @@ def test_a_range_of_a_1gib_file_reads_only_its_chunks(fs, stored, monkeypatch):
     chunk = 64 << 10
     oid, blobs = _big_file(repo, chunk)
     assert fs.info("big")["size"] == 1 << 30
+    fs.reader("big").verify()  # a range is served once the file is proven whole (once per process)
     calls = []
     real_get = fs.db.get  # the filesystem's own store handle: every read it makes goes through here
     monkeypatch.setattr(fs.db, "get", lambda o: calls.append(o) or real_get(o))
@@ -226,3 +227,88 @@ def test_a_hostile_tree_is_refused_and_nothing_escapes(fs, stored, tmp_path):
     with pytest.raises((UnsafePathError, IntegrityError)):
         fs.get(tree.hex(), str(target), recursive=True)
     assert list((tmp_path / "out").rglob("*")) == [target] and not (tmp_path / "escaped").exists()
+
+
+def _planted(repo) -> tuple[bytes, bytes, bytes]:
+    """(id, real bytes, planted bytes): a chunked file's id whose stored manifest lists
+    another file's chunks, of the same size (what a hostile remote's pack could hold)."""
+    db = repo.cas.db
+    a, b = os.urandom(64 << 10), os.urandom(64 << 10)
+    db.put(codec.KIND_BLOB, a)
+    ib = db.put(codec.KIND_BLOB, b)
+    real, fake = a * 20, b * 20
+    h = hasher()
+    h.update(real)
+    oid = h.digest()
+    db.put(codec.KIND_CHUNKED, encode_manifest(len(fake), [(ib, len(b))] * 20), oid=oid, size=len(real))
+    db.flush()
+    repo.tag("planted", oid.hex())
+    return oid, real, fake
+
+
+@pytest.mark.parametrize("how", ["tail", "seek", "head", "part", "pyarrow-footer"])
+def test_a_planted_manifest_serves_no_byte_of_a_range(fs, stored, how):
+    """Every chunk verifies, but they are another file's: a range, a jump, a head is refused
+    before any byte is handed out (the whole file is proven first)."""
+    repo, _ = stored
+    oid, real, fake = _planted(repo)
+    size = len(real)
+    with pytest.raises(IntegrityError, match="hash mismatch"):
+        if how == "tail":
+            fs.cat_file("planted", start=size - 1000)
+        elif how == "seek":
+            with fs.open("planted") as f:
+                f.seek(size // 2)
+                f.read(100)
+        elif how == "head":
+            fs.head("planted", 100)
+        elif how == "part":
+            fs.cat_file("planted", 0, 100)
+        else:
+            r = fs.reader("planted")
+            r.read(size - 8, size)
+
+
+def test_a_failed_whole_check_fails_every_later_read(fs, stored):
+    """After an in-order read is refused, reading again (seek(0), read) on the same handle or
+    reader raises again, never the planted bytes."""
+    repo, _ = stored
+    oid, real, fake = _planted(repo)
+    f = fs.open("planted", block_size=100 << 10)
+    with pytest.raises(IntegrityError, match="hash mismatch"):
+        f.read()
+    f.seek(0)
+    with pytest.raises(IntegrityError, match="hash mismatch"):
+        f.read()
+    r = fs.reader("planted")
+    with pytest.raises(IntegrityError):
+        r.read(0, r.size)
+    for s, e in [(0, r.size), (0, 10), (r.size - 10, r.size)]:
+        with pytest.raises(IntegrityError, match="hash mismatch"):
+            r.read(s, e)
+
+
+def test_a_range_proves_the_file_once_per_process(fs, stored, monkeypatch):
+    """A good chunked file: the first range read proves it whole (once), later readers of
+    the same id read only the chunks their range covers; an in-order read is not delayed."""
+    repo, _ = stored
+    db = repo.cas.db
+    blobs = [os.urandom(64 << 10) for _ in range(16)]
+    ids = [db.put(codec.KIND_BLOB, b) for b in blobs]
+    data = b"".join(blobs)
+    h = hasher()
+    h.update(data)
+    oid = h.digest()
+    db.put_manifest(oid, len(data), encode_manifest(len(data), [(i, len(b)) for i, b in zip(ids, blobs, strict=True)]))
+    db.flush()
+    calls: list[bytes] = []
+    real_get = fs.db.get
+    monkeypatch.setattr(fs.db, "get", lambda o: calls.append(o) or real_get(o))
+    assert fs.cat_file(oid.hex(), 0, 1000) == data[:1000]
+    assert len([c for c in calls if c != oid]) >= 16  # proven: every chunk read
+    calls.clear()
+    assert fs.cat_file(oid.hex(), start=-1000) == data[-1000:]
+    with fs.open(oid.hex(), block_size=1000) as f:
+        f.seek(5 << 16)
+        assert f.read(10) == data[5 << 16 : (5 << 16) + 10]
+    assert len([c for c in calls if c != oid]) <= 3

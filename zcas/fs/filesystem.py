@@ -53,7 +53,8 @@ class ZcasFileSystem(AbstractFileSystem):
     ``repo``: the repository's folder (default: the one the current folder is in).
     ``verify_whole``: check a chunked file's whole hash when it is opened, before any
     byte is returned (costs a full read; without it, every chunk is verified against its
-    id and an in-order read checks the whole at its end)."""
+    id, an in-order read checks the whole at its end, and a range or a jump proves the
+    whole file first, once per process for an id: see ``reader.py``)."""
 
     protocol = PROTOCOL
     root_marker = ""
@@ -217,7 +218,12 @@ class ZcasFileSystem(AbstractFileSystem):
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         r = self.reader(path)
         s, e = _span(r.size, start, end)
+        if e - s < r.size:
+            r.verify()  # part of a file: tied to its id only by a proof of the whole
         return r.read(s, e)
+
+    def head(self, path: str, size: int = 1024) -> bytes:
+        return self.cat_file(path, 0, size)
 
     def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
               cache_options: Any = None, **kwargs: Any) -> ZcasFile:

@@ -6,11 +6,19 @@ through ``ObjectDB.get``, which hashes it against its id: no byte is handed out 
 not match the id it was stored under.
 
 The manifest itself is stored under the hash of the whole file, so only a whole read can
-tie the chunk list to the file's id (``cas/db.py`` explains why). A reader that goes through
-the file in order therefore also hashes what it reads, and refuses the last chunk if the
-whole does not hash to the id; a reader that jumps around gets chunk-verified bytes of
-the manifest in use (on a store where a manifest has rival copies, ``get`` already picked
-the one that reassembles). ``verify_whole=True`` checks the whole file on open instead.
+tie the chunk list to the file's id (``cas/db.py`` explains why): a remote may plant
+another file's manifest, of the same size, under this file's id, and every chunk would
+still verify. So a chunked file's bytes are handed out only
+
+- in an in-order pass from its start (streaming, as ``zcas cat`` does): the pass hashes
+  what it reads and refuses its last read if the whole does not hash to the id; or
+- once the file is proven: before the first read that jumps (a footer, a ``seek``) or
+  ``verify()`` (a caller that wants only part of the file), ``ObjectDB.prove`` reassembles
+  and hashes the whole file once per process, so later readers of that id, in any order,
+  read only the chunks they need.
+
+A reader that failed either check raises the same IntegrityError on every later read.
+``verify_whole=True`` proves the file on open.
 """
 
 from __future__ import annotations
@@ -46,30 +54,62 @@ class FileReader:
         self._ahead: dict[int, tuple[Future[list[bytes]], int]] = {}  # chunk -> (its task, its place in it)
         self._next = -1  # the chunk after the last range read: a read starting there is in order
         self._lane: ThreadPoolExecutor | None = None  # hashes in-order chunks into the whole-file hash
+        self._failed: IntegrityError | None = None  # the whole-file check failed: every read raises it
+        self._proven = True  # the bytes handed out are tied to the id (a blob is, whole)
         kind, payload = db.get(oid)
         if kind == codec.KIND_TREE:
             raise IsADirectoryError(f"{oid.hex()} is a folder")
         if kind == codec.KIND_CHUNKED:
-            total, items = decode_manifest(oid, payload)
-            self.size = total
-            self._ids = [c for c, _ in items]
-            self._lens = [n for _, n in items]
-            self._starts = [0, *accumulate(self._lens)][:-1]
+            self._manifest = bytes(payload)
+            self._use_manifest(self._manifest)
+            self._proven = False
             self._hash = hasher()
             self._hashed = 0  # chunks hashed in order so far
             if verify_whole:
-                self._check_whole()
+                self.verify()
         else:
             self._whole = bytes(payload)  # a blob: verified by get, whole
             self.size = len(self._whole)
 
+    def _use_manifest(self, payload: bytes) -> None:
+        total, items = decode_manifest(self.oid, payload)
+        self.size = total
+        self._ids = [c for c, _ in items]
+        self._lens = [n for _, n in items]
+        self._starts = [0, *accumulate(self._lens)][:-1]
+
+    def verify(self) -> None:
+        """Prove a chunked file whole (``ObjectDB.prove``: once per process for an id) before
+        a read that is not an in-order pass from the start; IntegrityError if it does not hash
+        to its id, then and on every later read."""
+        if self._failed is not None:
+            raise self._failed
+        if self._proven:
+            return
+        try:
+            payload = bytes(self.db.prove(self.oid))
+        except IntegrityError as e:
+            self._failed = e
+            raise
+        with self._lock:
+            if payload != self._manifest:  # the store settled on another copy since this reader opened
+                self._use_manifest(payload)
+                self._manifest = payload
+                self._kept.clear()
+                self._ahead.clear()
+            self._proven = True
+
     def read(self, start: int, end: int) -> bytes:
         """Bytes [start, end) (clipped to the file), every one verified."""
+        if self._failed is not None:
+            raise self._failed
         start, end = max(0, start), min(end, self.size)
         if start >= end:
             return b""
         if self._whole is not None:
             return self._whole[start:end]
+        if not self._proven and bisect.bisect_right(self._starts, start) - 1 > self._hashed:
+            self.verify()  # a jump: no byte of it before the whole file is proven
         first = bisect.bisect_right(self._starts, start) - 1
         last = bisect.bisect_right(self._starts, end - 1) - 1
         parts: list[bytes | memoryview] = list(self._chunks(range(first, last + 1)))
@@ -155,7 +195,7 @@ class FileReader:
                 self._kept.move_to_end(k)
             while len(self._kept) > _KEEP:
                 self._kept.popitem(last=False)
-            if not first <= self._hashed < first + len(chunks):
+            if self._proven or not first <= self._hashed < first + len(chunks):
                 return
             todo = chunks[self._hashed - first :]
             self._hashed = first + len(chunks)
@@ -169,17 +209,11 @@ class FileReader:
         if self._hash.digest() != self.oid:
             with self._lock:
                 self._kept.clear()
-            raise IntegrityError(self.oid, "reassembled content hash mismatch", self.oid, self._hash.digest())
-
-    def _check_whole(self) -> None:
-        step = max(1, (64 << 20) // max(1, max(self._lens)))  # about 64 MiB of chunks in flight
-        for at in range(0, len(self._ids), step):
-            self._chunks(range(at, min(at + step, len(self._ids))))
-        with self._lock:
-            self._kept.clear()
-
-
-
+                self._ahead.clear()
+                self._failed = IntegrityError(self.oid, "reassembled content hash mismatch", self.oid,
+                                              self._hash.digest())
+            raise self._failed
+        self._proven = True
 
 def _update(h: Any, chunks: list[bytes]) -> None:
     for c in chunks:

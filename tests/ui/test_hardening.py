@@ -1,0 +1,55 @@
+"""The view against hostile or unusual input: planted manifests, oversized images, bad
+query values, redirects off the site, a widely shared input."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("starlette", reason="the ui extra (pip install 'zcas[ui]') is not installed")
+pytest.importorskip("httpx2", reason="Starlette's test client needs httpx2")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+import zcas  # noqa: E402
+from zcas.cas import codec  # noqa: E402
+from zcas.cas.errors import IntegrityError  # noqa: E402
+from zcas.cas.manifest import encode_manifest  # noqa: E402
+from zcas.cas.oid import hasher  # noqa: E402
+from zcas.ui.app import create_app  # noqa: E402
+from zcas.ui.source import Source  # noqa: E402
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = zcas.Repository.init(tmp_path)
+    yield r
+    r.close()
+
+
+def _planted(repo) -> bytes:
+    """A chunked file's id whose manifest lists another file's chunks (same size)."""
+    db = repo.cas.db
+    a, b = os.urandom(64 << 10), os.urandom(64 << 10)
+    db.put(codec.KIND_BLOB, a)
+    ib = db.put(codec.KIND_BLOB, b)
+    h = hasher()
+    h.update(a * 8)
+    oid = h.digest()
+    db.put(codec.KIND_CHUNKED, encode_manifest(8 * len(b), [(ib, len(b))] * 8), oid=oid, size=8 * len(a))
+    db.flush()
+    return oid
+
+
+def test_a_planted_manifest_is_never_previewed(repo):
+    """A preview reads a file's first bytes only: they are shown only once the whole file
+    is proven to hash to its id."""
+    oid = _planted(repo)
+    src = Source(repo)
+    with pytest.raises(IntegrityError, match="hash mismatch"):
+        src.head(oid, 100)
+    with TestClient(create_app(src), base_url="http://127.0.0.1") as c:
+        r = c.get(f"/api/artifacts/{oid.hex()}")
+    assert r.status_code != 200 and "hash mismatch" in r.json()["error"]
