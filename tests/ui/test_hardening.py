@@ -53,3 +53,44 @@ def test_a_planted_manifest_is_never_previewed(repo):
     with TestClient(create_app(src), base_url="http://127.0.0.1") as c:
         r = c.get(f"/api/artifacts/{oid.hex()}")
     assert r.status_code != 200 and "hash mismatch" in r.json()["error"]
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _counting_reads(monkeypatch) -> list[int]:
+    """Blocks handed out by Source.read, per call: what a route held or sent."""
+    counts: list[int] = []
+    plain = Source.read
+
+    def counted(self, oid):
+        counts.append(0)
+        at = len(counts) - 1
+        for block in plain(self, oid):
+            counts[at] += 1
+            yield block
+
+    monkeypatch.setattr(Source, "read", counted)
+    return counts
+
+
+def test_image_route_reads_only_the_head_to_decide(repo, tmp_path, monkeypatch):
+    """A large file that is no image is refused after its first bytes (not loaded whole), one
+    over the cap before any byte is read, and an image under it is streamed as it is."""
+    from zcas.ui import api
+
+    (tmp_path / "big.bin").write_bytes(os.urandom(6 << 20))
+    (tmp_path / "pic.png").write_bytes(PNG_MAGIC + os.urandom(6 << 20))
+    big, pic = repo.put(str(tmp_path / "big.bin")).id, repo.put(str(tmp_path / "pic.png")).id
+    counts = _counting_reads(monkeypatch)
+    with TestClient(create_app(Source(repo)), base_url="http://127.0.0.1") as c:
+        r = c.get(f"/api/artifacts/{big}/image")
+        assert r.status_code == 415 and counts == [1], counts  # only the first block was read
+        counts.clear()
+        r = c.get(f"/api/artifacts/{pic}/image")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.content == (tmp_path / "pic.png").read_bytes()
+        counts.clear()
+        monkeypatch.setattr(api, "MAX_IMAGE", 1 << 20)
+        r = c.get(f"/api/artifacts/{pic}/image")
+        assert r.status_code == 413 and "MiB" in r.json()["error"] and counts == []

@@ -25,6 +25,7 @@ from . import queries as q
 from .source import Source
 
 WHOLE_BEFORE_SENDING = 64 << 20  # files up to this are verified whole before the first byte is sent
+MAX_IMAGE = 32 << 20  # larger files are not served as images (413): a browser preview, not a download
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -130,9 +131,10 @@ def _filename(names: list[str], oid: str) -> str:
 
 async def _raw(src: Source, text: str, image: bool) -> Response:
     """A file's exact bytes, verified: small files wholly before sending (a damaged object is
-    an error, never a partial download), larger ones block by block."""
+    an error, never a partial download), larger ones block by block. As an image: only up to
+    ``MAX_IMAGE`` bytes, and only when its first bytes declare one (read before anything else)."""
 
-    def open_() -> tuple[str, int, list[str], bytes | None]:
+    def open_() -> tuple[str, int, list[str], bytes | None, str | None]:
         with src.lock:
             oid = src.resolve(text)
             found = src.entry(oid)
@@ -140,29 +142,37 @@ async def _raw(src: Source, text: str, image: bool) -> Response:
                 raise q.NotFoundError(f"{text!r:.80} is no stored file here")
             names = q.names_of(src, oid)
             size = found[1]
-            whole = b"".join(src.read(oid)) if size <= WHOLE_BEFORE_SENDING or image else None
-            return oid.hex(), size, names, whole
+            if image:
+                if size > MAX_IMAGE:
+                    return oid.hex(), size, names, None, None
+                return oid.hex(), size, names, None, pv.image_type(src.head(oid, 16)) or ""
+            whole = b"".join(src.read(oid)) if size <= WHOLE_BEFORE_SENDING else None
+            return oid.hex(), size, names, whole, None
 
     try:
-        h, size, names, whole = await run_in_threadpool(open_)
+        h, size, names, whole, mime = await run_in_threadpool(open_)
     except ZcasError as e:
         return error(status_of(e), str(e))
-    if image:
-        mime = pv.image_type(whole or b"")
-        if mime is None:
-            return error(415, f"{h[:12]} is not a PNG, JPEG, GIF or WebP image")
-        return Response(whole, media_type=mime, headers={"Content-Disposition": "inline"})
     headers = {"Content-Disposition": f'attachment; filename="{_filename(names, h)}"', "Content-Length": str(size)}
+    if image:
+        if mime is None:
+            return error(413, f"{h[:12]} is {size} bytes: images over {MAX_IMAGE >> 20} MiB are not shown; "
+                              "download it instead")
+        if not mime:
+            return error(415, f"{h[:12]} is not a PNG, JPEG, GIF or WebP image")
+        headers["Content-Disposition"] = "inline"
+        return StreamingResponse(_blocks(src, bytes.fromhex(h)), media_type=mime, headers=headers)
     if whole is not None:
         return Response(whole, media_type="application/octet-stream", headers=headers)
+    return StreamingResponse(_blocks(src, bytes.fromhex(h)), media_type="application/octet-stream", headers=headers)
 
-    def blocks() -> Iterator[bytes]:
-        it = src.read(bytes.fromhex(h))
-        while True:
-            with src.lock:
-                block = next(it, None)
-            if block is None:
-                return
-            yield block
 
-    return StreamingResponse(blocks(), media_type="application/octet-stream", headers=headers)
+def _blocks(src: Source, oid: bytes) -> Iterator[bytes]:
+    """A file's verified blocks, each read under the source's lock."""
+    it = src.read(oid)
+    while True:
+        with src.lock:
+            block = next(it, None)
+        if block is None:
+            return
+        yield block
