@@ -180,9 +180,14 @@ def check_rel_path(where: str, v: object) -> None:
     """A path inside the repository, in canonical ``a/b`` form: never absolute, never
     through ``..`` or ``.``, never into ``.zcas`` (any case). A record from a remote names
     these, and zcas hashes what they name: one that could leave the tree (or read the store
-    itself) is refused, so the record is never a hit."""
+    itself) is refused, so the record is never a hit. A trailing slash names a folder's
+    listing (``data/``; ``./`` the repository's top folder)."""
     check_str(where, v)
     assert isinstance(v, str)
+    if v.endswith("/"):  # a folder's listing (an implicit input): DIR/, and ./ for the repository's own
+        if v == "./":
+            return
+        v = v[:-1]
     framed = f"/{v}/"  # every component between slashes: an empty, '.' or '..' one shows as below
     if not v or "//" in framed or "/./" in framed or "/../" in framed or "\\" in v:
         _fail(where, "is not a repository-relative path (a/b, no '..', '.', '//' or leading '/')", v)

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyi", ".so", ".pyd")
 _SKIP_DIRS = frozenset({".zcas", ".git", "__pycache__", "site-packages", "dist-packages"})
+_LISTINGS = frozenset({"os.listdir", "os.scandir"})  # glob, os.walk and pathlib list folders through these
+_LISTED = "<listed>"  # the mode of a folder listed, not a file opened
 
 _local = threading.local()
 _active: list[Recorder] = []
@@ -77,7 +79,11 @@ class Recorder:
                     if slow is None:
                         continue
                     rel = slow
-                if rel.endswith(_CODE_SUFFIXES):
+                if not rel and mode is not _LISTED:
+                    continue
+                if mode is _LISTED:
+                    rel = rel.rstrip("/") + "/" if rel else "./"  # its listing: DIR/ (see implicit.py)
+                elif rel.endswith(_CODE_SUFFIXES):
                     continue
                 if (rel[:1] == "." or "/." in rel or "__pycache__" in rel or "-packages" in rel) \
                         and not _SKIP_DIRS.isdisjoint(rel.split("/")):
@@ -101,25 +107,46 @@ class Recorder:
             return None
 
     def _rel(self, p: str) -> str | None:
+        if p + os.sep in self.prefixes:
+            return ""  # the repository's folder itself (listed)
         for pre in self.prefixes:
             if p.startswith(pre):
                 return p[len(pre):].replace(os.sep, "/")
         return None
 
 
+def _recorder() -> Recorder | None:
+    rec = getattr(_local, "rec", None)
+    if rec is None and len(_active) == 1:
+        return _active[0]
+    return rec
+
+
 def _hook(event: str, args: tuple) -> None:
     if event == "open":
         if not _active:
             return
-        rec = getattr(_local, "rec", None)
-        if rec is None:
-            if len(_active) != 1:
-                return
-            rec = _active[0]
-        if len(args) >= 3:
+        rec = _recorder()
+        if rec is not None and len(args) >= 3:
             path = args[0]
             # Hashable as it came (str, bytes, an fd); anything else as its text, looked at later.
             rec.raw.append((path if isinstance(path, (str, bytes, int)) else repr(path), args[1], args[2], rec.cwd))
+    elif event in _LISTINGS and _active:
+        rec = _recorder()
+        path = args[0] if args and args[0] is not None else "."
+        if rec is None or isinstance(path, int):
+            return
+        if "importlib" in sys._getframe(1).f_code.co_filename:
+            return  # the import system filling its caches (or importlib.metadata scanning sys.path)
+        rec.raw.append((path if isinstance(path, (str, bytes)) else repr(path), _LISTED, 0, rec.cwd))
+    elif event == "sqlite3.connect" and _active:
+        rec = _recorder()
+        path = args[0] if args else None
+        if rec is not None and isinstance(path, (str, bytes, os.PathLike)):
+            p = os.fsdecode(path)
+            if p.startswith("file:"):  # a URI (uri=True): its path, without the query
+                p = p[5:].partition("?")[0]
+            rec.raw.append((p, "r", 0, rec.cwd))  # a database read: its file's content is an input
     elif event == "os.chdir" and _active:
         for rec in list(_active):  # the new directory applies to opens from here on
             try:

@@ -8,6 +8,12 @@ the step will read; it holds what the step read last time (``predict``), so that
 version of those files keeps a cache entry of its own and going back to an earlier one is
 a hit again, not a rerun.
 
+A folder the step lists (``os.listdir``, ``os.scandir``, and so ``glob``, ``os.walk`` and
+``pathlib``'s ``iterdir``/``glob``) is an implicit input named ``DIR/`` (``./`` for the top
+folder) whose id is a digest of its listing: sorted names with their kinds, so a file added
+to or removed from a folder a step globbed is a miss. A database opened with
+``sqlite3.connect`` is a file read like any other (its content's id).
+
 Paths come back from records, and records may come from a remote: each is checked to be a
 plain repository-relative path, and what it names is hashed only if it really lies inside
 the repository (a symlink out of it makes the record no hit).
@@ -22,7 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from zcas.cas.errors import ZcasError
-from zcas.cas.oid import hash_file
+from zcas.cas.oid import hash_bytes, hash_file
 from zcas.cas.statcache import StatCache, stat_key
 from zcas.lineage.records import RecordError, check_rel_path
 
@@ -47,11 +53,14 @@ class _Tree:
 
     def id_of(self, rel: str) -> str | None:
         """The id (hex) of the regular file at ``rel`` now, or None: absent, not a file,
-        unreadable, not a safe path, or reached through a link out of the repository."""
+        unreadable, not a safe path, or reached through a link out of the repository.
+        ``DIR/`` (``./``: the top folder) is a folder's listing (``listing_of``)."""
         try:
             check_rel_path("implicit input", rel)
         except RecordError:
             return None
+        if rel.endswith("/"):
+            return self.listing_of(rel)
         full = f"{self.root}/{rel}" if os.sep == "/" else os.path.join(self.root, *rel.split("/"))
         parent = full.rpartition(os.sep)[0]
         inside = self._dirs.get(parent)
@@ -84,6 +93,24 @@ class _Tree:
         if self.statcache is not None and not stat.S_ISLNK(os.lstat(full).st_mode):
             self.statcache.put(bpath, key, oid)
         return oid.hex()
+
+
+    def listing_of(self, rel: str) -> str | None:
+        """The id of what a folder holds now: its sorted names, each with its kind (folder,
+        file, link, other), so adding, removing or renaming an entry changes it; None when
+        it is not a folder inside the repository."""
+        full = self.root if rel == "./" else os.path.join(self.root, *rel.rstrip("/").split("/"))
+        real = os.path.realpath(full)
+        if real != self.real_root.rstrip(os.sep) and not self._inside(real + os.sep):
+            return None
+        try:
+            with os.scandir(full) as it:
+                names = sorted((e.name, "l" if e.is_symlink() else "d" if e.is_dir() else "f" if e.is_file()
+                                else "o") for e in it)
+        except OSError:
+            return None
+        text = "zcas-listing-1\n" + "".join(f"{kind} {name}\n" for name, kind in names)
+        return hash_bytes(text.encode("utf-8", "surrogateescape")).hex()
 
 
 def current(root: str, rel: str, statcache: StatCache | None) -> str | None:
