@@ -3,7 +3,9 @@ endpoint), and finding what the events link to beyond the runs exported.
 
 One POST per event, in order, as OpenLineage's own HTTP transport does, so a collector sees
 each START before its COMPLETE. The API key, if any, comes from ``OPENLINEAGE_API_KEY``
-(as the OpenLineage clients read it) and is never written anywhere.
+(as the OpenLineage clients read it) and is never written anywhere: redirects are refused
+(urllib would follow a 302 from the POST as a GET to whatever host it names, key and all),
+and a URL holding credentials (``user:pass@host``) is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -16,12 +18,28 @@ import urllib.request
 from typing import Any
 
 from zcas.cas.errors import UsageError, ZcasError
+from zcas.cas.objstore import check_no_credentials, masked
 from zcas.cas.safetext import printable
 
 TIMEOUT = 30.0  # seconds per request
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx answer comes back as an HTTPError: nothing is sent to the address it names."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
 def check_url(url: str) -> str:
+    try:
+        check_no_credentials(url, "--emit URL")
+    except UsageError:
+        raise UsageError(f"--emit URL {printable(masked(url))} holds credentials: zcas never prints or sends them "
+                         "so; remove the user:password@ part and set OPENLINEAGE_API_KEY") from None
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(f"--emit needs an http:// or https:// URL of an OpenLineage endpoint, not {printable(url)!r} "
@@ -41,9 +59,14 @@ def post_events(events: list[dict[str, Any]], url: str, timeout: float = TIMEOUT
         req = urllib.request.Request(url, data=json.dumps(ev, sort_keys=True).encode(), headers=headers, method="POST")
         what = f"event {i} of {len(events)} ({ev['eventType']} {printable(ev['job']['name'])})"
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
+            with _opener.open(req, timeout=timeout) as resp:  # scheme checked above
                 resp.read()
         except urllib.error.HTTPError as e:
+            if 300 <= e.code < 400:
+                where = printable(str(e.headers.get("Location", "")))[:200]
+                raise ZcasError(f"OpenLineage endpoint {printable(url)} answered {what} with a redirect (HTTP {e.code} "
+                                f"to {where or 'nowhere'}); zcas does not follow redirects: use the address the "
+                                f"endpoint names; sent {i - 1} of {len(events)} events") from None
             body = printable(e.read(300).decode("utf-8", "replace").replace("\n", " "))
             raise ZcasError(f"OpenLineage endpoint {printable(url)} refused {what}: HTTP {e.code} {body}".rstrip()) from None
         except (urllib.error.URLError, OSError) as e:

@@ -249,3 +249,61 @@ def test_cached_runs_complete_and_name_the_run_they_restored(events):
     assert len(ran) == 1 and len(cached) == 1
     assert cached[0]["run"]["facets"]["zcas"]["cachedFrom"] == ran[0]["run"]["facets"]["zcas"]["runId"]
     assert cached[0]["outputs"] == ran[0]["outputs"]  # the same dataset, the same version
+
+
+class _Elsewhere(http.server.BaseHTTPRequestHandler):
+    """Records every request it gets, with its Authorization header."""
+
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        type(self).seen.append((self.command, self.headers.get("Authorization")))
+        self.send_response(200)
+        self.end_headers()
+
+    do_POST = do_GET  # noqa: N815
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_emit_refuses_a_redirect_and_sends_the_key_nowhere_else(events, code):
+    """A collector answering the POST with a redirect to another host: one-line error, the
+    event not counted as sent, and nothing (least of all the API key) sent to that host."""
+    root, _ = events
+    _Elsewhere.seen = []
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Elsewhere)
+
+    class Mover(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(code)
+            self.send_header("Location", f"http://localhost:{other.server_address[1]}/steal")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    mover = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mover)
+    for s in (other, mover):
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{mover.server_address[1]}/api/v1/lineage"
+        res = run_zcas("log", "--emit", url, cwd=root, env={"OPENLINEAGE_API_KEY": "ol-secret-key"})
+        assert_one_line_error(res, "redirect", f"HTTP {code}")
+        assert "sent 0 of" in res.err and "ol-secret-key" not in res.err + res.out
+        assert _Elsewhere.seen == []
+    finally:
+        for s in (other, mover):
+            s.shutdown()
+            s.server_close()
+
+
+def test_emit_url_with_credentials_is_refused_without_echoing_them(events, stub):
+    root, _ = events
+    _, url = stub
+    bad = url.replace("http://", "http://alice:hunter2pass@")
+    res = run_zcas("log", "--emit", bad, cwd=root)
+    assert_one_line_error(res, "credentials")
+    assert "hunter2pass" not in res.err + res.out and _Stub.received == []
