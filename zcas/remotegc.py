@@ -23,6 +23,7 @@ packs younger than any sane grace period, and gc leaves those alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ from zcas.lineage.records import artifact_ids
 from zcas.lineage.remote import SegmentError
 from zcas.lineage.retention import Rules, RunRef, VersionRef, runs_not_kept, versions_not_kept, versions_of
 
+from . import packlog
 from .refsync import remote_history, rewrite_history
 
 if TYPE_CHECKING:
@@ -58,8 +60,8 @@ class RemoteGcReport:
 def gc_remote(remote: Remote, rules: Rules, grace: float, dry_run: bool = False) -> RemoteGcReport:
     if dry_run:  # reads only: no lock, so it never stands in a push's way
         return _collect(remote, rules, grace, True)
-    with StoreLock(remote.backend, "gc", exclusive=True, where=f"remote {remote.spec.name}"):
-        return _collect(remote, rules, grace, False)
+    with StoreLock(remote.backend, "gc", exclusive=True, where=f"remote {remote.spec.name}") as lock:
+        return _collect(remote, rules, grace, False, lock.check)
 
 
 def _tags(remote: Remote) -> dict[str, bytes]:
@@ -72,7 +74,10 @@ def _tags(remote: Remote) -> dict[str, bytes]:
     return out
 
 
-def _collect(remote: Remote, rules: Rules, grace: float, dry_run: bool) -> RemoteGcReport:
+def _collect(remote: Remote, rules: Rules, grace: float, dry_run: bool,
+             held: Callable[[], None] = lambda: None) -> RemoteGcReport:
+    """``held()`` raises unless the remote's lock is surely still ours: asked before
+    anything is deleted."""
     try:
         tags = _tags(remote)
         seg_keys, records, skipped = remote.lineage.records()
@@ -97,6 +102,7 @@ def _collect(remote: Remote, rules: Rules, grace: float, dry_run: bool) -> Remot
             optional.extend(artifact_ids(d))
     rep = RemoteGcReport(GcReport(), versions, gone_runs, records_skipped=skipped)
     if not dry_run:
+        held()
         if len(seg_keys) > 1 or len(kept_records) != len(records) or skipped:
             rep.segments_removed += remote.lineage.compact(seg_keys, kept_records)
         if len(hist_keys) > 1 or len(kept_lines) != len(lines):
@@ -106,11 +112,16 @@ def _collect(remote: Remote, rules: Rules, grace: float, dry_run: bool) -> Remot
     removed: set[str] = set()
 
     def on_remove(names: list[str]) -> None:
+        held()
         removed.update(names)
         collected.note(remote.backend, names, notes)
 
+    before = remote.db.packs()
     rep.objects = gc(remote.db, list(tagged), grace, dry_run=dry_run, optional_roots=optional, on_remove=on_remove)
     if not dry_run:
+        now = remote.db.packs()
+        rep.segments_removed += packlog.fold(remote.backend, now)
+        packlog.note(remote.backend, now - before)  # the packs live objects moved into
         _write_actions(remote, {rid: records[rid] for rid in kept_records}, entries, removed)
     return rep
 
@@ -150,8 +161,11 @@ def _write_actions(remote: Remote, keep: dict[bytes, tuple[bytes, dict]], entrie
             continue
         if key in entries and not entries[key] & removed:
             continue
+        outputs = artifact_ids({"outputs": d.get("outputs")})
+        if not all(remote.db.has(o) for o in outputs):
+            continue  # (pushed with named objects only: a lookup would find nothing to fetch)
         if key in entries:
             remote.backend.delete(actions.entry_key(key))
-        where = actions.locate(remote.db, artifact_ids({"outputs": d.get("outputs")}))
+        where = actions.locate(remote.db, outputs)
         if actions.put(remote.backend, key, data, where):
             entries[key] = set()

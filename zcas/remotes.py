@@ -30,10 +30,11 @@ from zcas.cas.repo import read_config, write_config
 from zcas.cas.safetext import printable
 from zcas.cas.storelock import StoreLock
 from zcas.cas.transfer import JOBS, closure, copy_packs, fetch_objects, pull_packs, push_objects, remote_packs
-from zcas.lineage import actions
+from zcas.lineage import actions, segments
 from zcas.lineage.records import artifact_ids
 from zcas.lineage.remote import RemoteLineage, Unpushed, secret_run_ids
 
+from . import packlog
 from .config import Config, check_name
 from .refsync import pull_refs, push_refs, unpushed_history
 
@@ -185,11 +186,11 @@ class Remote:
 
         The remote's lock is held shared throughout (``cas.storelock``): a ``gc --remote``
         at work makes the push refuse, and no gc starts while it runs."""
-        with StoreLock(self.backend, "push", exclusive=False, where=f"remote {self.spec.name}"):
-            return self._push(targets, tags or {}, progress, force, refs)
+        with StoreLock(self.backend, "push", exclusive=False, where=f"remote {self.spec.name}") as lock:
+            return self._push(targets, tags or {}, progress, force, refs, lock)
 
     def _push(self, targets: list[bytes] | None, tags: dict[str, bytes], progress: Progress, force: bool,
-              refs: bool) -> dict[str, int]:
+              refs: bool, lock: StoreLock) -> dict[str, int]:
         local = self.repo.db
         local.flush()
         pending = self.lineage.unpushed()
@@ -197,17 +198,22 @@ class Remote:
             have = local.packs()
             on_remote = remote_packs(self.backend)
             gone = collected(self.backend)[0]  # rewritten by a gc there: never sent whole again
-            clean, objects = self._push_without_secrets(have - on_remote - gone)
+            clean, objects, added = self._push_without_secrets(have - on_remote - gone)
             packs, nbytes = copy_packs(self.repo.backend, self.backend, clean, progress)
             on_remote |= clean
+            added |= clean
             stale = (have & gone) - on_remote
             if stale:
-                objects += self._refill(stale, pending, tags, refs)
+                n, refilled = self._refill(stale, pending, tags, refs)
+                objects += n
+                added |= refilled
         else:
             packs = nbytes = 0
             sent = closure(local, targets)
-            objects = push_objects(local, self.db, sent)
+            objects, added = self._send_objects(sent)
             on_remote = remote_packs(self.backend)
+        lock.check()  # what names the packs goes only while a gc cannot have taken them
+        packlog.note(self.backend, added)  # after the packs: a pull that reads it finds them
         runs = self.lineage.push(pending=pending)
         # an entry only for runs whose outputs the remote now holds (all of them, after a
         # push of every pack; after a push of named objects, those and what it had)
@@ -238,7 +244,7 @@ class Remote:
         with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-ac") as ex:
             return sum(ex.map(lambda j: actions.put(self.backend, *j), jobs))
 
-    def _refill(self, stale: set[str], pending: Unpushed, tags: dict[str, bytes], refs: bool) -> int:
+    def _refill(self, stale: set[str], pending: Unpushed, tags: dict[str, bytes], refs: bool) -> tuple[int, set[str]]:
         """Send, object by object, what this push names (its run records, their inputs and
         outputs, its tags and history lines) that sits in local packs a gc on the remote has
         rewritten, if the remote lacks it: the pack is not sent whole, and gc may have
@@ -252,18 +258,23 @@ class Remote:
             roots.extend(self.repo.refs.tags().values())
             roots.extend(v.oid for v in unpushed_history(self))
         live, _ = walk(self.repo.db, roots)  # (what was never fetched here is not ours to send)
-        want = [o for o in sorted(live) if self.repo.db.entry(o).pack in stale]
-        return push_objects(self.repo.db, self.db, want)
+        return self._send_objects([o for o in sorted(live) if self.repo.db.entry(o).pack in stale])
 
-    def _push_without_secrets(self, names: set[str]) -> tuple[set[str], int]:
-        """(packs that may travel as they are, objects sent otherwise).
+    def _send_objects(self, oids: list[bytes]) -> tuple[int, set[str]]:
+        """(objects sent, the remote packs that made) of the named objects the remote lacks."""
+        before = self.db.packs()
+        n = push_objects(self.repo.db, self.db, oids)
+        return n, self.db.packs() - before
+
+    def _push_without_secrets(self, names: set[str]) -> tuple[set[str], int, set[str]]:
+        """(packs that may travel as they are, objects sent otherwise, the packs those made).
 
         Run records an older zcas wrote hold environment values in the clear; they are
         objects in local packs, so a pack holding one is not copied whole: its other
         objects go in a new pack, and those records stay here."""
         secret = secret_run_ids(self.lineage.lineage) if names else set()
         if not secret:
-            return set(names), 0
+            return set(names), 0, set()
         clean: set[str] = set()
         rest: list[bytes] = []
         for name in names:
@@ -272,7 +283,7 @@ class Remote:
                 clean.add(name)
             else:
                 rest.extend(o for o in ids if o not in secret)
-        return clean, push_objects(self.repo.db, self.db, rest)
+        return clean, *self._send_objects(rest)
 
     def remote_tag(self, name: str) -> bytes | None:
         """What tag NAME names on the remote (None: no such tag), validated before use."""
@@ -319,11 +330,19 @@ class Remote:
         local = self.repo.db
         if targets is None:
             done = self._pulled_packs()
-            missing = remote_packs(self.backend) - local.packs() - done
+            cursor = segments.Cursor(os.path.join(self.repo.zdir, "remotes", self.spec.name, "packs-cursor"))
+            if full or cursor.get() is None:  # every pack (and the log's newest time, for next time)
+                names, latest = remote_packs(self.backend), packlog.newest(self.backend)
+            else:  # what the log names since the last pull (a pack collected since is gone)
+                names, latest = packlog.since(self.backend, cursor)
+                names = {n for n in names - local.packs() - done if self.backend.exists(idx_key(n))}
+            missing = names - local.packs() - done
             res = pull_packs(self.backend, local, missing, progress)
             for line in res.rejected:
                 warn(f"remote {self.spec.name}: {printable(line)}")
             self._remember_pulled(res.complete)  # a pack with a refusal is looked at again next time
+            if latest is not None and not res.rejected:
+                cursor.advance(latest)
             tags, history = pull_refs(self, warn, full)
             return {"packs": res.packs, "bytes": res.bytes, "objects": res.objects, "runs": runs,
                     "rejected": len(res.rejected), "tags": tags, "history": history}
@@ -399,7 +418,10 @@ class Remote:
                 return fetch_objects(self.repo.db, self.db, oids, locate=self._where_hints.get, flush=False)
             except (ObjectNotFoundError, IntegrityError):
                 pass  # a hint was stale (the pack was collected) or wrong: ask the indexes
-        return fetch_objects(self.repo.db, self.db, oids, flush=False)
+        # for what is still absent at or below the roots (a folder whose tree came through a
+        # good hint may still lack files a bad one named)
+        _, absent = walk(self.repo.db, oids)
+        return fetch_objects(self.repo.db, self.db, sorted(absent), flush=False)
 
 
 def open_default(repo: Repo, lineage: Lineage, name: str | None = None, cfg: Config | None = None) -> Remote | None:

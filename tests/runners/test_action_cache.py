@@ -265,6 +265,8 @@ def test_a_push_of_named_objects_writes_entries_only_for_runs_whose_outputs_went
     assert run_zcas("tag", "d1", oid, cwd=a).code == 0
     assert run_zcas("push", "d1", cwd=a).code == 0  # the run's record travels, its output does not
     assert actions.keys(ObstoreBackend(url)) == []  # so no lookup is sent after an absent output
+    assert run_zcas("gc", "--remote", "origin", "--grace", "0", cwd=a).code == 0
+    assert actions.keys(ObstoreBackend(url)) == []  # nor does a gc of the remote write one
     # a later run of the step (a hit here) is pushed with every pack: now there is an entry
     os.unlink(a / "out.txt")
     assert "cached:" in run_zcas("run", "-o", "out.txt", "--", *cmd, cwd=a).out
@@ -273,3 +275,78 @@ def test_a_push_of_named_objects_writes_entries_only_for_runs_whose_outputs_went
     c = _repo(tmp_path / "c", url)
     r = run_zcas("run", "-o", "out.txt", "--", *cmd, cwd=c)
     assert r.code == 0 and "cached:" in r.out and (c / "out.txt").read_text() == "hello\n", r
+
+
+def test_attack_a_segment_named_in_the_far_future_does_not_blind_later_pulls(tmp_path, remote):
+    """One object named t-7fff... (or a writer whose clock runs years ahead) must not move
+    the cursor past what is pushed afterwards."""
+    root, url = remote
+    a = _repo(tmp_path / "a", url)
+    (a / "x.txt").write_text("1\n")
+    assert run_zcas("add", "x.txt", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    for prefix in ("lineage", "history", "packlog"):
+        (root / prefix).mkdir(exist_ok=True)
+        (root / prefix / f"t-7fffffffffffffff-{'0' * 64}").write_bytes(b"junk")
+    b = _repo(tmp_path / "b", url)
+    assert run_zcas("pull", cwd=b).code == 0
+    (a / "y.txt").write_text("2\n")
+    assert run_zcas("add", "y.txt", cwd=a).code == 0
+    assert run_zcas("run", "-o", "z.txt", "--", "sh", "-c", "echo z > z.txt", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    r = run_zcas("pull", "--json", cwd=b)
+    assert r.code == 0, r
+    got = json.loads(r.out)
+    assert got["runs"] == 1 and got["history"] >= 1 and got["packs"] >= 1, got
+    (version,) = json.loads(run_zcas("log", "y.txt", "--versions", "--json", cwd=b).out)
+    assert run_zcas("cat", version["id"], cwd=b).out == "2\n"
+
+
+def test_a_wrong_hint_below_a_folder_falls_back_for_what_is_still_missing(tmp_path, remote):
+    """The tree comes through its (good) hint, its files' hints name a pack that is gone:
+    the hit must still fetch the files, not fail the step."""
+    _, url = remote
+    cmd = ["sh", "-c", "mkdir -p out && echo a > out/a.txt && echo b > out/b.txt"]
+    a = _repo(tmp_path / "a", url)
+    assert run_zcas("run", "-o", "out", "--", *cmd, cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    b = ObstoreBackend(url)
+    (key,) = actions.keys(b)
+    _, rec, raw, where = actions.decode(key, actions.get(b, key))
+    tree = bytes.fromhex(rec["outputs"]["out"])
+    assert len(where) == 3 and tree in where
+    bad = {o: (e if o == tree else e._replace(pack="0" * 64)) for o, e in where.items()}
+    b.delete(actions.entry_key(key))
+    actions.put(b, key, raw, bad)
+    c = _repo(tmp_path / "c", url)
+    r = run_zcas("run", "-o", "out", "--", *cmd, cwd=c)
+    assert r.code == 0 and "cached:" in r.out, r
+    assert (c / "out" / "a.txt").read_text() == "a\n" and (c / "out" / "b.txt").read_text() == "b\n"
+
+
+def test_a_pull_with_a_cursor_asks_the_pack_log_not_every_pack(tmp_path, remote):
+    """After a first pull, packs come from the log entries pushed since: the packs/ folder is
+    not listed; a pack pushed by a zcas that wrote no log entry is found by --full."""
+    root, url = remote
+    a = _repo(tmp_path / "a", url)
+    (a / "x.txt").write_text("1\n")
+    assert run_zcas("add", "x.txt", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    b = _repo(tmp_path / "b", url)
+    assert run_zcas("pull", cwd=b).code == 0
+    (a / "y.txt").write_text("2\n")
+    y = run_zcas("add", "y.txt", cwd=a).out.split()[0]
+    assert run_zcas("push", cwd=a).code == 0
+    r, requests = _counted(tmp_path, "pull", "--json", cwd=b)
+    assert r.returncode == 0 and json.loads(r.stdout)["packs"] == 1, r
+    assert ("list", "packs/") not in requests and ("list_after", "packlog/") in requests, requests
+    assert run_zcas("cat", y, cwd=b).out == "2\n"
+    # a pack that arrived without a log entry (an older zcas's push): only --full sees it
+    (a / "z.txt").write_text("3\n")
+    z = run_zcas("add", "z.txt", cwd=a).out.split()[0]
+    assert run_zcas("push", cwd=a).code == 0
+    for entry in (root / "packlog").iterdir():
+        entry.unlink()
+    assert json.loads(run_zcas("pull", "--json", cwd=b).out)["packs"] == 0
+    assert json.loads(run_zcas("pull", "--full", "--json", cwd=b).out)["packs"] == 1
+    assert run_zcas("cat", z, cwd=b).out == "3\n"
