@@ -53,6 +53,7 @@ class StoreLock:
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fresh = 0.0  # time.monotonic() of the last lock object written
 
     def _write(self) -> str:
         body = {"v": 1, "purpose": self.purpose, "exclusive": self.exclusive, "host": socket.gethostname(),
@@ -63,6 +64,7 @@ class StoreLock:
 
     def acquire(self) -> StoreLock:
         self.key = self._write()
+        self._fresh = time.monotonic()
         try:
             conflict = self._conflict()
         except BaseException:
@@ -117,11 +119,23 @@ class StoreLock:
                     return
                 try:
                     new = self._write()
-                except ZcasError:
-                    continue  # the store is unreachable: the holder's own requests will say so
+                except Exception:  # noqa: BLE001 - any failure: ``check`` tells the holder in time
+                    continue
+                self._fresh = time.monotonic()
                 old, self.key = self.key, new
                 if old:
-                    self.backend.delete(old)
+                    try:
+                        self.backend.delete(old)
+                    except Exception:  # noqa: BLE001 - a leftover lock goes stale and is ignored
+                        pass
+
+    def check(self) -> None:
+        """Raise unless the lock is surely still held: a holder whose lock could not be
+        refreshed (the store unreachable, the machine suspended) may have been taken for
+        dead by now, so it stops before it writes what the lock guards, as restic does."""
+        if time.monotonic() - self._fresh > STALE - REFRESH:
+            raise StoreBusyError(f"{self.where}: this {self.purpose} could not keep its lock fresh "
+                                 f"(nothing more was written); run it again")
 
     def _delete_own(self) -> None:
         with self._mutex:

@@ -70,6 +70,10 @@ class Cursor:
             return None
 
     def advance(self, time_ns: int) -> None:
+        """Move the cursor to ``time_ns``, never past this machine's now: a name from the
+        far future (a hostile remote, a writer whose clock runs days ahead) must not make
+        later pulls skip what is pushed in the meantime."""
+        time_ns = min(time_ns, time.time_ns())
         if time_ns <= (self.get() or -1):
             return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)

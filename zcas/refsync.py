@@ -202,6 +202,7 @@ def _pull_history(remote: Remote, warn: Warn, full: bool = False) -> int:
     seen = set(os.listdir(seen_dir))
     cursor = segments.Cursor(_state(remote, "history-cursor"))
     taken = 0
+    held: set[PathVersion] | None = None  # the lines taken before: read once, if a segment is new
     latest = None  # every segment listed is taken, or skipped for good, below
     for key, t in _segments(remote, None if full else cursor.get()):
         name = key[len(PREFIX) :]
@@ -221,6 +222,10 @@ def _pull_history(remote: Remote, warn: Warn, full: bool = False) -> int:
         good, bad = _lines(payload)
         if bad:
             warn(f"remote {remote.spec.name}: history segment {printable(key)}: {len(bad)} lines skipped ({bad[0]})")
+        if held is None:
+            held = _taken(remote)
+        good = [v for v in dict.fromkeys(good) if v not in held]  # (a gc's rewrite repeats them all)
+        held.update(good)
         if good:
             with open(_state(remote, "history.jsonl"), "a") as f:
                 f.writelines(_dump(v) for v in good)
@@ -230,6 +235,14 @@ def _pull_history(remote: Remote, warn: Warn, full: bool = False) -> int:
     if latest is not None:
         cursor.advance(latest)
     return taken
+
+
+def _taken(remote: Remote) -> set[PathVersion]:
+    try:
+        with open(_state(remote, "history.jsonl"), "rb") as f:
+            return {v for v in map(_line, f) if not isinstance(v, str)}
+    except FileNotFoundError:
+        return set()
 
 
 # -- what gc over the remote reads and rewrites -------------------------------------------------

@@ -106,3 +106,34 @@ def test_racing_gc_and_pushes_never_both_hold_the_lock():
         t.join()
     assert overlaps == []
     assert _locks(b) == []
+
+
+def test_a_holder_that_cannot_refresh_its_lock_stops_before_writing(monkeypatch):
+    """The store refuses the refresh writes (any error): the refresher keeps going, and the
+    holder's check raises once the lock may have gone stale for others."""
+    monkeypatch.setattr(storelock, "REFRESH", 0.02)
+    b = MemoryBackend()
+    with StoreLock(b, "push", False, "remote r") as held:
+        held.check()  # fresh
+        real_put = b.put
+
+        def refuse(key, data):
+            if key.startswith(storelock.PREFIX):
+                raise RuntimeError("store unreachable")
+            return real_put(key, data)
+
+        monkeypatch.setattr(b, "put", refuse)
+        monkeypatch.setattr(storelock, "STALE", 0.1)
+        time.sleep(0.3)
+        assert held._thread is not None and held._thread.is_alive()  # the refresher did not die
+        with pytest.raises(StoreBusyError, match="could not keep its lock fresh"):
+            held.check()
+        monkeypatch.setattr(b, "put", real_put)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                held.check()
+                break
+            except StoreBusyError:
+                time.sleep(0.02)
+        held.check()  # refreshed again once the store answers

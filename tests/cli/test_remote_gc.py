@@ -258,3 +258,17 @@ def test_gc_on_an_s3_remote(tmp_path, s3_env, s3_url):
     assert run_zcas("cat", ids[2], cwd=b).out == "three\n"
     assert run_zcas("pull", "origin", ids[0], cwd=b, env=s3_env).code != 0
     assert run_zcas("push", "--json", cwd=a, env=s3_env).code == 0  # the lock was released
+
+
+def test_a_teammate_does_not_take_the_remote_history_again_after_each_gc(tmp_path, zcas, remote):
+    root, url = remote
+    a = _repo(zcas, tmp_path / "a", url)
+    b = _repo(zcas, tmp_path / "b", url)
+    for i in range(3):
+        _add(zcas, a, f"f{i}.txt", f"{i}\n")
+        assert zcas("push", cwd=a).code == 0
+        assert zcas("pull", cwd=b).code == 0
+        assert zcas("gc", "--remote", "origin", "--grace", "0", cwd=a).code == 0
+        assert zcas("pull", cwd=b).code == 0
+    lines = (b / ".zcas" / "remotes" / "origin" / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 3, lines  # each version once, however many times gc rewrote the segments
