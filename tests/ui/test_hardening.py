@@ -94,3 +94,31 @@ def test_image_route_reads_only_the_head_to_decide(repo, tmp_path, monkeypatch):
         monkeypatch.setattr(api, "MAX_IMAGE", 1 << 20)
         r = c.get(f"/api/artifacts/{pic}/image")
         assert r.status_code == 413 and "MiB" in r.json()["error"] and counts == []
+
+
+@pytest.mark.parametrize(("query", "status"), [
+    ("until=99999999999999999999999", 400), ("since=9223372036854775808", 400), ("page=99999999999999999999", 400),
+    ("page=1000001", 400), ("until=9999-12-31", 200), ("since=9999-12-31T23:59", 200), ("since=0001-01-01", None),
+    ("until=0001-01-01T00:00%2B00:00", 200), ("since=1000000000000000000000000000000000000d", 200),
+])
+def test_out_of_range_parameters_are_400_json(repo, query, status):
+    """Numbers past 64 bits are refused; a date or duration past either end of what 64 bits
+    of ns hold means that end (or, where no clock converts it, is refused): never a 500."""
+    with TestClient(create_app(Source(repo)), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        r = c.get(f"/api/runs?{query}")
+    assert r.status_code == (status or r.status_code) and r.status_code in (200, 400), (query, r.status_code, r.text)
+    assert ("error" if r.status_code == 400 else "runs") in r.json()
+
+
+def test_a_stray_value_error_is_400_json(repo, monkeypatch):
+    """A parameter no query checks, that makes Python raise ValueError or OverflowError deep
+    in a query, is the request's fault: a 400 with a message, never a 500."""
+    from zcas.ui import queries
+
+    def boom(src, **kw):
+        raise OverflowError("Python int too large to convert to C ssize_t")
+
+    monkeypatch.setattr(queries, "runs", boom)
+    with TestClient(create_app(Source(repo)), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
+        r = c.get("/api/runs")
+    assert r.status_code == 400 and "too large" in r.json()["error"]

@@ -49,6 +49,8 @@ async def answer(src: Source, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         return JSONResponse(await run_in_threadpool(locked))
     except ZcasError as e:
         return error(status_of(e), str(e))
+    except (ValueError, OverflowError) as e:  # a parameter no query checked: the request's fault, said in one line
+        return error(400, f"bad request: {str(e)[:200]}")
 
 
 def _int(req: Request, name: str, default: int) -> int:

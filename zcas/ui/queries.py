@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 PER_PAGE = 50
 MAX_PER_PAGE = 500
+MAX_PAGE = 1_000_000  # pages past this are refused (400), not skipped to
 SCAN = 20_000  # records a filtered listing or a "previous run" search reads at most
 STATUSES = ("ran", "cached", "failed")
 
@@ -35,12 +36,26 @@ class NotFoundError(ZcasError, LookupError):
 
 def _when(text: str | None, field: str) -> int:
     """ns since the epoch from an ISO date or time (``2026-11-27``, ``2026-11-27T10:00``),
-    a duration back from now (``2h``, ``7d``), or an integer of nanoseconds."""
+    a duration back from now (``2h``, ``7d``), or an integer of nanoseconds. A date or
+    duration past either end of what 64 bits of ns hold (1970 to 2262) means that end; an
+    integer out of that range, or a date no clock here converts, is a UsageError."""
     if not text:
         return 0
     t = text.strip()
     if t.isdigit() and len(t) > 12:
+        if len(t) > 19 or int(t) >= 2**63:
+            raise UsageError(f"{field}: {t!r:.40} is out of range (ns since 1970, below 2**63)")
         return int(t)
+    try:
+        ns = _ns(t, field)
+    except UsageError:
+        raise
+    except (OverflowError, ValueError, OSError):  # a date Python holds but no clock here does
+        raise UsageError(f"{field}: {t!r:.40} is out of range (a time from 1970 to 2262)") from None
+    return min(max(ns, 1), 2**63 - 1)  # 1, not 0: an until before 1970 still filters (0 is no bound)
+
+
+def _ns(t: str, field: str) -> int:
     try:
         d = dt.datetime.fromisoformat(t)
     except ValueError:
@@ -115,8 +130,8 @@ def runs(src: Source, step: str | None = None, pipeline: str | None = None, stat
     """A page of runs, newest first, filtered; ``more``: whether a next page exists."""
     if status and status not in STATUSES:
         raise UsageError(f"status: expected one of {', '.join(STATUSES)}, got {status!r:.40}")
-    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-        raise UsageError(f"page must be at least 1 and per_page between 1 and {MAX_PER_PAGE}")
+    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
+        raise UsageError(f"page must be between 1 and {MAX_PAGE} and per_page between 1 and {MAX_PER_PAGE}")
     src.refresh()
     lo, hi = _when(since, "since"), _when(until, "until")
     sessions = _sessions(src, pipeline) if pipeline else None
