@@ -14,6 +14,10 @@ folder) whose id is a digest of its listing: sorted names with their kinds, so a
 to or removed from a folder a step globbed is a miss. A database opened with
 ``sqlite3.connect`` is a file read like any other (its content's id).
 
+What a step read when it last ran in this repository is kept apart (``.zcas/implicit``),
+and only that may shape the key a new run is recorded under: records from a remote only
+help find a hit (``predict``).
+
 Paths come back from records, and records may come from a remote: each is checked to be a
 plain repository-relative path, and what it names is hashed only if it really lies inside
 the repository (a symlink out of it makes the record no hit).
@@ -21,6 +25,7 @@ the repository (a symlink out of it makes the record no hit).
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
@@ -155,17 +160,56 @@ def components(paths: Iterable[str], root: str, statcache: StatCache | None) -> 
     return {f"implicit:{p}": tree.id_of(p) or ABSENT for p in sorted(paths)}
 
 
-def predict(comps: dict[str, str], seen: list[dict[str, Any]], root: str, statcache: StatCache | None,
-            lookup: Any, fits: Any) -> dict[str, str]:
-    """The key components to plan under, given the key without files (``comps``) and the
-    records that taught what the step reads (``seen``, newest first: the one cached under
-    that key, the step's last run).
+def _known_path(zdir: str, step: str) -> str:
+    return os.path.join(zdir, "implicit", hash_bytes(step.encode("utf-8", "surrogateescape")).hex()[:32] + ".json")
+
+
+def remember(zdir: str, step: str, paths: Iterable[str]) -> None:
+    """Keep, in this repository only, what ``step`` read when it last ran here: what
+    ``predict`` may plan a new run under (a record from a remote may not: see there)."""
+    path = _known_path(zdir, step)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump({"step": step, "paths": sorted(paths)}, f)
+        os.replace(tmp, path)
+    except OSError:  # a guess: without it, the next run plans under the key without files
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def known(zdir: str, step: str) -> list[str]:
+    """The paths ``step`` read when it last ran in this repository ([] when unknown)."""
+    try:
+        with open(_known_path(zdir, step), "rb") as f:
+            d = json.loads(f.read())
+    except (OSError, ValueError, RecursionError):
+        return []
+    paths = d.get("paths") if isinstance(d, dict) and d.get("step") == step else None
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+
+
+def predict(comps: dict[str, str], here: list[str], seen: list[dict[str, Any]], root: str,
+            statcache: StatCache | None, lookup: Any, fits: Any) -> dict[str, str]:
+    """The key components to plan under, given the key without files (``comps``), the
+    paths the step read when it last ran in this repository (``here``), and other records
+    that name what it read (``seen``, newest first: the step's last run, the one cached
+    under the key without files), which may have come from a remote.
 
     ``lookup(key) -> record or None`` reads the cache; ``fits(record)`` says whether one is
     a hit now. The first guess with a fitting record wins; failing that, the key without
-    files if its record fits; failing that, the newest guess, so the run about to happen is
-    cached under the files it will most likely read."""
-    guesses: list[dict[str, str]] = []
+    files if its record fits; failing that, the guess from ``here``, so the run about to
+    happen is cached under the files it will most likely read.
+
+    Only ``here`` may give the key a run is recorded (and pushed) under. A guess from a
+    record of elsewhere is used only when a record fits it, and then every id it holds is
+    one that record already names: a planted record naming ``.env`` cannot make a run put
+    the id of ``.env`` in its key, nor in a key it asks a remote for."""
+    mine = {**comps, **components(here, root, statcache)} if here else None
+    guesses: list[dict[str, str]] = [mine] if mine is not None else []
     for rec in seen:
         paths = sorted((rec.get("implicit_inputs") or {}) if isinstance(rec.get("implicit_inputs"), dict) else {})
         c = {**comps, **components(paths, root, statcache)} if paths else None
@@ -178,4 +222,4 @@ def predict(comps: dict[str, str], seen: list[dict[str, Any]], root: str, statca
     bare = lookup(key_of(comps))
     if bare is not None and fits(bare):
         return comps
-    return guesses[0] if guesses else comps
+    return mine if mine is not None else comps

@@ -233,8 +233,9 @@ class PythonCall:
             rid = lineage.graph.cache_get(key)
             return None if rid is None else lineage.run_dict(rid)
 
+        here = implicit.known(core.repo.zdir, self.step.name)  # what it read when it last ran here
         bare = lookup(key_of(comps))
-        if bare is not None and not bare.get("implicit_inputs"):
+        if bare is not None and not bare.get("implicit_inputs") and not here:
             return comps  # the usual case: the last run under this key read no file
         seen = []  # newest knowledge first: the step's last run, then the run under the bare key
         last = lineage.graph.last_run(self.step.name)
@@ -245,9 +246,9 @@ class PythonCall:
             seen.append(rec)
         if bare is not None:
             seen.append(bare)
-        if not any(r.get("implicit_inputs") for r in seen):
+        if not here and not any(r.get("implicit_inputs") for r in seen):
             return comps
-        return implicit.predict(comps, seen, core.repo.root, core.statcache, lookup, self.valid)
+        return implicit.predict(comps, here, seen, core.repo.root, core.statcache, lookup, self.valid)
 
     def valid(self, rec: dict) -> bool:
         if not _fits(rec, self.step):
@@ -310,6 +311,9 @@ class PythonCall:
     def result(self, core: Core, plan: Plan, done: Done, rid: str) -> Any:
         if done.code != 0:
             raise done.exc if done.exc is not None else UsageError(f"step {plan.name} failed: {done.error}")
+        found = (done.found or {}).get("implicit_inputs")
+        if self.step.cache and isinstance(found, dict) and (found or implicit.known(core.repo.zdir, plan.name)):
+            implicit.remember(core.repo.zdir, plan.name, found)  # ran here: what the next run may be keyed by
         arts = [Artifact(o, done.materializers[n], self.loader, self._values.get(n, Artifact._MISSING),
                          allow_pickle=self.step.pickle)
                 for n, o in done.outputs.items()]

@@ -286,3 +286,36 @@ def test_the_path_check_is_the_plain_rule(p):
     except RecordError:
         accepted = False
     assert accepted == plain
+
+
+def test_a_planted_record_naming_dot_env_never_puts_its_id_in_a_key(flow):
+    """A record from elsewhere, newest for the step, claiming it read ``.env``: a run it
+    does not fit is planned and recorded under what the step read here, so neither the key
+    it asks a remote for nor the components it records (and pushes) hold the id of ``.env``."""
+    import zcas
+    from zcas.cas import codec
+    from zcas.cas.oid import hash_bytes
+
+    (flow / ".env").write_text("TOKEN=hunter2")
+    secret = hash_bytes(b"TOKEN=hunter2").hex()
+    assert run_zcas("run", "flow.py:main", cwd=flow).code == 0 and _ran(flow) == ["read", "shout"]
+    repo = zcas.Repository(flow)
+    [genuine] = [r for _, r in repo.lineage.runs(step="flow.read") if r["status"] == "ran"]
+    forged = dict(genuine)
+    forged.update(implicit_inputs={".env": "0" * 64}, started_ns=genuine["started_ns"] + 10**12,
+                  ended_ns=genuine["ended_ns"] + 10**12, type="run")
+    repo.cas.db.put(codec.KIND_RECORD, serde.canonical(forged))
+    repo.cas.db.flush()
+    repo.close()
+    assert run_zcas("reindex", cwd=flow).code == 0
+    (flow / "data" / "in.txt").write_text("changed")  # a miss: the step runs again
+    r = run_zcas("run", "flow.py:main", cwd=flow)
+    assert r.code == 0 and _ran(flow) == ["read", "shout"], r
+    repo = zcas.Repository(flow)
+    runs = [r for _, r in repo.lineage.runs(step="flow.read")]
+    repo.close()
+    for rec in runs:
+        assert "implicit:.env" not in rec.get("key_components", {}), rec
+        assert secret not in json.dumps(rec)
+    (flow / "data" / "in.txt").write_text("one")
+    assert run_zcas("run", "flow.py:main", cwd=flow).code == 0 and _ran(flow) == []  # the first run: still a hit
