@@ -122,3 +122,16 @@ def test_a_stray_value_error_is_400_json(repo, monkeypatch):
     with TestClient(create_app(Source(repo)), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         r = c.get("/api/runs")
     assert r.status_code == 400 and "too large" in r.json()["error"]
+
+
+@pytest.mark.parametrize(("path", "location"), [
+    ("//evil.com/", "/evil.com/"), ("///evil.com/x", "/evil.com/x"), ("/%5Cevil.com/", "/%5Cevil.com/"),
+    ("/%09/evil.com/", "/evil.com/"), ("/runs", "/runs"),  # (URL parsing drops the tab, as a browser would)
+])
+def test_the_token_redirect_stays_on_the_site(repo, path, location):
+    """Opening the printed address drops the token with a redirect to the same path: a path
+    that starts with // (or what a browser reads as //) must not send the browser elsewhere."""
+    token = "t" * 8 + "0123456789abcdef"
+    with TestClient(create_app(Source(repo), token=token), base_url="http://10.1.2.3:8080") as c:
+        r = c.get(f"http://10.1.2.3:8080{path}?token={token}&x=1", follow_redirects=False)  # the path as given
+    assert r.status_code == 303 and r.headers["location"] == f"{location}?x=1", r.headers.get("location")

@@ -17,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -68,6 +68,13 @@ def _host(req: Request) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _same_site(path: str) -> str:
+    """``path`` as a redirect that stays on this site: ``//evil.com/`` (or ``/\\evil.com``,
+    or a tab between slashes, which browsers drop) would name another host, so the path is
+    percent-encoded and starts with exactly one slash."""
+    return "/" + quote(path, safe="/%:@!$&'()*+,;=-._~").lstrip("/")
+
+
 def guard(token: str | None) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
     """The check every request passes, and the headers every response gets."""
 
@@ -88,7 +95,8 @@ def guard(token: str | None) -> Callable[[Request, Callable[[Request], Awaitable
         if set_cookie and not req.url.path.startswith("/api/"):
             # the address printed at start: keep the token in a cookie, not in the address bar
             rest = [(k, v) for k, v in req.query_params.multi_items() if k != "token"]
-            resp: Response = RedirectResponse(req.url.path + ("?" + urlencode(rest) if rest else ""), status_code=303)
+            resp: Response = RedirectResponse(_same_site(req.url.path) + ("?" + urlencode(rest) if rest else ""),
+                                              status_code=303)
         else:
             resp = await call_next(req)
         if set_cookie:
