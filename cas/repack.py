@@ -62,6 +62,8 @@ def repack(db: ObjectDB, min_packs: int = 2) -> RepackReport:
                 return rep
             new = _publish(db, records)
             rep.new_pack = new
+            if new is not None:
+                note_sources(db.backend, new, [n for n in done if n != new])
             for name in done:
                 if name == new:  # the same records made the same pack: it stays
                     continue
@@ -73,6 +75,35 @@ def repack(db: ObjectDB, min_packs: int = 2) -> RepackReport:
         finally:
             db.repacking = False
     return rep
+
+
+SOURCES = "repacked/"
+
+
+def note_sources(backend, new: str, sources: list[str]) -> None:
+    """Remember that pack ``new`` holds only objects of ``sources``: a push that sent
+    those to a remote need not send ``new`` whole again (``zcas.remotes``), which would
+    also bring back what a gc there had dropped. Best effort: without the note, the pack is
+    sent whole, as before."""
+    if sources:
+        try:
+            backend.put(f"{SOURCES}{new}", "".join(f"{n}\n" for n in sorted(sources)).encode())
+        except ZcasError:
+            pass
+
+
+def sources_of(backend) -> dict[str, list[str]]:
+    """pack -> the packs a repack made it from (what ``note_sources`` left)."""
+    out: dict[str, list[str]] = {}
+    for key in backend.list(SOURCES):
+        name = key[len(SOURCES) :]
+        if len(name) != 64:
+            continue
+        try:
+            out[name] = [n for n in backend.get_bounded(key, 1 << 20).decode("ascii", "replace").split() if len(n) == 64]
+        except ZcasError:
+            continue
+    return out
 
 
 def _settle(db, dups: set[bytes]) -> None:

@@ -26,6 +26,7 @@ from zcas.cas.oid import from_hex
 from zcas.cas.pack import Entry, decode_index, idx_key
 from zcas.cas.reach import walk
 from zcas.cas.refs import check_tag_name
+from zcas.cas.repack import sources_of
 from zcas.cas.repo import read_config, write_config
 from zcas.cas.safetext import printable
 from zcas.cas.storelock import StoreLock
@@ -198,6 +199,7 @@ class Remote:
             have = local.packs()
             on_remote = remote_packs(self.backend)
             gone = collected(self.backend)[0]  # rewritten by a gc there: never sent whole again
+            gone |= _sent_before(have - on_remote - gone, on_remote | gone, sources_of(self.repo.backend))
             clean, objects, added = self._push_without_secrets(have - on_remote - gone)
             packs, nbytes = copy_packs(self.repo.backend, self.backend, clean, progress)
             on_remote |= clean
@@ -422,6 +424,26 @@ class Remote:
         # good hint may still lack files a bad one named)
         _, absent = walk(self.repo.db, oids)
         return fetch_objects(self.repo.db, self.db, sorted(absent), flush=False)
+
+
+def _sent_before(names: set[str], sent: set[str], sources: dict[str, list[str]]) -> set[str]:
+    """Of local packs the remote lacks by name, those a local repack made only from packs
+    the remote holds or a gc there collected (``cas.repack.note_sources``, followed down
+    repacks of repacks): every object of theirs went already, so they are treated as a gc
+    treats what it collected (not sent whole; what a push names of them is refilled)."""
+    memo: dict[str, bool] = {}
+
+    def went(name: str, depth: int = 0) -> bool:
+        if name in sent:
+            return True
+        if name in memo:
+            return memo[name]
+        memo[name] = False  # (a cycle, impossible for content-named packs, counts as not sent)
+        src = sources.get(name, [])
+        memo[name] = bool(src) and depth < 64 and all(went(s, depth + 1) for s in src)
+        return memo[name]
+
+    return {n for n in names if went(n)}
 
 
 def open_default(repo: Repo, lineage: Lineage, name: str | None = None, cfg: Config | None = None) -> Remote | None:

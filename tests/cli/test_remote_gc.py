@@ -272,3 +272,37 @@ def test_a_teammate_does_not_take_the_remote_history_again_after_each_gc(tmp_pat
         assert zcas("pull", cwd=b).code == 0
     lines = (b / ".zcas" / "remotes" / "origin" / "history.jsonl").read_text().splitlines()
     assert len(lines) == 3, lines  # each version once, however many times gc rewrote the segments
+
+
+def test_a_local_repack_does_not_bring_back_what_remote_gc_removed(tmp_path, zcas, remote):
+    """Packs made by a local repack of packs already pushed are not sent whole (they would
+    carry every version the remote's gc dropped); what a later run names of them still goes."""
+    from zcas.repository import Repository
+
+    root, url = remote
+    a = _repo(zcas, tmp_path / "a", url)
+    ids = [_add(zcas, a, "data.bin", os.urandom(20_000).hex()) for _ in range(5)]
+    assert zcas("push", cwd=a).code == 0
+    assert zcas("gc", "--remote", "origin", "--grace", "0", "--keep-last", "1", cwd=a).code == 0
+    size_after_gc = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root / "packs") for f in fs)
+    repo = Repository(str(a))
+    try:
+        assert repo.cas.db.repack(min_packs=2) >= 2  # the pushed packs, folded into a new one here
+    finally:
+        repo.close()
+    r = zcas("push", "--json", cwd=a)
+    assert r.code == 0 and json.loads(r.out)["packs"] == 0, r
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root / "packs") for f in fs)
+    assert size <= size_after_gc + 4096, (size, size_after_gc)
+    b = _repo(zcas, tmp_path / "b", url)
+    assert not _has(zcas, b, ids[0])
+    # a new run whose output is an old version's bytes: that object goes, on its own
+    old = zcas("cat", ids[0], cwd=a).out
+    (a / "old.txt").write_text(old)
+    r = zcas("run", "-i", "old.txt", "-o", "copy.bin", "--", "cp", "old.txt", "copy.bin", cwd=a)
+    assert r.code == 0, r
+    assert zcas("push", cwd=a).code == 0
+    c = _repo(zcas, tmp_path / "c", url)
+    (c / "old.txt").write_text(old)
+    r = zcas("run", "-i", "old.txt", "-o", "copy.bin", "--", "cp", "old.txt", "copy.bin", cwd=c)
+    assert r.code == 0 and "cached:" in r.out and (c / "copy.bin").read_text() == old, r
