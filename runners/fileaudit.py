@@ -37,7 +37,7 @@ _installed = False
 class Recorder:
     """The repository-relative paths one step opened for reading and for writing.
 
-    The hook only appends what it is told (and the working directory it applies to);
+    The hook only adds what it is told (and the working directory it applies to) to a set;
     paths are worked out once, for each distinct one, when ``reads`` or ``writes`` is
     first asked: a step opening 10,000 files pays microseconds per open, not a path
     normalisation each."""
@@ -45,7 +45,7 @@ class Recorder:
     def __init__(self, root: str):
         root = os.path.abspath(root)
         self.prefixes = tuple({root.rstrip(os.sep) + os.sep, os.path.realpath(root).rstrip(os.sep) + os.sep})
-        self.raw: list[tuple[object, object, object, str]] = []
+        self.raw: set[tuple[object, object, object, str]] = set()  # distinct (path, mode, flags, cwd)
         self.cwd = os.getcwd()
         self._sorted: tuple[set[str], set[str]] | None = None
 
@@ -63,7 +63,7 @@ class Recorder:
             writes: set[str] = set()
             bases: dict[str, str | None] = {}
             fast = os.sep == "/"
-            for path, mode, flags, cwd in dict.fromkeys(self.raw):  # distinct opens
+            for path, mode, flags, cwd in self.raw:
                 # One loop, no calls in the common case (a plain relative path in a folder
                 # of the repository): this runs once per file a step opens.
                 if fast and path.__class__ is str and path[:1] not in ("/", ".", "") and "/." not in path \
@@ -126,11 +126,16 @@ def _hook(event: str, args: tuple) -> None:
     if event == "open":
         if not _active:
             return
-        rec = _recorder()
-        if rec is not None and len(args) >= 3:
+        rec = getattr(_local, "rec", None)
+        if rec is None:
+            if len(_active) != 1:
+                return
+            rec = _active[0]
+        if len(args) >= 3:
             path = args[0]
             # Hashable as it came (str, bytes, an fd); anything else as its text, looked at later.
-            rec.raw.append((path if isinstance(path, (str, bytes, int)) else repr(path), args[1], args[2], rec.cwd))
+            # A set: a file opened a million times is kept once.
+            rec.raw.add((path if isinstance(path, (str, bytes, int)) else repr(path), args[1], args[2], rec.cwd))
     elif event in _LISTINGS and _active:
         rec = _recorder()
         path = args[0] if args and args[0] is not None else "."
@@ -138,7 +143,7 @@ def _hook(event: str, args: tuple) -> None:
             return
         if "importlib" in sys._getframe(1).f_code.co_filename:
             return  # the import system filling its caches (or importlib.metadata scanning sys.path)
-        rec.raw.append((path if isinstance(path, (str, bytes)) else repr(path), _LISTED, 0, rec.cwd))
+        rec.raw.add((path if isinstance(path, (str, bytes)) else repr(path), _LISTED, 0, rec.cwd))
     elif event == "sqlite3.connect" and _active:
         rec = _recorder()
         path = args[0] if args else None
@@ -146,7 +151,7 @@ def _hook(event: str, args: tuple) -> None:
             p = os.fsdecode(path)
             if p.startswith("file:"):  # a URI (uri=True): its path, without the query
                 p = p[5:].partition("?")[0]
-            rec.raw.append((p, "r", 0, rec.cwd))  # a database read: its file's content is an input
+            rec.raw.add((p, "r", 0, rec.cwd))  # a database read: its file's content is an input
     elif event == "os.chdir" and _active:
         for rec in list(_active):  # the new directory applies to opens from here on
             try:

@@ -319,3 +319,17 @@ def test_a_planted_record_naming_dot_env_never_puts_its_id_in_a_key(flow):
         assert secret not in json.dumps(rec)
     (flow / "data" / "in.txt").write_text("one")
     assert run_zcas("run", "flow.py:main", cwd=flow).code == 0 and _ran(flow) == []  # the first run: still a hit
+
+
+def test_a_file_opened_many_times_is_kept_once(tmp_path):
+    """The hook keeps distinct opens only: a step opening one file 200,000 times holds one
+    entry, not 200,000 (memory grew without bound before)."""
+    from zcas.runners import fileaudit
+
+    (tmp_path / "x.txt").write_text("x")
+    path = str(tmp_path / "x.txt")
+    with fileaudit.recording(str(tmp_path)) as rec:
+        for _ in range(200_000):
+            fileaudit._hook("open", (path, "r", 0))
+        open(path).close()
+    assert len(rec.raw) <= 2 and rec.reads == {"x.txt"}  # the two opens differ in flags only
