@@ -135,3 +135,72 @@ def test_the_token_redirect_stays_on_the_site(repo, path, location):
     with TestClient(create_app(Source(repo), token=token), base_url="http://10.1.2.3:8080") as c:
         r = c.get(f"http://10.1.2.3:8080{path}?token={token}&x=1", follow_redirects=False)  # the path as given
     assert r.status_code == 303 and r.headers["location"] == f"{location}?x=1", r.headers.get("location")
+
+
+def _shared(repo, n: int) -> tuple[str, list[str]]:
+    """``n`` command runs that all read one input (data/shared.csv); each writes its own
+    output, which one more run (``down``) reads from the first of them. The input's id,
+    and the outputs'."""
+    from zcas.lineage.records import Run
+
+    db = repo.cas.db
+    shared = db.put(codec.KIND_BLOB, b"shared input").hex()
+    outs = [db.put(codec.KIND_BLOB, f"out {i}".encode()).hex() for i in range(n)]
+    t0 = 1_700_000_000 * 10**9
+    runs = [Run(step="use", kind="command", status="ran", cache_key=os.urandom(32).hex(), cmd=["x"],
+                inputs={"data/shared.csv": shared}, outputs={f"out/{i}.txt": o},
+                started_ns=t0 + i * 10**6, ended_ns=t0 + i * 10**6 + 5) for i, o in enumerate(outs)]
+    runs.append(Run(step="down", kind="command", status="ran", cache_key=os.urandom(32).hex(), cmd=["y"],
+                    inputs={"out/0.txt": outs[0]}, outputs={"final.txt": db.put(codec.KIND_BLOB, b"final").hex()},
+                    started_ns=t0 + n * 10**6, ended_ns=t0 + n * 10**6 + 5))
+    for at in range(0, len(runs), 1000):
+        repo.lineage.record_runs(runs[at : at + 1000])
+    return shared, outs
+
+
+def _connected(g: dict) -> bool:
+    near: dict[str, set[str]] = {}
+    for e in g["edges"]:
+        near.setdefault(e["from"], set()).add(e["to"])
+        near.setdefault(e["to"], set()).add(e["from"])
+    seen, todo = {g["root"]}, [g["root"]]
+    while todo:
+        for o in near.get(todo.pop(), ()):
+            if o not in seen:
+                seen.add(o)
+                todo.append(o)
+    return seen == {n["id"] for n in g["nodes"]}
+
+
+def test_a_widely_shared_input_costs_a_page_not_every_run(repo, monkeypatch):
+    """An input read by 3,000 runs: its page reads 200 of their records (and says how many
+    there are), its lineage graph stops at the node cap, connected, nearest first, and the
+    path index is read once for many pages, not once a page."""
+    from zcas.ui import graphs, queries
+
+    shared, outs = _shared(repo, 3000)
+    src = Source(repo)
+    reads: list[bytes] = []
+    plain = src.lineage.run_dict
+    monkeypatch.setattr(src.lineage, "run_dict", lambda rid: reads.append(rid) or plain(rid))
+    scans: list[int] = []
+    all_paths = src.lineage.graph.all_paths
+    monkeypatch.setattr(src.lineage.graph, "all_paths", lambda: scans.append(1) or all_paths())
+    monkeypatch.setattr(graphs, "MAX_NODES", 400)
+    with TestClient(create_app(src), base_url="http://127.0.0.1") as c:
+        a = c.get(f"/api/artifacts/{shared}").json()
+        assert (a["used_by_count"], a["used_by_more"], len(a["used_by"])) == (3000, True, queries.RELATED)
+        assert (a["produced_by_count"], a["produced_by_more"], a["produced_by"]) == (0, False, [])
+        assert a["names"] == ["data/shared.csv"] and len(reads) <= queries.RELATED + 5
+        starts = [r["started_ns"] for r in a["used_by"]]
+        assert starts == sorted(starts, reverse=True)
+        for o in outs[:5]:  # more pages: the path index is not read again (nothing was written)
+            assert c.get(f"/api/artifacts/{o}").json()["names"] == [f"out/{outs.index(o)}.txt"]
+        assert len(scans) == 1
+        reads.clear()
+        g = c.get(f"/api/lineage/{shared}?depth=1").json()
+        assert g["truncated"] and len(g["nodes"]) <= 400 and _connected(g)
+        assert len(reads) <= 400
+        g = c.get(f"/api/lineage/{outs[0]}?depth=3").json()  # up to the shared input, down to final.txt
+        assert not g["truncated"] and {n["label"] for n in g["nodes"] if n["type"] == "run"} == {"use", "down"}
+        assert _connected(g)

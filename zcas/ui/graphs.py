@@ -1,12 +1,15 @@
 """The lineage page's graph: runs and artifacts as nodes, inputs and outputs as edges.
 
-The walk is lineage's own (``zcas.lineage.walk``, as ``zcas log`` walks); this only joins
-the upward and downward walks, names the nodes for drawing, and cuts a graph too large to
-draw (``MAX_NODES``), keeping the node asked for.
+The walk is breadth-first from the node asked for, up through producers and down through
+consumers, like ``zcas.lineage.walk``'s, with one difference: it stops as soon as the graph
+holds ``MAX_NODES`` nodes (an input shared by 100,000 runs is not walked whole to draw
+5,000 of them), and what it kept is connected, nearest first. Each run brings all its
+inputs and outputs, with their edges.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from zcas.cas.errors import UsageError
@@ -22,8 +25,6 @@ MAX_NODES = 5_000
 def lineage(src: Source, text: str, depth: int = 3, direction: str = "both") -> dict[str, Any]:
     """The graph around a run or an artifact: runs and artifacts as nodes, input and output
     edges, ``depth`` runs up and/or down; a pipeline run's own steps are drawn as its DAG."""
-    from zcas.lineage.walk import ancestors, descendants
-
     if direction not in ("up", "down", "both"):
         raise UsageError(f"direction: expected up, down or both, got {direction!r:.20}")
     if not 1 <= depth <= 100:
@@ -36,17 +37,67 @@ def lineage(src: Source, text: str, depth: int = 3, direction: str = "both") -> 
         return dag(src, oid.hex(), rec)
     if not is_run and src.entry(oid) is None and not lin.graph.producers(oid) and not lin.graph.consumers(oid):
         raise NotFoundError(f"no run or object {text!r:.80} here")
-    parts = ([ancestors(lin, oid, depth, is_run)] if direction != "down" else []) + \
-            ([descendants(lin, oid, depth, is_run)] if direction != "up" else [])
     runs_: dict[str, dict[str, Any]] = {}
     arts: dict[str, set[str]] = {}
     edges: set[tuple[str, str, str]] = set()
-    for g in parts:
-        runs_.update(g.runs)
-        for a, names in g.artifacts.items():
-            arts.setdefault(a, set()).update(names)
-        edges.update(g.edges)
-    return _graph(oid.hex(), runs_, arts, edges)
+    cut = False
+    if direction != "down":
+        cut = _walk(lin, oid, depth, is_run, True, MAX_NODES // 2 if direction == "both" else MAX_NODES,
+                    runs_, arts, edges)
+    if direction != "up":
+        cut = _walk(lin, oid, depth, is_run, False, MAX_NODES, runs_, arts, edges) or cut
+    g = _graph(oid.hex(), runs_, arts, edges)
+    g["truncated"] = g["truncated"] or cut
+    return g
+
+
+def _walk(lin: Any, start: bytes, depth: int, is_run: bool, up: bool, cap: int, runs_: dict[str, dict[str, Any]],
+          arts: dict[str, set[str]], edges: set[tuple[str, str, str]]) -> bool:
+    """Breadth-first from ``start`` (``depth`` runs away at most), adding runs, artifacts and
+    edges until the graph holds ``cap`` nodes; whether it stopped there."""
+    follow = "inputs" if up else "outputs"
+    runs_of = lin.graph.producers if up else lin.graph.consumers
+    seen = {start}
+    todo: deque[tuple[list[bytes], int]] = deque()
+    if is_run:
+        todo.append(([start], 0))
+    else:
+        arts.setdefault(start.hex(), set())
+        todo.append((runs_of(start), 0))
+    visited: set[bytes] = set()  # runs this walk expanded (the other direction's may be in runs_ already)
+    while todo:
+        rids, d = todo.popleft()
+        for rid in rids:
+            if rid in visited:
+                continue
+            visited.add(rid)
+            h = rid.hex()
+            rec = runs_.get(h)
+            if rec is None:
+                if len(runs_) + len(arts) >= cap:
+                    return True
+                rec = lin.run_dict(rid)
+                if rec is None:
+                    continue
+                runs_[h] = rec
+            for field in ("inputs", "outputs"):
+                for name, o in rec.get(field, {}).items():
+                    if o not in arts:
+                        if len(runs_) + len(arts) >= cap:
+                            return True
+                        arts[o] = set()
+                    arts[o].add(name)
+                    edges.add((o, h, "input") if field == "inputs" else (h, o, "output"))
+                    if field != follow or d + 1 >= depth:
+                        continue
+                    try:
+                        b = bytes.fromhex(o)
+                    except (TypeError, ValueError):
+                        continue  # not an id (the index holds validated records: never expected)
+                    if b not in seen:
+                        seen.add(b)
+                        todo.append((runs_of(b), d + 1))
+    return False
 
 
 def _graph(root: str, runs_: dict[str, dict[str, Any]], arts: dict[str, set[str]],

@@ -27,6 +27,7 @@ PER_PAGE = 50
 MAX_PER_PAGE = 500
 MAX_PAGE = 1_000_000  # pages past this are refused (400), not skipped to
 SCAN = 20_000  # records a filtered listing or a "previous run" search reads at most
+RELATED = 200  # runs an artifact's page lists as its producers, and as its users (with how many there are)
 STATUSES = ("ran", "cached", "failed")
 
 
@@ -287,25 +288,37 @@ def artifact(src: Source, text: str, name: str = "") -> dict[str, Any]:
     if lin.graph.has_run(oid):
         raise NotFoundError(f"{h[:12]} is a run, not an artifact: see /runs/{h}")
     found = src.entry(oid)
-    produced = [(r.hex(), lin.run_dict(r)) for r in lin.graph.producers(oid)]
-    used = [(r.hex(), lin.run_dict(r)) for r in lin.graph.consumers(oid)]
-    if found is None and not produced and not used:
+    produced_ids, used_ids = lin.graph.producers(oid), lin.graph.consumers(oid)
+    if found is None and not produced_ids and not used_ids:
         raise NotFoundError(f"no object {text!r:.80} here")
-    names = _names(h, produced, used) | {p for p, o in src.lineage.graph.all_paths() if o == oid}  # added by hand too
+    produced, used = _related(src, produced_ids), _related(src, used_ids)
+    names = _names(h, produced, used) | src.paths_of(oid)  # added by hand too
     kind, size = found if found else (None, None)
     out: dict[str, Any] = {
         "id": h, "kind": kind, "size": size, "where": src.where(oid),
-        "produced_by": [summary(r, d) for r, d in produced if d], "used_by": [summary(r, d) for r, d in used if d],
+        "produced_by": _newest_first(produced), "produced_by_count": len(produced_ids),
+        "produced_by_more": len(produced_ids) > RELATED,
+        "used_by": _newest_first(used), "used_by_count": len(used_ids), "used_by_more": len(used_ids) > RELATED,
         "tags": sorted(n for n, t in src.tags().items() if t == oid), "names": sorted(names),
     }
-    out["history"] = [{"path": p, "versions": [_version(v) for v in reversed(src.history(p))]}
-                      for p in sorted(names)[:20] if src.history(p)]
+    out["history"] = [{"path": p, "versions": [_version(v) for v in reversed(vs)]}
+                      for p in sorted(names)[:20] if (vs := src.history(p))]  # each path's index read once
     if kind == "file" and size is not None:
         hints = sorted(names) + ([name[:200]] if name else [])
         out["preview"] = pv.preview(hints, size, lambda n: src.head(oid, n), lambda: src.head(oid, size))
     elif kind == "folder":
         out["entries"] = src.tree(oid)[:1000]
     return out
+
+
+def _related(src: Source, rids: list[bytes]) -> list[tuple[str, dict[str, Any] | None]]:
+    """(id, record) of the first ``RELATED`` of these runs (an input shared by 100,000 runs
+    costs its page 200 records, not 100,000)."""
+    return [(r.hex(), src.lineage.run_dict(r)) for r in rids[:RELATED]]
+
+
+def _newest_first(group: list[tuple[str, dict[str, Any] | None]]) -> list[dict[str, Any]]:
+    return sorted((summary(r, d) for r, d in group if d), key=lambda x: -x["started_ns"])
 
 
 def _names(h: str, produced: list[tuple[str, dict[str, Any] | None]],
@@ -320,8 +333,8 @@ def _names(h: str, produced: list[tuple[str, dict[str, Any] | None]],
 
 def names_of(src: Source, oid: bytes) -> list[str]:
     lin = src.lineage
-    produced = [(r.hex(), lin.run_dict(r)) for r in lin.graph.producers(oid)]
-    used = [(r.hex(), lin.run_dict(r)) for r in lin.graph.consumers(oid)]
+    produced = _related(src, lin.graph.producers(oid))
+    used = _related(src, lin.graph.consumers(oid))
     return sorted(_names(oid.hex(), produced, used))
 
 

@@ -41,6 +41,8 @@ class Source:
         self._local_at = time.monotonic()
         self._remote_tags: dict[str, bytes] | None = None
         self._remote_history: list[PathVersion] | None = None
+        self._paths_by_id: dict[bytes, set[str]] = {}  # the path index read once, by id (see paths_of)
+        self._paths_at = -1  # the index's last write when it was read
         if remote is not None:
             self.refresh(force=True)  # a bad name or unreachable remote fails at start, in one line
 
@@ -181,6 +183,19 @@ class Source:
             found += [v for v in self._pulled_history() if v.path == path and (v.id, v.time_ns) not in have]
             found.sort(key=lambda v: v.time_ns)
         return found
+
+    def paths_of(self, oid: bytes) -> set[str]:
+        """Paths with a recorded version that held ``oid``. The path index is keyed by path,
+        so it is read whole once, and again only after the lineage index was written to
+        (not once per artifact page: 100,000 runs index 100,000 path versions)."""
+        graph = self.lineage.graph
+        at = graph.env.info()["last_txnid"]
+        if at != self._paths_at:
+            by_id: dict[bytes, set[str]] = {}
+            for p, o in graph.all_paths():
+                by_id.setdefault(o, set()).add(p)
+            self._paths_by_id, self._paths_at = by_id, at
+        return set(self._paths_by_id.get(oid, ()))
 
     def path_names(self) -> list[str]:
         names = set(self.lineage.graph.all_path_names())

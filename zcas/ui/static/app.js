@@ -231,7 +231,9 @@ Z.pages.artifact = async function (id) {
   const pv = previewOf(a);
   if (pv) parts.push(pv);
   if (a.entries) parts.push(section("Contents", entries(a.entries)));
-  parts.push(section("Produced by", runs(a.produced_by)), section("Used by", runs(a.used_by)));
+  const some = (list, count, more) => (more ? [el("p", { cls: "muted", text: `${list.length} of ${count} runs shown` }), runs(list)] : [runs(list)]);
+  parts.push(section("Produced by", ...some(a.produced_by, a.produced_by_count, a.produced_by_more)),
+    section("Used by", ...some(a.used_by, a.used_by_count, a.used_by_more)));
   for (const h of a.history) parts.push(section(`Path history: ${h.path}`, table(["id", "recorded", "kind", "by"],
     h.versions.map((v) => [v.id === a.id ? el("strong", { text: short(v.id) }) : artLink(v.id), when(v.time_ns), v.kind,
       v.run ? runLink(v.run) : "added"]))));
