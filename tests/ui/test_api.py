@@ -418,3 +418,35 @@ def test_real_metrics_and_log(tmp_path):
     assert shown["metrics"] == {"acc": 0.9, "loss.val": 0.1}
     assert {(x["name"], x["text"], x["where"]) for x in shown["log"]} == {("stdout", "hello out\n", "here"),
                                                                            ("stderr", "oops\n", "here")}
+
+
+def test_remote_view_takes_records_in_under_the_repository_lock(scene, tmp_path, monkeypatch):
+    """Taking a teammate's run records in writes a pack and the index here: it holds the
+    repository's shared lock while it does (gc, holding it exclusive, cannot run meanwhile),
+    and only then."""
+    import fcntl
+    import os
+
+    from zcas.remotes import Remote
+
+    assert run_zcas("init", cwd=tmp_path).code == 0
+    assert run_zcas("remote", "add", "origin", scene.remote_url, cwd=tmp_path).code == 0
+    lock_path = tmp_path / ".zcas" / "lock"
+    held: list[bool] = []
+
+    def gc_could_run() -> bool:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # (closing releases a lock taken)
+        return True
+
+    plain = Remote.sync_lineage
+    monkeypatch.setattr(Remote, "sync_lineage", lambda self, *a, **k: held.append(not gc_could_run()) or plain(self, *a, **k))
+    with Repository(tmp_path) as repo:
+        src = Source(repo, remote="origin")
+        assert held == [True] and gc_could_run()  # held while taking records in, released after
+        assert src.lineage.graph.count("runs") == 1  # the teammate's run, taken in

@@ -1,9 +1,10 @@
 """Where the view reads from: this repository, or a remote's lineage and objects.
 
-A team view served from a remote must show what teammates pushed without changing the
-repository it runs in: run records are taken into the lineage index (as ``zcas log
---remote`` does, and again at most every ``refresh_s`` seconds), objects missing here are
-read from the remote (every read verified against its id, as any read is) and never kept.
+A team view served from a remote shows what teammates pushed, writing only their run
+records here: they are stored in a local pack and taken into the lineage index (as ``zcas
+log --remote`` does, under the repository's shared lock, and again at most every
+``refresh_s`` seconds). Data objects missing here are read from the remote (every read
+verified against its id, as any read is) and never kept.
 """
 
 from __future__ import annotations
@@ -64,13 +65,17 @@ class Source:
         now = time.monotonic()
         if not force and now - self._synced_at < self.refresh_s:
             return 0
+        from zcas.cas.locks import RepoLock
         from zcas.remotes import Remote, pick
 
         repo = self.repository.cas
         self._remote = Remote(repo, self.lineage, pick(repo, self.remote_name, self.repository.config()))
         self._synced_at = now
         self._remote_tags = self._remote_history = None
-        return self._remote.sync_lineage()
+        # the view runs unlocked (for days: it must not hold off gc), but taking records in
+        # writes them to a local pack and the index, as a command does: under the shared lock
+        with RepoLock(repo.zdir).shared():
+            return self._remote.sync_lineage()
 
     def _db_for(self, oid: bytes) -> ObjectDB:
         if not self.db.has(oid):
