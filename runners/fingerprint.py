@@ -101,6 +101,10 @@ class Walk:
         # Definitions still to walk: a queue, not recursion, so a call chain 10,000 deep
         # through user code is no RecursionError.
         self.todo: list[tuple[str, Any, str]] = []
+        # What the walk looked up, as (namespace, name, value seen, by attribute): a manifest
+        # kept for a function holds only while each still gives the same object (a module
+        # reloaded, a helper redefined in a notebook cell, a global rebound: walked again).
+        self.witness: list[tuple[Any, str, Any, bool]] = []
 
     def run(self) -> None:
         while self.todo:
@@ -229,6 +233,8 @@ class Walk:
     def function(self, fn: types.FunctionType) -> None:
         code = fn.__code__
         g = fn.__globals__
+        self.witness += [(fn, "__code__", code, True), (fn, "__defaults__", fn.__defaults__, True),
+                         (fn, "__kwdefaults__", fn.__kwdefaults__, True)]
         # The code's own qualname and module: functools.wraps copies the wrapped function's
         # names onto a wrapper, which would make two definitions one entry.
         qual = f"{modname(g.get('__name__'), g.get('__file__'))}.{code.co_qualname}"
@@ -255,8 +261,9 @@ class Walk:
         for free, cell in cells.items():
             try:
                 self.value(cell.cell_contents, f"{qual}.<closure>.{free}")
+                self.witness.append((cell, "cell_contents", cell.cell_contents, True))
             except ValueError:
-                pass  # an empty cell: assigned later, read only then
+                self.witness.append((cell, "cell_contents", _MISSING, True))  # assigned later, read only then
         self.annotations(fn, g, qual)
         for i, d in enumerate(fn.__defaults__ or ()):
             self.value(d, f"{qual}.<default {i}>")
@@ -275,6 +282,7 @@ class Walk:
         """Resolve ``root.a.b`` as far as modules go, then cover what it reaches."""
         root, *attrs = c.names
         if c.kind == "global":
+            self.witness.append((g, root, g.get(root, _MISSING), False))
             if root in g:
                 cur, where = g[root], f"{modname(g.get('__name__'), g.get('__file__'))}.{root}"
             elif hasattr(builtins, root):
@@ -289,6 +297,7 @@ class Walk:
                 self.add(Entry("unresolved", f"{qual}: import {root}", f"module {root} cannot be imported"))
                 return
             where = root
+            self.witness.append((sys.modules, root, cur, False))
         else:  # a closure cell: its value is covered; a chain on a captured module goes on
             cell = (cells or {}).get(root)
             try:
@@ -300,9 +309,12 @@ class Walk:
             if not isinstance(cur, types.ModuleType) or not is_user_module(cur):
                 break
             where = f"{modname(cur.__name__, getattr(cur, '__file__', None))}.{attr}"
-            if attr in vars(cur):
-                cur = vars(cur)[attr]
+            ns = vars(cur)
+            self.witness.append((ns, attr, ns.get(attr, _MISSING), False))
+            if attr in ns:
+                cur = ns[attr]
             elif f"{cur.__name__}.{attr}" in sys.modules:
+                self.witness.append((sys.modules, f"{cur.__name__}.{attr}", sys.modules[f"{cur.__name__}.{attr}"], False))
                 cur = sys.modules[f"{cur.__name__}.{attr}"]
             elif callable(vars(cur).get("__getattr__")):  # a module-level __getattr__ (PEP 562) answers
                 self.value(vars(cur)["__getattr__"], f"{where}.<module __getattr__>")
@@ -342,6 +354,7 @@ class Walk:
     def members(self, cls: type, qual: str) -> None:
         is_enum = isinstance(cls, enum.EnumMeta)
         generated = "__dataclass_fields__" in vars(cls) or "__attrs_attrs__" in vars(cls)
+        self.witness += [(vars(cls), attr, member, False) for attr, member in vars(cls).items()]
         for attr, member in sorted(vars(cls).items(), key=lambda kv: str(kv[0])):
             if attr in _SKIP_ATTRS or (is_enum and attr.startswith("_") and attr.endswith("_")):
                 continue
@@ -412,17 +425,30 @@ def _made_from_fields(member: Any) -> bool:
 
 
 def manifest(fn: Callable[..., Any]) -> tuple[Entry, ...]:
-    """Everything the key of a step calling ``fn`` covers, sorted (cached: code does not
-    change under a running process)."""
+    """Everything the key of a step calling ``fn`` covers, sorted (kept while every name the
+    walk looked up still gives the same object: a reload or a redefinition walks again)."""
     if getattr(fn, "is_zcas_step", False):
         fn = getattr(fn, "fn", fn)
     cached = _cache.get(fn)
-    if cached is None:
+    if cached is None or not _holds(cached[1]):
         w = Walk()
         w.value(fn, "<step>")
         w.run()
-        cached = _cache[fn] = tuple(sorted(w.entries.values()))
-    return cached
+        witness = list({(id(ns), name, attr): (ns, name, v, attr) for ns, name, v, attr in w.witness}.values())
+        cached = _cache[fn] = (tuple(sorted(w.entries.values())), witness)
+    return cached[0]
+
+
+def _holds(witness: list[tuple[Any, str, Any, bool]]) -> bool:
+    """Whether every lookup a walk made still gives the object it gave (see ``Walk.witness``)."""
+    for ns, name, seen, attr in witness:
+        try:
+            now = getattr(ns, name, _MISSING) if attr else ns.get(name, _MISSING)
+        except ValueError:  # an empty closure cell
+            now = _MISSING
+        if now is not seen:
+            return False
+    return True
 
 
 def digest_of(entries: tuple[Entry, ...]) -> str:
@@ -444,4 +470,5 @@ def clear() -> None:
     is_user_file.cache_clear()
 
 
-_cache: dict[Any, tuple[Entry, ...]] = {}
+_cache: dict[Any, tuple[tuple[Entry, ...], list[tuple[Any, str, Any, bool]]]] = {}
+_MISSING = object()

@@ -101,3 +101,25 @@ def test_a_changed_constant_or_signature_is_not_current(tmp_path, monkeypatch):
         assert not livecode.is_current(mod.f.__code__), edited
     (tmp_path / "lc_diff.py").write_text("def f(a, b):\n\n    return a - b + 0.0  # same\n")
     assert livecode.is_current(mod.f.__code__)
+
+
+RELOAD_THEN_CALL = '''
+import importlib, sys, os
+sys.path.insert(0, os.getcwd())
+import flow, helpers
+print(flow.work(5))
+src = open("helpers.py").read().replace("x * 2", "x * 3")
+open("helpers.py", "w").write(src)
+importlib.reload(helpers)
+print(flow.work(5))
+helpers.scale = lambda x: x * 4   # a helper redefined in memory (a notebook cell)
+print(flow.work(5))
+'''
+
+
+def test_a_reloaded_or_redefined_helper_is_walked_again_never_a_stale_hit(repo_dir):
+    (repo_dir / "flow.py").write_text(textwrap.dedent(FLOW))
+    (repo_dir / "helpers.py").write_text("def scale(x):\n    return x * 2\n")
+    r = _py(repo_dir, RELOAD_THEN_CALL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["10", "15", "20"], r
