@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .backend import Backend
 
 PREFIX = "locks/"
+_LOCK_KEY = re.compile(r"locks/[0-9a-f]{32}")
 STALE = 1800.0  # seconds without a refresh after which a lock's holder is taken for dead
 REFRESH = 300.0
 _MAX_LOCK_BYTES = 4096
@@ -83,22 +85,35 @@ class StoreLock:
         assert self.key is not None
         now = self.backend.info(self.key).mtime
         for key in self.backend.list(PREFIX):
-            if key == self.key:
-                continue
+            if key == self.key or not _LOCK_KEY.fullmatch(key):
+                continue  # (not a lock: a store's staging file of a lock being written, say)
             try:
                 age = now - self.backend.info(key).mtime
-                body = self.backend.get_bounded(key, _MAX_LOCK_BYTES)
+                other = self._read(key)
             except ObjectNotFoundError:
                 continue  # released meanwhile
-            except StoreError:
-                body = b""  # too large or unreadable: taken as exclusive below
             if age > STALE:
                 if self.exclusive:
                     self.backend.delete(key)
                 continue
-            other = _parse(body)
             if self.exclusive or other is None or other.get("exclusive"):
                 return self._busy(other, age)
+        return None
+
+    def _read(self, key: str) -> dict | None:
+        """A lock's body (None: it does not read as one). A store whose writes are not
+        atomic may show a lock half written: one that does not read is read again, once,
+        a moment later, before it counts as an unreadable (so exclusive) lock."""
+        for attempt in range(2):
+            try:
+                other = _parse(self.backend.get_bounded(key, _MAX_LOCK_BYTES))
+            except ObjectNotFoundError:
+                raise
+            except StoreError:
+                other = None  # too large or unreadable
+            if other is not None or attempt:
+                return other
+            time.sleep(0.2)
         return None
 
     def _busy(self, other: dict | None, age: float) -> str:

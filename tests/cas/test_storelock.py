@@ -58,12 +58,37 @@ def test_a_stale_lock_is_ignored_and_gc_removes_it():
 
 def test_an_unreadable_lock_object_counts_as_exclusive():
     b = MemoryBackend()
-    b.put(f"{storelock.PREFIX}junk", b"\x00not json")
+    junk = f"{storelock.PREFIX}{'ab' * 16}"
+    b.put(junk, b"\x00not json")
     with pytest.raises(StoreBusyError, match="a lock object zcas cannot read"):
         StoreLock(b, "push", False, "remote r").acquire()
-    _age(b, f"{storelock.PREFIX}junk", storelock.STALE + 1)
+    _age(b, junk, storelock.STALE + 1)
     with StoreLock(b, "push", False, "remote r"):
         pass
+
+
+def test_a_lock_seen_half_written_is_read_again_and_other_names_are_not_locks(monkeypatch):
+    """A store whose writes are not atomic (a local folder) can show another push's lock
+    half written, or its staging file: neither may make a push refuse."""
+    b = MemoryBackend()
+    other = StoreLock(b, "push", False, "remote r").acquire()
+    other._stop.set()
+    full = b._data[other.key]
+    b._data[other.key] = (b"{", full[1])  # half written when first read
+    real_get = b.get_bounded
+    reads = []
+
+    def get_bounded(key, limit):
+        reads.append(key)
+        if len(reads) == 2:
+            b._data[other.key] = full  # the write finished meanwhile
+        return real_get(key, limit)
+
+    monkeypatch.setattr(b, "get_bounded", get_bounded)
+    b.put(f"{storelock.PREFIX}{'cd' * 16}.part", b"")  # a staging file beside it
+    with StoreLock(b, "push", False, "remote r"):
+        pass
+    assert reads == [other.key, other.key]
 
 
 def test_a_long_holder_refreshes_its_lock_so_it_never_goes_stale(monkeypatch):
