@@ -32,6 +32,7 @@ import attrs
 from zcas.cas import collected
 from zcas.cas.errors import ZcasError
 from zcas.cas.gc import GcReport, gc
+from zcas.cas.objstore import RemoteError
 from zcas.cas.refs import Forgotten
 from zcas.cas.storelock import StoreLock
 from zcas.cas.transfer import JOBS
@@ -130,12 +131,14 @@ def _tidy_actions(remote: Remote, keep: dict[bytes, bytes], rep: RemoteGcReport,
     """Delete the action cache entries that do not hold a kept run (or do not read); the
     others by key, with the packs their hints name."""
     def read(key: str) -> tuple[str, set[str] | None]:
-        data = actions.get(remote.backend, key)
-        if data is None:
-            return key, None
         try:
+            data = actions.get(remote.backend, key)
+            if data is None:
+                return key, None
             rid, _, _, where = actions.decode(key, data)
-        except ZcasError:
+        except RemoteError:
+            raise
+        except ZcasError:  # too large, or not an entry for this key: it goes
             return key, None
         return key, ({e.pack for e in where.values()} if rid in keep else None)
 

@@ -306,3 +306,17 @@ def test_a_local_repack_does_not_bring_back_what_remote_gc_removed(tmp_path, zca
     (c / "old.txt").write_text(old)
     r = zcas("run", "-i", "old.txt", "-o", "copy.bin", "--", "cp", "old.txt", "copy.bin", cwd=c)
     assert r.code == 0 and "cached:" in r.out and (c / "copy.bin").read_text() == old, r
+
+
+def test_gc_drops_a_hostile_oversize_action_cache_entry_and_goes_on(tmp_path, zcas, remote):
+    from zcas.lineage import actions
+
+    root, url = remote
+    a = _repo(zcas, tmp_path / "a", url)
+    _add(zcas, a, "data.csv", "v1\n")
+    assert zcas("push", cwd=a).code == 0
+    (root / "ac").mkdir(exist_ok=True)
+    (root / "ac" / ("e" * 64)).write_bytes(b"\0" * (actions.MAX_ENTRY + 1))
+    r = zcas("gc", "--remote", "origin", "--grace", "0", "--json", cwd=a)
+    assert r.code == 0 and json.loads(r.out)["actions_removed"] == 1, r
+    assert not (root / "ac" / ("e" * 64)).exists()
