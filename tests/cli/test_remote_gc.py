@@ -192,10 +192,11 @@ def test_unknown_remote_is_one_line(repo_dir, zcas):
 _PUSHER = """
 import os, subprocess, sys
 repo, n = sys.argv[1], int(sys.argv[2])
+name = f"data-{os.path.basename(repo)}.csv"  # a path of its own: keep-last counts versions per path
 for i in range(n):
-    with open(os.path.join(repo, "data.csv"), "w") as f:
+    with open(os.path.join(repo, name), "w") as f:
         f.write(f"{os.path.basename(repo)} {i}\\n")
-    subprocess.run([sys.executable, "-m", "zcas", "add", "data.csv"], cwd=repo, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "zcas", "add", name], cwd=repo, check=True, capture_output=True)
     r = subprocess.run([sys.executable, "-m", "zcas", "push"], cwd=repo, capture_output=True, text=True)
     ok = r.returncode == 0
     if not ok and "remote origin is garbage-collected" not in r.stderr:
@@ -229,7 +230,7 @@ def test_concurrent_pushes_and_remote_gc_lose_nothing_pushed(tmp_path, zcas, rem
     assert zcas("pull", cwd=c).code == 0
     assert zcas("fsck", cwd=c).code == 0
     for r in repos:
-        newest = json.loads(zcas("log", "data.csv", "--versions", "--json", cwd=r).out)[0]["id"]
+        newest = json.loads(zcas("log", f"data-{r.name}.csv", "--versions", "--json", cwd=r).out)[0]["id"]
         assert _has(zcas, c, newest)
         assert zcas("cat", newest, cwd=c).out == f"{r.name} 5\n"
 
