@@ -16,6 +16,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from zcas.cas.errors import UsageError, ZcasError
+from zcas.lineage.graph import flat
 from zcas.lineage.redact import public_record
 
 from . import preview as pv
@@ -366,24 +367,13 @@ def experiments(src: Source, step: str, limit: int = 200, failed: bool = True) -
             break
         found = r.get("metrics")
         metrics: dict[str, Any] = found if isinstance(found, dict) else {}
-        rows.append(dict(summary(rid.hex(), r), params=_flat(r.get("params") or {}), metrics=_flat(metrics)))
+        rows.append(dict(summary(rid.hex(), r), params=flat(r.get("params") or {}), metrics=flat(metrics)))
     if not rows:
         raise NotFoundError(f"no runs of a step or pipeline named {step!r:.80}")
     cols = {f: sorted({k for row in rows for k in row[f]}) for f in ("params", "metrics")}
     changed = {f: [c for c in cols[f] if len({json.dumps(row[f].get(c), sort_keys=True) for row in rows}) > 1]
                for f in ("params", "metrics")}
     return {"step": step, "rows": rows, "params": cols["params"], "metrics": cols["metrics"], "changed": changed}
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 0.1}}`` as ``{"train.lr": 0.1}``: one column per leaf."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def data(src: Source, q: str = "", limit: int = 500) -> dict[str, Any]:
