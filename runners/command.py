@@ -104,22 +104,28 @@ def reads(core: Any, spec: StepSpec, argv: list[str]) -> list[str]:
     return list(dict.fromkeys([*spec.inputs, *implicit]))
 
 
-def plan(core: Any, spec: StepSpec, store: bool = True, paths: list[str] | None = None) -> Plan:
+def plan(core: Any, spec: StepSpec, store: bool = True, paths: list[str] | None = None,
+         known: dict[str, bytes] | None = None) -> Plan:
     """The step's key as things stand; ``store=False`` (status, why) hashes without storing.
-    ``paths``: what ``reads`` gave, when the caller has it already."""
+    ``paths``: what ``reads`` gave, when the caller has it already. ``known``: ids of paths
+    not (yet) in the working tree, taken as given (an upstream step's outputs, from its
+    record, when planning ahead of a restore or without one)."""
     argv = substitute(spec.cmd, spec.params)
     if paths is None:
         paths = reads(core, spec, argv)
+    known = known or {}
     try:
+        inputs = {p: known[p] for p in paths if p in known}
+        rest = [p for p in paths if p not in known]
         if store:
-            inputs = store_paths(core, paths)
+            inputs.update(store_paths(core, rest))
         else:
-            inputs = {}
-            for p in paths:
+            for p in rest:
                 oid = current_id(core, p)
                 if oid is None:
                     raise InputPathError(p, "No such file or directory")
                 inputs[p] = oid
+        inputs = {p: inputs[p] for p in paths}  # the key lists inputs in the order read
     except ZcasError as e:
         raise ZcasError(f"step {spec.name}: input {e}") from None
     env = env_digests(spec.env)
