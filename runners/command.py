@@ -2,8 +2,9 @@
 
 How a command is planned (its key from the command as written, the content of every input and
 of any argument naming a file in the repository, params, declared environment, outputs and
-working directory), executed (here, or on a runner in the shared repository folder) and its
-outputs captured; everything else is the core's (core.py).
+working directory), executed (here, on a runner in the shared repository folder, or on a
+worker sharing only the store, in a scratch folder: instore.py, scratch.py) and its outputs
+captured; everything else is the core's (core.py).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import attrs
 
 from zcas.cas.errors import InputPathError, ZcasError
 
-from .artifacts import current_id, restore, store_paths
+from . import instore
+from .artifacts import current_id, store_paths
 from .aside import put_back, set_aside
 from .capture import Logs, run_captured
 from .core import Core, Done, Pending, Plan
 from .keylock import PathLocks
 from .keys import command_components, env_digests, key_of
+from .scratch import store_command_task
 from .spec import PLACEHOLDER, SHELL, StepSpec
 from .tasks import check_command, command_task
 
@@ -153,6 +156,15 @@ def _env(spec: StepSpec) -> dict[str, str]:
     return env
 
 
+def _env_added(spec: StepSpec) -> dict[str, str | None]:
+    """What a worker adds to its own environment for the command: the params, and the
+    declared variables as the client has them (their digests are in the key; None: unset
+    here, so unset there). Nothing else of the client's environment travels."""
+    env: dict[str, str | None] = {name: os.environ.get(name) for name in spec.env}
+    env.update({f"ZCAS_PARAM_{k.upper()}": param_text(v) for k, v in spec.params.items()})
+    return env
+
+
 class Command:
     """The command kind of step (see core.StepKind)."""
 
@@ -167,12 +179,13 @@ class Command:
     def hit(self, core: Core, plan: Plan, rid: bytes, rec: dict) -> tuple[dict[str, str], dict[str, str], Callable[[str], Any]]:
         started = time.time_ns()
         outputs = {path: rec["outputs"][path] for path in self.spec.outputs}  # the declaration's paths
-        for path, oid_hex in outputs.items():
-            restore(core, path, bytes.fromhex(oid_hex))
+        instore.place(core, outputs)
         dur = (time.time_ns() - started) / 1e9
         return outputs, {}, lambda new: StepResult(self.spec.name, "cached", plan.key.hex(), new, dur, outputs=outputs)
 
     def before(self, core: Core, plan: Plan) -> Any:
+        if not instore.held(core).checkout and instore.through_store(core):
+            return []  # the working tree is not touched at all
         return set_aside(core, self.spec.outputs)  # a stale file there must not pass for this run's output
 
     def undo(self, core: Core, token: Any) -> None:
@@ -196,6 +209,11 @@ class Command:
         return Done(0, "", outputs, {}, started, ended, found=found)
 
     def task(self, core: Core, plan: Plan) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        if instore.through_store(core):
+            core.db.flush()  # the inputs the client stored, published before a worker asks for them
+            return store_command_task, (instore.worker_spec(core), self.spec.name, plan.fields["cmd"], self.spec.cwd,
+                                        _env_added(self.spec), plan.fields["inputs"], list(self.spec.outputs),
+                                        sorted(core.db.damaged), self.spec.metrics)
         return command_task, (core.task_spec, core.repo.root, plan.fields["cmd"], self.spec.cwd, _env(self.spec),
                               list(self.spec.outputs), sorted(core.db.damaged), self.spec.metrics)
 
@@ -213,6 +231,9 @@ def run_command(core: Core, spec: StepSpec) -> StepResult:
     paths = reads(core, spec, substitute(spec.cmd, spec.params))
     core.settle()  # no path lock is waited for while this process holds keys of pending steps
     with PathLocks(core.repo.zdir, paths, list(spec.outputs)):
-        p = plan(core, spec, paths=paths)
+        p = plan(core, spec, paths=paths, known=instore.known_ids(core, paths))
         out = core.run(Command(spec), p)
-        return out.wait() if isinstance(out, Pending) else out
+        res = out.wait() if isinstance(out, Pending) else out
+        if res.status == "ran":  # executed on a worker sharing only the store: the tree gets them now, if at all
+            instore.place(core, res.outputs, write=instore.through_store(core))
+        return res

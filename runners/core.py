@@ -23,7 +23,7 @@ from typing import IO, Any, NamedTuple, Protocol
 
 from zcas._version import __version__
 from zcas.cas import codec
-from zcas.cas.errors import ZcasError
+from zcas.cas.errors import StoreError, ZcasError
 from zcas.cas.oid import hash_bytes
 from zcas.cas.statcache import StatCache
 from zcas.lineage import serde
@@ -121,6 +121,9 @@ class Pending:
             try:
                 try:
                     done = Done(*self.future.result())
+                except StoreError:  # the store failed the worker, not the step: nothing is recorded
+                    self.kind.undo(self.core, self.token)
+                    raise
                 except Exception as e:  # noqa: BLE001 - the step's own failure, recorded then raised
                     done = Done(1, _one_line(e), {}, {}, self.submitted, time.time_ns(), exc=e)
                 except BaseException:

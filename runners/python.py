@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from zcas.cas.errors import UsageError
 from zcas.lineage.canonical import check, dumps
 
-from . import codemanifest, fileaudit, implicit, sourcedigest
+from . import codemanifest, fileaudit, implicit, instore, sourcedigest
 from . import materializers as mats
 from .capture import Logs, teeing
 from .core import Core, Done, Pending, Plan
@@ -29,6 +29,7 @@ from .fingerprint import manifest
 from .keys import env_digests, key_of
 from .metrics import collecting
 from .metrics import from_result as metrics_of
+from .scratch import store_python_task
 from .tasks import ArtifactRef, files_found, python_task
 from .values import check_loadable, load_value, store_value
 
@@ -305,6 +306,10 @@ class PythonCall:
             return ArtifactRef((x.id, x.materializer, x.allow_pickle)) if isinstance(x, Artifact) else x
 
         args, kwargs = _call_args(step, self.bound, ref)
+        if instore.through_store(core):  # a worker sharing only the store: no path of ours goes with it
+            core.db.flush()
+            return store_python_task, (instore.worker_spec(core), instore.portable_ref(step, StepRef.of(step)), args,
+                                       kwargs, step.pickle, step.multiple_outputs, sorted(core.db.damaged), step.name)
         return python_task, (core.task_spec, StepRef.of(step), args, kwargs, step.pickle, step.multiple_outputs,
                              sorted(core.db.damaged), core.repo.root, step.name)
 

@@ -2,9 +2,10 @@
 
 A task opens the stack's object store itself (the repository's path, which workers share,
 or an object-store URL), loads its inputs, runs, stores its outputs and publishes them
-before returning their ids. It never touches lineage: the client records the run. A task
-lost with its worker leaves at most unreferenced objects, which are harmless (content
-addressed, create-only) and which gc removes.
+before returning their ids (a worker sharing nothing with the client but the store runs
+scratch.py's tasks, around these). It never touches lineage: the client records the run.
+A task lost with its worker leaves at most unreferenced objects, which are harmless
+(content addressed, create-only) and which gc removes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from zcas.cas.local import LocalBackend
 from zcas.cas.objstore import ObstoreBackend
 from zcas.cas.statcache import StatCache
 
+from . import workercache
 from .capture import Logs, run_captured, teeing
 from .fileaudit import Recorder, recording
 from .implicit import ids_of, warn_writes
@@ -42,7 +44,10 @@ def open_store(spec: dict[str, Any]) -> ObjectDB:
         if db is None:
             if spec.get("url"):
                 backend = ObstoreBackend(spec["url"], spec.get("endpoint"), spec.get("region"), spec.get("allow_http"))
-                db = ObjectDB(backend, tmp_dir=spec.get("tmp"))
+                if spec.get("worker"):  # shares nothing with the client: reads cached on its own disk
+                    db = workercache.open_db(backend)
+                else:
+                    db = ObjectDB(backend, tmp_dir=spec.get("tmp"))
             else:
                 db = ObjectDB(LocalBackend(spec["objects"]))
             _stores[key] = db
@@ -54,18 +59,19 @@ class ArtifactRef(tuple):
 
 
 def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str, Any], allow_pickle: bool,
-                multiple: bool, damaged: list[bytes], root: str | None = None, name: str = "") -> tuple[Any, ...]:
+                multiple: bool, damaged: list[bytes], root: str | None = None, name: str = "",
+                zdir: str | None = None) -> tuple[Any, ...]:
     """Call a Python step; the fields of a ``core.Done`` (outputs named as a step's are).
     ``damaged``: ids the client found damaged, written afresh if the step makes them again.
     ``root``: the repository, where files the step reads count as its implicit inputs
-    (None: nothing recorded)."""
+    (None: nothing recorded). ``zdir``: where path inputs are checked out (None: refused)."""
     db = open_store(spec)
     db.mark_damaged(damaged)
 
     def load(v: Any) -> Any:
         if isinstance(v, ArtifactRef):
             oid, tag, may_unpickle = v
-            return load_value(db, None, oid, tag, may_unpickle)
+            return load_value(db, zdir, oid, tag, may_unpickle)
         return v
 
     call_args = [load(a) for a in args]

@@ -31,6 +31,21 @@ class Stack:
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
+    @property
+    def through_store(self) -> bool:
+        """Steps execute on workers that share only the store with the client (an
+        object-store URL and the dask runner): each in a scratch folder of its own, inputs
+        fetched and outputs published by id (see docs/distributed.md)."""
+        return bool(self.store) and self.runner == "dask"
+
+
+def check_no_checkout(stack: Stack) -> None:
+    """``--no-checkout`` leaves outputs in the store; on a stack whose commands run in the
+    working tree, that is where they are made, so it is refused there."""
+    if not stack.through_store:
+        raise UsageError(f"--no-checkout needs a stack whose steps run through its store (a store URL and the dask "
+                         f"runner); stack {stack.name} runs {stack.runner} steps in the working tree")
+
 
 def all_stacks(cfg: Config) -> dict[str, Stack]:
     out = {DEFAULT: Stack(DEFAULT)}
@@ -61,7 +76,9 @@ def register(repo: Repo, stack: Stack, force: bool = False) -> None:
     if stack.runner not in RUNNERS:
         raise ConfigError(f"unknown runner {stack.runner!r} (runners: {', '.join(RUNNERS)})")
     if stack.store:
-        parse_url(stack.store)
+        scheme = parse_url(stack.store)[0]
+        if scheme == "memory" and stack.runner in ("processes", "dask"):
+            raise ConfigError(f"a memory:// store lives in one process: the {stack.runner} runner's workers cannot share it")
 
     def fn(cfg: dict[str, Any]) -> None:
         table = cfg.setdefault("stack", {})

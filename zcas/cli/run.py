@@ -85,13 +85,16 @@ class _KeepsArgs(click.Command):
 @click.option("--verify", is_flag=True, help="On a hit, read and verify every output, not only small ones.")
 @click.option("--no-remote-cache", is_flag=True, help="On a local miss, do not ask the default remote for a hit.")
 @click.option("--stack", metavar="NAME", help="Run on this stack (default: the active one; see zcas stack).")
+@click.option("--no-checkout", is_flag=True,
+              help="Leave outputs in the stack's store: neither executed steps nor hits write into the working tree "
+                   "(a stack with a store URL and the dask runner only; see docs/distributed.md).")
 @json_option("Print a JSON summary on stdout (status lines and command output go to stderr).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
 def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], metrics: tuple[str, ...], params: tuple[str, ...],
         env: tuple[str, ...],
         name: str | None, cwd: str | None, jobs: int | None, verify: bool, no_remote_cache: bool, stack: str | None,
-        as_json: bool, args: tuple[str, ...]) -> None:
+        no_checkout: bool, as_json: bool, args: tuple[str, ...]) -> None:
     """Run a command or the pipeline, reusing every result that is already cached.
 
     \b
@@ -107,7 +110,26 @@ def run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], metrics: tupl
     The cache key covers the command, the content of every input (and of any argument
     naming a file in the repository), params, declared environment values, outputs and
     working directory. On a hit the outputs are restored and nothing runs.
+
+    On a stack with a store URL and the dask runner, every step runs on a worker in a
+    scratch folder of its own, with its inputs fetched from the store; outputs come into
+    the working tree as steps finish, unless --no-checkout.
     """
+    import contextlib
+
+    from zcas.runners.instore import no_checkout as leaving_outputs
+
+    if no_checkout:
+        from zcas.stacks import check_no_checkout
+
+        check_no_checkout(c.repository.stack(stack))
+    with leaving_outputs() if no_checkout else contextlib.nullcontext():
+        _run(c, inputs, outputs, metrics, params, env, name, cwd, jobs, verify, no_remote_cache, stack, as_json, args)
+
+
+def _run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], metrics: tuple[str, ...], params: tuple[str, ...],
+         env: tuple[str, ...], name: str | None, cwd: str | None, jobs: int | None, verify: bool, no_remote_cache: bool,
+         stack: str | None, as_json: bool, args: tuple[str, ...]) -> None:
     raw = click.get_current_context().meta["zcas.args"]
     remote_cache = False if no_remote_cache else None  # None: as configured (run.remote_cache)
     verify_opt = True if verify else None  # None: as configured (run.verify)

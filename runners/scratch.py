@@ -1,0 +1,189 @@
+"""Steps on a worker that shares nothing with the client but the store.
+
+Each task gets a private scratch folder on the worker, laid out like the repository: the
+step's declared (and planned implicit) inputs are checked out there by id from the store,
+verified as every checkout is; the command runs there (a Python step is called with it as
+its working folder), its declared outputs are stored and published, and the folder is
+removed, whatever happened. No path of the client's travels with a task: only ids,
+repository-relative paths, the command line and the values of the step's declared
+environment, so a worker may be any machine that can reach the store.
+
+Failures of the store (unreachable, a corrupt object) are raised as ``StoreFailed``, which
+the client does not record as the step's failure: the step did not run, or ran and could
+not publish, and nothing it wrote is named by any record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import posixpath
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from zcas.cas.checkout import checkout
+from zcas.cas.errors import StoreError, UsageError, ZcasError
+from zcas.cas.ingest import Ingester
+from zcas.cas.statcache import StatCache
+from zcas.cas.tree import is_reserved_name
+
+from .capture import Logs, run_captured
+from .tasks import check_command, open_store, python_task
+
+
+class StoreFailed(StoreError):
+    """The store failed a worker (not the step): one line, nothing recorded. Plain
+    ``(errno, text)`` arguments, so it crosses a process boundary intact."""
+
+
+class StepImportError(ZcasError):
+    """A Python step's module (or the step in it) cannot be imported on a worker."""
+
+
+def safe_rel(path: str, what: str, empty: bool = False) -> str:
+    """A repository-relative path a task may write below its scratch folder: relative,
+    normalised, no ``..``, no ``.zcas``; anything else is refused in one line."""
+    ok = isinstance(path, str) and "\0" not in path and "\\" not in path
+    if ok and path == "":
+        ok = empty
+    elif ok:
+        parts = path.split("/")
+        ok = (not path.startswith("/") and posixpath.normpath(path) == path
+              and all(p not in ("", ".", "..") and not is_reserved_name(p.encode()) for p in parts))
+    if not ok:
+        raise UsageError(f"refusing {what} {path!r}: not a plain path inside the repository")
+    return path
+
+
+def _base() -> str:
+    """Where scratch folders go: the Dask worker's local directory, else the system's."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().local_directory
+    except (ImportError, ValueError):
+        return tempfile.gettempdir()
+
+
+def _rmtree(path: str) -> None:
+    def again(fn: Any, p: str, _: Any) -> None:  # a step may leave read-only folders behind
+        try:
+            os.chmod(os.path.dirname(p), stat.S_IRWXU)
+            os.chmod(p, stat.S_IRWXU)
+            fn(p)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=again)
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[str]:
+    """A private folder (``root`` inside it is the step's repository), removed at the end."""
+    top = tempfile.mkdtemp(prefix="zcas-step-", dir=_base())
+    try:
+        root = os.path.join(top, "repo")
+        os.mkdir(root)
+        yield root
+    finally:
+        _rmtree(top)
+
+
+def materialise(db: Any, root: str, inputs: dict[str, str]) -> None:
+    """Check out each input (path -> id) below ``root``, verified, refusing any path that
+    would land outside it."""
+    for rel, oid_hex in inputs.items():
+        dest = os.path.join(root, *safe_rel(rel, "input path").split("/"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        checkout(db, bytes.fromhex(oid_hex), dest, force=True)
+
+
+def _failed(name: str, e: BaseException) -> StoreFailed:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return StoreFailed(0, f"step {name}: the store failed on worker {socket.gethostname()}: {text}")
+
+
+def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: str, env: dict[str, str | None],
+                       inputs: dict[str, str], outputs: list[str], damaged: list[bytes],
+                       metrics: tuple[str, ...] = ()) -> tuple[Any, ...]:
+    """Run a command in a scratch folder holding its inputs; a ``core.Done``'s fields.
+    ``env``: what the command's environment adds to the worker's (its params and declared
+    variables; None removes one)."""
+    safe_rel(cwd, "working folder", empty=True)
+    for o in (*outputs, *metrics):
+        safe_rel(o, "output path")
+    db = open_store(spec)
+    db.mark_damaged(damaged)
+    with scratch() as root:
+        try:
+            materialise(db, root, inputs)
+        except StoreError as e:
+            raise _failed(name, e) from None
+        where = os.path.join(root, *cwd.split("/")) if cwd else root
+        os.makedirs(where, exist_ok=True)
+        full = {**os.environ, "PWD": where}
+        for k, v in env.items():
+            if v is None:
+                full.pop(k, None)
+            else:
+                full[k] = v
+        started = time.time_ns()
+        logs = Logs(os.path.dirname(root))
+        try:
+            code, err = run_captured(argv, where, full, None, logs)
+            ended = time.time_ns()
+            log = logs.store(db)
+            code, err, found = check_command(root, code, err, outputs, metrics, log)
+            ids: dict[str, str] = {}
+            if code == 0:
+                ing = Ingester(db, StatCache(None))
+                ids = {o: ing.add(os.path.join(root, *o.split("/")))[0].hex() for o in outputs}
+            db.flush()  # published before the client records a run naming these ids
+        except StoreError as e:
+            db.abort()
+            raise _failed(name, e) from None
+    return code, err, ids, {}, started, ended, False, None, found
+
+
+_cwd = threading.Lock()  # the working folder is the process's: one Python step at a time has it
+
+
+def _resolve(ref: Any, name: str) -> None:
+    """Import a step's module here, or fail in one line naming it."""
+    if not isinstance(ref, tuple):
+        return
+    mod_name, qual = ref[0], ref[1]
+    try:
+        obj: Any = importlib.import_module(mod_name)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except ImportError as e:
+        raise StepImportError(f"step {name}: module {mod_name!r} cannot be imported on worker "
+                              f"{socket.gethostname()} ({e}): install it where the workers run") from None
+    except AttributeError:
+        raise StepImportError(f"step {name}: module {mod_name!r} on worker {socket.gethostname()} has no "
+                              f"{qual!r}: the workers have another version of it") from None
+
+
+def store_python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str, Any], allow_pickle: bool,
+                      multiple: bool, damaged: list[bytes], name: str) -> tuple[Any, ...]:
+    """Call a Python step with a scratch folder as its working folder (path inputs are
+    checked out inside it); a ``core.Done``'s fields."""
+    _resolve(fn, name)
+    with scratch() as root, _cwd:
+        before = os.getcwd()
+        os.chdir(root)
+        try:
+            return python_task(spec, fn, args, kwargs, allow_pickle, multiple, damaged, None, name,
+                               zdir=os.path.join(os.path.dirname(root), "zdir"))
+        except StoreError as e:
+            raise _failed(name, e) from None
+        finally:
+            os.chdir(before)

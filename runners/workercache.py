@@ -1,0 +1,278 @@
+"""A worker's read cache of the store: bounded, on the worker's own disk, shared by its tasks.
+
+A fan-out of a hundred steps over one large input would otherwise download that input a
+hundred times. The worker opens the stack's store once per process (``tasks.open_store``)
+behind ``cas.cache.CachingBackend``, whose cached pack ranges carry their own BLAKE3 and are
+dropped and read again when they fail it (and ``ObjectDB`` verifies every object above
+that), so nothing here is trusted: this module only decides where the cached bytes live
+and how many of them are kept. The least recently used ranges are evicted past the bound,
+so a long-lived worker never fills its disk.
+
+The bound is the worker's to set, since the disk is the worker's: ``ZCAS_WORKER_CACHE``
+(bytes, or with a unit: ``500MB``, ``4GiB``; ``0`` turns the cache off) in the worker's
+environment, default ``DEFAULT_BYTES``. The folder is ``ZCAS_WORKER_CACHE_DIR`` if set, else
+one inside the Dask worker's local directory (removed with the worker), else one in the
+system's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from zcas.cas.backend import PIECE, Backend, KeyInfo, _List, check_key
+from zcas.cas.cache import CachingBackend
+from zcas.cas.db import ObjectDB
+from zcas.cas.errors import ObjectNotFoundError, UsageError
+
+DEFAULT_BYTES = 2 << 30  # 2 GiB: ten 200 MB inputs, small next to a worker's scratch disk
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
+          "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(text: str) -> int:
+    """Bytes of ``500MB``, ``4GiB``, ``1000``; a one-line error for anything else."""
+    m = _SIZE.fullmatch(text)
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _UNITS:
+        raise UsageError(f"ZCAS_WORKER_CACHE: expected a size such as 2GiB or 500MB, got {text!r}")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+class BoundedDir(Backend):
+    """Keys as files below ``root``, at most ``limit`` bytes of them: putting one past the
+    bound evicts the least recently read or written. A value larger than the bound is not
+    kept (``put`` answers False). One process owns a folder; files found there at start
+    (a restarted worker's) are adopted, oldest first in line for eviction."""
+
+    def __init__(self, root: str, limit: int):
+        self.root = root
+        self.limit = limit
+        self._sizes: OrderedDict[str, int] = OrderedDict()  # key -> size, least recently used first
+        self.used = 0
+        self.evicted = 0  # keys removed to stay under the bound (tests and benchmarks look)
+        self._lock = threading.Lock()
+        os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
+        self._adopt()
+
+    def __repr__(self) -> str:
+        return f"BoundedDir({self.root!r}, {self.limit})"
+
+    def _adopt(self) -> None:
+        found = []
+        for dirpath, dirnames, files in os.walk(self.root):
+            if dirpath == self.root and "tmp" in dirnames:
+                dirnames.remove("tmp")
+            for f in files:
+                path = os.path.join(dirpath, f)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                found.append((st.st_mtime, os.path.relpath(path, self.root).replace(os.sep, "/"), st.st_size))
+        for _, key, size in sorted(found):
+            self._sizes[key] = size
+            self.used += size
+        with self._lock:
+            self._evict(0)
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *check_key(key).split("/"))
+
+    def _evict(self, room: int) -> None:
+        """Drop the least recently used keys until ``room`` more bytes fit (lock held)."""
+        while self._sizes and self.used + room > self.limit:
+            key, size = self._sizes.popitem(last=False)
+            self.used -= size
+            self.evicted += 1
+            try:
+                os.unlink(self._path(key))
+            except FileNotFoundError:
+                pass
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise ObjectNotFoundError(key, "key") from None
+        with self._lock:
+            if key in self._sizes:
+                self._sizes.move_to_end(key)
+        return data
+
+    def put(self, key: str, data: Any) -> bool:
+        data = bytes(data)
+        if len(data) > self.limit:
+            return False
+        path = self._path(key)
+        with self._lock:
+            if key in self._sizes:
+                return False
+            self._evict(len(data))
+            self._sizes[key] = len(data)
+            self.used += len(data)
+        tmp = None
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # a reader sees the whole value or none (and checks it anyway)
+        except BaseException as e:
+            with self._lock:
+                if self._sizes.pop(key, None) is not None:
+                    self.used -= len(data)
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+            if isinstance(e, OSError):
+                return False  # a full disk costs requests, never a read
+            raise
+        return True
+
+    def exists(self, key: str) -> bool:
+        return key in self._sizes
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            size = self._sizes.pop(key, None)
+            if size is not None:
+                self.used -= size
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        with self._lock:
+            keys = [k for k in self._sizes if k.startswith(prefix)]
+        return iter(sorted(keys))
+
+    def info(self, key: str) -> KeyInfo:
+        try:
+            st = os.stat(self._path(key))
+        except FileNotFoundError:
+            raise ObjectNotFoundError(key, "key") from None
+        return KeyInfo(st.st_size, st.st_mtime)
+
+    def tmp_dir(self) -> str | None:
+        return os.path.join(self.root, "tmp")
+
+
+class Counting(Backend):
+    """``inner``, counting the bytes read from it: what a worker downloaded."""
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+        self.read = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return repr(self.inner)  # the cache's namespace is the store's, not this wrapper's
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.read += n
+
+    def get(self, key: str) -> bytes:
+        data = self.inner.get(key)
+        self._count(len(data))
+        return data
+
+    def get_bounded(self, key: str, limit: int) -> bytes:
+        data = self.inner.get_bounded(key, limit)
+        self._count(len(data))
+        return data
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        data = self.inner.get_range(key, start, length)
+        self._count(len(data))
+        return data
+
+    def get_ranges(self, key: str, starts: _List[int], lengths: _List[int]) -> _List[bytes]:
+        got = self.inner.get_ranges(key, starts, lengths)
+        self._count(sum(len(d) for d in got))
+        return got
+
+    def stream(self, key: str, end: int, piece: int = PIECE) -> Iterator[bytes | memoryview]:
+        for data in self.inner.stream(key, end, piece):
+            self._count(len(data))
+            yield data
+
+    def put(self, key: str, data: Any) -> bool:
+        return self.inner.put(key, data)
+
+    def put_path(self, key: str, path: str) -> bool:
+        return self.inner.put_path(key, path)
+
+    def put_file(self, key: str, path: str) -> bool:
+        return self.inner.put_file(key, path)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        return self.inner.list(prefix)
+
+    def list_after(self, prefix: str, after: str) -> Iterator[str]:
+        return self.inner.list_after(prefix, after)
+
+    def info(self, key: str) -> KeyInfo:
+        return self.inner.info(key)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+_opened: list[tuple[Counting, CachingBackend | None, BoundedDir | None]] = []
+
+
+def _folder() -> str:
+    where = os.environ.get("ZCAS_WORKER_CACHE_DIR")
+    if where:
+        return where
+    try:
+        from distributed import get_worker
+
+        return os.path.join(get_worker().local_directory, "zcas-cache")
+    except (ImportError, ValueError):  # not on a dask worker (a test, a thread)
+        return tempfile.mkdtemp(prefix="zcas-worker-cache-")
+
+
+def open_db(remote: Backend) -> ObjectDB:
+    """The store as a worker reads it: through a bounded cache on the worker's disk (see
+    the module doc); packs the worker writes are built in the cache's folder."""
+    limit = parse_size(os.environ.get("ZCAS_WORKER_CACHE", str(DEFAULT_BYTES)))
+    counted = Counting(remote)
+    if limit <= 0:
+        _opened.append((counted, None, None))
+        return ObjectDB(counted, tmp_dir=tempfile.mkdtemp(prefix="zcas-worker-"))
+    folder = _folder()
+    local = BoundedDir(folder, limit)
+    caching = CachingBackend(counted, local)
+    _opened.append((counted, caching, local))
+    return ObjectDB(caching, tmp_dir=local.tmp_dir())
+
+
+def stats() -> dict[str, int]:
+    """What this process's worker stores read: bytes downloaded, reads served from the
+    cache, bytes held and keys evicted (``client.run(stats)`` asks every worker)."""
+    out = {"downloaded": 0, "cache_hits": 0, "cache_bytes": 0, "evicted": 0}
+    for counted, caching, local in _opened:
+        out["downloaded"] += counted.read
+        out["cache_hits"] += caching.hits if caching is not None else 0
+        out["cache_bytes"] += local.used if local is not None else 0
+        out["evicted"] += local.evicted if local is not None else 0
+    return out
