@@ -128,6 +128,8 @@ def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: st
             raise _failed(name, e) from None
         where = os.path.join(root, *cwd.split("/")) if cwd else root
         os.makedirs(where, exist_ok=True)
+        for o in outputs:  # as in a working tree, where an output's folder is usually there already
+            os.makedirs(os.path.dirname(os.path.join(root, *o.split("/"))), exist_ok=True)
         full = {**os.environ, "PWD": where}
         for k, v in env.items():
             if v is None:
