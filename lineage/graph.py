@@ -13,6 +13,7 @@ Sub-databases, keys raw bytes (ids are 32 raw bytes, never hex):
 | time | started_ns (8, big-endian) + run id | (empty) |
 | steps | blake3(step name)[:16] | run id of the step's latest successful run |
 | exps | blake3(step name)[:16] + started_ns (8, big-endian) + run id | the run's comparison row (``exp_row``) |
+| cols | blake3(marshal of a tuple of column names)[:16] | that tuple: the names of a row's params or metrics |
 
 The map grows by itself: a write that fills it doubles the map and retries, and a process
 that finds the map grown by another adopts the new size. Readers never block the writer
@@ -43,8 +44,10 @@ if TYPE_CHECKING:
     Txn = lmdb.Transaction[bytes]  # opened without buffers=True: values are bytes
 
 T = TypeVar("T")
-DBS = ("runs", "cache", "produced", "consumed", "paths", "tags", "time", "steps", "meta", "exps")
-EXPS_MARK = b"exps-v2"  # the exps database holds a row (marshal, version 4) for every indexed run
+DBS = ("runs", "cache", "produced", "consumed", "paths", "tags", "time", "steps", "meta", "exps", "cols")
+# The exps database holds a row for every indexed run, in the form ``exp_row`` writes (v3:
+# names apart from values; an index with rows of an older form gets them again on open).
+EXPS_MARK = b"exps-v3"
 DUPS = {"produced", "consumed"}
 _INITIAL_MAP = 64 << 20
 _BE = struct.Struct(">Q")
@@ -79,13 +82,37 @@ def step_key(step: str) -> bytes:
     return hash_bytes(step.encode("utf-8", "surrogateescape"))[:16]
 
 
-def exp_row(rec: dict[str, Any]) -> bytes:
-    """What ``zcas exp show`` reads of a run: (status, session, params flattened, metrics,
-    user, host). Marshalled, as the stat cache is: this is a local index of validated
-    records, rebuilt from them at will, and marshal reads ten thousand rows about twice as
-    fast as JSON (benchmarks/bench_exp.py)."""
-    return marshal.dumps((rec["status"], rec.get("session"), flat(rec.get("params") or {}), rec.get("metrics") or {},
-                          rec.get("user", ""), rec.get("host", "")), 4)
+def exp_row(rec: dict[str, Any]) -> tuple[bytes, list[tuple[bytes, tuple[str, ...]]]]:
+    """What ``zcas exp show`` reads of a run, and the column names it refers to.
+
+    The row is ``marshal`` (version 4) of ``(status, session, user, host, params' names id,
+    params' values, metrics' names id, metrics' values)``: the names of a run's flattened
+    params and of its metrics are a tuple stored once in the ``cols`` database (ten thousand
+    runs of one pipeline share two), so a row holds only values, and ten thousand rows load
+    in about half the time rows holding their names took (benchmarks/bench_exp.py).
+    Marshal, as the stat cache is: a local index of validated records, rebuilt at will."""
+    params = flat(rec.get("params") or {})
+    metrics = rec.get("metrics") or {}
+    pn, mn = tuple(params), tuple(metrics)
+    pid, mid = names_id(pn), names_id(mn)
+    row = marshal.dumps((rec["status"], rec.get("session"), rec.get("user", ""), rec.get("host", ""),
+                         pid, tuple(params.values()), mid, tuple(metrics.values())), 4)
+    return row, [(pid, pn), (mid, mn)]
+
+
+_names_ids: dict[tuple[str, ...], bytes] = {}
+
+
+def names_id(names: tuple[str, ...]) -> bytes:
+    """The key of a tuple of column names in ``cols`` (empty for none)."""
+    if not names:
+        return b""
+    found = _names_ids.get(names)
+    if found is None:
+        found = hash_bytes(marshal.dumps(names, 4))[:16]
+        if len(_names_ids) < 4096:
+            _names_ids[names] = found
+    return found
 
 
 def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -213,7 +240,7 @@ class Graph:
         if not txn.put(rid, data, db=d["runs"], overwrite=False):
             return  # already indexed
         txn.put(_BE.pack(rec["started_ns"]) + rid, b"", db=d["time"])
-        txn.put(step_key(rec["step"]) + _BE.pack(rec["started_ns"]) + rid, exp_row(rec), db=d["exps"])
+        self._put_exp(txn, rid, rec)
         if rec["status"] == "ran" and rec.get("cache_key") and key_matches(rec):
             txn.put(bytes.fromhex(rec["cache_key"]), rid, db=d["cache"])
         if rec["status"] == "failed":
@@ -234,6 +261,13 @@ class Graph:
             for name, oid in rec["outputs"].items():
                 b = bytes.fromhex(oid)
                 self._put_path(txn, name, b, rec["ended_ns"], rid, kind_of(b))
+
+    def _put_exp(self, txn: Txn, rid: bytes, rec: dict[str, Any]) -> None:
+        row, names = exp_row(rec)
+        txn.put(step_key(rec["step"]) + _BE.pack(rec["started_ns"]) + rid, row, db=self.dbs["exps"])
+        for nid, tup in names:
+            if nid:
+                txn.put(nid, marshal.dumps(tup, 4), db=self.dbs["cols"], overwrite=False)
 
     def _started(self, txn: Txn, rid: bytes) -> int:
         data = txn.get(rid, db=self.dbs["runs"])
@@ -405,17 +439,48 @@ class Graph:
             out: list[tuple[bytes, int, bytes]] = []
             if not cur.set_range(prefix):
                 return out
+            unpack = _BE.unpack
             for k, v in cur:
                 if k[:16] != prefix:
                     break
-                out.append((k[24:], _BE.unpack(k[16:24])[0], v))
+                out.append((k[24:], unpack(k[16:24])[0], v))
             return out
 
         return self.read(fn)
 
+    def names(self, ids: Iterable[bytes]) -> dict[bytes, tuple[str, ...]]:
+        """The tuples of column names rows refer to (``exp_row``), by id; an id not found
+        (or not holding a tuple of names) is left out."""
+
+        def fn(txn: Txn) -> dict[bytes, tuple[str, ...]]:
+            out: dict[bytes, tuple[str, ...]] = {}
+            for nid in ids:
+                data = txn.get(nid, db=self.dbs["cols"])
+                if data is None:
+                    continue
+                try:
+                    names = marshal.loads(data)
+                except (ValueError, EOFError, TypeError):
+                    continue
+                if type(names) is tuple and all(type(n) is str for n in names):
+                    out[nid] = names
+            return out
+
+        return self.read(fn)
+
+    def has_exps(self, step: str) -> bool:
+        """Whether any run of ``step`` is indexed (without reading its rows)."""
+        prefix = step_key(step)
+
+        def fn(txn: Txn) -> bool:
+            cur = txn.cursor(self.dbs["exps"])
+            return bool(cur.set_range(prefix)) and bytes(cur.key()[:16]) == prefix
+
+        return self.read(fn)
+
     def fill_exps(self) -> int:
-        """Give an index built before the exps database its rows (from the runs it holds,
-        which were validated when indexed), once; how many."""
+        """Give an index built before the exps database (or with rows of an older form) its
+        rows, from the runs it holds (validated when indexed), once; how many."""
         if self.read(lambda t: t.get(EXPS_MARK, db=self.dbs["meta"])) is not None:
             return 0
 
@@ -425,11 +490,9 @@ class Graph:
             for rid, data in txn.cursor(self.dbs["runs"]):
                 try:
                     rec = json.loads(data)
-                    key = step_key(rec["step"]) + _BE.pack(rec["started_ns"]) + rid
-                    row = exp_row(rec)
-                except (ValueError, KeyError, TypeError, struct.error):
+                    self._put_exp(txn, rid, rec)
+                except (ValueError, KeyError, TypeError, AttributeError, struct.error):
                     continue
-                txn.put(key, row, db=self.dbs["exps"])
                 n += 1
             txn.put(EXPS_MARK, b"1", db=self.dbs["meta"])
             return n

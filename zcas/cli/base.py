@@ -28,24 +28,41 @@ class Ctx:
 
     def __init__(self) -> None:
         self._repository: Repository | None = None
+        self._reader: Reader | None = None
         self._lock: RepoLock | None = None
         self._closers: list[Callable[[], None]] = []
+
+    def _locked_root(self) -> str:
+        from zcas.cas.locks import RepoLock
+        from zcas.cas.repo import find_root
+
+        root = find_root()
+        if self._lock is None:
+            lock = RepoLock(os.path.join(root, ".zcas"))
+            lock.exclusive() if self.exclusive else lock.shared()
+            self._lock = lock
+        return root
 
     @property
     def repository(self) -> Repository:
         if self._repository is None:
             # Imported here, not at the top: the library pulls in lmdb, zstandard, blake3 and
             # attrs, ~70 ms (measured) on top of the ~65 ms of `zcas --help` and `zcas init`.
-            from zcas.cas.locks import RepoLock
-            from zcas.cas.repo import find_root
             from zcas.repository import Repository
 
-            root = find_root()
-            lock = RepoLock(os.path.join(root, ".zcas"))
-            lock.exclusive() if self.exclusive else lock.shared()
-            self._lock = lock
-            self._repository = Repository(root)
+            self._repository = Repository(self._locked_root())
         return self._repository
+
+    @property
+    def reader(self) -> Reader | Repository:
+        """The object store and lineage alone, for commands that only read records (exp show,
+        plot): opened without the façade, whose imports (the runners, stacks, remotes) cost
+        ~30 ms more (measured). The façade itself if a command already opened it."""
+        if self._repository is not None:
+            return self._repository
+        if self._reader is None:
+            self._reader = Reader(self._locked_root())
+        return self._reader
 
     @property
     def repo(self) -> Repo:
@@ -79,9 +96,31 @@ class Ctx:
                 fn()
             if self._repository is not None:
                 self._repository.close()
+            if self._reader is not None:
+                self._reader.close()
         finally:
             if self._lock is not None:
                 self._lock.release()  # last: everything written is published and named
+
+
+class Reader:
+    """What a reading command needs of a repository: ``root``, ``cas``, ``lineage``."""
+
+    def __init__(self, root: str) -> None:
+        from zcas.cas.repo import Repo
+        from zcas.lineage.store import Lineage
+
+        self.root = root
+        self.cas = Repo(root)
+        try:
+            self.lineage = Lineage(self.cas)
+        except BaseException:
+            self.cas.close()
+            raise
+
+    def close(self) -> None:
+        self.lineage.close()
+        self.cas.close()
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
