@@ -162,45 +162,52 @@ class Ingester:
         root = _Dir(top, "")
         order = [root]
         todo = [root]
-        cache_get = self.cache.get
-        while todo:
-            d = todo.pop()
-            try:
-                it = os.scandir(d.path)
-            except OSError as e:
-                raise InputPathError(os.fsdecode(d.path), _reason(e)) from None
-            entries = d.entries
-            with it:
-                for de in it:
-                    name = de.name
-                    if name in SKIP_NAMES:
-                        continue
-                    path = de.path
-                    if is_reserved_name(name):
-                        raise RefusedInputError(os.fsdecode(path), "a name that folds to .zcas would be a repository's "
-                                                "store on a case-insensitive filesystem, and checkout refuses it")
-                    try:
-                        if de.is_dir(follow_symlinks=False):
-                            sub = _Dir(path, f"{d.rel}/{os.fsdecode(name)}" if d.rel else os.fsdecode(name))
-                            entries.append((name, MODE_TREE, sub))
-                            order.append(sub)
-                            todo.append(sub)
-                            continue
-                        st = de.stat(follow_symlinks=False)
-                    except OSError as e:
-                        raise InputPathError(os.fsdecode(path), _reason(e)) from None
-                    m = st.st_mode
-                    if st_.S_ISREG(m):  # the common case, inline: a cache hit costs one lookup
-                        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                        oid = cache_get(path, key)
-                        if oid is not None:
-                            self.files += 1
-                            self.bytes += key[1]
-                            if self._tell is not None:
-                                self._tell(key[1])
-                            entries.append((name, MODE_EXEC if m & 0o100 else MODE_FILE, _OID(oid)))
-                            continue
-                    entries.append((name, *self._plan_entry(path, st, d.rel)))
+        known = self.cache.known
+        tell = self._tell
+        files = size = 0
+        try:
+            while todo:
+                d = todo.pop()
+                try:
+                    it = os.scandir(d.path)
+                except OSError as e:
+                    raise InputPathError(os.fsdecode(d.path), _reason(e)) from None
+                entries = d.entries
+                with it:
+                    for de in it:
+                        name = de.name
+                        # only a name starting with "." or holding non-ASCII can fold to .zcas
+                        if (name[0] == 46 or not name.isascii()) and (name in SKIP_NAMES or is_reserved_name(name)):
+                            if name in SKIP_NAMES:
+                                continue
+                            raise RefusedInputError(os.fsdecode(de.path), "a name that folds to .zcas would be a "
+                                                    "repository's store on a case-insensitive filesystem, and "
+                                                    "checkout refuses it")
+                        path = de.path
+                        try:
+                            if de.is_dir(follow_symlinks=False):
+                                sub = _Dir(path, f"{d.rel}/{os.fsdecode(name)}" if d.rel else os.fsdecode(name))
+                                entries.append((name, MODE_TREE, sub))
+                                order.append(sub)
+                                todo.append(sub)
+                                continue
+                            st = de.stat(follow_symlinks=False)
+                        except OSError as e:
+                            raise InputPathError(os.fsdecode(path), _reason(e)) from None
+                        m = st.st_mode
+                        if m & 0o170000 == 0o100000:  # a regular file, inline: a cache hit is one lookup
+                            oid = known(path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                            if oid is not None:
+                                files += 1
+                                size += st.st_size
+                                if tell is not None:
+                                    tell(st.st_size)
+                                entries.append((name, MODE_EXEC if m & 0o100 else MODE_FILE, _OID(oid)))
+                                continue
+                        entries.append((name, *self._plan_entry(path, st, d.rel)))
+        finally:
+            self.files += files
+            self.bytes += size
         return order
 
     def _plan_entry(self, path: bytes, st: os.stat_result, rel_dir: str) -> tuple[int, bytes]:

@@ -55,6 +55,15 @@ class StatCache:
         self._new[path] = hit
         return hit[4]
 
+    def known(self, path: bytes, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> bytes | None:
+        """``get`` for a stat given field by field (what a folder walk has at hand)."""
+        hit = self._old.get(path)
+        if (hit is None or hit[0] != ino or hit[1] != size or hit[2] != mtime_ns or hit[3] != ctime_ns
+                or mtime_ns >= self._racy_before or ctime_ns >= self._racy_before):
+            return None
+        self._new[path] = hit
+        return hit[4]
+
     def put(self, path: bytes, key: tuple, oid: bytes) -> None:
         self._new[path] = (*key, oid)
         self.dirty = True

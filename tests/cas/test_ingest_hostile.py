@@ -5,6 +5,8 @@ import os
 import threading
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from zcas.cas import ingest
 from zcas.cas.checkout import checkout
@@ -120,10 +122,28 @@ def test_add_never_stores_the_repository_store(repo):
     assert [r[3] for r in list_tree(repo.db, oid)] == ["f.txt"]
 
 
-@pytest.mark.parametrize("name", [".ZCAS", ".Zcas", ".zc\u200bas"])
+@pytest.mark.parametrize("name", [".ZCAS", ".Zcas", ".zc\u200bas", "\uff0ezcas", "\uff0e\uff3a\uff23\uff21\uff33"])
 def test_attack_folder_spelled_like_zcas_refused_at_add(repo, tmp_path, name):
     d = tmp_path / "d"
     (d / name).mkdir(parents=True)
     (d / name / "config.toml").write_text("x")
     with pytest.raises(RefusedInputError, match=".zcas"):
         repo.add([str(d)])
+
+
+_FOLDING = ".zcasZCAS\uff0e\uff5a\uff43\uff41\uff53\u200b\ufeff\u2024x"  # spellings that fold to .zcas, and others
+
+
+@given(st.one_of(st.binary(min_size=1, max_size=70), st.text(_FOLDING, min_size=1, max_size=8).map(str.encode)))
+@example(b".ZCAS")
+@example(".zc\u200bas".encode())
+@example("\uff0ezcas".encode())
+@example("\u2024zcas".encode())
+def test_the_walks_shortcut_never_skips_a_reserved_name(name):
+    """The walk checks a name for .zcas only when it starts with "." or is not ASCII."""
+    from zcas.cas.tree import is_reserved_name
+
+    if is_reserved_name(name):
+        assert name[0] == 46 or not name.isascii()
+    if name in (b".ZCAS", "\uff0ezcas".encode()):
+        assert is_reserved_name(name)  # the examples do reach reserved names
