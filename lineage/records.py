@@ -29,7 +29,7 @@ from zcas.cas.errors import ZcasError
 if TYPE_CHECKING:
     from zcas.cas.refs import PathVersion as HistoryLine
 
-SCHEMA = 2  # the newest record schema this zcas reads and writes (see SCHEMA_OF_FIELD)
+SCHEMA = 3  # the newest record schema this zcas reads and writes (see SCHEMA_OF_FIELD)
 STATUSES = ("ran", "cached", "failed")
 KINDS = ("command", "python", "pipeline")
 PATH_KINDS = ("file", "tree", "link")
@@ -216,6 +216,27 @@ def check_metric(where: str, v: object) -> None:
         _fail(where, f"must be a finite number, not {type(v).__name__}", v)
 
 
+MAX_POINTS = 100_000  # points in one series (a step logged again replaces its point)
+
+
+def check_series(where: str, v: object) -> None:
+    """A series of one metric across the steps of a run: a list of ``[step, value]`` pairs,
+    steps non-negative integers in increasing order (each at most once), values metrics."""
+    if type(v) is not list:
+        _fail(where, f"must be a list of [step, value] pairs, not {type(v).__name__}", v)
+    if not v or len(v) > MAX_POINTS:
+        _fail(where, f"must hold 1 to {MAX_POINTS} points", show=False)
+    last = -1
+    for i, p in enumerate(v):
+        if type(p) is not list or len(p) != 2:
+            _fail(f"{where}[{i}]", "is not a [step, value] pair", p)
+        check_int(f"{where}[{i}] step", p[0], 0, MAX_NS)
+        if p[0] <= last:
+            _fail(f"{where}[{i}] step", "is not after the step before it", p[0])
+        last = p[0]
+        check_metric(f"{where}[{i}] value", p[1])
+
+
 def _stream(where: str, v: object) -> None:
     if type(v) is not str or v not in STREAMS:
         _fail(where, f"must be one of {', '.join(STREAMS)}", v)
@@ -231,6 +252,19 @@ def _in(options: tuple[str, ...]) -> Validator:
             _fail(attr.name, f"must be one of {', '.join(options)}", v)
 
     return validate
+
+
+MAX_SERIES = 1000  # series in one run
+
+
+def _series_map(inst: object, attr: attrs.Attribute[Any], v: Any) -> None:
+    if type(v) is not dict:
+        _fail(attr.name, f"must be a map, not {type(v).__name__}", v)
+    if len(v) > MAX_SERIES:
+        _fail(attr.name, f"has more than {MAX_SERIES} entries", show=False)
+    for k, x in v.items():
+        check_metric_name(f"{attr.name} key", k)
+        check_series(f"{attr.name}[{_show(k)}]", x)
 
 
 @attrs.frozen(kw_only=True)
@@ -277,6 +311,9 @@ class Run:
     metrics: dict[str, int | float] = attrs.field(factory=dict, validator=_mapping(check_metric_name, check_metric))
     # captured output: stream ("stdout", "stderr") -> id of the blob or chunked file holding it
     log: dict[str, str] = attrs.field(factory=dict, validator=_mapping(_stream, check_id))
+    # metric name -> its values across the steps of the run: [[step, value], ...], steps
+    # increasing (zcas.log_metric(name, value, step=i)); the metric itself is the last value
+    series: dict[str, list[list[int | float]]] = attrs.field(factory=dict, validator=_series_map)
 
     @property
     def duration(self) -> float:
@@ -305,12 +342,14 @@ class PathVersion:
 
 # Written only when set, so a run that has none encodes (and so is identified) exactly as
 # before these fields existed, and zcas versions before them still read it.
-OMITTED_AT_DEFAULT: dict[str, Any] = {"implicit_inputs": {}, "code_manifest": None, "metrics": {}, "log": {}}
+OMITTED_AT_DEFAULT: dict[str, Any] = {"implicit_inputs": {}, "code_manifest": None, "metrics": {}, "log": {},
+                                      "series": {}}
 # The schema that introduced each later field. A record is written with the lowest schema
 # that holds what it sets: one using none of these stays schema 1 (byte for byte as before,
 # read by every zcas); one that sets any is schema 2, which a zcas of schema 1 reports as
 # needing a newer zcas and reads again once upgraded, rather than refusing it as malformed.
-SCHEMA_OF_FIELD: dict[str, int] = {"implicit_inputs": 2, "code_manifest": 2, "metrics": 2, "log": 2}
+# Schema 3 brought ``series``: a zcas of schema 2 says "upgrade" for a run with a series.
+SCHEMA_OF_FIELD: dict[str, int] = {"implicit_inputs": 2, "code_manifest": 2, "metrics": 2, "log": 2, "series": 3}
 
 PATH_REQUIRED = frozenset({"path", "id", "time_ns"})
 

@@ -26,7 +26,15 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from zcas.cas.errors import ZcasError
-from zcas.lineage.records import MAX_ENTRIES, RecordError, check_metric, check_metric_name
+from zcas.lineage.records import (
+    MAX_ENTRIES,
+    MAX_NS,
+    MAX_POINTS,
+    MAX_SERIES,
+    RecordError,
+    check_metric,
+    check_metric_name,
+)
 
 MAX_FILE = 16 << 20  # bytes of one metrics file: a metrics file is a summary, not a dataset
 FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".csv": "csv", ".tsv": "tsv"}
@@ -197,14 +205,29 @@ def read_files(root: str, rels: list[str] | tuple[str, ...]) -> dict[str, int | 
 
 # -- zcas.log_metric: metrics a Python step reports while it runs ------------------------------
 
-_current: contextvars.ContextVar[dict[str, int | float] | None] = contextvars.ContextVar("zcas_metrics", default=None)
+MAX_POINTS_PER_RUN = 200_000  # points over every series of one run: a record stays well under its size limit
+
+
+class Logged(dict[str, int | float]):
+    """What a step logged: metrics by name, and ``series``: name -> {step: value}."""
+
+    __slots__ = ("series", "points")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.series: dict[str, dict[int, int | float]] = {}
+        self.points = 0
+
+
+_current: contextvars.ContextVar[Logged | None] = contextvars.ContextVar("zcas_metrics", default=None)
 _lock = threading.Lock()
 
 
 @contextmanager
-def collecting() -> Iterator[dict[str, int | float]]:
-    """Metrics logged in this context (the step executing in this thread) land in the map."""
-    found: dict[str, int | float] = {}
+def collecting() -> Iterator[Logged]:
+    """Metrics logged in this context (the step executing in this thread) land in the map
+    (and series, in its ``series``)."""
+    found = Logged()
     token = _current.set(found)
     try:
         yield found
@@ -212,30 +235,76 @@ def collecting() -> Iterator[dict[str, int | float]]:
         _current.reset(token)
 
 
-def log_metrics(values: Mapping[str, Any]) -> None:
-    """Record metrics of the step executing now; nested maps flatten (``{"train": {"loss": x}}``
-    is ``train.loss``), a later value of one name replaces the earlier one. Outside a step
-    it is an error: a metric that goes nowhere would be a silent loss."""
+def _logged(what: str) -> Logged:
     found = _current.get()
     if found is None:
-        raise MetricsError("zcas.log_metric: no step is executing (call it inside a @zcas.step)")
+        raise MetricsError(f"zcas.{what}: no step is executing (call it inside a @zcas.step)")
+    return found
+
+
+def _step(step: Any, what: str) -> int:
+    if isinstance(step, bool) or not isinstance(step, int):
+        if hasattr(step, "item") and not isinstance(step, (float, bool)):  # numpy integers
+            return _step(step.item(), what)
+        raise MetricsError(f"zcas.{what}: step must be an integer, not {type(step).__name__}")
+    if not 0 <= step <= MAX_NS:
+        raise MetricsError(f"zcas.{what}: step {step} is out of range [0, {MAX_NS}]")
+    return int(step)
+
+
+def log_metrics(values: Mapping[str, Any], step: int | None = None) -> None:
+    """Record metrics of the step executing now; nested maps flatten (``{"train": {"loss": x}}``
+    is ``train.loss``), a later value of one name replaces the earlier one. With ``step``
+    (an integer: an epoch, an iteration), each value is also the point at ``step`` of that
+    metric's series (a step logged again replaces its point). Outside a step it is an
+    error: a metric that goes nowhere would be a silent loss."""
+    what = "log_metrics"
+    found = _logged(what)
     if not isinstance(values, Mapping):
-        raise MetricsError(f"zcas.log_metrics: expected a dict of metrics, not {type(values).__name__}")
-    flat = flatten(values, "zcas.log_metrics")
+        raise MetricsError(f"zcas.{what}: expected a dict of metrics, not {type(values).__name__}")
+    flat = flatten(values, f"zcas.{what}")
+    if step is None:
+        with _lock:
+            found.update(flat)
+        return
+    at = _step(step, what)
     with _lock:
-        found.update(flat)
+        for name, v in flat.items():
+            pts = found.series.get(name)
+            if pts is None:
+                if len(found.series) >= MAX_SERIES:
+                    raise MetricsError(f"zcas.{what}: more than {MAX_SERIES} series in one run")
+                pts = found.series[name] = {}
+            if at not in pts:
+                if found.points >= MAX_POINTS_PER_RUN:
+                    raise MetricsError(f"zcas.{what}: more than {MAX_POINTS_PER_RUN} points in one run")
+                if len(pts) >= MAX_POINTS:
+                    raise MetricsError(f"zcas.{what}: series {name!r} has more than {MAX_POINTS} points")
+                found.points += 1
+            pts[at] = v
 
 
-def log_metric(name: str, value: Any) -> None:
-    """Record one metric of the step executing now (``name`` may be dotted: ``train.loss``)."""
+def log_metric(name: str, value: Any, step: int | None = None) -> None:
+    """Record one metric of the step executing now (``name`` may be dotted: ``train.loss``);
+    with ``step``, also the point at that step of its series (a loss per epoch)."""
     if not isinstance(name, str):
         raise MetricsError(f"zcas.log_metric: a metric's name is a string, not {type(name).__name__}")
-    log_metrics({name: value})
+    log_metrics({name: value}, step)
+
+
+def series_of(logged: Mapping[str, Any]) -> dict[str, list[list[int | float]]]:
+    """The series a step logged, as its record holds them: name -> [[step, value], ...] by
+    step (names sorted)."""
+    series = getattr(logged, "series", None) or {}
+    return {name: [[s, v] for s, v in sorted(pts.items())] for name, pts in sorted(series.items())}
 
 
 def from_result(fn: Any, result: Any, logged: dict[str, int | float]) -> dict[str, int | float]:
-    """A Python step's metrics: what it logged, and its result if annotated ``zcas.Metrics``."""
-    out = dict(logged)
+    """A Python step's metrics: what it logged, and its result if annotated ``zcas.Metrics``.
+    A series' metric is its value at its highest step, unless the step logged that name
+    without a step, or returned it (those values stand)."""
+    out = {name: pts[max(pts)] for name, pts in (getattr(logged, "series", None) or {}).items() if pts}
+    out.update(logged)
     if returns_metrics(fn):
         if not isinstance(result, Mapping):
             raise MetricsError(f"returned zcas.Metrics: a {type(result).__name__}, not a dict of metrics")

@@ -27,7 +27,7 @@ from .capture import Logs, teeing
 from .core import Core, Done, Pending, Plan
 from .fingerprint import manifest
 from .keys import env_digests, key_of
-from .metrics import collecting
+from .metrics import collecting, series_of
 from .metrics import from_result as metrics_of
 from .scratch import store_python_task
 from .tasks import ArtifactRef, files_found, python_task
@@ -296,7 +296,8 @@ class PythonCall:
                 outputs[n], tags[n] = store_value(core.db, core.statcache, v, step.pickle)
                 self._values[n] = v
         statcache = core.statcache if seen.reads - seen.writes else None  # loaded only when needed
-        found = {**files_found(seen, core.repo.root, statcache, step.name, values), "metrics": reported, "log": log}
+        found = {**files_found(seen, core.repo.root, statcache, step.name, values), "metrics": reported,
+                 "series": series_of(logged), "log": log}
         return Done(0, "", outputs, tags, started, ended, multi, found=found)
 
     def task(self, core: Core, plan: Plan) -> tuple[Callable[..., Any], tuple[Any, ...]]:

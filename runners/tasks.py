@@ -27,7 +27,7 @@ from . import workercache
 from .capture import Logs, run_captured, teeing
 from .fileaudit import Recorder, recording
 from .implicit import ids_of, warn_writes
-from .metrics import MetricsError, collecting
+from .metrics import MetricsError, collecting, series_of
 from .metrics import from_result as metrics_of
 from .metrics import read_files as read_metrics
 from .values import load_value, store_value
@@ -94,7 +94,7 @@ def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str
         outputs[name], tags[name] = store_value(db, None, v, allow_pickle)
     db.flush()  # published before the client records a run naming these ids
     found = files_found(seen, root, None, name, values) if root and seen is not None else {}
-    found.update(metrics=reported, log=log)
+    found.update(metrics=reported, series=series_of(logged), log=log)
     return 0, "", outputs, tags, started, ended, multi, None, found
 
 

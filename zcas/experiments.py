@@ -11,28 +11,42 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import operator
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, Protocol
 
 from zcas.cas.errors import UsageError, ZcasError
 from zcas.lineage import experiments as ex
 from zcas.lineage.experiments import Experiment
 
 if TYPE_CHECKING:
+    from zcas.lineage.store import Lineage
     from zcas.repository import Repository
 
 _BACK = re.compile(r"(.+?)~(\d+)")
 PLOT_FORMATS = (".png", ".svg", ".html")
 
 
-def _pipeline_steps(repo: Repository) -> list[str]:
+class Source(Protocol):
+    """A repository to read experiments from: the façade, or the CLI's ``Reader``."""
+
+    @property
+    def root(self) -> str: ...
+
+    @property
+    def lineage(self) -> Lineage: ...
+
+
+def _pipeline_steps(repo: Source) -> list[str]:
     from zcas.runners.spec import load
 
     return list(load(repo.root))
 
 
-def rows(repo: Repository, target: str | None = None, failed: bool = False) -> list[Experiment]:
+def rows(repo: Source, target: str | None = None, failed: bool = False) -> list[Experiment]:
     """The experiments ``target`` names, newest first: no target is the ``zcas.toml``
     pipeline (one row per ``zcas run``), or else the pipeline run last; a name is that
     step's or pipeline's runs."""
@@ -99,29 +113,104 @@ def compare(repo: Repository, a: str, b: str, every: bool = False) -> dict[str, 
 
 
 def table(found: list[Experiment]) -> tuple[list[str], list[list[str]], set[int]]:
-    """(header, columns of cells, the indexes of columns whose value changes between rows).
-    Built a column at a time: ten thousand rows of thirty columns are 300,000 cells."""
-    params, metrics, changed = ex.columns(found)
+    """(header, columns of cells, the indexes of columns whose value changes between rows)."""
+    header, cols, hot = _columns(found)
+    return header, [c.cells for c in cols], hot
+
+
+class _Column:
+    """One column's cells, and how to pad them: each distinct value formatted once (params
+    take few values), so padding (and colour) cost a lookup per cell, not a call."""
+
+    __slots__ = ("cells", "memo", "keys")
+
+    def __init__(self, cells: list[str], memo: dict[Any, str] | None = None, keys: list[Any] | None = None):
+        self.cells, self.memo, self.keys = cells, memo, keys
+
+
+def _columns(found: list[Experiment]) -> tuple[list[str], list[_Column], set[int]]:
+    """Built a column at a time: ten thousand rows of thirty columns are 300,000 cells.
+    A column "changes" when two rows differ in value or type (1, 1.0 and true differ) or
+    one lacks it (``ex.columns``' rule)."""
+    params = sorted(set().union(*(r.params for r in found)))
+    metrics = sorted(set().union(*(r.metrics for r in found)))
     header = ["run", "started", "status", *params, *metrics]
-    hot = {3 + i for i, c in enumerate(params) if f"params.{c}" in changed}
-    hot |= {3 + len(params) + i for i, c in enumerate(metrics) if f"metrics.{c}" in changed}
     fmt = dt.datetime.fromtimestamp
-    cols = [[r.id[:12] for r in found], [fmt(r.started_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S") for r in found],
-            [r.status for r in found]]
+    cols = [_Column([r.id[:12] for r in found]),
+            _Column([fmt(r.started_ns // 1_000_000_000).isoformat(" ") for r in found]),
+            _column([r.status for r in found])]
+    hot: set[int] = set()
     for field, names in (("params", params), ("metrics", metrics)):
         for col in _values(found, field, names):
-            kinds = set(map(type, col))
-            if kinds == {float}:  # most metric columns: one format, no per-cell dispatch
-                cols.append([f"{v:.6g}" for v in col])
-            elif kinds == {str}:
-                cols.append(col)
-            else:
-                cols.append(_cells(col, kinds))
+            if _changes(col):
+                hot.add(len(cols))
+            cols.append(_column(col))
     return header, cols, hot
 
 
+def _changes(col: list[Any]) -> bool:
+    first = col[0]
+    kind = type(first)
+    if col.count(first) != len(col):
+        return True
+    return any(type(v) is not kind for v in col)  # equal values of other types: 1 and True, 1 and 1.0
+
+
+def _column(col: list[Any]) -> _Column:
+    kinds = set(map(type, col))
+    if kinds == {float}:  # most metric columns: distinct values, one format, no per-cell dispatch
+        return _Column(list(map(format, col, repeat(".6g"))))
+    if {list, dict} & kinds:
+        return _Column([_cell(v) for v in col])
+    numeric = kinds & {bool, int, float}
+    try:
+        if len(numeric) <= 1:  # no two values of different types are equal: key by value
+            memo = {v: _cell(v) for v in dict.fromkeys(col)}
+            return _Column(list(map(memo.__getitem__, col)), memo, col)
+        keyed = list(zip(map(type, col), col, strict=True))  # 1, 1.0 and True: one key each
+        memo = {k: _cell(k[1]) for k in dict.fromkeys(keyed)}
+        return _Column(list(map(memo.__getitem__, keyed)), memo, keyed)
+    except TypeError:  # something unhashable after all
+        return _Column([_cell(v) for v in col])
+
+
+Paint = Callable[[bool], tuple[str, str, str, str]]
+
+
+def text_lines(found: list[Experiment], paint: Paint | None = None, clean: Callable[[str], str] | None = None) -> list[str]:
+    """The table as lines of text: the header, then a line per row, columns padded (run,
+    started and status to the left, the rest to the right). ``paint(changed)`` gives the
+    text before and after a column's cells and before and after its name (colour on a
+    terminal); ``clean`` makes a name or cell printable (names and values come from a
+    remote's records too)."""
+    header, cols, hot = _columns(found)
+    names, padded = [], []
+    for i, (name, col) in enumerate(zip(header, cols, strict=True)):
+        cells = col.cells
+        if clean is not None and not "".join(cells).isprintable():
+            cells = [clean(x) for x in cells]
+            col = _Column(cells)
+        if clean is not None:
+            name = clean(name)
+        width = max(len(name), max(map(len, cells), default=0))
+        just = str.ljust if i < 3 else str.rjust
+        pre, post, hpre, hpost = paint(i in hot) if paint is not None else ("", "", "", "")
+        names.append(f"{hpre}{just(name, width)}{hpost}")
+        if col.memo is not None and col.keys is not None:  # pad (and paint) each distinct cell once
+            memo = {k: f"{pre}{just(v, width)}{post}" for k, v in col.memo.items()}
+            padded.append(list(map(memo.__getitem__, col.keys)))
+        elif pre or post:
+            padded.append([f"{pre}{c}{post}" for c in map(just, cells, repeat(width))])
+        else:
+            padded.append(list(map(just, cells, repeat(width))))
+    lines = ["  ".join(names), *map("  ".join, zip(*padded, strict=True))]
+    if len(cols) == 3:  # the last column is padded on the right: trailing spaces
+        lines = [x.rstrip() for x in lines]
+    return lines
+
+
 def _values(found: list[Experiment], field: str, names: list[str]) -> list[list[Any]]:
-    """Each column's values (None where a row lacks it): rows sharing every column, the
+    """Each column's values (``_MISSING`` where a row lacks it): rows sharing every column, the
     usual case, are read with one itemgetter call per row rather than a lookup per cell."""
     if not names:
         return []
@@ -132,28 +221,25 @@ def _values(found: list[Experiment], field: str, names: list[str]) -> list[list[
         try:
             got = get(m)
         except KeyError:
-            got = tuple(m.get(c) for c in names)
+            got = tuple(m.get(c, _MISSING) for c in names)
         rows.append(got if len(names) > 1 else (got,))
     return [list(c) for c in zip(*rows, strict=True)]
 
 
-def _cells(col: list[Any], kinds: set[type]) -> list[str]:
-    """A column's cells, each distinct value formatted once (params take few values), keyed
-    by (type, value): 1, 1.0 and True are equal as dict keys but not as cells."""
-    if not {list, dict} & kinds:
-        try:
-            keyed = list(zip(map(type, col), col, strict=True))
-            memo = {k: _cell(k[1]) for k in set(keyed)}
-            return list(map(memo.__getitem__, keyed))
-        except TypeError:  # something unhashable after all
-            pass
-    return [_cell(v) for v in col]
+class _Missing:
+    """A cell of a row without that column: shown as "-" like None, but not equal to it."""
+
+    def __repr__(self) -> str:
+        return "-"
+
+
+_MISSING = _Missing()
 
 
 def _cell(v: Any) -> str:
     if v.__class__ is float:
         return f"{v:.6g}"
-    if v is None:
+    if v is None or v is _MISSING:
         return "-"
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -202,13 +288,81 @@ def to_pandas(found: list[Experiment]) -> Any:
 # -- plots --------------------------------------------------------------------------------
 
 
-def plot(found: list[Experiment], metric: str, x: str, path: str) -> int:
-    """Draw ``metric`` across experiments against ``x`` (``time``, ``step``: their order, or a
-    param's name) into ``path`` (.png, .svg, or .html holding the svg); the number of points."""
+def series_of(lineage: Any, row: Experiment, metric: str, limit: int = 64) -> tuple[str, list[list[Any]]] | None:
+    """The series of ``metric`` one experiment logged across steps (``zcas.log_metric(...,
+    step=i)``): (run id, [[step, value], ...]), from the first of its runs holding one,
+    looking into a pipeline run's step runs and a cached run's source (a hit keeps no copy);
+    at most ``limit`` records read."""
+    todo, seen = list(row.runs), set[str]()
+    while todo and len(seen) < limit:
+        rid = todo.pop(0)
+        if rid in seen:
+            continue
+        seen.add(rid)
+        try:
+            rec = lineage.run_dict(bytes.fromhex(rid))
+        except ValueError:
+            continue
+        if rec is None:
+            continue
+        found = (rec.get("series") or {}).get(metric) if isinstance(rec.get("series"), dict) else None
+        if isinstance(found, list) and found and all(_point(p) for p in found):
+            return rid, found
+        steps = rec.get("steps")
+        if isinstance(steps, dict):
+            todo.extend(v for _, v in sorted(steps.items()) if isinstance(v, str))
+        if isinstance(rec.get("cached_from"), str):
+            todo.append(rec["cached_from"])
+    return None
+
+
+def _point(p: Any) -> bool:
+    return (type(p) is list and len(p) == 2 and type(p[0]) is int
+            and type(p[1]) in (int, float))  # the index holds validated records: a check, not a parse
+
+
+def series(lineage: Any, found: list[Experiment], metric: str, runs: int = 5,
+           scan: int = 200) -> list[tuple[str, list[list[Any]]]]:
+    """The series of ``metric`` of the newest ``runs`` experiments that logged one (among the
+    newest ``scan``), newest first."""
+    out = []
+    for row in found[:scan]:
+        got = series_of(lineage, row, metric)
+        if got is not None:
+            out.append(got)
+            if len(out) >= runs:
+                break
+    return out
+
+
+def plot(found: list[Experiment], metric: str, x: str, path: str, lineage: Any = None,
+         runs: int = 5) -> tuple[int, int]:
+    """Draw ``metric`` into ``path`` (.png, .svg, or .html holding the svg and the data); the
+    number of points, and of series drawn (0: the metric across experiments).
+
+    ``x`` is ``step``: the series the newest ``runs`` experiments logged of it across their
+    steps, one line each (with ``lineage`` to read them), or if none did, the metric across
+    experiments in order as ``run`` does; ``run``: across experiments, oldest first;
+    ``time``: against their start; or a param's name."""
     ext = path[path.rfind("."):].lower() if "." in path else ""
     if ext not in PLOT_FORMATS:
         raise UsageError(f"plot: {path}: write .png, .svg or .html")
-    pts = _points(found, metric, x)
+    lines = series(lineage, found, metric, runs) if x == "step" and lineage is not None else []
+    if lines:
+        data = [{"run": rid, "points": pts} for rid, pts in lines]
+        title = f"{metric} per step, {len(lines)} run{'s' * (len(lines) > 1)}"
+        return _draw(path, ext, metric, data, "step", title), len(lines)
+    pts = _points(found, metric, "run" if x == "step" else x)
+    label = {"time": "run started", "step": "experiment (oldest first)", "run": "experiment (oldest first)"}.get(x, x)
+    data = [{"points": [[a, b] for a, b in pts]}]
+    return _draw(path, ext, metric, data, label, f"{metric} over {len(pts)} runs", time=x == "time"), 0
+
+
+def _draw(path: str, ext: str, metric: str, data: list[dict[str, Any]], xlabel: str, title: str,
+          time: bool = False) -> int:
+    """One line per entry of ``data`` (its ``points``: [x, y]; ``run`` names a series' line,
+    which is also the id of its group in an SVG, ``series-RUN12``). The points go into the
+    file as well as the picture: an SVG's description and an HTML page's JSON and table."""
     try:
         import matplotlib
 
@@ -217,32 +371,59 @@ def plot(found: list[Experiment], metric: str, x: str, path: str) -> int:
     except ImportError:
         raise ZcasError("plot needs matplotlib: pip install 'zcas[exp]'") from None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    n = 0
     try:
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        if x == "time":
-            xs = [dt.datetime.fromtimestamp(v / 1e9) for v in xs]
-            fig.autofmt_xdate()
-        if all(isinstance(v, (int, float, dt.datetime)) and not isinstance(v, bool) for v in xs):
-            ax.plot(xs, ys, marker="o", linewidth=1.5)
-        else:
-            ax.plot([str(v) for v in xs], ys, marker="o", linewidth=1.5)
-        ax.set_xlabel({"time": "run started", "step": "experiment (oldest first)"}.get(x, x))
+        for d in data:
+            xs, ys = [p[0] for p in d["points"]], [p[1] for p in d["points"]]
+            n += len(xs)
+            if time:
+                xs = [dt.datetime.fromtimestamp(v / 1e9) for v in xs]
+                fig.autofmt_xdate()
+            if not all(isinstance(v, (int, float, dt.datetime)) and not isinstance(v, bool) for v in xs):
+                xs = [str(v) for v in xs]
+            (line,) = ax.plot(xs, ys, marker="o" if len(xs) <= 200 else None, linewidth=1.5,
+                              label=d["run"][:12] if "run" in d else None)
+            if "run" in d:
+                line.set_gid(f"series-{d['run'][:12]}")
+        if len(data) > 1 or "run" in data[0]:
+            ax.legend(title="run", fontsize="small")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} over {len(pts)} runs")
+        ax.set_title(title)
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
+        points = json.dumps(data, separators=(",", ":"))
         if ext == ".html":
             buf = io.StringIO()
-            fig.savefig(buf, format="svg")
+            fig.savefig(buf, format="svg", metadata={"Description": points})
             svg = buf.getvalue()
             svg = svg[svg.find("<svg"):]
             with open(path, "w", encoding="utf-8") as f:
-                f.write(f"<!doctype html>\n<meta charset=utf-8>\n<title>{_esc(metric)}</title>\n{svg}\n")
+                f.write(f"<!doctype html>\n<meta charset=utf-8>\n<title>{_esc(metric)}</title>\n{svg}\n"
+                        f"<script type=application/json id=zcas-data>{_script_safe(points)}</script>\n"
+                        f"{_html_table(data)}\n")
+        elif ext == ".svg":
+            fig.savefig(path, format="svg", metadata={"Description": points})
         else:
-            fig.savefig(path, format=ext[1:])
+            fig.savefig(path, format="png")
     finally:
         plt.close(fig)
-    return len(pts)
+    return n
+
+
+def _html_table(data: list[dict[str, Any]]) -> str:
+    """The points as a table under the picture (for reading them, and for screen readers)."""
+    rows: list[str] = []
+    for d in data:
+        who = _esc(d["run"][:12]) if "run" in d else ""
+        rows.extend(f"<tr><td>{who}<td>{_esc(_cell(a))}<td>{_esc(_cell(b))}" for a, b in d["points"])
+    return "<table>\n<tr><th>run<th>x<th>value\n" + "\n".join(rows) + "\n</table>"
+
+
+def _script_safe(js: str) -> str:
+    """JSON that cannot close the script element holding it (these characters occur only
+    inside JSON strings, where the escapes mean the same)."""
+    return js.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def _esc(text: str) -> str:
@@ -258,7 +439,7 @@ def _points(found: list[Experiment], metric: str, x: str) -> list[tuple[Any, flo
             continue
         if x == "time":
             xv: Any = r.started_ns
-        elif x == "step":
+        elif x in ("step", "run"):
             xv = i
         else:
             xv = r.params.get(x)
@@ -267,9 +448,9 @@ def _points(found: list[Experiment], metric: str, x: str) -> list[tuple[Any, flo
         pts.append((xv, y))
     if not pts:
         known = sorted({k for r in found for k in r.metrics})
-        raise UsageError(f"plot: no run has metric {metric!r}" + (f" against {x!r}" if x not in ("time", "step") else "")
+        raise UsageError(f"plot: no run has metric {metric!r}" + (f" against {x!r}" if x not in ("time", "step", "run") else "")
                          + f" (metrics: {', '.join(known[:20]) or 'none'})")
-    if x not in ("time", "step"):
+    if x not in ("time", "step", "run"):
         try:
             pts.sort(key=lambda p: p[0])
         except TypeError:

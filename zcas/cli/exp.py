@@ -41,7 +41,7 @@ def exp_show(c: Ctx, target: str | None, sort_by: str | None, sort_order: str, f
     from zcas import experiments as xp
     from zcas.lineage.experiments import select
 
-    rows = select(xp.rows(c.repository, target, failed), filters, sort_by, sort_order == "desc")[:limit]
+    rows = select(xp.rows(c.reader, target, failed), filters, sort_by, sort_order == "desc")[:limit]
     if as_json:  # compact: the C encoder (indent=2 runs in Python: ten times slower on 10,000 rows)
         sys.stdout.write(json.dumps([r.as_dict() for r in rows]) + "\n")  # keys already in order
     elif as_csv:
@@ -56,31 +56,21 @@ def _color() -> bool:
 
 def _print_table(rows: list[Experiment]) -> None:
     from zcas.cas.safetext import printable
-    from zcas.experiments import table
+    from zcas.experiments import text_lines
 
     if not rows:
         click.echo("no experiments (zcas run records them; --all shows failed ones)", err=True)
         return
-    header, cols, hot = table(rows)
-    color = _color()
-    specs, names = [], []
-    for i, (name, col) in enumerate(zip(header, cols, strict=True)):
-        if not "".join(col).isprintable():  # names and values from a remote's records
-            cols[i] = col = [printable(x) for x in col]
-        name = printable(name)
-        width = max(len(name), *map(len, col))
-        align = ">" if i >= 3 else "<"
-        spec = "{:" + align + str(width) + "}"
-        names.append(format(name, align + str(width)))
-        if color and i in hot:  # ANSI codes around the field: one format call per row, not per cell
-            spec = click.style(spec, fg="yellow")
-            names[-1] = click.style(names[-1], fg="yellow", bold=True)
-        elif color:
-            names[-1] = click.style(names[-1], bold=True)
-        specs.append(spec)
-    fmt = "  ".join(specs)
-    lines = ["  ".join(names).rstrip(), *(fmt.format(*row).rstrip() for row in zip(*cols, strict=True))]
-    sys.stdout.write("\n".join(lines) + "\n")
+    paint = None
+    if _color():  # ANSI codes around each column's cells and name: changed columns in yellow
+        hot_cell = click.style("\0", fg="yellow").split("\0")
+        hot_name = click.style("\0", fg="yellow", bold=True).split("\0")
+        name = click.style("\0", bold=True).split("\0")
+
+        def paint(hot: bool) -> tuple[str, str, str, str]:
+            return (hot_cell[0], hot_cell[1], hot_name[0], hot_name[1]) if hot else ("", "", name[0], name[1])
+
+    sys.stdout.write("\n".join(text_lines(rows, paint, printable)) + "\n")
 
 
 @cli.group()
@@ -161,18 +151,37 @@ def _diff_lines(res: dict[str, Any], field: str, cols: list[str]) -> None:
 
 @cli.command()
 @click.argument("metric")
-@click.option("--x", "x", default="step", show_default=True, metavar="step|time|PARAM",
-              help="Against the experiments' order (step), their start time, or a param.")
+@click.option("--x", "x", default="step", show_default=True, metavar="step|run|time|PARAM",
+              help="step: the series runs logged across their steps (zcas.log_metric(name, value, step=i)), or, if "
+                   "none did, as run; run: across experiments in order; time: against their start; or a param.")
 @click.option("--target", metavar="STEP|PIPELINE", help="Whose runs (default: as zcas exp show).")
 @click.option("--filter", "filters", multiple=True, metavar="EXPR", help="As zcas exp show --filter.")
+@click.option("--run", "refs", multiple=True, metavar="REF",
+              help="With --x step: draw the series of these experiments (run id, tag, HEAD~N); repeatable.")
+@click.option("--runs", "count", type=click.IntRange(min=1, max=100), default=5, show_default=True,
+              help="With --x step: the series of the newest N experiments that logged one.")
 @click.option("-o", "--output", "path", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the picture: .png, .svg or .html (the svg in a page).")
+              help="Where to write the picture: .png, .svg or .html (the svg in a page, with the data).")
 @pass_ctx
-def plot(c: Ctx, metric: str, x: str, target: str | None, filters: tuple[str, ...], path: str) -> None:
-    """Draw METRIC across experiments into a PNG, SVG or HTML file (needs the exp extra)."""
+def plot(c: Ctx, metric: str, x: str, target: str | None, filters: tuple[str, ...], refs: tuple[str, ...],
+         count: int, path: str) -> None:
+    """Draw METRIC across steps of runs, or across experiments, into a PNG, SVG or HTML file
+    (needs the exp extra)."""
     from zcas import experiments as xp
+    from zcas.cas.errors import UsageError
     from zcas.lineage.experiments import select
 
-    rows = select(xp.rows(c.repository, target), filters)
-    n = xp.plot(rows, metric, x, path)
-    click.echo(f"wrote {path} ({metric} over {n} runs)", err=True)
+    if refs:
+        if x != "step" or filters:
+            raise UsageError("plot: --run draws series across steps: it goes with --x step and no --filter")
+        rows = [xp.resolve(c.repository, ref, target) for ref in refs]
+        if not xp.series(c.lineage, rows, metric, runs=len(rows)):
+            raise UsageError(f"plot: {', '.join(refs)}: no series of {metric!r} (zcas.log_metric(name, value, step=i) "
+                             "records one)")
+        reader: Any = c.repository
+    else:
+        reader = c.reader
+        rows = select(xp.rows(reader, target), filters)
+    n, lines = xp.plot(rows, metric, x, path, lineage=reader.lineage, runs=len(rows) if refs else count)
+    what = f"{n} points in {lines} series" if lines else f"over {n} runs"
+    click.echo(f"wrote {path} ({metric} {what})", err=True)
