@@ -188,6 +188,8 @@ class Core:
         self._executor: Any = None
         self._remote_factory = remote
         self._remote: Any = None
+        self.on_remote: list[Callable[[Any], None]] = []  # told when the remote opens (runners.lookahead)
+        self.on_outputs: list[Callable[[str, dict[str, str]], None]] = []  # told a step's outputs before it is recorded
 
     # -- what is opened on first need -----------------------------------------------------
 
@@ -211,6 +213,9 @@ class Core:
                     except ZcasError as e:
                         print(f"zcas: warning: remote cache off: {e}", file=sys.stderr)
                         self._remote = False
+                    if self._remote:
+                        for hook in self.on_remote:
+                            hook(self._remote)
             return self._remote or None
 
     @property
@@ -249,7 +254,7 @@ class Core:
 
     def lookup(self, key: bytes, valid: Callable[[dict], bool], remote: bool = True) -> tuple[bytes, dict] | None:
         """``remote=False``: the local lineage only (the remote was asked moments ago)."""
-        return cached_run(self.lineage, key, self.usable, self.remote if remote else lambda: None, self.lock,
+        return cached_run(self.lineage, key, self.usable, self.remote if remote else lambda: None,
                           valid=valid)
 
     # -- running --------------------------------------------------------------------------
@@ -325,6 +330,8 @@ class Core:
             self.note_step(plan.name, rid)
             self.say(f"failed: {plan.name} ({done.error})")
             return kind.result(self, plan, done, rid)
+        for hook in self.on_outputs:  # (the next steps' keys can be asked for while this one is recorded)
+            hook(plan.name, done.outputs)
         if done.found:
             plan = plan._replace(fields={**plan.fields, **done.found})
         if remote:

@@ -8,7 +8,6 @@ there is one request for the key (the remote's action cache), never a pull of it
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def cached_run(lineage: Lineage, key: bytes, usable: Callable[[dict[str, Any]], bool], remote_fn: Callable[[], Any],
-               lock: Any = None, valid: Callable[[dict[str, Any]], bool] | None = None) -> tuple[bytes, dict[str, Any]] | None:
+               valid: Callable[[dict[str, Any]], bool] | None = None) -> tuple[bytes, dict[str, Any]] | None:
     """The usable cached run for ``key``, asking the remote when the local lineage misses.
 
     ``valid(record) -> bool`` says whether the record fits the step asking (its outputs are
@@ -37,8 +36,7 @@ def cached_run(lineage: Lineage, key: bytes, usable: Callable[[dict[str, Any]], 
         if remote is None or remote.unusable:
             return None
         try:
-            with lock or contextlib.nullcontext():
-                found = remote.lookup(key)
+            found = remote.lookup(key)  # (steps on other threads ask at the same time)
         except ZcasError as e:
             remote.lookup_failed(e)
             return None

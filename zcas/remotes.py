@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -171,6 +172,12 @@ class Remote:
         self._synced = False
         self._where_hints: dict[bytes, Entry] = {}
         self.unusable: str | None = None  # why lookups stopped asking this remote (see lookup_failed)
+        # Lookups and fetches asked ahead of the steps that need them (runners.lookahead): a
+        # key is asked once per command, an object fetched once, whoever asks first.
+        self._asked: dict[bytes, Future[Any]] = {}
+        self._fetching: dict[bytes, Future[Any]] = {}
+        self._ahead_lock = threading.Lock()
+        self._ahead_pool: ThreadPoolExecutor | None = None
 
     def lookup_failed(self, e: Exception) -> None:
         """A cache lookup on the remote failed (offline, server down, refused): lookups are
@@ -391,7 +398,55 @@ class Remote:
         """(run id, record, its bytes) of the run the remote's action cache holds for
         ``key`` (one GET), checked (``lineage.actions``); None if none. A failure to reach
         the remote raises; an entry that does not validate is no hit (the step runs), with
-        one warning. Where the entry says the outputs are is kept for ``fetch``."""
+        one warning. Where the entry says the outputs are is kept for ``fetch``. A key
+        asked already in this command (by ``ahead``) is answered from that request."""
+        with self._ahead_lock:
+            f = self._asked.get(key)
+            mine = f is None
+            if mine:
+                f = self._asked[key] = Future()
+        assert f is not None
+        if mine:
+            try:
+                f.set_result(self._lookup(key))
+            except BaseException as e:
+                f.set_exception(e)
+        return f.result()
+
+    def ahead(self, key: bytes) -> Future[Any]:
+        """Start looking ``key`` up in the background (a step downstream will ask for it);
+        the future gives what ``lookup`` would."""
+        with self._ahead_lock:
+            f = self._asked.get(key)
+            if f is None:
+                f = self._asked[key] = self._pool().submit(self._lookup, key)
+            return f
+
+    def prefetch(self, oids: list[bytes]) -> None:
+        """Start fetching ``oids`` in the background (a hit found ahead will want them);
+        ``fetch`` of any of them waits for it rather than asking twice."""
+        with self._ahead_lock:
+            todo = [o for o in oids if o not in self._fetching]
+            if not todo:
+                return
+            f = self._pool().submit(self._fetch, todo)
+            for o in todo:
+                self._fetching[o] = f
+
+    def stop_ahead(self) -> None:
+        """Drop what was asked ahead and not started; wait for what was (nothing is written
+        into the local store after this returns)."""
+        with self._ahead_lock:
+            pool, self._ahead_pool = self._ahead_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-ahead")
+        return self._ahead_pool
+
+    def _lookup(self, key: bytes) -> tuple[bytes, dict, bytes] | None:
         try:
             data = actions.get(self.backend, key.hex())
             if data is None:
@@ -415,7 +470,18 @@ class Remote:
     def fetch(self, oids: list[bytes]) -> int:
         """Fetch ``oids`` and what they reach, where the action cache said they are when it
         did (a few ranged GETs), else (or when a hint is wrong) through the pack indexes."""
-        if self._where_hints:  # (flushed with the run records this command writes)
+        with self._ahead_lock:
+            started = {id(f): f for o in oids if (f := self._fetching.get(o)) is not None}
+        hints = True
+        for f in started.values():  # fetched ahead already, or being fetched: wait for it
+            try:
+                f.result()
+            except Exception:  # noqa: BLE001 - fetched again below, its failure raised from there
+                hints = False  # it may have stopped part way down a folder: walk what is absent
+        return self._fetch(oids, hints)
+
+    def _fetch(self, oids: list[bytes], hints: bool = True) -> int:
+        if hints and self._where_hints:  # (flushed with the run records this command writes)
             try:
                 return fetch_objects(self.repo.db, self.db, oids, locate=self._where_hints.get, flush=False)
             except (ObjectNotFoundError, IntegrityError):

@@ -163,9 +163,15 @@ def _run(c: Ctx, inputs: tuple[str, ...], outputs: tuple[str, ...], metrics: tup
         steps = spec_mod.apply_overrides(steps, list(params))
         deps = spec_mod.graph(steps)
         order = spec_mod.select(steps, list(args), deps)
+    from zcas.runners.lookahead import LookAhead
+
+    ahead = LookAhead(ctx, steps, order)
+    ctx.on_remote.append(ahead.start)
+    ctx.on_outputs.append(ahead.ran)
     try:
         results = run_all(order, deps, lambda n: run_command(ctx, steps[n]), jobs, ctx.say)
     finally:
+        ahead.stop()
         ctx.close()
     if as_json:
         emit_json([r.as_dict() for r in results])
