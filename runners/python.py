@@ -310,7 +310,8 @@ class PythonCall:
         if instore.through_store(core):  # a worker sharing only the store: no path of ours goes with it
             core.db.flush()
             return store_python_task, (instore.worker_spec(core), instore.portable_ref(step, StepRef.of(step)), args,
-                                       kwargs, step.pickle, step.multiple_outputs, sorted(core.db.damaged), step.name)
+                                       kwargs, step.pickle, step.multiple_outputs, sorted(core.db.damaged), step.name,
+                                       plan.components["code"])
         return python_task, (core.task_spec, StepRef.of(step), args, kwargs, step.pickle, step.multiple_outputs,
                              sorted(core.db.damaged), core.repo.root, step.name)
 

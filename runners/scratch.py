@@ -157,28 +157,38 @@ def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: st
 _cwd = threading.Lock()  # the working folder is the process's: one Python step at a time has it
 
 
-def _resolve(ref: Any, name: str) -> None:
-    """Import a step's module here, or fail in one line naming it."""
+def _resolve(ref: Any, name: str, code: str | None) -> None:
+    """Import a step's module here, or fail in one line naming it; and refuse to run code
+    other than what the client keyed (``code``: the step's fingerprint there), which would
+    record this worker's results under a key that does not describe them."""
     if not isinstance(ref, tuple):
         return
     mod_name, qual = ref[0], ref[1]
+    host = socket.gethostname()
     try:
         obj: Any = importlib.import_module(mod_name)
         for part in qual.split("."):
             obj = getattr(obj, part)
     except ImportError as e:
-        raise StepImportError(f"step {name}: module {mod_name!r} cannot be imported on worker "
-                              f"{socket.gethostname()} ({e}): install it where the workers run") from None
+        raise StepImportError(f"step {name}: module {mod_name!r} cannot be imported on worker {host} ({e}): "
+                              "install it where the workers run") from None
     except AttributeError:
-        raise StepImportError(f"step {name}: module {mod_name!r} on worker {socket.gethostname()} has no "
-                              f"{qual!r}: the workers have another version of it") from None
+        raise StepImportError(f"step {name}: module {mod_name!r} on worker {host} has no {qual!r}: "
+                              "the workers have another version of it") from None
+    if code and not code.startswith("version:") and getattr(obj, "is_zcas_step", False):
+        here = obj.code_id()  # memoised: a worker pays for each step's walk once
+        if here != code:
+            raise StepImportError(f"step {name}: the code of module {mod_name!r} on worker {host} is not the "
+                                  f"client's (fingerprint {here[:12]} there, {code[:12]} here): deploy the same "
+                                  "version to the workers")
 
 
 def store_python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str, Any], allow_pickle: bool,
-                      multiple: bool, damaged: list[bytes], name: str) -> tuple[Any, ...]:
+                      multiple: bool, damaged: list[bytes], name: str, code: str | None = None) -> tuple[Any, ...]:
     """Call a Python step with a scratch folder as its working folder (path inputs are
-    checked out inside it); a ``core.Done``'s fields."""
-    _resolve(fn, name)
+    checked out inside it); a ``core.Done``'s fields. ``code``: the step's code id as
+    the client keyed it."""
+    _resolve(fn, name, code)
     with scratch() as root, _cwd:
         before = os.getcwd()
         os.chdir(root)

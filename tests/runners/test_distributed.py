@@ -26,6 +26,10 @@ FAN = 20
 SHARED = 2_000_000  # bytes of the input every step of the fan-out reads
 
 
+SKEW = "import zcas\n\n@zcas.step\ndef hello(n: int) -> int:\n    return n + {n}\n\n" \
+       "@zcas.pipeline\ndef main(n: int = 1):\n    return hello(n)\n"
+
+
 class Cluster:
     """A scheduler and workers, each its own process group, started and stopped by us."""
 
@@ -34,7 +38,10 @@ class Cluster:
         self.file = str(tmp / "scheduler.json")
         self.signal = tmp / "signal"
         self.signal.mkdir()
-        self.env = {**os.environ, **s3server.env_for(endpoint), "PYTHONPATH": ROOT,
+        mods = tmp / "workermods"  # modules only the workers have (an older version of one)
+        mods.mkdir()
+        (mods / "skewflow.py").write_text(SKEW.format(n=1))
+        self.env = {**os.environ, **s3server.env_for(endpoint), "PYTHONPATH": f"{ROOT}{os.pathsep}{mods}",
                     "ZCAS_TEST_SIGNAL": str(self.signal)}
         self.env.pop("ZCAS_TEST_STEP_SLEEP", None)
         (tmp / "scheduler").mkdir()
@@ -264,16 +271,24 @@ def test_no_checkout_leaves_the_tree_alone(cluster, client, tmp_path):
     assert res.code == 2 and res.err.count("\n") == 1 and "--no-checkout needs a stack" in res.err
 
 
-def test_a_module_the_workers_cannot_import_is_one_line(cluster, client):
+def test_a_module_the_workers_cannot_import_or_have_another_version_of(cluster, client):
     repo, env = client
-    (repo / "localflow.py").write_text(
-        "import zcas\n\n@zcas.step\ndef hello(n: int) -> int:\n    return n + 1\n\n"
-        "@zcas.pipeline\ndef main(n: int = 1):\n    return hello(n)\n")
+    (repo / "localflow.py").write_text(SKEW.format(n=1))
     res = run_zcas("run", "localflow.py:main", cwd=repo, env=env)
     assert res.code == 1
     last = res.err.strip().splitlines()[-1]
     assert last.startswith("zcas: error: step localflow.hello: module 'localflow' cannot be imported on worker")
     assert "Traceback" not in res.err
+    # the workers' skewflow adds 1, the client's 2: its results must not go under the client's key
+    (repo / "skewflow.py").write_text(SKEW.format(n=2))
+    res = run_zcas("run", "skewflow.py:main", cwd=repo, env=env)
+    assert res.code == 1 and "Traceback" not in res.err
+    last = res.err.strip().splitlines()[-1]
+    assert last.startswith("zcas: error: step skewflow.hello: the code of module 'skewflow' on worker ")
+    assert last.endswith("deploy the same version to the workers")
+    (repo / "skewflow.py").write_text(SKEW.format(n=1))  # the same version: it runs there
+    res = run_zcas("run", "--json", "skewflow.py:main", cwd=repo, env=env)
+    assert res.code == 0 and "ran: skewflow.hello" in res.err and "on dask" in res.err
 
 
 def test_a_worker_killed_mid_run(cluster, tmp_path, s3_endpoint):
