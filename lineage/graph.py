@@ -407,6 +407,25 @@ class Graph:
                 if not cur.prev():
                     return
 
+    def step_run_ids_newest(self, step: str, since_ns: int = 0) -> Iterator[bytes]:
+        """Ids of the runs of one step, newest first, from the exps database (a generator:
+        one cursor step a run, whatever the number of other steps' runs)."""
+        prefix = step_key(step)
+        with self.env.begin() as txn:
+            cur = txn.cursor(self.dbs["exps"])
+            if cur.set_range(prefix + b"\xff" * 8):  # past the step's newest row: step back
+                if not cur.prev():
+                    return
+            elif not cur.last():
+                return
+            while True:
+                k = cur.key()
+                if k[:16] != prefix or _BE.unpack(k[16:24])[0] < since_ns:
+                    return
+                yield bytes(k[24:])
+                if not cur.prev():
+                    return
+
     def find_prefix(self, prefix: str, limit: int = 2) -> list[bytes]:
         """Run and artifact ids lineage knows that start with a hex prefix (at most ``limit``)."""
         lo = bytes.fromhex(prefix[: len(prefix) // 2 * 2])

@@ -169,9 +169,12 @@ class Lineage:
 
     def runs(self, step: str | None = None, status: str | None = None, since_ns: int = 0,
              limit: int | None = None) -> list[tuple[bytes, dict[str, Any]]]:
-        """(run id, record) newest first, filtered; stops reading once ``limit`` is reached."""
+        """(run id, record) newest first, filtered; stops reading once ``limit`` is reached.
+        The runs of one ``step`` are read from their own index (the exps database), so a
+        step's runs cost the same among a million runs of other steps as among none."""
         out = []
-        for rid in self.graph.run_ids_newest(since_ns):
+        ids = self.graph.step_run_ids_newest(step, since_ns) if step else self.graph.run_ids_newest(since_ns)
+        for rid in ids:
             r = self.run_dict(rid)
             if r is None or (step and r["step"] != step) or (status and r["status"] != status):
                 continue
