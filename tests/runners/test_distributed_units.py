@@ -5,19 +5,19 @@ tasks on a thread, over a file:// store)."""
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
 from zcas.cas import codec
-from zcas.cas.cache import CachingBackend
 from zcas.cas.db import ObjectDB
 from zcas.cas.errors import IntegrityError, UsageError
 from zcas.cas.local import LocalBackend
 from zcas.runners import scratch, workercache
 from zcas.runners.scratch import StoreFailed, materialise, safe_rel, store_command_task
 from zcas.runners.spec import StepSpec
-from zcas.runners.workercache import BoundedDir, Counting
+from zcas.runners.workercache import BlockCaching, BoundedDir, Counting
 
 
 def test_bounded_dir_evicts_the_least_recently_used(tmp_path):
@@ -35,12 +35,12 @@ def test_bounded_dir_evicts_the_least_recently_used(tmp_path):
         workercache.parse_size("lots")
 
 
-def _stores(tmp_path):
+def _stores(tmp_path, block: int = workercache.BLOCK, remote=None):
     """(a writer's ObjectDB on a 'remote' folder, a worker's: the remote behind a bounded cache)."""
     writer = ObjectDB(LocalBackend(str(tmp_path / "remote")))
-    counted = Counting(LocalBackend(str(tmp_path / "remote")))
-    cache = BoundedDir(str(tmp_path / "cache"), 1 << 20)
-    return writer, counted, cache, ObjectDB(CachingBackend(counted, cache), tmp_dir=cache.tmp_dir())
+    counted = Counting(remote or LocalBackend(str(tmp_path / "remote")))
+    cache = BoundedDir(str(tmp_path / "cache"), 64 << 20)
+    return writer, counted, cache, ObjectDB(BlockCaching(counted, cache, block=block), tmp_dir=cache.tmp_dir())
 
 
 def test_worker_cache_serves_repeat_reads_and_refetches_a_damaged_copy(tmp_path):
@@ -58,9 +58,38 @@ def test_worker_cache_serves_repeat_reads_and_refetches_a_damaged_copy(tmp_path)
     with open(path, "r+b") as f:  # the cached copy damaged on the worker's disk
         f.seek(100)
         f.write(b"\0" * 16)
-    fresh = ObjectDB(CachingBackend(counted, cache), tmp_dir=cache.tmp_dir())
+    fresh = ObjectDB(BlockCaching(counted, cache), tmp_dir=cache.tmp_dir())  # a new process: nothing in memory
     assert fresh.get_bytes(oid) == data  # dropped and read again from the store
     assert counted.read > first
+
+
+class Slow(LocalBackend):
+    """A store that takes its time answering: readers overlap."""
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        time.sleep(0.05)
+        return super().get_range(key, start, length)
+
+
+def test_a_large_file_is_fetched_once_in_blocks_however_many_read_it_at_once(tmp_path):
+    from zcas.cas.ingest import Ingester
+    from zcas.cas.statcache import StatCache
+
+    big = os.urandom(3_000_000)
+    (tmp_path / "big.bin").write_bytes(big)
+    writer, counted, cache, worker = _stores(tmp_path, block=256 << 10, remote=Slow(str(tmp_path / "remote")))
+    oid = Ingester(writer, StatCache(None)).add(str(tmp_path / "big.bin"))[0]
+    writer.flush()
+    assert writer.entry(oid).kind == codec.KIND_CHUNKED  # chunks read one by one, across block edges
+    caching = worker.backend
+    dbs = [ObjectDB(caching, tmp_dir=cache.tmp_dir()) for _ in range(4)]  # four tasks of one worker
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda db: db.get_bytes(oid), dbs))
+    assert got == [big] * 4
+    indexes = sum(len(writer.index_bytes(n)) for n in writer.packs())
+    assert len(big) <= counted.read <= len(big) * 1.02 + indexes  # once, not four times
+    blocks = [k for k in cache.list() if "/b" in k]
+    assert len(blocks) == -(-(counted.read - indexes) // (256 << 10))  # 256 KiB a request
 
 
 def test_a_damaged_object_in_the_store_is_refused(tmp_path):
