@@ -48,6 +48,9 @@ DBS = ("runs", "cache", "produced", "consumed", "paths", "tags", "time", "steps"
 # The exps database holds a row for every indexed run, in the form ``exp_row`` writes (v3:
 # names apart from values; an index with rows of an older form gets them again on open).
 EXPS_MARK = b"exps-v3"
+# The mark a zcas of the v2 form sets. Writing v3 rows removes it, so that zcas rebuilds its
+# own rows if it opens the index again, and finding it back means rows of that form again.
+EXPS_MARK_V2 = b"exps-v2"
 DUPS = {"produced", "consumed"}
 _INITIAL_MAP = 64 << 20
 _BE = struct.Struct(">Q")
@@ -500,7 +503,8 @@ class Graph:
     def fill_exps(self) -> int:
         """Give an index built before the exps database (or with rows of an older form) its
         rows, from the runs it holds (validated when indexed), once; how many."""
-        if self.read(lambda t: t.get(EXPS_MARK, db=self.dbs["meta"])) is not None:
+        meta = self.dbs["meta"]
+        if self.read(lambda t: t.get(EXPS_MARK, db=meta) is not None and t.get(EXPS_MARK_V2, db=meta) is None):
             return 0
 
         def fn(txn: Txn) -> int:
@@ -514,6 +518,7 @@ class Graph:
                     continue
                 n += 1
             txn.put(EXPS_MARK, b"1", db=self.dbs["meta"])
+            txn.delete(EXPS_MARK_V2, db=self.dbs["meta"])
             return n
 
         return self.write(fn)

@@ -15,7 +15,7 @@ from zcas.cas import codec
 from zcas.cas.errors import ZcasError
 from zcas.cas.repo import Repo
 
-from .graph import EXPS_MARK, Graph
+from .graph import EXPS_MARK, EXPS_MARK_V2, Graph
 from .records import PathVersion, RecordError, Run, artifact_ids, from_history_line
 
 if TYPE_CHECKING:
@@ -275,6 +275,7 @@ class Lineage:
     def _mark_complete(self, txn: Any) -> None:
         txn.put(_MARK, b"1", db=self.graph.dbs["meta"])
         txn.put(EXPS_MARK, b"1", db=self.graph.dbs["meta"])  # each run indexed brought its row
+        txn.delete(EXPS_MARK_V2, db=self.graph.dbs["meta"])
 
     def _tags(self) -> dict[str, bytes]:
         """Every readable tag: a damaged tag file is left out (the refs report it when used)."""
