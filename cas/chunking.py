@@ -90,15 +90,28 @@ _READ = 16 << 20  # bytes read at a time; far larger than FastCDC's max chunk
 _BUFFERS = 4  # reused read buffers: fresh pages cost a fault each, reused ones nothing
 
 
-def store_chunked(db: ObjectDB, fd: int, size: int) -> bytes:
+def store_chunked(db: ObjectDB, fd: int, size: int, bufs: list[bytearray] | None = None) -> bytes:
     """Chunk, hash and store an open file expected to hold ``size`` bytes; returns its id.
 
     The file is read (not mapped: a file truncated under a mapping kills the process) into
-    a ring of reused buffers. The main thread reads and cuts; workers hash and compress
-    batches of chunks; one thread keeps the whole-file hash, in order; results are
-    appended to the pack in file order. Cuts are the same as cutting the whole file at
-    once: the last chunk of each buffer, cut only by the buffer's end, is carried over.
+    a ring of reused buffers (``bufs``: a list the caller keeps across files, filled on
+    first use, so the next file reads into pages already faulted in; emptied if this
+    raises, since workers may still be reading them). The main thread reads and cuts;
+    workers hash and compress batches of chunks; one thread keeps the whole-file hash, in
+    order; results are appended to the pack in file order. Cuts are the same as cutting
+    the whole file at once: the last chunk of each buffer, cut only by the buffer's end,
+    is carried over.
     """
+    if bufs is None:
+        bufs = []
+    try:
+        return _store_chunked(db, fd, size, bufs)
+    except BaseException:
+        bufs.clear()
+        raise
+
+
+def _store_chunked(db: ObjectDB, fd: int, size: int, bufs: list[bytearray]) -> bytes:
     from concurrent.futures import ThreadPoolExecutor as _TPE
 
     cutter = _cutter()
@@ -108,7 +121,8 @@ def store_chunked(db: ObjectDB, fd: int, size: int) -> bytes:
     inflight: deque = deque()  # (future, buffer index)
     pending = [0] * _BUFFERS  # tasks still reading each buffer
     cap = _READ + (cutter.max_size if hasattr(cutter, "max_size") else 1 << 20)
-    bufs = [bytearray(cap) for _ in range(_BUFFERS)]
+    if len(bufs) != _BUFFERS or len(bufs[0]) != cap:
+        bufs[:] = [bytearray(cap) for _ in range(_BUFFERS)]
     hashed: list[Future[Any] | None] = [None] * _BUFFERS
     limit = _WINDOW * (os.cpu_count() or 2)
 

@@ -133,6 +133,7 @@ class Ingester:
         self._inflight: deque = deque()
         self._batch: list = []
         self._results: dict[bytes, bytes] = {}
+        self._bufs: list[bytearray] = []  # read buffers of large files, reused across them
         self.files = 0
         self.bytes = 0
 
@@ -196,13 +197,22 @@ class Ingester:
                             raise InputPathError(os.fsdecode(path), _reason(e)) from None
                         m = st.st_mode
                         if m & 0o170000 == 0o100000:  # a regular file, inline: a cache hit is one lookup
-                            oid = known(path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                            n = st.st_size
+                            oid = known(path, st.st_ino, n, st.st_mtime_ns, st.st_ctime_ns)
                             if oid is not None:
                                 files += 1
-                                size += st.st_size
+                                size += n
                                 if tell is not None:
-                                    tell(st.st_size)
+                                    tell(n)
                                 entries.append((name, MODE_EXEC if m & 0o100 else MODE_FILE, _OID(oid)))
+                                continue
+                            if n < CHUNK_THRESHOLD:  # read, hashed and encoded by a worker
+                                files += 1
+                                size += n
+                                self._batch.append((path, (st.st_ino, n, st.st_mtime_ns, st.st_ctime_ns)))
+                                if len(self._batch) >= _BATCH:
+                                    self._flush_batch()
+                                entries.append((name, MODE_EXEC if m & 0o100 else MODE_FILE, path))
                                 continue
                         entries.append((name, *self._plan_entry(path, st, d.rel)))
         finally:
@@ -267,7 +277,7 @@ class Ingester:
                 if os.fstat(fd).st_size != key[1]:
                     raise ValueError("file size changed while being read")
             else:
-                oid = store_chunked(self.db, fd, key[1])
+                oid = store_chunked(self.db, fd, key[1], self._bufs)
             if stat_key(os.fstat(fd)) != key:
                 raise ChangedWhileReadingError(shown)
         except ValueError:

@@ -171,3 +171,50 @@ def test_a_manifest_whose_chunks_do_not_hash_to_the_file_is_refused(tmp_path):
             write_chunked(db, oid, encode_manifest(total, swapped), fd)
     finally:
         os.close(fd)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(1 << 20, 40 << 20), min_size=2, max_size=4), seed=st.integers(0, 2**16))
+def test_large_files_of_one_add_share_read_buffers_without_leaking_bytes(tmp_path, sizes, seed):
+    """Files read one after another into the same buffers (the first one larger or smaller
+    than the next) each get exactly b3sum of their own bytes, and read back whole."""
+    from zcas.cas.ingest import Ingester
+    from zcas.cas.statcache import StatCache
+    from zcas.cas.tree import decode_tree
+
+    folder = tmp_path / f"d{seed}-{len(sizes)}-{sizes[0]}"
+    folder.mkdir()
+    contents = {}
+    for i, size in enumerate(sizes):
+        data = _content(seed + i, size, 0.2) if size < 4 << 20 else os.urandom(size)
+        (folder / f"f{i}").write_bytes(data)
+        contents[f"f{i}".encode()] = data
+    db = ObjectDB(LocalBackend(str(tmp_path / f"o{seed}-{len(sizes)}-{sizes[0]}")))
+    tree, _ = Ingester(db, StatCache(None)).add(str(folder))
+    db.flush()
+    _, payload = db.get(tree)
+    for e in decode_tree(tree, payload):
+        assert e.oid == hash_bytes(contents[e.name])
+        assert _checkout(db, e.oid, str(tmp_path / "out")) == contents[e.name]
+
+
+def test_a_file_that_grows_while_read_empties_the_shared_buffers(tmp_path):
+    from zcas.cas.chunking import store_chunked
+
+    path = tmp_path / "grows"
+    path.write_bytes(_content(9, 3 << 20, 0.0))
+    db = ObjectDB(LocalBackend(str(tmp_path / "o")))
+    bufs: list = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(ValueError):
+            store_chunked(db, fd, (3 << 20) - 100, bufs)  # the file holds more than the walk saw
+    finally:
+        os.close(fd)
+    assert bufs == []  # workers may still read them: never handed to the next file
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert store_chunked(db, fd, 3 << 20, bufs) == hash_bytes(path.read_bytes())
+    finally:
+        os.close(fd)
+    assert len(bufs) == 4
