@@ -135,12 +135,19 @@ def _tidy_actions(remote: Remote, keep: dict[bytes, bytes], rep: RemoteGcReport,
             data = actions.get(remote.backend, key)
             if data is None:
                 return key, None
-            rid, _, _, where = actions.decode(key, data)
+            found = actions.decode_all(key, data)
         except RemoteError:
             raise
         except ZcasError:  # too large, or not an entry for this key: it goes
             return key, None
-        return key, ({e.pack for e in where.values()} if rid in keep else None)
+        if found.run_id not in keep:
+            return key, None
+        then = [t for t in found.then if t[1] in keep]
+        if len(then) < len(found.then) and not dry_run:  # it carries runs forgotten now: without them
+            remote.backend.delete(actions.entry_key(key))
+            actions.put(remote.backend, key, found.raw, found.where,
+                        [actions.Then(k, raw, where) for k, _, _, raw, where in then])
+        return key, {e.pack for e in found.where.values()} | {e.pack for t in then for e in t[4].values()}
 
     entries: dict[str, set[str]] = {}
     with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-ac") as ex:

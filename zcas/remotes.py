@@ -240,7 +240,8 @@ class Remote:
         """Write the action cache entry (``lineage.actions``) of each pushed run a lookup
         may use, with where its outputs sit in the packs the remote holds by name. Last, so
         an entry never names what is not there yet (``there``: whether an output is)."""
-        jobs = []
+        jobs: list[tuple[str, bytes, dict[bytes, Entry]]] = []
+        recs: list[tuple[str, dict]] = []
         for _, data in pending.records:
             rec = json.loads(data)
             if rec.get("cache_key") and rec.get("status") in ("ran", "cached"):
@@ -248,10 +249,21 @@ class Remote:
                 if there is not None and not all(there(o) for o in outputs):
                     continue
                 jobs.append((rec["cache_key"], data, actions.locate(self.repo.db, outputs, on_remote)))
+                recs.append((rec["cache_key"], rec))
         if not jobs:
             return 0
+        thens = []
+        for down in actions.downstream(recs):  # the entries a pipeline reaches next, carried along
+            then, size = [], 0
+            for j in down:
+                key, data, where = jobs[j]
+                size += len(data)
+                if size > actions.THEN_BYTES:
+                    break
+                then.append(actions.Then(key, data, dict(list(where.items())[:actions.THEN_WHERE])))
+            thens.append(then)
         with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-ac") as ex:
-            return sum(ex.map(lambda j: actions.put(self.backend, *j), jobs))
+            return sum(ex.map(lambda j, t: actions.put(self.backend, j[0], j[1], j[2], t), jobs, thens))
 
     def _refill(self, stale: set[str], pending: Unpushed, tags: dict[str, bytes], refs: bool) -> tuple[int, set[str]]:
         """Send, object by object, what this push names (its run records, their inputs and
@@ -451,14 +463,22 @@ class Remote:
             data = actions.get(self.backend, key.hex())
             if data is None:
                 return None
-            rid, rec, raw, where = actions.decode(key.hex(), data)
+            found = actions.decode_all(key.hex(), data)
         except RemoteError:
             raise
         except ZcasError as e:  # too large, or not an entry for this key
             _warn(f"remote {self.spec.name}: action cache entry {key.hex()[:12]} ignored: {printable(e)}")
             return None
-        self._where_hints.update(where)
-        return rid, rec, raw
+        self._where_hints.update(found.where)
+        with self._ahead_lock:  # the entries of the runs downstream: lookups of those keys are answered
+            for then_key, rid, rec, raw, where in found.then:
+                k = bytes.fromhex(then_key)
+                if k not in self._asked:
+                    f: Future[Any] = Future()
+                    f.set_result((rid, rec, raw))
+                    self._asked[k] = f
+                    self._where_hints.update(where)
+        return found.run_id, found.record, found.raw
 
     def sync_lineage(self, full: bool = False) -> int:
         """Index the run records pushed since the last pull (once per process)."""

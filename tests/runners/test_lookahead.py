@@ -11,6 +11,7 @@ import json
 
 from tests.conftest import run_zcas
 from tests.runners.test_action_cache import _counted, _repo
+from zcas.cas import codec
 from zcas.cas.objstore import ObstoreBackend
 from zcas.lineage import actions, serde
 from zcas.lineage.keyhash import key_of
@@ -34,7 +35,7 @@ def _entries(url: str) -> dict[str, tuple[str, dict]]:
             for _, rec, raw, _ in [actions.decode(key, actions.get(b, key))]}
 
 
-def test_a_chain_of_remote_hits_asks_each_key_once_and_restores_the_producers_outputs(tmp_path):
+def test_a_chain_of_remote_hits_is_one_request_for_its_entries_and_restores_the_producers_outputs(tmp_path):
     url = f"file://{tmp_path / 'remote'}"
     a = _repo(tmp_path / "a", url)
     _chain(a)
@@ -47,9 +48,75 @@ def test_a_chain_of_remote_hits_asks_each_key_once_and_restores_the_producers_ou
     assert r.stdout.count("cached:") == STEPS and "ran:" not in r.stdout, r.stdout
     for i in range(STEPS):
         assert (b / f"o{i}.bin").read_bytes() == (a / f"o{i}.bin").read_bytes()
-    asked = collections.Counter(k for m, k in requests if m == "get_bounded" and k.startswith("ac/"))
-    assert len(asked) == STEPS and set(asked.values()) == {1}, asked  # every key asked, each once
+    asked = [k for m, k in requests if m == "get_bounded" and k.startswith("ac/")]
+    entries = _entries(url)
+    assert asked == [actions.entry_key(entries["s0"][0])], asked  # s0's entry carries the others'
     assert not any(m == "list" for m, _ in requests), requests  # no pack index loaded
+
+
+def test_an_entry_carries_the_runs_pushed_downstream_of_it():
+    """``downstream``: breadth first, the step's own key left out, at most MAX_THEN."""
+    def run(key, ins, outs):
+        return key, {"inputs": {f"i{n}": x for n, x in enumerate(ins)}, "outputs": {f"o{n}": x for n, x in enumerate(outs)}}
+
+    runs = [run("k0", [], ["a"]), run("k1", ["a"], ["b"]), run("k2", ["a"], ["c"]), run("k3", ["b", "c"], ["d"]),
+            run("k0", ["z"], ["a"]), run("k4", ["q"], ["r"])]
+    down = actions.downstream(runs)
+    assert down[0] == [1, 2, 3] and down[1] == [3] and down[3] == [] and down[5] == []
+    assert down[4] == [1, 2, 3]  # another run of key k0: itself never carried
+    fan = [run("root", [], ["x"])] + [run(f"k{n}", ["x"], [f"y{n}"]) for n in range(3 * actions.MAX_THEN)]
+    assert len(actions.downstream(fan)[0]) == actions.MAX_THEN
+
+
+def test_attack_hostile_carried_entries_are_dropped_and_each_key_asked_for_itself(tmp_path):
+    """Carried entries that do not check (another key's run, not a run, bad key, not a list
+    item, a failed run) are dropped one by one; the chain still hits, asking each key."""
+    url = f"file://{tmp_path / 'remote'}"
+    a = _repo(tmp_path / "a", url)
+    _chain(a)
+    assert run_zcas("run", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    b_end = ObstoreBackend(url)
+    entries = _entries(url)
+    k0, rec0 = entries["s0"]
+    found = actions.decode_all(k0, actions.get(b_end, k0))
+    assert [t[2]["step"] for t in found.then] == [f"s{i}" for i in range(1, STEPS)]
+    k2, rec2 = entries["s2"]
+    bad = [actions.Then(entries["s1"][0], serde.canonical(rec2), {}),  # s2's run under s1's key
+           actions.Then(k2, serde.canonical(dict(rec2, status="failed")), {})]
+    body = json.loads(codec.decode(actions.entry_key(k0), actions.encode(serde.canonical(rec0), {}, bad))[1])
+    body["then"] += ["junk", {"key": "x" * 64, "run": "{}"}, {"key": k2, "run": 5}]
+    b_end.delete(actions.entry_key(k0))
+    b_end.put(actions.entry_key(k0), codec.encode(codec.KIND_RECORD, json.dumps(body).encode()))
+    assert actions.decode_all(k0, actions.get(b_end, k0)).then == []
+
+    b = _repo(tmp_path / "b", url)
+    _chain(b)
+    r, requests = _counted(tmp_path, "run", cwd=b)
+    assert r.returncode == 0 and r.stdout.count("cached:") == STEPS, r
+    for i in range(STEPS):
+        assert (b / f"o{i}.bin").read_bytes() == (a / f"o{i}.bin").read_bytes()
+    asked = collections.Counter(k for m, k in requests if m == "get_bounded" and k.startswith("ac/"))
+    assert asked[actions.entry_key(k0)] == 1 and asked[actions.entry_key(entries["s1"][0])] == 1, asked
+
+
+def test_remote_gc_drops_carried_entries_of_runs_it_forgets(tmp_path):
+    from zcas.remotegc import RemoteGcReport, _tidy_actions
+    from zcas.repository import Repository
+
+    url = f"file://{tmp_path / 'remote'}"
+    a = _repo(tmp_path / "a", url)
+    _chain(a)
+    assert run_zcas("run", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    b_end = ObstoreBackend(url)
+    entries = _entries(url)
+    k0 = entries["s0"][0]
+    ids = {step: actions.decode_all(k, actions.get(b_end, k)).run_id for step, (k, _) in entries.items()}
+    keep = {rid: b"" for step, rid in ids.items() if step != "s3"}  # s3's run forgotten
+    _tidy_actions(Repository(a).remote_for(), keep, RemoteGcReport(None, [], []), dry_run=False)
+    assert [t[2]["step"] for t in actions.decode_all(k0, actions.get(b_end, k0)).then] == ["s1", "s2", "s4", "s5"]
+    assert actions.get(b_end, entries["s3"][0]) is None
 
 
 def test_a_chain_of_misses_asks_each_key_once(tmp_path):
