@@ -14,7 +14,7 @@ import io
 import json
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -115,17 +115,37 @@ def compare(repo: Repository, a: str, b: str, every: bool = False) -> dict[str, 
 def table(found: list[Experiment]) -> tuple[list[str], list[list[str]], set[int]]:
     """(header, columns of cells, the indexes of columns whose value changes between rows)."""
     header, cols, hot = _columns(found)
-    return header, [c.cells for c in cols], hot
+    return header, [c.texts() for c in cols], hot
 
 
 class _Column:
-    """One column's cells, and how to pad them: each distinct value formatted once (params
-    take few values), so padding (and colour) cost a lookup per cell, not a call."""
+    """One column: its cells, or (``memo``, ``keys``) each distinct value formatted once
+    (params take few values) and the key of each row's value, so that padding (and colour)
+    cost one lookup per cell; and whether its value changes between rows."""
 
-    __slots__ = ("cells", "memo", "keys")
+    __slots__ = ("cells", "memo", "keys", "changes")
 
-    def __init__(self, cells: list[str], memo: dict[Any, str] | None = None, keys: list[Any] | None = None):
-        self.cells, self.memo, self.keys = cells, memo, keys
+    def __init__(self, cells: list[str] | None, memo: dict[Any, str] | None = None, keys: _Keys | None = None,
+                 changes: bool = False):
+        self.cells, self.memo, self.keys, self.changes = cells, memo, keys, changes
+
+    def texts(self) -> list[str]:
+        if self.cells is None:
+            assert self.memo is not None and self.keys is not None
+            self.cells = list(map(self.memo.__getitem__, self.keys))
+        return self.cells
+
+
+class _Keys:
+    """A column's memo keys, made afresh on each pass: its values, or (type, value) pairs."""
+
+    __slots__ = ("col", "typed")
+
+    def __init__(self, col: Sequence[Any], typed: bool):
+        self.col, self.typed = col, typed
+
+    def __iter__(self) -> Iterator[Any]:
+        return zip(map(type, self.col), self.col, strict=True) if self.typed else iter(self.col)
 
 
 def _columns(found: list[Experiment]) -> tuple[list[str], list[_Column], set[int]]:
@@ -141,37 +161,32 @@ def _columns(found: list[Experiment]) -> tuple[list[str], list[_Column], set[int
             _column([r.status for r in found])]
     hot: set[int] = set()
     for field, names in (("params", params), ("metrics", metrics)):
-        for col in _values(found, field, names):
-            if _changes(col):
+        for col in _values([getattr(r, field) for r in found], names):
+            c = _column(col)
+            if c.changes:
                 hot.add(len(cols))
-            cols.append(_column(col))
+            cols.append(c)
     return header, cols, hot
 
 
-def _changes(col: list[Any]) -> bool:
-    first = col[0]
-    kind = type(first)
-    if col.count(first) != len(col):
-        return True
-    return any(type(v) is not kind for v in col)  # equal values of other types: 1 and True, 1 and 1.0
-
-
-def _column(col: list[Any]) -> _Column:
+def _column(col: Sequence[Any]) -> _Column:
     kinds = set(map(type, col))
     if kinds == {float}:  # most metric columns: distinct values, one format, no per-cell dispatch
-        return _Column(list(map(format, col, repeat(".6g"))))
-    if {list, dict} & kinds:
-        return _Column([_cell(v) for v in col])
-    numeric = kinds & {bool, int, float}
-    try:
-        if len(numeric) <= 1:  # no two values of different types are equal: key by value
-            memo = {v: _cell(v) for v in dict.fromkeys(col)}
-            return _Column(list(map(memo.__getitem__, col)), memo, col)
-        keyed = list(zip(map(type, col), col, strict=True))  # 1, 1.0 and True: one key each
-        memo = {k: _cell(k[1]) for k in dict.fromkeys(keyed)}
-        return _Column(list(map(memo.__getitem__, keyed)), memo, keyed)
-    except TypeError:  # something unhashable after all
-        return _Column([_cell(v) for v in col])
+        return _Column(list(map(format, col, repeat(".6g"))), changes=col.count(col[0]) != len(col))
+    if not {list, dict} & kinds:
+        # 1, 1.0 and True are equal as keys but not as cells: with more than one kind of
+        # number, the key is (type, value); else the value (no two of other types are equal)
+        typed = len(kinds & {bool, int, float}) > 1
+        try:  # (type, value) pairs are made as they are used, never held: no 10,000 tuples to keep
+            memo: dict[Any, str] = dict.fromkeys(zip(map(type, col), col, strict=True) if typed else col, "")
+        except TypeError:  # something unhashable after all
+            pass
+        else:
+            for k in memo:
+                memo[k] = _cell(k[1] if typed else k)
+            return _Column(None, memo, _Keys(col, typed), len(memo) > 1)
+    first = col[0]
+    return _Column([_cell(v) for v in col], changes=any(v != first or type(v) is not type(first) for v in col))
 
 
 Paint = Callable[[bool], tuple[str, str, str, str]]
@@ -186,13 +201,13 @@ def text_lines(found: list[Experiment], paint: Paint | None = None, clean: Calla
     header, cols, hot = _columns(found)
     names, padded = [], []
     for i, (name, col) in enumerate(zip(header, cols, strict=True)):
-        cells = col.cells
-        if clean is not None and not "".join(cells).isprintable():
-            cells = [clean(x) for x in cells]
-            col = _Column(cells)
+        texts = list(col.memo.values()) if col.memo is not None else col.texts()
+        if clean is not None and not "".join(texts).isprintable():
+            col = _Column([clean(x) for x in col.texts()])
+            texts = col.texts()
         if clean is not None:
             name = clean(name)
-        width = max(len(name), max(map(len, cells), default=0))
+        width = max(len(name), max(map(len, texts), default=0))
         just = str.ljust if i < 3 else str.rjust
         pre, post, hpre, hpost = paint(i in hot) if paint is not None else ("", "", "", "")
         names.append(f"{hpre}{just(name, width)}{hpost}")
@@ -200,30 +215,28 @@ def text_lines(found: list[Experiment], paint: Paint | None = None, clean: Calla
             memo = {k: f"{pre}{just(v, width)}{post}" for k, v in col.memo.items()}
             padded.append(list(map(memo.__getitem__, col.keys)))
         elif pre or post:
-            padded.append([f"{pre}{c}{post}" for c in map(just, cells, repeat(width))])
+            padded.append([f"{pre}{c}{post}" for c in map(just, texts, repeat(width))])
         else:
-            padded.append(list(map(just, cells, repeat(width))))
+            padded.append(list(map(just, texts, repeat(width))))
     lines = ["  ".join(names), *map("  ".join, zip(*padded, strict=True))]
     if len(cols) == 3:  # the last column is padded on the right: trailing spaces
         lines = [x.rstrip() for x in lines]
     return lines
 
 
-def _values(found: list[Experiment], field: str, names: list[str]) -> list[list[Any]]:
-    """Each column's values (``_MISSING`` where a row lacks it): rows sharing every column, the
-    usual case, are read with one itemgetter call per row rather than a lookup per cell."""
+def _values(maps: list[dict[str, Any]], names: list[str]) -> list[tuple[Any, ...]]:
+    """Each column's values (``_MISSING`` where a row lacks it)."""
     if not names:
         return []
     get = operator.itemgetter(*names)
-    rows = []
-    for r in found:
-        m = getattr(r, field)
-        try:
-            got = get(m)
-        except KeyError:
-            got = tuple(m.get(c, _MISSING) for c in names)
-        rows.append(got if len(names) > 1 else (got,))
-    return [list(c) for c in zip(*rows, strict=True)]
+    try:
+        rows = list(map(get, maps))  # every row has every column: one C call a row
+    except KeyError:
+        rows = [tuple(m.get(c, _MISSING) for c in names) for m in maps]
+    else:
+        if len(names) == 1:
+            rows = [(v,) for v in rows]
+    return list(zip(*rows, strict=True))
 
 
 class _Missing:
