@@ -56,7 +56,7 @@ class LookAhead:
 
     def start(self, remote: Any) -> None:
         """Called once, when the core opens the remote (on the first local miss)."""
-        if self._pool is not None or len(self._downs) < 2 or not hasattr(remote, "ahead"):
+        if self._pool is not None or len(self._downs) < 2 or not hasattr(remote, "prefetch"):
             return
         self._remote = remote
         self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="zcas-lookahead")

@@ -410,8 +410,9 @@ class Remote:
         """(run id, record, its bytes) of the run the remote's action cache holds for
         ``key`` (one GET), checked (``lineage.actions``); None if none. A failure to reach
         the remote raises; an entry that does not validate is no hit (the step runs), with
-        one warning. Where the entry says the outputs are is kept for ``fetch``. A key
-        asked already in this command (by ``ahead``) is answered from that request."""
+        one warning. Where the entry says the outputs are is kept for ``fetch``. A key is
+        asked once per command (whichever thread asks first, the others wait for its
+        answer), and one whose entry came carried in another's is not asked at all."""
         with self._ahead_lock:
             f = self._asked.get(key)
             mine = f is None
@@ -424,15 +425,6 @@ class Remote:
             except BaseException as e:
                 f.set_exception(e)
         return f.result()
-
-    def ahead(self, key: bytes) -> Future[Any]:
-        """Start looking ``key`` up in the background (a step downstream will ask for it);
-        the future gives what ``lookup`` would."""
-        with self._ahead_lock:
-            f = self._asked.get(key)
-            if f is None:
-                f = self._asked[key] = self._pool().submit(self._lookup, key)
-            return f
 
     def prefetch(self, oids: list[bytes]) -> None:
         """Start fetching ``oids`` in the background (a hit found ahead will want them);
