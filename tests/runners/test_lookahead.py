@@ -162,3 +162,43 @@ def test_attack_hostile_entry_for_a_guessed_key_is_never_used(tmp_path):
     assert o0 != (a / "o0.bin").read_bytes()  # s0 ran here: fresh random bytes
     assert (b / "o1.bin").read_bytes() == o0 + b"1\n"  # s1 ran on them, not the forged entry's bytes
     assert json.loads(run_zcas("status", "--json", cwd=b).out)  # the repository reads back
+
+
+def test_a_diamond_and_a_fan_out_of_remote_hits_restore_every_output(tmp_path):
+    """Branches followed on several threads at once (and by the steps' own threads, -j 4)."""
+    url = f"file://{tmp_path / 'remote'}"
+    lines = ['[steps.a]\ncmd = "head -c 2000 /dev/urandom > a.bin"\noutputs = ["a.bin"]\n']
+    for n in range(8):
+        lines.append(f'[steps.f{n}]\ncmd = "cat a.bin > f{n}.bin; echo {n} >> f{n}.bin"\ninputs = ["a.bin"]\n'
+                     f'outputs = ["f{n}.bin"]\n')
+    ins = ", ".join(f'"f{n}.bin"' for n in range(8))
+    lines.append(f'[steps.join]\ncmd = "cat f*.bin > all.bin"\ninputs = [{ins}]\noutputs = ["all.bin"]\n')
+    a = _repo(tmp_path / "a", url)
+    (a / "zcas.toml").write_text("\n".join(lines))
+    assert run_zcas("run", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    b = _repo(tmp_path / "b", url)
+    (b / "zcas.toml").write_text("\n".join(lines))
+    r, requests = _counted(tmp_path, "run", "-j", "4", cwd=b)
+    assert r.returncode == 0 and r.stdout.count("cached:") == 10 and "ran:" not in r.stdout, r
+    for name in ["a.bin", "all.bin", *(f"f{n}.bin" for n in range(8))]:
+        assert (b / name).read_bytes() == (a / name).read_bytes(), name
+    asked = collections.Counter(k for m, k in requests if m == "get_bounded" and k.startswith("ac/"))
+    assert sum(asked.values()) == 1, asked  # a's entry carries its nine runs downstream
+
+
+def test_a_step_reading_inside_a_folder_output_hits_without_being_guessed(tmp_path):
+    """An input inside a folder another step makes has no id in any record: not guessed
+    ahead, asked by the step itself."""
+    url = f"file://{tmp_path / 'remote'}"
+    toml = ('[steps.mk]\ncmd = "mkdir -p d && head -c 500 /dev/urandom > d/x.bin"\noutputs = ["d"]\n'
+            '[steps.use]\ncmd = "cat d/x.bin d/x.bin > y.bin"\ninputs = ["d/x.bin"]\noutputs = ["y.bin"]\n')
+    a = _repo(tmp_path / "a", url)
+    (a / "zcas.toml").write_text(toml)
+    assert run_zcas("run", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    b = _repo(tmp_path / "b", url)
+    (b / "zcas.toml").write_text(toml)
+    r = run_zcas("run", cwd=b)
+    assert r.code == 0 and r.out.count("cached:") == 2, r
+    assert (b / "y.bin").read_bytes() == (a / "y.bin").read_bytes() == (a / "d/x.bin").read_bytes() * 2
