@@ -6,8 +6,9 @@ Run:  python benchmarks/bench_distributed.py [--fan 200] [--cpu-steps 32] [--sec
                                              [--big-mb 200] [--big-steps 100]
 
 Prints, with same-run baselines:
-- per-step overhead: a fan-out of --fan empty command steps (``true``), ``zcas run -j 8``
-  on the dask stack against the local runner (target: <= 20 ms a step over local);
+- per-step overhead: a fan-out of --fan empty command steps (``true``), and of steps
+  writing one small output each, ``zcas run -j 8`` on the dask stack against the local
+  runner (target: <= 20 ms a step over local);
 - a fan-out of --cpu-steps CPU-bound Python steps: speed-up over a sequential loop of the
   same function, on the stack through the store and on a local 2-worker dask cluster
   sharing the folder (target: >= 1.8x);
@@ -142,18 +143,22 @@ def worker_downloads(address: str) -> int:
 
 
 def overhead(base: str, env: dict[str, str], address: str, fan: int) -> None:
-    toml = "".join(f'[steps.e{i}]\ncmd = "true"\n\n' for i in range(fan))
-    local = repo(base, "empty-local", env, toml, None)
-    dist = repo(base, "empty-dask", env, toml, address)
-    t_local = zcas(local, env, "run", "-j", "8")
-    t_dask = zcas(dist, env, "run", "-j", "8")
-    t_hits = zcas(dist, env, "run", "-j", "8")
-    per = (t_dask - t_local) / fan * 1e3
-    print(f"\nper-step overhead, {fan} empty command steps, zcas run -j 8 (one process each):")
-    print(f"  local runner              {t_local:7.2f} s  {t_local / fan * 1e3:6.1f} ms/step")
-    print(f"  dask through the store    {t_dask:7.2f} s  {t_dask / fan * 1e3:6.1f} ms/step"
-          f"  -> {per:+.1f} ms/step over local (target <= 20)")
-    print(f"  rerun on dask (all hits)  {t_hits:7.2f} s  {t_hits / fan * 1e3:6.1f} ms/step")
+    print(f"\nper-step overhead, fan-out of {fan} command steps, zcas run -j 8 (one process each):")
+    for label, make in (("empty (`true`)", lambda i: 'cmd = "true"\n'),
+                        ("one small output", lambda i: f'cmd = "echo {i} > o{i}.txt"\noutputs = ["o{i}.txt"]\n')):
+        toml = "".join(f"[steps.e{i}]\n{make(i)}\n" for i in range(fan))
+        tag = "empty" if "true" in label else "small"
+        local = repo(base, f"{tag}-local", env, toml, None)
+        dist = repo(base, f"{tag}-dask", env, toml, address)
+        t_local = zcas(local, env, "run", "-j", "8")
+        t_dask = zcas(dist, env, "run", "-j", "8")
+        t_hits = zcas(dist, env, "run", "-j", "8")
+        per = (t_dask - t_local) / fan * 1e3
+        print(f"  {label}:")
+        print(f"    local runner              {t_local:7.2f} s  {t_local / fan * 1e3:6.1f} ms/step")
+        print(f"    dask through the store    {t_dask:7.2f} s  {t_dask / fan * 1e3:6.1f} ms/step"
+              f"  -> {per:+.1f} ms/step over local (target <= 20)")
+        print(f"    rerun on dask (all hits)  {t_hits:7.2f} s  {t_hits / fan * 1e3:6.1f} ms/step")
 
 
 def cpu(base: str, env: dict[str, str], address: str, steps: int, seconds: float) -> None:

@@ -194,7 +194,7 @@ def store_python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: di
         os.chdir(root)
         try:
             return python_task(spec, fn, args, kwargs, allow_pickle, multiple, damaged, None, name,
-                               zdir=os.path.join(os.path.dirname(root), "zdir"))
+                               zdir=os.path.join(os.path.dirname(root), "zdir"), paths=True)
         except StoreError as e:
             raise _failed(name, e) from None
         finally:

@@ -60,11 +60,12 @@ class ArtifactRef(tuple):
 
 def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str, Any], allow_pickle: bool,
                 multiple: bool, damaged: list[bytes], root: str | None = None, name: str = "",
-                zdir: str | None = None) -> tuple[Any, ...]:
+                zdir: str | None = None, paths: bool = False) -> tuple[Any, ...]:
     """Call a Python step; the fields of a ``core.Done`` (outputs named as a step's are).
     ``damaged``: ids the client found damaged, written afresh if the step makes them again.
     ``root``: the repository, where files the step reads count as its implicit inputs
-    (None: nothing recorded). ``zdir``: where path inputs are checked out (None: refused)."""
+    (None: nothing recorded). ``zdir``: where path inputs are checked out (None: refused).
+    ``paths``: a returned path is stored (the step ran in a folder of its own), not refused."""
     db = open_store(spec)
     db.mark_damaged(damaged)
 
@@ -91,7 +92,7 @@ def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str
     outputs: dict[str, str] = {}
     tags: dict[str, str] = {}
     for name, v in zip(names, values, strict=True):
-        outputs[name], tags[name] = store_value(db, None, v, allow_pickle)
+        outputs[name], tags[name] = store_value(db, StatCache(None) if paths else None, v, allow_pickle)
     db.flush()  # published before the client records a run naming these ids
     found = files_found(seen, root, None, name, values) if root and seen is not None else {}
     found.update(metrics=reported, series=series_of(logged), log=log)

@@ -8,6 +8,7 @@ that, so outputs can be compared byte for byte across runners.
 
 import hashlib
 import os
+import pathlib
 import time
 
 import zcas
@@ -38,3 +39,23 @@ def spread(n: int = 20):
     values = [v for v, _ in parts]
     cwds = [c for _, c in parts]
     return join(*values), cwds, made["cut.where"]
+
+
+@zcas.step
+def make_dir(n: int) -> pathlib.Path:
+    """Writes a folder in its working folder (a worker's scratch) and returns it."""
+    os.makedirs("made", exist_ok=True)
+    for i in range(n):
+        with open(os.path.join("made", f"{i}.txt"), "w") as f:
+            f.write(str(i))
+    return pathlib.Path("made")
+
+
+@zcas.step
+def read_dir(d: pathlib.Path) -> dict:
+    return {"files": {n: (d / n).read_text() for n in sorted(os.listdir(d))}, "at": str(d), "cwd": os.getcwd()}
+
+
+@zcas.pipeline(name="folders")
+def folders(n: int = 3):
+    return read_dir(make_dir(n))

@@ -260,3 +260,20 @@ def test_a_store_failure_on_the_worker_is_not_recorded(through):
     assert repo.lineage.graph.last_run("s") is None  # nothing recorded
     with open(os.path.join(repo.root, "out.txt")) as f:
         assert f.read() == "mine\n"  # what was set aside is back
+
+
+def test_python_steps_pass_folders_through_the_store(through, monkeypatch):
+    from tests.runners import flow_distributed
+
+    repo, fake, _ = through
+    monkeypatch.setattr(scratch, "_base", lambda: str(repo.cas.zdir + "-worker"))
+    os.makedirs(repo.cas.zdir + "-worker")
+    monkeypatch.setattr(repo, "executor", lambda stack=None: fake)
+    here = os.getcwd()
+    run = flow_distributed.folders(3, repo=repo, stack="d")
+    got = run.load()
+    assert got["files"] == {"0.txt": "0", "1.txt": "1", "2.txt": "2"}
+    assert got["cwd"].startswith(repo.cas.zdir + "-worker/zcas-step-") and got["at"].startswith(got["cwd"][:-4])
+    assert fake.submitted == 2 and os.getcwd() == here  # the folder a step ran in is given back
+    assert os.listdir(repo.cas.zdir + "-worker") == []  # and removed
+    assert not os.path.exists(os.path.join(repo.root, "made"))
