@@ -202,3 +202,43 @@ def test_a_step_reading_inside_a_folder_output_hits_without_being_guessed(tmp_pa
     r = run_zcas("run", cwd=b)
     assert r.code == 0 and r.out.count("cached:") == 2, r
     assert (b / "y.bin").read_bytes() == (a / "y.bin").read_bytes() == (a / "d/x.bin").read_bytes() * 2
+
+
+FLOW = '''
+import zcas
+
+@zcas.step
+def one(n: int) -> list:
+    return list(range(n))
+
+@zcas.step
+def two(xs: list) -> list:
+    return [x * 2 for x in xs]
+
+@zcas.step
+def three(xs: list) -> int:
+    return sum(xs)
+
+@zcas.pipeline
+def main(n: int = 10):
+    return three(two(one(n)))
+'''
+
+
+def test_a_python_pipelines_chain_of_remote_hits_is_one_request_for_its_entries(tmp_path):
+    """Python steps are not planned ahead (their keys need the values), but the entry of the
+    first carries the others: the later lookups are answered without a request."""
+    url = f"file://{tmp_path / 'remote'}"
+    a = _repo(tmp_path / "a", url)
+    (a / "flow.py").write_text(FLOW)
+    assert run_zcas("run", "flow.py:main", cwd=a).code == 0
+    assert run_zcas("push", cwd=a).code == 0
+    b = _repo(tmp_path / "b", url)
+    (b / "flow.py").write_text(FLOW)
+    r, requests = _counted(tmp_path, "run", "--json", "flow.py:main", cwd=b)
+    assert r.returncode == 0 and r.stderr.count("cached:") == 3, r
+    def outputs(repo):
+        return {x["step"]: x["outputs"] for x in json.loads(run_zcas("log", "--json", cwd=repo).out)}
+
+    assert outputs(b)["flow.three"] == outputs(a)["flow.three"]
+    assert [m for m, k in requests if k.startswith("ac/")] == ["get_bounded"], requests
