@@ -238,20 +238,79 @@ PATH = register(Materializer("path", "1", lambda v: b"", lambda b: None, (pathli
 # import, measured): they are imported here, inside the registrars, only once a value needs them.
 
 
+_DIRECT = 1 << 20  # arrays of at least this many bytes skip np.save's and np.load's staging copies
+
+
 def _numpy() -> None:
     try:
         import numpy as np
     except ImportError:
         return
+    header = _npy_header_writer()
 
     def save(a: Any) -> bytes:
         if a.dtype.hasobject:
             raise UsageError("numpy arrays of Python objects have no safe stored form; use a plain dtype")
+        c = np.ascontiguousarray(a)
+        if header is not None and c.nbytes >= _DIRECT and getattr(type(c.dtype), "_legacy", False):
+            # What np.save writes (its own header writer, then the C-order bytes), in one
+            # copy: np.save to a BytesIO copies through 16 MiB staging buffers and getvalue
+            # copies again (80 ms for 50 MB here, against 15 ms).
+            head = io.BytesIO()
+            header(head, np.lib.format.header_data_from_array_1_0(c), None)
+            return b"".join((head.getvalue(), c.reshape(-1).view(np.uint8).data))
         buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+        np.save(buf, c, allow_pickle=False)
         return buf.getvalue()
 
-    register(Materializer("numpy", "1", save, lambda b: np.load(io.BytesIO(b), allow_pickle=False), (np.ndarray,)))
+    def load(b: bytes) -> Any:
+        if len(b) >= _DIRECT:
+            a = _npy_direct(np, b)
+            if a is not None:
+                return a
+        return np.load(io.BytesIO(b), allow_pickle=False)
+
+    register(Materializer("numpy", "1", save, load, (np.ndarray,)))
+
+
+def _npy_header_writer() -> Callable[..., None] | None:
+    """numpy's own writer of .npy headers (what np.save calls, choosing the format version
+    as it does), or None where this numpy has it elsewhere: then np.save is used whole."""
+    import importlib
+
+    for where in ("numpy.lib._format_impl", "numpy.lib.format"):  # numpy 2, numpy 1
+        try:
+            writer = getattr(importlib.import_module(where), "_write_array_header", None)
+        except ImportError:
+            continue
+        if writer is not None:
+            return writer
+    return None
+
+
+def _npy_direct(np: Any, b: bytes) -> Any:
+    """What ``np.load`` gives for the .npy bytes ``b``, with one copy instead of np.load's
+    two (it reads a BytesIO in 256 KiB pieces, each copied out and then in); None for
+    anything but a plain version 1 or 2 file, which np.load then reads (or refuses) itself."""
+    import math
+
+    fmt = np.lib.format
+    f = io.BytesIO(b)  # shares the bytes: nothing is written to it
+    try:
+        version = fmt.read_magic(f)
+        read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if read is None:
+            return None
+        shape, fortran_order, dtype = read(f)
+    except ValueError:
+        return None
+    count = math.prod(shape)
+    if dtype.hasobject or dtype.itemsize == 0 or not getattr(type(dtype), "_legacy", False) \
+            or f.tell() + count * dtype.itemsize > len(b):
+        return None
+    array = np.frombuffer(b, dtype=dtype, count=count, offset=f.tell()).copy()
+    # Shaped as np.load shapes it (format.read_array).
+    return array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
 
 
 def _arrow() -> None:
