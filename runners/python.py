@@ -31,7 +31,7 @@ from .metrics import collecting, series_of
 from .metrics import from_result as metrics_of
 from .scratch import store_python_task
 from .tasks import ArtifactRef, files_found, python_task
-from .values import check_loadable, load_value, store_value
+from .values import check_loadable, load_kept, load_value, store_value_kept
 
 KEY_SCHEMA = "zcas-pykey-1"
 
@@ -60,14 +60,22 @@ class Artifact:
     """A value in the store: its id and materializer; ``load()`` fetches it (once).
 
     An artifact a runner is still computing waits for it when its id or value is needed.
+    One this process just stored keeps the stored bytes and decodes those (``data``): the
+    value a step returned is never handed on as it is, since what it returned and what
+    loading gives can differ (a dict's key order, a numpy scalar, an array's layout, class
+    or write flag, a Path to the working tree rather than to the stored copy, an object
+    the step still holds and changes), and a step downstream must see on its first run
+    what it sees on every later one.
     """
 
-    __slots__ = ("_id", "_mat", "_value", "_loader", "_pending", "_index", "allow_pickle")
+    __slots__ = ("_id", "_mat", "_value", "_data", "_loader", "_pending", "_index", "allow_pickle")
     _MISSING = object()
 
     def __init__(self, oid: str | None, materializer: str | None, loader: Loader | None = None, value: Any = _MISSING,
-                 pending: Pending | None = None, index: int | None = None, allow_pickle: bool = False):
+                 pending: Pending | None = None, index: int | None = None, allow_pickle: bool = False,
+                 data: bytes | None = None):
         self._id = oid
+        self._data = data  # the stored bytes, when this process has just stored them
         self._mat = materializer
         self._loader = loader
         self._value = value
@@ -122,8 +130,12 @@ class Artifact:
     def load(self) -> Any:
         """The value (a path comes back as a checked-out copy), loaded once."""
         if self._value is Artifact._MISSING:
-            assert self._loader is not None
-            self._value = self._loader.load(self)
+            if self._data is not None:
+                self._value = load_kept(self.materializer, self._data, self.allow_pickle)
+                self._data = None
+            else:
+                assert self._loader is not None
+                self._value = self._loader.load(self)
         return self._value
 
 
@@ -183,7 +195,7 @@ class PythonCall:
 
     def __init__(self, step: StepDef, bound: inspect.BoundArguments, loader: CoreLoader):
         self.step, self.bound, self.loader = step, bound, loader
-        self._values: dict[str, Any] = {}  # what this process computed: no need to load it back
+        self._kept: dict[str, bytes | None] = {}  # the bytes this process stored: decoded, not read back
 
     def plan(self) -> Plan:
         step = self.step
@@ -293,8 +305,7 @@ class PythonCall:
             if isinstance(v, Artifact):  # a step may return an input as it is
                 outputs[n], tags[n] = v.id, v.materializer
             else:
-                outputs[n], tags[n] = store_value(core.db, core.statcache, v, step.pickle)
-                self._values[n] = v
+                outputs[n], tags[n], self._kept[n] = store_value_kept(core.db, core.statcache, v, step.pickle)
         statcache = core.statcache if seen.reads - seen.writes else None  # loaded only when needed
         found = {**files_found(seen, core.repo.root, statcache, step.name, values), "metrics": reported,
                  "series": series_of(logged), "log": log}
@@ -321,8 +332,7 @@ class PythonCall:
         found = (done.found or {}).get("implicit_inputs")
         if self.step.cache and isinstance(found, dict) and (found or implicit.known(core.repo.zdir, plan.name)):
             implicit.remember(core.repo.zdir, plan.name, found)  # ran here: what the next run may be keyed by
-        arts = [Artifact(o, done.materializers[n], self.loader, self._values.get(n, Artifact._MISSING),
-                         allow_pickle=self.step.pickle)
+        arts = [Artifact(o, done.materializers[n], self.loader, allow_pickle=self.step.pickle, data=self._kept.get(n))
                 for n, o in done.outputs.items()]
         return _shape(arts, done.multi)
 

@@ -74,18 +74,38 @@ def clear_checkouts(zdir: str, dry_run: bool = False) -> int:
 def store_value(db: Any, statcache: Any, value: Any, allow_pickle: bool) -> tuple[str, str]:
     """(id hex, materializer tag) of ``value``, stored (a path is stored as a file or folder;
     ``statcache`` None: paths are refused, as on a worker without the client's files)."""
+    oid_hex, tag, _ = store_value_kept(db, statcache, value, allow_pickle)
+    return oid_hex, tag
+
+
+def store_value_kept(db: Any, statcache: Any, value: Any, allow_pickle: bool) -> tuple[str, str, bytes | None]:
+    """``store_value``, and the bytes stored when they are an immutable ``bytes`` object
+    (None for a path, or a materializer that gave a buffer someone could still change).
+
+    ``load_kept`` decodes those bytes into exactly what loading the id back would give: the
+    store holds these very bytes (the id is their hash, and a read is verified against
+    it), so decoding them here skips a read, a decompression and a hash, nothing else."""
     m = mats.for_value(value, allow_pickle)
     if m is mats.PATH:
         if statcache is None:
             raise TypeError("steps on remote runners cannot return paths yet; return bytes or values")
         oid = Ingester(db, statcache).add(str(value))[0]
-    else:
-        try:
-            data = m.save(value)
-        except mats.NeedsPickleError:
-            if not allow_pickle:
-                raise
-            m = mats.by_name("pickle")  # the step opted in: a value its materializer cannot store safely
-            data = m.save(value)
-        oid = store_buffer(db, data)
-    return oid.hex(), m.tag
+        return oid.hex(), m.tag, None
+    try:
+        data = m.save(value)
+    except mats.NeedsPickleError:
+        if not allow_pickle:
+            raise
+        m = mats.by_name("pickle")  # the step opted in: a value its materializer cannot store safely
+        data = m.save(value)
+    oid = store_buffer(db, data)
+    return oid.hex(), m.tag, data if type(data) is bytes else None
+
+
+def load_kept(tag: str, data: bytes, allow_pickle: bool) -> Any:
+    """The value ``store_value_kept`` stored as ``data`` with materializer ``tag``, decoded
+    from the bytes in hand (pickle still only with ``allow_pickle``)."""
+    m = check_loadable(tag, allow_pickle, "a value")
+    if m is mats.PATH:
+        raise TypeError("a path is loaded by checking it out, not from bytes")
+    return m.load(data)

@@ -1,0 +1,139 @@
+"""A value a step returns reaches the steps downstream in the same process as loading it
+from the store gives it, never as the object the step returned: a step's first run must see
+what every later run (its input then loaded from the store) sees, or its cached result
+stands for an input it never had."""
+
+from __future__ import annotations
+
+import pathlib
+import pickle
+
+import numpy as np
+import pytest
+
+import zcas
+from zcas.runners.python import Artifact
+
+
+@pytest.fixture
+def here(repo_dir, monkeypatch):
+    monkeypatch.chdir(repo_dir)
+    monkeypatch.delenv("ZCAS_DIR", raising=False)
+    return repo_dir
+
+
+def test_a_dict_reaches_downstream_as_loading_gives_it(here):
+    @zcas.step
+    def make() -> dict:
+        return {"b": 1, "a": (2, 3), "n": np.float64(0.5)}
+
+    @zcas.step
+    def look(d: dict) -> list:
+        return [list(d), type(d["a"]).__name__, type(d["n"]).__name__]
+
+    @zcas.pipeline
+    def pipe():
+        made = make()
+        return made, look(made)
+
+    made, seen = pipe().output
+    loaded = zcas.Repository(here).get(made.id)
+    assert seen.load() == [list(loaded), "tuple", "float"] == [["a", "b", "n"], "tuple", "float"]
+
+
+@pytest.mark.parametrize("n", [12, 1 << 19])  # np.save's path, and the direct one (>= 1 MiB)
+def test_an_array_reaches_downstream_writable_and_contiguous(here, n):
+    @zcas.step
+    def make(k: int) -> np.ndarray:
+        raw = np.arange(2 * k, dtype=np.int32).tobytes()
+        return np.frombuffer(raw, dtype=np.int32).reshape(2, k)[:, ::2]  # read-only, not contiguous
+
+    @zcas.step
+    def bump(a: np.ndarray) -> list:
+        flags = [type(a).__name__, a.flags.writeable, a.flags.c_contiguous, a.shape]
+        a += 1  # a loaded array is the step's own: this works on every run
+        return [*flags, int(a.sum())]
+
+    @zcas.pipeline
+    def pipe(k: int):
+        return bump(make(k))
+
+    expected = int((np.arange(2 * n, dtype=np.int64).reshape(2, n)[:, ::2] + 1).sum())
+    assert pipe(k=n).load() == ["ndarray", True, True, (2, n // 2), expected]
+
+
+def test_changing_what_a_step_returned_does_not_reach_downstream(here):
+    kept: list[int] = []
+
+    @zcas.step
+    def make() -> list:
+        kept.append(1)
+        return kept  # the caller's own list, changed again below
+
+    @zcas.step
+    def count(xs: list) -> int:
+        return len(xs)
+
+    @zcas.pipeline
+    def pipe():
+        made = make()
+        kept.extend([2, 3])  # after the step returned: not what was stored under its id
+        return count(made)
+
+    assert pipe().load() == 1
+
+
+def test_a_path_reaches_downstream_as_the_stored_copy(here):
+    @zcas.step
+    def write() -> pathlib.Path:
+        d = pathlib.Path("made")
+        d.mkdir(exist_ok=True)
+        (d / "x.txt").write_text("stored")
+        return d
+
+    @zcas.step
+    def read(p: pathlib.Path) -> list:
+        return [(p / "x.txt").read_text(), p.resolve() == (here / "made").resolve()]
+
+    @zcas.pipeline
+    def pipe():
+        made = write()
+        (here / "made" / "x.txt").write_text("changed afterwards")
+        return read(made)
+
+    assert pipe().load() == ["stored", False]
+
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+
+    def __eq__(self, other):
+        return isinstance(other, Box) and other.v == self.v
+
+
+def test_a_pickled_value_is_unpickled_for_downstream(here):
+    original = Box([1, 2])
+
+    @zcas.step(pickle=True)
+    def make() -> Box:
+        return original
+
+    @zcas.step(pickle=True)
+    def look(b: Box) -> list:
+        b.v.append(3)  # its own copy: the object make returned is untouched
+        return b.v
+
+    @zcas.pipeline
+    def pipe():
+        return look(make())
+
+    assert pipe().load() == [1, 2, 3]
+    assert original.v == [1, 2]
+
+
+def test_bytes_in_hand_still_need_the_pickle_opt_in():
+    data = pickle.dumps(Box(1))
+    with pytest.raises(zcas.ZcasError, match="refusing to unpickle"):
+        Artifact("00" * 32, "pickle@1", data=data).load()
+    assert Artifact("00" * 32, "pickle@1", data=data, allow_pickle=True).load() == Box(1)
