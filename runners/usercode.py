@@ -44,8 +44,6 @@ def package_version(top: str) -> str:
     """name==version of an installed package, cheapest source first: the module's own
     __version__, its distribution of the same name, then the full map of distributions
     (which reads every installed package's metadata: a quarter of a second)."""
-    from importlib import metadata  # ~10 ms: only for a step whose code names a package
-
     if top in ("zcas", "builtins") or top in sys.stdlib_module_names:
         if top == "zcas":
             from zcas._version import __version__
@@ -55,6 +53,8 @@ def package_version(top: str) -> str:
     v = getattr(sys.modules.get(top), "__version__", None)
     if isinstance(v, str):
         return f"{top}=={v}"
+    from importlib import metadata  # ~10 ms to import: only for a package without __version__
+
     try:
         return f"{top}=={metadata.version(top)}"
     except metadata.PackageNotFoundError:
