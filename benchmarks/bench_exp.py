@@ -134,6 +134,10 @@ def dvc_figure(n: int, dvc_bin: str | None) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--runs", type=int, default=10_000)
@@ -143,6 +147,7 @@ def main() -> None:
     a = ap.parse_args()
     from zcas.cas.repo import init
 
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {_load()}")
     for pipeline in (True, False):
         tmp = tempfile.mkdtemp(prefix="bench-exp-")
         try:
@@ -165,9 +170,8 @@ def main() -> None:
             for extra in ([], ["--json"], ["--sort-by", "eval.m3"]):
                 ms = proc_time([*ZCAS, "exp", "show", *target, *extra], tmp) * 1000
                 print(f"  zcas exp show {' '.join([*target, *extra])}: {ms:.0f} ms (whole process)")
-            t = time.perf_counter()
-            subprocess.run([*ZCAS, "--help"], env=ENV, check=True, stdout=subprocess.DEVNULL)
-            print(f"  (zcas --help, for the process start: {(time.perf_counter() - t) * 1000:.0f} ms)")
+            ms = proc_time([*ZCAS, "--help"], tmp) * 1000
+            print(f"  (zcas --help, for the process start: {ms:.0f} ms; load average {_load()})")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if not a.no_dvc:

@@ -14,8 +14,8 @@ import io
 import json
 import operator
 import re
-from collections.abc import Callable, Iterator, Sequence
-from itertools import repeat
+from collections.abc import Callable, Sequence
+from itertools import count, repeat
 from typing import TYPE_CHECKING, Any, Protocol
 
 from zcas.cas.errors import UsageError, ZcasError
@@ -120,12 +120,13 @@ def table(found: list[Experiment]) -> tuple[list[str], list[list[str]], set[int]
 
 class _Column:
     """One column: its cells, or (``memo``, ``keys``) each distinct value formatted once
-    (params take few values) and the key of each row's value, so that padding (and colour)
-    cost one lookup per cell; and whether its value changes between rows."""
+    (params take few values), by the position where it first occurs, and that position for
+    each row, so that padding (and colour) cost one lookup per cell; and whether its value
+    changes between rows."""
 
     __slots__ = ("cells", "memo", "keys", "changes")
 
-    def __init__(self, cells: list[str] | None, memo: dict[Any, str] | None = None, keys: _Keys | None = None,
+    def __init__(self, cells: list[str] | None, memo: dict[int, str] | None = None, keys: list[int] | None = None,
                  changes: bool = False):
         self.cells, self.memo, self.keys, self.changes = cells, memo, keys, changes
 
@@ -134,18 +135,6 @@ class _Column:
             assert self.memo is not None and self.keys is not None
             self.cells = list(map(self.memo.__getitem__, self.keys))
         return self.cells
-
-
-class _Keys:
-    """A column's memo keys, made afresh on each pass: its values, or (type, value) pairs."""
-
-    __slots__ = ("col", "typed")
-
-    def __init__(self, col: Sequence[Any], typed: bool):
-        self.col, self.typed = col, typed
-
-    def __iter__(self) -> Iterator[Any]:
-        return zip(map(type, self.col), self.col, strict=True) if self.typed else iter(self.col)
 
 
 def _columns(found: list[Experiment]) -> tuple[list[str], list[_Column], set[int]]:
@@ -177,14 +166,14 @@ def _column(col: Sequence[Any]) -> _Column:
         # 1, 1.0 and True are equal as keys but not as cells: with more than one kind of
         # number, the key is (type, value); else the value (no two of other types are equal)
         typed = len(kinds & {bool, int, float}) > 1
-        try:  # (type, value) pairs are made as they are used, never held: no 10,000 tuples to keep
-            memo: dict[Any, str] = dict.fromkeys(zip(map(type, col), col, strict=True) if typed else col, "")
+        first: dict[Any, int] = {}
+        try:  # each row's value as the position of its first occurrence: one pass, hashing each once
+            codes = list(map(first.setdefault, zip(map(type, col), col, strict=True) if typed else col, count()))
         except TypeError:  # something unhashable after all
             pass
         else:
-            for k in memo:
-                memo[k] = _cell(k[1] if typed else k)
-            return _Column(None, memo, _Keys(col, typed), len(memo) > 1)
+            memo = {pos: _cell(k[1] if typed else k) for k, pos in first.items()}
+            return _Column(None, memo, codes, len(first) > 1)
     first = col[0]
     return _Column([_cell(v) for v in col], changes=any(v != first or type(v) is not type(first) for v in col))
 
