@@ -17,19 +17,27 @@ bytecode caches or Python sources (code is the fingerprint's, and an import open
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyi", ".so", ".pyd")
 _SKIP_DIRS = frozenset({".zcas", ".git", "__pycache__", "site-packages", "dist-packages"})
 _LISTINGS = frozenset({"os.listdir", "os.scandir"})  # glob, os.walk and pathlib list folders through these
 _LISTED = "<listed>"  # the mode of a folder listed, not a file opened
+_FIRST, _MODE, _FLAGS = itemgetter(0), itemgetter(1), itemgetter(2)
+# In the paths of many events joined with NUL: a "." or "//" segment, a trailing slash, and
+# a code file's name (each found by one search over them all).
+_ODD_NEXT = re.compile("/[./\0]")
+_CODE = re.compile(r"\.(?:py[cdio]?|so)(?:\0|$)")
 
 _local = threading.local()
 _active: list[Recorder] = []
+_sole: Recorder | None = None  # the one recorder active, when exactly one is
 _lock = threading.Lock()
 _installed = False
 
@@ -37,17 +45,29 @@ _installed = False
 class Recorder:
     """The repository-relative paths one step opened for reading and for writing.
 
-    The hook only adds what it is told (and the working directory it applies to) to a set;
-    paths are worked out once, for each distinct one, when ``reads`` or ``writes`` is
-    first asked: a step opening 10,000 files pays microseconds per open, not a path
-    normalisation each."""
+    The hook adds each event's arguments as they came, one tuple it did not have to make,
+    to a set per working directory (``opened``: the one in use): a step opening a file a
+    million times holds one entry. Paths are worked out once, for each distinct one, when
+    ``reads`` or ``writes`` is first asked: a step opening 10,000 files pays a set insertion
+    per open while it runs, and a few string tests per file after."""
 
     def __init__(self, root: str):
         root = os.path.abspath(root)
         self.prefixes = tuple({root.rstrip(os.sep) + os.sep, os.path.realpath(root).rstrip(os.sep) + os.sep})
-        self.raw: set[tuple[object, object, object, str]] = set()  # distinct (path, mode, flags, cwd)
         self.cwd = os.getcwd()
+        self.by_cwd: dict[str, set[tuple]] = {}  # working directory -> distinct (path, mode, flags)
+        self.opened: set[tuple] = self.by_cwd.setdefault(self.cwd, set())
         self._sorted: tuple[set[str], set[str]] | None = None
+
+    def chdir(self, cwd: str) -> None:
+        """Opens from here on are relative to ``cwd``."""
+        self.cwd = cwd
+        self.opened = self.by_cwd.setdefault(cwd, set())
+
+    @property
+    def raw(self) -> set[tuple]:
+        """Every distinct (path, mode, flags, working directory) seen."""
+        return {(*a, cwd) for cwd, opened in self.by_cwd.items() for a in opened}
 
     @property
     def reads(self) -> set[str]:
@@ -61,49 +81,118 @@ class Recorder:
         if self._sorted is None:
             reads: set[str] = set()
             writes: set[str] = set()
-            bases: dict[str, str | None] = {}
-            fast = os.sep == "/"
-            for path, mode, flags, cwd in self.raw:
-                # One loop, no calls in the common case (a plain relative path in a folder
-                # of the repository): this runs once per file a step opens.
-                if fast and path.__class__ is str and path[:1] not in ("/", ".", "") and "/." not in path \
-                        and "//" not in path:
-                    if cwd not in bases:
-                        bases[cwd] = self._rel(os.path.normpath(cwd) + os.sep)
-                    base = bases[cwd]
-                    if base is None:
-                        continue
-                    rel = base + path
-                else:
-                    slow = self._classify(path, cwd)
-                    if slow is None:
-                        continue
-                    rel = slow
-                if not rel and mode is not _LISTED:
+            for cwd, opened in self.by_cwd.items():
+                groups = _by_kind(opened)
+                if groups is None:  # events of another shape: each on its own
+                    self._each(cwd, opened, reads, writes)
                     continue
-                if mode is _LISTED:
-                    rel = rel.rstrip("/") + "/" if rel else "./"  # its listing: DIR/ (see implicit.py)
-                elif rel.endswith(_CODE_SUFFIXES):
-                    continue
-                if (rel[:1] == "." or "/." in rel or "__pycache__" in rel or "-packages" in rel) \
-                        and not _SKIP_DIRS.isdisjoint(rel.split("/")):
-                    continue
-                if mode.__class__ is str:
-                    write = "w" in mode or "a" in mode or "x" in mode or "+" in mode
-                else:
-                    write = flags.__class__ is int and bool(flags & _WRITE_FLAGS)
-                (writes if write else reads).add(rel)
+                for (mode, flags), paths in groups.items():
+                    rels = None if mode is _LISTED else self._bulk(cwd, paths)
+                    if rels is not None:
+                        (writes if _writes(mode, flags) else reads).update(rels)
+                    else:
+                        self._each(cwd, ((p, mode, flags) for p in paths), reads, writes)
             self._sorted = (reads, writes)
         return self._sorted
 
+    def _bulk(self, cwd: str, paths: list) -> list[str] | None:
+        """The repository-relative paths of files opened at ``paths`` when every one is a
+        plain path of a file that counts (relative, or absolute under the root; no ``.``
+        segment, ``//``, trailing slash, NUL, code file or skipped folder), worked out with
+        a few passes over them all in C and no Python loop; None when any one is not (then
+        ``_each`` sorts them one by one). What a step usually opens takes this way."""
+        if os.sep != "/" or set(map(type, paths)) != {str}:
+            return None
+        n = len(paths)
+        j = "\0".join(paths)
+        if j.count("\0") != n - 1:
+            return None  # a NUL inside a path: not one to split on
+        try:
+            firsts = set(map(_FIRST, paths))
+        except IndexError:  # an empty path
+            return None
+        if "/" in firsts:
+            if len(firsts) != 1:
+                return None
+            for pre in self.prefixes:
+                if j.startswith(pre) and j.count("\0" + pre) == n - 1:
+                    j = j[len(pre):].replace("\0" + pre, "\0")
+                    break
+            else:
+                return None  # not all under one spelling of the root
+            rels = j.split("\0")
+            try:
+                if not {".", "/"}.isdisjoint(map(_FIRST, rels)):
+                    return None  # a dot, or a doubled slash, right under the root
+            except IndexError:  # the root's own folder
+                return None
+        else:
+            base = self._rel(os.path.normpath(cwd) + os.sep)  # "", or "sub/" when the step moved there
+            if base is None or "." in firsts or _odd(base):
+                return None
+            if base:
+                j = base + j.replace("\0", "\0" + base)
+                rels = j.split("\0")
+            else:
+                rels = paths
+        if j.endswith("/") or _ODD_NEXT.search(j) or "__pycache__" in j or "-packages" in j or _CODE.search(j):
+            return None
+        return rels
+
+    def _each(self, cwd: str, events: Iterable[tuple], reads: set[str], writes: set[str]) -> None:
+        """Sort events one by one: any shape (more or fewer arguments), any path. No calls for
+        a plain one; the rest are normalised against ``cwd``."""
+        base = self._rel(os.path.normpath(cwd) + os.sep) if os.sep == "/" else None  # None: no fast path
+        prefixes = self.prefixes if os.sep == "/" else ()
+        written: dict[object, bool] = {}  # mode (or flags) -> whether it writes
+        for args in events:
+            try:
+                path, mode, flags = args
+            except ValueError:
+                if len(args) < 3:
+                    continue
+                path, mode, flags = args[:3]
+            rel: str | None = None
+            if path.__class__ is str and path and "/." not in path and "//" not in path and path[-1] != "/":
+                first = path[0]
+                if first == "/":
+                    for pre in prefixes:
+                        if path.startswith(pre):
+                            rel = path[len(pre):]
+                            break
+                    else:
+                        if prefixes and path + "/" not in prefixes:
+                            continue  # outside the repository
+                elif first != "." and base is not None:
+                    rel = base + path
+                elif first != "." and prefixes:
+                    continue  # relative to a folder outside the repository
+            if rel is None:
+                rel = self._classify(path, cwd)
+                if rel is None:
+                    continue
+            if mode is _LISTED:
+                rel = rel.rstrip("/") + "/" if rel else "./"  # its listing: DIR/ (see implicit.py)
+            elif not rel or rel.endswith(_CODE_SUFFIXES):
+                continue
+            if _odd(rel) and not _SKIP_DIRS.isdisjoint(rel.split("/")):
+                continue
+            key = mode if mode.__class__ is str else (flags,)
+            write = written.get(key)
+            if write is None:
+                write = written[key] = _writes(mode, flags)
+            (writes if write else reads).add(rel)
+
     def _classify(self, path: object, cwd: str) -> str | None:
-        """The repository-relative path of an open that is not a plain relative one."""
+        """The repository-relative path of an open that is not a plain one."""
         if isinstance(path, int):
             return None  # an open file descriptor: its path was seen when it was opened
+        if not isinstance(path, (str, bytes)):
+            path = repr(path)  # not a path the interpreter made: taken as its text
         try:
-            p = os.fsdecode(path)  # type: ignore[arg-type]
+            p = os.fsdecode(path)
             return self._rel(os.path.normpath(os.path.join(cwd, p)))
-        except (TypeError, ValueError):  # a path that is not one (an object, NUL): no file
+        except (TypeError, ValueError):  # a path that is not one (NUL): no file
             return None
 
     def _rel(self, p: str) -> str | None:
@@ -115,6 +204,37 @@ class Recorder:
         return None
 
 
+def _by_kind(opened: set[tuple]) -> dict[tuple[object, object], list] | None:
+    """The paths of ``opened`` by (mode, flags), the usual events' shape; None if any event
+    has another number of arguments. One kind (the usual case) takes no Python loop."""
+    if not opened:
+        return {}
+    if set(map(len, opened)) != {3}:
+        return None
+    modes, flags = set(map(_MODE, opened)), set(map(_FLAGS, opened))
+    if len(modes) == 1 and len(flags) == 1:
+        return {(modes.pop(), flags.pop()): list(map(_FIRST, opened))}
+    groups: dict[tuple[object, object], list] = {}
+    for path, mode, flags in opened:
+        groups.setdefault((mode, flags), []).append(path)
+    return groups
+
+
+def _odd(rel: str) -> bool:
+    """Whether a path may hold a folder zcas skips (cheap tests before the exact one)."""
+    return rel[:1] == "." or "/." in rel or "__pycache__" in rel or "-packages" in rel
+
+
+def _writes(mode: object, flags: object) -> bool:
+    if mode.__class__ is str:
+        return "w" in mode or "a" in mode or "x" in mode or "+" in mode
+    return flags.__class__ is int and bool(flags & _WRITE_FLAGS)
+
+
+def _plain(x: object) -> object:
+    return x if x is None or isinstance(x, (str, bytes, int)) else repr(x)
+
+
 def _recorder() -> Recorder | None:
     rec = getattr(_local, "rec", None)
     if rec is None and len(_active) == 1:
@@ -124,18 +244,19 @@ def _recorder() -> Recorder | None:
 
 def _hook(event: str, args: tuple) -> None:
     if event == "open":
-        if not _active:
-            return
-        rec = getattr(_local, "rec", None)
+        # With one step recording (the usual case) every open is its own, whatever the
+        # thread: a thread's own recorder, when it has one, can only be that one.
+        rec = _sole
         if rec is None:
-            if len(_active) != 1:
+            if not _active:
                 return
-            rec = _active[0]
-        if len(args) >= 3:
-            path = args[0]
-            # Hashable as it came (str, bytes, an fd); anything else as its text, looked at later.
-            # A set: a file opened a million times is kept once.
-            rec.raw.add((path if isinstance(path, (str, bytes, int)) else repr(path), args[1], args[2], rec.cwd))
+            rec = getattr(_local, "rec", None)
+            if rec is None:
+                return
+        try:
+            rec.opened.add(args)  # the event's own tuple: nothing made, a set insertion
+        except TypeError:  # something unhashable in it (a C extension's own object): kept as text
+            rec.opened.add(tuple(map(_plain, args)))
     elif event in _LISTINGS and _active:
         rec = _recorder()
         path = args[0] if args and args[0] is not None else "."
@@ -143,7 +264,7 @@ def _hook(event: str, args: tuple) -> None:
             return
         if "importlib" in sys._getframe(1).f_code.co_filename:
             return  # the import system filling its caches (or importlib.metadata scanning sys.path)
-        rec.raw.add((path if isinstance(path, (str, bytes)) else repr(path), _LISTED, 0, rec.cwd))
+        rec.opened.add((_plain(path), _LISTED, 0))
     elif event == "sqlite3.connect" and _active:
         rec = _recorder()
         path = args[0] if args else None
@@ -151,11 +272,11 @@ def _hook(event: str, args: tuple) -> None:
             p = os.fsdecode(path)
             if p.startswith("file:"):  # a URI (uri=True): its path, without the query
                 p = p[5:].partition("?")[0]
-            rec.raw.add((p, "r", 0, rec.cwd))  # a database read: its file's content is an input
+            rec.opened.add((p, "r", 0))  # a database read: its file's content is an input
     elif event == "os.chdir" and _active:
         for rec in list(_active):  # the new directory applies to opens from here on
             try:
-                rec.cwd = os.path.abspath(os.fsdecode(args[0]))
+                rec.chdir(os.path.abspath(os.fsdecode(args[0])))
             except Exception:  # noqa: BLE001 - an audit hook must never fail the call it watches
                 pass
 
@@ -178,9 +299,16 @@ def recording(root: str) -> Iterator[Recorder]:
     _local.rec = rec
     with _lock:
         _active.append(rec)
+        _set_sole()
     try:
         yield rec
     finally:
         with _lock:
             _active.remove(rec)
+            _set_sole()
         _local.rec = prev
+
+
+def _set_sole() -> None:
+    global _sole
+    _sole = _active[0] if len(_active) == 1 else None
