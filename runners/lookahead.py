@@ -38,8 +38,8 @@ class LookAhead:
         self._remote: Any = None
         made_by = {out: name for name in order for out in steps[name].outputs}
         outputs_within = {"/".join(o.split("/")[:i]) for o in made_by for i in range(1, o.count("/") + 1)}
-        self._made_by: dict[str, str] = {}  # input path -> the step making it, for steps that can be guessed
-        self._ups: dict[str, set[str]] = {}
+        self._made_by = made_by  # output path -> the step making it
+        self._ups: dict[str, set[str]] = {}  # the steps that can be guessed -> the steps they wait on
         self._downs: dict[str, list[str]] = {n: [] for n in order}
         for name in order:
             ins = steps[name].inputs
@@ -49,7 +49,6 @@ class LookAhead:
             self._ups[name] = ups
             for u in ups:
                 self._downs[u].append(name)
-        self._made_by = made_by
         self._hits: dict[str, dict[str, bytes]] = {}  # step -> its outputs: of its hit found ahead, or as it ran
         self._asked: set[str] = set()
         self._ran: set[str] = set()
