@@ -22,6 +22,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any
 
 import attrs
@@ -73,18 +74,21 @@ def _decoded(lineage: Any, name: str) -> list[Decoded]:
     names, metric values) of a step's runs, newest first, from the index's exps database
     (one cursor walk, rows holding values only; the names come from ``cols``, once each)."""
     loads = marshal.loads
-    rows = []
-    for rid, started, data in reversed(lineage.graph.exp_rows(name)):
+    graph = lineage.graph
+    names: dict[bytes, tuple[str, ...] | None] = {b"": ()}
+
+    def missing(nid: Any) -> tuple[str, ...] | None:  # read once per distinct tuple of names
+        got = names[nid] = graph.names([nid]).get(nid) if type(nid) is bytes else None
+        return got
+
+    out = []
+    for rid, started, data in reversed(graph.exp_rows(name)):
         try:  # written by graph.exp_row from a validated record: a row that is not one is skipped
             status, session, user, host, pid, pvals, mid, mvals = loads(data)
+            pn = names[pid] if pid in names else missing(pid)
+            mn = names[mid] if mid in names else missing(mid)
         except (ValueError, EOFError, TypeError):
             continue
-        rows.append((rid, started, status, session, user, host, pid, pvals, mid, mvals))
-    names = lineage.graph.names(({r[6] for r in rows} | {r[8] for r in rows}) - {b""})
-    names[b""] = ()
-    out = []
-    for rid, started, status, session, user, host, pid, pvals, mid, mvals in rows:
-        pn, mn = names.get(pid), names.get(mid)
         if pn is None or mn is None or type(pvals) is not tuple or type(mvals) is not tuple \
                 or len(pn) != len(pvals) or len(mn) != len(mvals):
             continue
@@ -133,47 +137,51 @@ def _sessions(lineage: Any, steps: list[str], failed: bool, name: str) -> list[E
             pre = prefixed.get(pn)
             if pre is None:
                 pre = prefixed[pn] = tuple(f"{step}.{k}" for k in pn)
-            found.append((started, rid, status, sid, user, host, pre, pvals, mn, mvals))
+            found.append((started, rid, status, sid or rid, user, host, pre, pvals, mn, mvals))
     found.sort(key=operator.itemgetter(0))  # oldest first: a later run's values replace an earlier one's
-    rows: dict[Any, Experiment] = {}
-    for started, rid, status, sid, user, host, pre, pvals, mn, mvals in found:
-        h = rid.hex()
-        exp = rows.get(sid or h)
-        if exp is None:
-            exp = rows[sid or h] = Experiment(h, name, "ran", started, {}, {}, [], user, host)
-        exp.runs.append(h)
-        exp.id = h  # the newest run names the row
-        if status == "failed":
-            exp.status = "failed"
-        exp.params.update(zip(pre, pvals, strict=True))
-        exp.metrics.update(zip(mn, mvals, strict=True))
-    out = [r for r in rows.values() if failed or r.status != "failed"]
-    in_order = _Sorter()
-    for r in out:
-        r.runs.reverse()
-        r.params = in_order(r.params)
-        r.metrics = in_order(r.metrics)
+    groups: dict[Any, list[Any]] = {}
+    for f in found:
+        groups.setdefault(f[3], []).append(f)
+    out = []
+    params, metrics = _Merger(6), _Merger(8)
+    status_of, id_of = operator.itemgetter(2), operator.itemgetter(1)
+    for runs in groups.values():
+        status = "failed" if "failed" in map(status_of, runs) else "ran"
+        if status == "failed" and not failed:
+            continue
+        first = runs[0]
+        ids = list(map(bytes.hex, map(id_of, reversed(runs))))
+        out.append(Experiment(ids[0], name, status, first[0], params(runs), metrics(runs), ids,
+                              first[4], first[5]))
     out.sort(key=operator.attrgetter("started_ns"), reverse=True)
     return out
 
 
-class _Sorter:
-    """A map with its keys sorted; rows of one pipeline share their keys, so each distinct
-    tuple of keys is sorted once."""
+class _Merger:
+    """A session's params (or metrics) from its step runs, oldest first, as one map with its
+    keys sorted, a later run's value replacing an earlier one's. Sessions of one pipeline
+    share their step runs' names: the merged, sorted names (and how to pick the values from
+    the runs' values put end to end) are worked out once per distinct tuple of names."""
 
-    def __init__(self) -> None:
-        self.memo: dict[tuple[str, ...], tuple[tuple[str, ...], Any] | None] = {}
+    def __init__(self, at: int) -> None:
+        self.memo: dict[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], Any]] = {}
+        self.names, self.values = operator.itemgetter(at), operator.itemgetter(at + 1)
 
-    def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
-        keys = tuple(d)
-        if keys not in self.memo:
-            order = tuple(sorted(keys))
-            self.memo[keys] = None if order == keys else (order, operator.itemgetter(*order))
-        how = self.memo[keys]
+    def __call__(self, runs: list[Any]) -> dict[str, Any]:
+        shape = tuple(map(self.names, runs))
+        how = self.memo.get(shape)
         if how is None:
-            return d
-        order, get = how
-        return dict(zip(order, get(d) if len(order) > 1 else (get(d),), strict=True))
+            merged: dict[str, int] = {}
+            for i, k in enumerate(k for names in shape for k in names):
+                merged[k] = i  # a later position of a name replaces an earlier
+            order = tuple(sorted(merged))
+            pick = operator.itemgetter(*(merged[k] for k in order)) if order else None
+            how = self.memo[shape] = (order, pick)
+        order, pick = how
+        if not order:
+            return {}
+        got = pick(tuple(chain.from_iterable(map(self.values, runs))))  # type: ignore[misc]
+        return dict(zip(order, got if len(order) > 1 else (got,), strict=True))
 
 
 # -- filtering and sorting -------------------------------------------------------------------
