@@ -79,3 +79,37 @@ def test_runs_of_a_step_from_its_index_match_a_filter_of_every_run(repo):
             assert lin.runs(step=step, status=status, since_ns=since) == [x for x in want
                                                                           if x[1]["started_ns"] >= since]
     lin.close()
+
+
+def _no_scan(monkeypatch):
+    """Make every walk over all runs an error: what follows must use the indexes."""
+    from zcas.lineage.graph import Graph
+
+    def scan(*a, **k):
+        raise AssertionError("walked every run")
+
+    monkeypatch.setattr(Graph, "run_ids_newest", scan)
+    monkeypatch.setattr(Graph, "all_run_ids", scan)
+
+
+def test_status_why_and_log_step_read_no_list_of_every_run(repo_dir, monkeypatch, capsys):
+    (repo_dir / "in.txt").write_text("x\n")
+    (repo_dir / "zcas.toml").write_text('[steps.copy]\ncmd = "cp in.txt out.txt"\ninputs = ["in.txt"]\n'
+                                        'outputs = ["out.txt"]\n')
+    assert run_zcas("run", cwd=repo_dir).code == 0
+    repo = Repo(str(repo_dir))
+    lin = Lineage(repo)
+    lin.record_runs(_runs(50))
+    lin.close()
+    repo.close()
+    from zcas.cli import main
+
+    monkeypatch.chdir(repo_dir)
+    _no_scan(monkeypatch)
+    for args, want in ((["status"], "fresh"), (["why", "copy"], "copy"), (["status", "b"], "b"),
+                       (["log", "--step", "copy"], "copy")):
+        try:
+            main(args)
+        except SystemExit as e:  # an error: main maps it to an exit code
+            raise AssertionError(f"{args}: exit {e.code}: {capsys.readouterr()}") from None
+        assert want in capsys.readouterr().out, args
