@@ -324,3 +324,45 @@ outputs = ["s{i}.txt"]
     assert [(repo / f"s{i}.txt").read_text() for i in range(6)] == [f"{i}\n" for i in range(6)]
     res = run_zcas("run", cwd=repo, env=env)  # recorded once each, with outputs that read back
     assert res.code == 0 and res.out.count("cached: ") == 6
+
+
+def test_a_store_that_goes_away_mid_run_is_one_line_and_nothing_is_recorded(cluster, tmp_path, s3_endpoint):
+    """The store is a server of this test's own, stopped while a step runs on a worker: the
+    worker cannot publish (nor, on Dask's retries, fetch), the run fails in one line, and
+    no run of that step is recorded."""
+    proc, endpoint = s3server.start()
+    try:
+        s3server.make_bucket(endpoint)
+        repo = tmp_path / "gone"
+        _client_repo(repo, None, None)
+        env = {**s3server.env_for(s3_endpoint), "ZCAS_NO_REMOTE_CACHE": "1"}
+        for args in (("remote", "add", "private", f"s3://{s3server.BUCKET}/gone", "--endpoint", endpoint,
+                      "--allow-http"),
+                     ("stack", "register", "d", "--store", "private", "--runner", "dask", "--scheduler", cluster.address),
+                     ("stack", "set", "d")):
+            assert run_zcas(*args, cwd=repo, env=env).code == 0
+        (repo / "zcas.toml").write_text('[steps.slow]\ncmd = "pwd > $ZCAS_TEST_SIGNAL/slow-$$; sleep 0.5; '
+                                        'cat shared.bin shared.bin > out.bin"\ninputs = ["shared.bin"]\noutputs = ["out.bin"]\n')
+        run = subprocess.Popen([sys.executable, "-m", "zcas", "run"], cwd=repo, env={**os.environ, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while not any(p.name.startswith("slow-") for p in cluster.signal.iterdir()):
+            assert time.time() < deadline and run.poll() is None, run.communicate()
+            time.sleep(0.05)
+        proc.terminate()
+        proc.wait(10)
+        out, err = run.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert run.returncode == 1, (out, err)
+    failed = [line for line in out.splitlines() if line.startswith("failed: slow")]
+    assert len(failed) == 1 and "the store failed on worker" in failed[0], (out, err)
+    assert "Traceback" not in err and not (repo / "out.bin").exists()
+    from zcas.repository import Repository
+
+    r = Repository(repo)
+    try:
+        assert r.lineage.graph.last_run("slow") is None  # nothing recorded
+    finally:
+        r.close()
