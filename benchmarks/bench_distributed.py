@@ -3,7 +3,7 @@ workers as separate processes on 127.0.0.1, the moto S3 server, a client reposit
 workers are never told about.
 
 Run:  python benchmarks/bench_distributed.py [--fan 200] [--cpu-steps 32] [--seconds 0.5]
-                                             [--big-mb 200] [--big-steps 100]
+                                             [--big-mb 200] [--big-steps 100] [--parts overhead,cpu,big]
 
 Prints, with same-run baselines:
 - per-step overhead: a fan-out of --fan empty command steps (``true``), and of steps
@@ -216,15 +216,20 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.5)
     ap.add_argument("--big-mb", type=int, default=200)
     ap.add_argument("--big-steps", type=int, default=100)
+    ap.add_argument("--parts", default="overhead,cpu,big", help="which figures (comma-separated; default: all)")
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
     print("load average at start:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     base = tempfile.mkdtemp(prefix="zcas-bench-dist-")
     procs = Procs()
     try:
         _, address, env = start_all(base, procs)
-        overhead(base, env, address, a.fan)
-        cpu(base, env, address, a.cpu_steps, a.seconds)
-        big(base, env, address, a.big_mb, a.big_steps)
+        if "overhead" in parts:
+            overhead(base, env, address, a.fan)
+        if "cpu" in parts:
+            cpu(base, env, address, a.cpu_steps, a.seconds)
+        if "big" in parts:
+            big(base, env, address, a.big_mb, a.big_steps)
     finally:
         procs.stop()
         shutil.rmtree(base, ignore_errors=True)

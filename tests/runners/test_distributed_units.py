@@ -163,9 +163,11 @@ class FakeDask:
         self.pool = ThreadPoolExecutor(2)
         self.fail: BaseException | None = None
         self.submitted = 0
+        self.sent: list = []
 
     def submit(self, fn, *args) -> Future:
         self.submitted += 1
+        self.sent.append((fn, args))
         if self.fail is not None:
             err = self.fail
 
@@ -234,6 +236,7 @@ def test_no_checkout_plans_downstream_from_ids_and_leaves_the_tree(through):
     with open(os.path.join(root, "b.txt")) as f:
         assert f.read() == "ABC\nABC\n"
     assert fake.submitted == 2
+    assert str(root) not in repr(fake.sent)  # no path of the client's travels with a task
     # a folder above an output kept in the store cannot be hashed from the tree: refused
     c_step = _spec("c", "mkdir -p e; cat d/a.txt > e/c.txt", ["d"], ["e/c.txt"])  # a folder input, known by id
     above = _spec("above", "ls e > above.txt", ["e"], ["above.txt"])
@@ -275,5 +278,9 @@ def test_python_steps_pass_folders_through_the_store(through, monkeypatch):
     assert got["files"] == {"0.txt": "0", "1.txt": "1", "2.txt": "2"}
     assert got["cwd"].startswith(repo.cas.zdir + "-worker/zcas-step-") and got["at"].startswith(got["cwd"][:-4])
     assert fake.submitted == 2 and os.getcwd() == here  # the folder a step ran in is given back
+    import pickle
+
+    shipped = pickle.dumps(fake.sent)  # what would travel to the cluster: no path of the client's
+    assert os.fsencode(repo.root) not in shipped and os.fsencode(flow_distributed.__file__) not in shipped
     assert os.listdir(repo.cas.zdir + "-worker") == []  # and removed
     assert not os.path.exists(os.path.join(repo.root, "made"))
