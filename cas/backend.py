@@ -87,6 +87,14 @@ class Backend(ABC):
         """``length`` bytes of ``key`` from ``start`` (fewer at its end)."""
         return self.get(key)[start : start + length]
 
+    def get_range_into(self, key: str, start: int, view: memoryview) -> int:
+        """Read up to ``len(view)`` bytes of ``key`` from ``start`` into ``view``; how many
+        (fewer at its end). A local backend reads straight into it, so a reader reusing
+        one buffer does not fault in fresh pages for every range."""
+        data = self.get_range(key, start, len(view))
+        view[: len(data)] = data
+        return len(data)
+
     def get_ranges(self, key: str, starts: _List[int], lengths: _List[int]) -> _List[bytes]:
         """Several ranges of one key (object storage fetches them in one call)."""
         return [self.get_range(key, s, n) for s, n in zip(starts, lengths, strict=True)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -329,11 +330,19 @@ def _hash_next(window: deque, h) -> bool:
     return False
 
 
+_spans = threading.local()  # each worker's read buffer for runs of records (reused: no fresh pages)
+
+
 def _write_run(db: ObjectDB, oid: bytes, part: list[tuple[bytes, int, int]], fd: int) -> list:
-    """Read, check, inflate and write consecutive chunks; their bytes, in order."""
+    """Read, check, inflate and write consecutive chunks; their bytes, in order (never
+    views into the worker's read buffer, which its next run overwrites)."""
     try:
         ents = [db.entry(coid) for coid, _, _ in part]
-        records = db.read_records([(coid, e) for (coid, _, _), e in zip(part, ents, strict=True)])
+        need = sum(e.length for e in ents)
+        buf = getattr(_spans, "buf", None)
+        if buf is None or len(buf) < need:  # a new one: views of the old may still be held
+            buf = _spans.buf = bytearray(max(need, 8 << 20))
+        records = db.read_records([(coid, e) for (coid, _, _), e in zip(part, ents, strict=True)], buf)
     except ObjectNotFoundError as e:
         raise IntegrityError(oid, f"chunk {e.oid} listed in its manifest is missing") from None
     datas = [_chunk_payload(coid, rec, e, n) for (coid, n, _), e, rec in zip(part, ents, records, strict=True)]
@@ -341,10 +350,10 @@ def _write_run(db: ObjectDB, oid: bytes, part: list[tuple[bytes, int, int]], fd:
     return datas
 
 
-def _chunk_payload(coid: bytes, record, e, n: int):
+def _chunk_payload(coid: bytes, record, e, n: int) -> bytes:
     """A chunk's bytes from its record, unhashed (the caller hashes the whole file): the
     header must agree with the index entry and the manifest, and a frame may inflate to
-    exactly its declared size, nothing more. A raw chunk stays a view into ``record``."""
+    exactly its declared size, nothing more. A raw chunk is copied out of ``record``."""
     if len(record) >= codec.HEADER_SIZE:
         kind, how, raw = codec.HEADER.unpack_from(record, 0)
         if kind == e.kind == codec.KIND_BLOB and raw == e.size == n:
@@ -354,7 +363,7 @@ def _chunk_payload(coid: bytes, record, e, n: int):
                 if out is not None:
                     return out
             elif how == codec.CODEC_RAW and len(body) == raw:
-                return body
+                return bytes(body)
     check_header(coid, record, e.kind, e.size)  # the careful way, for the reason
     kind, data = codec.decode(coid, record)
     if kind != codec.KIND_BLOB or len(data) != n:

@@ -574,16 +574,19 @@ class ObjectDB:
             self.reload()
             return self._read_at(oid, self.entry(oid))
 
-    def read_records(self, items: list[tuple[bytes, Entry]]) -> list[bytes | memoryview]:
+    def read_records(self, items: list[tuple[bytes, Entry]], into: bytearray | None = None) -> list[bytes | memoryview]:
         """The stored records of these copies, in order, as ``read_record(oid, e)`` gives
         each (nothing is verified here). On a local store, records lying back to back in
-        one pack are read with one request of at most ``SPAN_READ`` bytes: the chunks of a
+        one pack are read with one request of about ``SPAN_READ`` bytes: the chunks of a
         large file, written in file order, come a few megabytes at a time instead of one
-        ~40 KiB read each. Elsewhere (a read cache keeps the exact ranges it was asked
-        for) each record is read alone."""
+        ~40 KiB read each. ``into``: a buffer the caller reuses; records read into it are
+        views, valid until the next call given the same buffer (spans that no longer fit
+        are read into bytes of their own). Elsewhere (a read cache keeps the exact ranges
+        it was asked for) each record is read alone."""
         if not self.backend.local:
             return [self.read_record(oid, e) for oid, e in items]
         out: list[bytes | memoryview] = []
+        used = 0  # bytes of ``into`` handed out by this call
         i, n = 0, len(items)
         while i < n:
             oid, e = items[i]
@@ -598,8 +601,15 @@ class ObjectDB:
                 continue
             for o, x in items[i:j]:
                 check_entry(x.pack, o, x.offset, x.length, x.kind, x.size)
-            data = self.backend.get_range(pack_key(e.pack), e.offset, end - e.offset)
-            if len(data) != end - e.offset:  # a truncated pack: each record says whether it is whole
+            length = end - e.offset
+            if into is None or len(into) < used + length:
+                data: bytes | memoryview = self.backend.get_range(pack_key(e.pack), e.offset, length)
+                got = len(data)
+            else:
+                data = memoryview(into)[used : used + length]
+                got = self.backend.get_range_into(pack_key(e.pack), e.offset, data)
+                used += length
+            if got != length:  # a truncated pack: each record says whether it is whole
                 out.extend(self.read_record(o, x) for o, x in items[i:j])
             else:
                 mv = memoryview(data)

@@ -107,6 +107,19 @@ class LocalBackend(Backend):
             raise store_error(e, f"reading {key}") from None
         return data
 
+    def get_range_into(self, key: str, start: int, view: memoryview) -> int:
+        fd = self._fd(key)
+        done = 0
+        try:
+            while done < len(view):
+                n = os.preadv(fd, [view[done:]], start + done)
+                if n == 0:
+                    break
+                done += n
+        except OSError as e:
+            raise store_error(e, f"reading {key}") from None
+        return done
+
     def _link_into_place(self, tmp: str, key: str) -> bool:
         dst = self._path(key)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
