@@ -233,13 +233,14 @@ def select(rows: list[Experiment], filters: Iterable[str] = (), sort_by: str | N
     keeps = [parse_filter(f) for f in filters]
     out = [r for r in rows if all(k(r) for k in keeps)]
     if sort_by:
-        if not any(value_of(r, sort_by) is not None for r in out) and out:
+        vals = [value_of(r, sort_by) for r in out]  # each row's value looked up once
+        if out and all(v is None for v in vals):
             cols = sorted({*(k for r in out for k in r.metrics), *(k for r in out for k in r.params)})
             raise UsageError(f"no column named {sort_by!r} to sort by (columns: {', '.join(cols[:20]) or 'none'})")
-        have = [r for r in out if _sortable(value_of(r, sort_by))]
-        rest = [r for r in out if not _sortable(value_of(r, sort_by))]
-        have.sort(key=lambda r: value_of(r, sort_by), reverse=descending)
-        out = have + rest
+        ok = list(map(_sortable, vals))
+        have = [(v, r) for v, r, s in zip(vals, out, ok, strict=True) if s]
+        have.sort(key=operator.itemgetter(0), reverse=descending)
+        out = [r for _, r in have] + [r for r, s in zip(out, ok, strict=True) if not s]
     return out
 
 
