@@ -57,7 +57,7 @@ def test_many_plain_opens_with_odd_ones_among_them_sort_as_each_alone(tree):
 
     def sort(events):
         rec = fileaudit.Recorder(str(tree))
-        rec.opened.update(events)
+        rec.opened.extend(events)
         return rec.reads, rec.writes
 
     for mode, flags in modes:
