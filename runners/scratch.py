@@ -100,7 +100,7 @@ def materialise(db: Any, root: str, inputs: dict[str, str]) -> None:
     """Check out each input (path -> id) below ``root``, verified, refusing any path that
     would land outside it."""
     for rel, oid_hex in inputs.items():
-        dest = os.path.join(root, *safe_rel(rel, "input path").split("/"))
+        dest = root if rel == "." else os.path.join(root, *safe_rel(rel, "input path").split("/"))  # "." : the whole tree
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         checkout(db, bytes.fromhex(oid_hex), dest, force=True)
 

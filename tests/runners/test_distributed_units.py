@@ -120,6 +120,21 @@ def test_paths_that_would_leave_the_scratch_folder_are_refused(tmp_path, bad):
     assert safe_rel("data/raw.csv", "input path") == "data/raw.csv"
 
 
+def test_the_whole_repository_as_an_input(tmp_path):
+    from zcas.cas.ingest import Ingester
+    from zcas.cas.statcache import StatCache
+
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "f.txt").write_text("x")
+    writer, _, _, worker = _stores(tmp_path)
+    oid = Ingester(writer, StatCache(None)).add(str(tmp_path / "tree"))[0]
+    writer.flush()
+    root = tmp_path / "scratch" / "repo"
+    root.mkdir(parents=True)
+    materialise(worker, str(root), {".": oid.hex()})
+    assert (root / "sub" / "f.txt").read_text() == "x"
+
+
 def _file_spec(tmp_path) -> dict:
     return {"url": f"file://{tmp_path / 'store'}", "worker": True}
 
