@@ -116,7 +116,7 @@ def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: st
     """Run a command in a scratch folder holding its inputs; a ``core.Done``'s fields.
     ``env``: what the command's environment adds to the worker's (its params and declared
     variables; None removes one)."""
-    safe_rel(cwd, "working folder", empty=True)
+    cwd = "" if cwd == "." else safe_rel(cwd, "working folder", empty=True)
     for o in (*outputs, *metrics):
         safe_rel(o, "output path")
     db = open_store(spec)
