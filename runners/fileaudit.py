@@ -93,12 +93,15 @@ class Recorder:
                 head = buf[:n]
                 try:
                     seen.update(head)
-                except TypeError:  # something unhashable (a C extension's own object): kept as text
+                except Exception:  # noqa: BLE001 - something unhashable (a C extension's own object)
                     for args in head:
                         try:
                             seen.add(args)
-                        except TypeError:
-                            seen.add(tuple(map(_plain, args)))
+                        except Exception:  # noqa: BLE001 - kept as text; the hook calls this: never raise
+                            try:
+                                seen.add(tuple(map(_plain, args)))
+                            except Exception:  # noqa: BLE001
+                                pass
                 del buf[:n]
 
     @property
@@ -246,13 +249,13 @@ class Recorder:
 
 def _by_kind(opened: list[tuple]) -> dict[tuple[object, object], list] | None:
     """The paths of ``opened`` by (mode, flags), the usual events' shape (more arguments
-    are ignored, as ``_each`` does); None if an event has fewer. One kind (the usual
-    case) takes no Python loop."""
+    are ignored, as ``_each`` does); None if an event has fewer, or a mode or flags that
+    cannot be a key. One kind (the usual case) takes no Python loop."""
     if not opened:
         return {}
     try:
         modes, flags = set(map(_MODE, opened)), set(map(_FLAGS, opened))
-    except IndexError:
+    except (IndexError, TypeError):  # too few arguments, or one that is not hashable
         return None
     if len(modes) == 1 and len(flags) == 1:
         return {(modes.pop(), flags.pop()): list(map(_FIRST, opened))}

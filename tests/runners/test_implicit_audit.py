@@ -114,3 +114,8 @@ def test_events_of_another_shape_never_fail_the_open_and_count_when_they_name_a_
         fileaudit._hook("open", ([], "r", 0))  # not hashable: kept as its text
         fileaudit._hook("open", ("sub/c.txt", {"odd": "mode"}, 0))
     assert rec.reads == {"data/b.csv", "sub/c.txt", "[]"}
+    with fileaudit.recording(str(tree)) as rec:  # the odd mode alone, and past a fold
+        for _ in range(fileaudit._FOLD + 1):
+            fileaudit._hook("open", ("sub/c.txt", {"odd": "mode"}, 0))
+        fileaudit._hook("open", ("data/a.csv", "r", 0))
+    assert rec.reads == {"data/a.csv", "sub/c.txt"}
