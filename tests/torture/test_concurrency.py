@@ -85,7 +85,7 @@ def test_four_writers_and_gc(repo_dir):
         results.append(json.loads(out.strip().splitlines()[-1]))
     completed = [r for res in results for r in res["runs"]]
     assert completed, "no run completed"
-    logged = json.loads(ok(zcas_cmd("log", "--json"), repo_dir).stdout)
+    logged = json.loads(ok(zcas_cmd("log", "--json", "-n", "0"), repo_dir).stdout)  # every run, not the newest 100
     ids = [x["id"] for x in logged]
     assert len(ids) == len(set(ids))
     assert set(completed) <= set(ids)  # every completed run is recorded, once
