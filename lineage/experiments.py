@@ -25,8 +25,6 @@ from contextlib import contextmanager
 from itertools import chain
 from typing import Any
 
-import attrs
-
 from zcas.cas.errors import UsageError
 
 from .graph import flat
@@ -34,19 +32,59 @@ from .graph import flat
 Number = int | float
 
 
-@attrs.define
-class Experiment:
-    """One row: ``id`` is a run's id (a session's: its newest run's)."""
+Raw = tuple[tuple[str, ...], tuple[Any, ...], tuple[str, ...], tuple[Any, ...]]
 
-    id: str
-    name: str
-    status: str
-    started_ns: int
-    params: dict[str, Any]
-    metrics: dict[str, Number]
-    runs: list[str]
-    user: str = ""
-    host: str = ""
+
+class Experiment:
+    """One row: ``id`` is a run's id (a session's: its newest run's).
+
+    A row read from the index may hold its params and metrics as the index does, ``raw``:
+    (param names, values, metric names, values), the names tuples shared by every row of
+    one shape. Its ``params`` and ``metrics`` maps are then made when first asked for; a
+    text table of ten thousand rows reads ``raw`` a column at a time and makes none."""
+
+    __slots__ = ("id", "name", "status", "started_ns", "runs", "user", "host", "raw", "_params", "_metrics")
+
+    def __init__(self, id: str, name: str, status: str, started_ns: int, params: dict[str, Any] | None,
+                 metrics: dict[str, Number] | None, runs: list[str], user: str = "", host: str = "",
+                 raw: Raw | None = None) -> None:
+        if raw is None and (params is None or metrics is None):
+            raise TypeError("Experiment needs params and metrics, or raw")
+        self.id, self.name, self.status, self.started_ns, self.runs = id, name, status, started_ns, runs
+        self.user, self.host, self.raw = user, host, raw
+        self._params, self._metrics = params, metrics
+
+    @property
+    def params(self) -> dict[str, Any]:
+        if self._params is None:
+            assert self.raw is not None
+            self._params = dict(zip(self.raw[0], self.raw[1], strict=True))
+        return self._params
+
+    @params.setter
+    def params(self, value: dict[str, Any]) -> None:
+        self.metrics  # noqa: B018 - made from raw before raw, no longer this row's, is dropped
+        self._params, self.raw = value, None
+
+    @property
+    def metrics(self) -> dict[str, Number]:
+        if self._metrics is None:
+            assert self.raw is not None
+            self._metrics = dict(zip(self.raw[2], self.raw[3], strict=True))
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, value: dict[str, Number]) -> None:
+        self.params  # noqa: B018 - made from raw before raw, no longer this row's, is dropped
+        self._metrics, self.raw = value, None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Experiment) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # (mutable, as the attrs class it replaced)
+
+    def __repr__(self) -> str:
+        return f"Experiment({', '.join(f'{k}={v!r}' for k, v in self.as_dict().items())})"
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "status": self.status, "started_ns": self.started_ns,
@@ -110,9 +148,7 @@ def of_name(lineage: Any, name: str, failed: bool = False) -> list[Experiment]:
         for rid, started, status, _, user, host, pn, pvals, mn, mvals in _decoded(lineage, name):
             if failed or status != "failed":
                 h = rid.hex()
-                out.append(Experiment(h, name, status, started, dict(zip(pn, pvals, strict=True)),
-                                      dict(zip(mn, mvals, strict=True)), [h],
-                                      user, host))
+                out.append(Experiment(h, name, status, started, None, None, [h], user, host, (pn, pvals, mn, mvals)))
         return out
 
 

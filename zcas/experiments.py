@@ -141,21 +141,42 @@ def _columns(found: list[Experiment]) -> tuple[list[str], list[_Column], set[int
     """Built a column at a time: ten thousand rows of thirty columns are 300,000 cells.
     A column "changes" when two rows differ in value or type (1, 1.0 and true differ) or
     one lacks it (``ex.columns``' rule)."""
-    params = sorted(set().union(*(r.params for r in found)))
-    metrics = sorted(set().union(*(r.metrics for r in found)))
+    params, pcols = _raw_columns(found, 0) or _map_columns(found, "params")
+    metrics, mcols = _raw_columns(found, 2) or _map_columns(found, "metrics")
     header = ["run", "started", "status", *params, *metrics]
     fmt = dt.datetime.fromtimestamp
     cols = [_Column([r.id[:12] for r in found]),
             _Column([fmt(r.started_ns // 1_000_000_000).isoformat(" ") for r in found]),
             _column([r.status for r in found])]
     hot: set[int] = set()
-    for field, names in (("params", params), ("metrics", metrics)):
-        for col in _values([getattr(r, field) for r in found], names):
-            c = _column(col)
-            if c.changes:
-                hot.add(len(cols))
-            cols.append(c)
+    for col in (*pcols, *mcols):
+        c = _column(col)
+        if c.changes:
+            hot.add(len(cols))
+        cols.append(c)
     return header, cols, hot
+
+
+def _raw_columns(found: list[Experiment], at: int) -> tuple[list[str], list[tuple[Any, ...]]] | None:
+    """(names, columns) of rows read from the index that share one tuple of names (rows of
+    one pipeline): the values as read, transposed (names sorted); None for other rows."""
+    first = found[0].raw if found else None
+    if first is None:
+        return None
+    names = first[at]
+    if not all(r.raw is not None and r.raw[at] is names for r in found):
+        return None
+    if not names:
+        return [], []
+    cols = list(zip(*[r.raw[at + 1] for r in found if r.raw is not None], strict=True))
+    order = sorted(range(len(names)), key=names.__getitem__)
+    return [names[i] for i in order], [cols[i] for i in order]
+
+
+def _map_columns(found: list[Experiment], field: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    maps = [getattr(r, field) for r in found]
+    names = sorted(set().union(*maps))
+    return names, _values(maps, names)
 
 
 def _column(col: Sequence[Any]) -> _Column:
