@@ -27,9 +27,13 @@ if TYPE_CHECKING:
     from .core import Core
 
 
-def set_aside(ctx: Core, outputs: Iterable[str]) -> list[tuple[str, bytes]]:
-    """Remove the declared outputs that exist, keeping each in the store; [(path, id)]."""
-    aside: list[tuple[str, bytes]] = []
+def keep(ctx: Core, outputs: Iterable[str]) -> list[tuple[str, bytes]]:
+    """Make what is at each existing path safe in the store, [(path, id)], changing nothing
+    in the tree: what a run recorded is kept by lineage; anything else (a file made by hand)
+    is stored in the repository's store and recorded in the path history, so gc keeps it
+    and ``zcas log PATH`` lists it. Anything that writes over an output's path (setting it
+    aside, or a hit restored over it) asks this first, so nothing the user made is lost."""
+    found: list[tuple[str, bytes]] = []
     kept: list[PathVersion] = []
     db = ctx.repo.db  # with the path history: the user's own files stay in the repository
     cache = ctx.statcache if ctx.db is db else StatCache(None)  # a stack's cache speaks for its own store
@@ -43,11 +47,17 @@ def set_aside(ctx: Core, outputs: Iterable[str]) -> list[tuple[str, bytes]]:
             last = graph.versions(rel)
             if not last or last[-1].id != oid.hex():
                 kept.append(PathVersion(rel, oid, MODES[mode], time.time()))
-        aside.append((rel, oid))
+        found.append((rel, oid))
     if kept:
         db.flush()
         Refs(ctx.repo.zdir).record(kept)
         ctx.lineage.index_paths(kept)
+    return found
+
+
+def set_aside(ctx: Core, outputs: Iterable[str]) -> list[tuple[str, bytes]]:
+    """Remove the declared outputs that exist, keeping each in the store; [(path, id)]."""
+    aside = keep(ctx, outputs)
     for rel, _ in aside:
         path = ctx.abspath(rel)
         if os.path.isdir(path) and not os.path.islink(path):

@@ -231,7 +231,7 @@ def run_command(core: Core, spec: StepSpec) -> StepResult:
     paths = reads(core, spec, substitute(spec.cmd, spec.params))
     core.settle()  # no path lock is waited for while this process holds keys of pending steps
     with PathLocks(core.repo.zdir, paths, list(spec.outputs)):
-        p = plan(core, spec, paths=paths, known=instore.known_ids(core, paths))
+        p = plan(core, spec, paths=paths, known=instore.known_ids(core, paths, spec.name))
         out = core.run(Command(spec), p)
         res = out.wait() if isinstance(out, Pending) else out
         if res.status == "ran":  # executed on a worker sharing only the store: the tree gets them now, if at all

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from zcas.cas.checkout import read_tree
 from zcas.cas.errors import UsageError, ZcasError
 
-from .artifacts import restore
+from .artifacts import current_id, restore
+from .aside import keep
 
 if TYPE_CHECKING:
     from .core import Core
@@ -28,11 +29,18 @@ _checkout_default = True
 
 
 class Held:
-    """One session's outputs by path (ids), and whether they go into the working tree."""
+    """One session's outputs by path (ids), and whether they go into the working tree.
+
+    Ids are kept only with ``--no-checkout``: when outputs are written into the tree, the
+    tree is what later steps read, and it is hashed as on any runner (a held id would miss
+    a later step writing inside an earlier one's output folder). ``stale``: outputs whose
+    held id a later step's output inside them made out of date; a path at or below one
+    cannot be named from the store, nor hashed from a tree that never received it."""
 
     def __init__(self, checkout: bool):
         self.checkout = checkout
         self.ids: dict[str, bytes] = {}
+        self.stale: set[str] = set()
         self.lock = threading.Lock()
 
 
@@ -71,14 +79,20 @@ def worker_spec(core: Core) -> dict[str, Any]:
     return {**{k: v for k, v in core.task_spec.items() if k not in ("tmp", "objects")}, "worker": True}
 
 
-def known_ids(core: Core, paths: list[str]) -> dict[str, bytes]:
-    """Ids of ``paths`` that this session's steps produced: the outputs themselves, or
-    entries inside output folders. With outputs left in the store, a path holding some of
-    them (a folder above an output) cannot be hashed from the working tree: refused."""
+def _at_or_below(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
+def known_ids(core: Core, paths: list[str], step: str = "") -> dict[str, bytes]:
+    """Ids of ``paths`` that this session's steps produced and left in the store
+    (``--no-checkout``): the outputs themselves, or entries inside output folders. A path
+    that cannot be named from them (not in the output folder it is inside, one a later
+    step wrote into, or a folder above an output) is refused: the working tree does not
+    hold what the steps made, so hashing it would key the step by a stale file."""
     h = held(core)
     with h.lock:
-        ids = dict(h.ids)
-    if not ids:
+        ids, stale = dict(h.ids), set(h.stale)
+    if not ids and not stale:
         return {}
     out: dict[str, bytes] = {}
     for p in paths:
@@ -88,22 +102,31 @@ def known_ids(core: Core, paths: list[str]) -> dict[str, bytes]:
         above = next((k for k in ids if p.startswith(k + "/")), None)
         if above is not None:
             found = _inside(core, ids[above], p[len(above) + 1:])
-            if found is not None:
-                out[p] = found
+            if found is None:
+                raise UsageError(f"step {step}: input {p} is not in {above}, an output kept in the store "
+                                 "(--no-checkout): the working tree does not hold that output")
+            out[p] = found
             continue
-        below = next((k for k in ids if k.startswith(p + "/")), None)
-        if below is not None and not h.checkout:
-            raise UsageError(f"input {p} holds {below}, an output kept in the store (--no-checkout): "
+        written = next((s for s in stale if _at_or_below(p, s)), None)
+        if written is not None:
+            raise UsageError(f"step {step}: input {p} is in {written}, an output a later step wrote into, kept in "
+                             "the store (--no-checkout): declare what the later step wrote, or run without "
+                             "--no-checkout")
+        below = next((k for k in (*ids, *stale) if k.startswith(p + "/")), None)
+        if below is not None:
+            raise UsageError(f"step {step}: input {p} holds {below}, an output kept in the store (--no-checkout): "
                              f"declare {below} itself as the input")
     return out
 
 
 def _inside(core: Core, tree: bytes, rel: str) -> bytes | None:
+    """The id of ``rel`` inside the folder ``tree``; None if it is not there (or the
+    listing cannot be read: nothing is guessed)."""
     oid = tree
     for part in rel.split("/"):
         try:
             entries = read_tree(core.db, oid)
-        except ZcasError:  # not a folder: the path is not inside this output
+        except ZcasError:  # not a folder (or not readable): the path is not known to be inside
             return None
         match = [e for e in entries if e.name == part.encode()]
         if not match:
@@ -113,15 +136,27 @@ def _inside(core: Core, tree: bytes, rel: str) -> bytes | None:
 
 
 def place(core: Core, outputs: dict[str, str], write: bool = True) -> None:
-    """Outputs (path -> id) of a step this session ran or reused: noted for the steps
-    after it, and written into the working tree (``write``: they are not there already)
-    unless they stay in the store."""
+    """Outputs (path -> id) of a step this session ran or reused: written into the working
+    tree (``write``: they are not there already), or, with ``--no-checkout``, noted for the
+    steps after it. Whatever is at a path written over and no recorded run produced (a file
+    made by hand, a stale file left by ``--no-checkout``) is kept first (``aside.keep``)."""
     h = held(core)
-    with h.lock:
-        h.ids.update({p: bytes.fromhex(o) for p, o in outputs.items()})
-    if write and h.checkout:
+    if not h.checkout:
+        with h.lock:
+            for path, oid_hex in outputs.items():
+                for k in [k for k in h.ids if _at_or_below(k, path) or path.startswith(k + "/")]:
+                    del h.ids[k]
+                    if path.startswith(k + "/"):  # its id no longer says what it holds
+                        h.stale.add(k)
+                h.stale = {s for s in h.stale if not _at_or_below(s, path)}  # replaced whole
+                h.ids[path] = bytes.fromhex(oid_hex)
+        return
+    if write:
         for path, oid_hex in outputs.items():
-            restore(core, path, bytes.fromhex(oid_hex))
+            oid = bytes.fromhex(oid_hex)
+            if current_id(core, path) not in (None, oid):
+                keep(core, [path])
+            restore(core, path, oid)
 
 
 def portable_ref(step: Any, ref: Any) -> Any:

@@ -14,6 +14,7 @@ from zcas.cas import codec
 from zcas.cas.db import ObjectDB
 from zcas.cas.errors import IntegrityError, UsageError
 from zcas.cas.local import LocalBackend
+from zcas.cas.oid import hash_bytes
 from zcas.runners import scratch, workercache
 from zcas.runners.scratch import StoreFailed, materialise, safe_rel, store_command_task
 from zcas.runners.spec import StepSpec
@@ -198,6 +199,11 @@ class FakeDask:
 @pytest.fixture
 def through(tmp_path, monkeypatch):
     """A repository whose stack has a file:// store and 'dask': (repository, fake dask, core factory)."""
+    yield from through_stack(tmp_path, monkeypatch)
+
+
+def through_stack(tmp_path, monkeypatch):
+    """``through``, for other test modules' fixtures."""
     from zcas.repository import Repository
     from zcas.stacks import Stack, register
 
@@ -243,13 +249,14 @@ def test_no_checkout_plans_downstream_from_ids_and_leaves_the_tree(through):
     with open(os.path.join(root, "b.txt")) as f:
         assert f.read() == "stale, by hand\n"  # the tree is not touched at all
     assert repo.store("d")[0].get_bytes(bytes.fromhex(rb.outputs["b.txt"])) == b"ABC\nABC\n"
-    # the same steps without --no-checkout: hits, restored (a hand-made file set aside, not lost)
+    # the same steps without --no-checkout: hits, restored (the hand-made file kept, not lost)
     c = core()
     assert run_command(c, a).status == "cached"
     assert run_command(c, b).status == "cached"
     c.close()
     with open(os.path.join(root, "b.txt")) as f:
         assert f.read() == "ABC\nABC\n"
+    assert repo.cas.db.has(hash_bytes(b"stale, by hand\n"))
     assert fake.submitted == 2
     assert str(root) not in repr(fake.sent)  # no path of the client's travels with a task
     # a folder above an output kept in the store cannot be hashed from the tree: refused

@@ -1,0 +1,124 @@
+"""Regression tests for defects a review found in distributed runs (issue 14), each named
+after its defect; without a cluster (a stand-in for Dask runs the real tasks on a thread)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from zcas.cas.errors import UsageError
+from zcas.cas.oid import hash_bytes
+from zcas.runners.command import run_command
+from zcas.runners.instore import no_checkout
+
+from .test_distributed_units import _spec, through_stack
+
+
+@pytest.fixture
+def through(tmp_path, monkeypatch):
+    """(repository, fake dask, core factory): a stack with a file:// store and 'dask'."""
+    yield from through_stack(tmp_path, monkeypatch)
+
+
+def _write(root, rel: str, data: bytes) -> None:
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _read(root, rel: str) -> bytes:
+    with open(os.path.join(root, rel), "rb") as f:
+        return f.read()
+
+
+def test_a_hand_made_file_at_an_output_path_is_kept_when_a_hit_after_no_checkout_writes_over_it(through):
+    repo, _, core = through
+    root = repo.root
+    _write(root, "in.txt", b"abc\n")
+    mine = b"stale, by hand\n"
+    _write(root, "b.txt", mine)
+    b = _spec("b", "tr a-z A-Z < in.txt > b.txt", ["in.txt"], ["b.txt"])
+    with no_checkout():
+        c = core()
+        assert run_command(c, b).status == "ran"
+        c.close()
+    assert _read(root, "b.txt") == mine  # --no-checkout touches nothing
+    c = core()
+    assert run_command(c, b).status == "cached"
+    c.close()
+    assert _read(root, "b.txt") == b"ABC\n"
+    assert repo.cas.db.has(hash_bytes(mine))  # the hand-made bytes are in the store ...
+    assert hash_bytes(mine).hex() in [v.id for v in repo.lineage.graph.versions("b.txt")]  # ... and the history
+
+
+def test_a_hand_edited_output_is_kept_when_a_hit_restores_over_it_on_the_local_runner(tmp_path):
+    from zcas.repository import Repository
+
+    repo = Repository.init(tmp_path / "repo")
+    root = repo.root
+    _write(root, "in.txt", b"abc\n")
+    b = _spec("b", "tr a-z A-Z < in.txt > b.txt", ["in.txt"], ["b.txt"])
+    c = repo.core(None, out=None)
+    assert run_command(c, b).status == "ran"
+    c.close()
+    mine = b"edited by hand\n"
+    _write(root, "b.txt", mine)
+    c = repo.core(None, out=None)
+    assert run_command(c, b).status == "cached"
+    c.close()
+    assert _read(root, "b.txt") == b"ABC\n" and repo.cas.db.has(hash_bytes(mine))
+    assert hash_bytes(mine).hex() in [v.id for v in repo.lineage.graph.versions("b.txt")]
+    repo.close()
+
+
+def test_a_step_writing_inside_an_earlier_steps_output_folder_does_not_leave_readers_keyed_by_the_old_id(tmp_path):
+    from zcas.repository import Repository
+
+    repo = Repository.init(tmp_path / "repo")
+    root = repo.root
+    _write(root, "in.txt", b"abc\n")
+    a = _spec("a", "mkdir -p d; cp in.txt d/a.txt", ["in.txt"], ["d"])
+    c = _spec("c", "cat d/b.txt > c.txt", ["d"], ["c.txt"])
+    seen = []
+    for word in ("first", "second"):
+        b = _spec("b", f"echo {word} > d/b.txt", ["in.txt"], ["d/b.txt"])  # b's command changes
+        core = repo.core(None, out=None)
+        seen.append([run_command(core, s).status for s in (a, b, c)])
+        core.close()
+    assert seen[1] == ["cached", "ran", "ran"]
+    assert _read(root, "c.txt") == b"second\n"
+    repo.close()
+
+
+def test_no_checkout_a_step_writing_inside_an_earlier_output_folder_refuses_readers_of_that_folder(through):
+    repo, _, core = through
+    root = repo.root
+    _write(root, "in.txt", b"abc\n")
+    a = _spec("a", "mkdir -p d; cp in.txt d/a.txt", ["in.txt"], ["d"])
+    b = _spec("b", "echo more > d/b.txt", ["in.txt"], ["d/b.txt"])
+    with no_checkout():
+        c = core()
+        assert [run_command(c, s).status for s in (a, b)] == ["ran", "ran"]
+        for reads in (["d"], ["d/a.txt"]):  # d's held id is a's: without b.txt
+            with pytest.raises(UsageError, match="a later step wrote into"):
+                run_command(c, _spec("r", "cat d/a.txt > r.txt", reads, ["r.txt"]))
+        assert run_command(c, _spec("r2", "cat d/b.txt > r2.txt", ["d/b.txt"], ["r2.txt"])).status == "ran"
+        c.close()
+
+
+def test_no_checkout_refuses_an_input_inside_an_output_folder_that_the_folder_does_not_hold(through):
+    repo, fake, core = through
+    root = repo.root
+    _write(root, "in.txt", b"abc\n")
+    _write(root, "d/old.txt", b"stale\n")  # left in the tree by an older version of step a
+    a = _spec("a", "rm -rf d; mkdir d; cp in.txt d/a.txt", ["in.txt"], ["d"])
+    b = _spec("b", "cat d/old.txt > b.txt", ["d/old.txt"], ["b.txt"])
+    with no_checkout():
+        c = core()
+        assert run_command(c, a).status == "ran"
+        with pytest.raises(UsageError, match=r"^step b: input d/old.txt is not in d, an output kept in the store"):
+            run_command(c, b)
+        c.close()
+    assert fake.submitted == 1
