@@ -38,9 +38,10 @@ from zcas.cas.oid import hash_bytes
 from zcas.cas.refs import Forgotten
 
 from .keyhash import key_of
-from .records import PATH_KINDS, PathVersion
 
 if TYPE_CHECKING:
+    from .records import PathVersion
+
     Txn = lmdb.Transaction[bytes]  # opened without buffers=True: values are bytes
 
 T = TypeVar("T")
@@ -56,9 +57,10 @@ _INITIAL_MAP = 64 << 20
 _BE = struct.Struct(">Q")
 ZERO = b"\0" * 32
 MAX_KEY = 511  # LMDB's default maximum key size, in bytes
-_KINDS = {"file": 1, "tree": 2, "link": 3}  # the kind byte of a path version (PATH_KINDS)
+# The kind byte of a path version (records.PATH_KINDS; records, and attrs with them, are
+# imported only where a record is made: reading rows and ids needs neither).
+_KINDS = {"file": 1, "tree": 2, "link": 3}
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
-assert set(_KINDS) == set(PATH_KINDS)
 
 
 class LineageStoreError(ZcasError):
@@ -381,6 +383,8 @@ class Graph:
                     continue
                 out.append((t, bytes(v[:32]), run, _KIND_NAMES.get(v[64], "file"), t))
             return out
+
+        from .records import PathVersion
 
         return [(PathVersion(path=path, id=oid.hex(), time_ns=t, kind=kind, run=run.hex() if run else None), last)
                 for t, oid, run, kind, last in self.read(fn)]

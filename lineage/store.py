@@ -16,11 +16,12 @@ from zcas.cas.errors import ZcasError
 from zcas.cas.repo import Repo
 
 from .graph import EXPS_MARK, EXPS_MARK_V2, Graph
-from .records import PathVersion, RecordError, Run, artifact_ids, from_history_line
 
 if TYPE_CHECKING:
     from zcas.cas.refs import Forgotten
     from zcas.cas.refs import PathVersion as HistoryLine
+
+    from .records import PathVersion, Run
 
 # The index is complete and every run in it passed strict validation. v1 indexes were built
 # by a zcas that validated remote records less strictly: opening one rebuilds it.
@@ -118,6 +119,8 @@ class Lineage:
         """Index path versions that the object store's history file has recorded; a version
         that cannot be indexed (a damaged line: a time out of range, a path that is not text)
         is skipped. Returns how many were indexed."""
+        from .records import RecordError, from_history_line
+
         items = []
         for v in versions:
             try:
@@ -139,6 +142,7 @@ class Lineage:
     def run(self, rid: bytes) -> Run:
         """The run record ``rid``, from the index or the object store."""
         from . import serde
+        from .records import Run
 
         data = self.graph.run_bytes(rid)
         if data is None:
@@ -197,6 +201,8 @@ class Lineage:
         the pulled files are read here, so that a version forgotten only in ``forgotten``
         (what ``gc --dry-run`` would forget) counts as gone."""
         f = self.graph.forgotten if forgotten is None else forgotten
+        from .records import artifact_ids
+
         out = []
         for rid in self.graph.all_run_ids():
             if rid in f.runs:
@@ -241,6 +247,7 @@ class Lineage:
     def reindex(self) -> dict[str, int]:
         """Rebuild the graph from run objects, the history file and tags alone."""
         from . import serde
+        from .records import Run
 
         db = self.repo.db
         self.graph.forgotten = self.repo.refs.forgotten()

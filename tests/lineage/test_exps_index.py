@@ -78,3 +78,21 @@ def test_sessions_group_step_runs_and_sort_their_columns(repo):
     assert [r.params["train.z"] for r in rows] == [2, 1, 0] and [r.metrics for r in rows][0] == {"acc": 0.2}
     assert [len(r.runs) for r in rows] == [2, 2, 2]
     lin.close()
+
+
+def test_path_kinds_of_the_index_are_the_records():
+    from zcas.lineage.graph import _KINDS
+    from zcas.lineage.records import PATH_KINDS
+
+    assert set(_KINDS) == set(PATH_KINDS)
+
+
+def test_reading_rows_imports_no_records_module():
+    """exp show and log's listing read the index without attrs (records are made elsewhere)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, zcas.lineage.store, zcas.lineage.experiments, zcas.experiments; "
+            "print('zcas.lineage.records' in sys.modules, 'attr' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
