@@ -196,44 +196,65 @@ class ObjectDB:
         """
         with self._lock:
             known = set(self._names)
-            local = self.backend.local
             for key in self.backend.list(PREFIX):
                 name = name_of_idx_key(key)
                 if name is None or name in known or name in self._bad:
                     continue
-                if local:  # damage here is the user's to know about: it raises
-                    try:
-                        data = self.backend.get_mapped(key)  # a large one is not read whole
-                    except ObjectNotFoundError:
-                        continue  # repacked (or collected) since it was listed
-                    self._add_pack(name, data, index_count(name, data), checked=False)
+                if self._take(name, key):
                     known.add(name)
-                    continue
-                # a remote's indexes are refused, not held, past what zcas could write; a bad
-                # one is skipped (and remembered), so one junk key cannot break every lookup
-                room = MAX_REMOTE_INDEXES - self._remote_bytes
-                try:
-                    data = self.backend.get_bounded(key, min(MAX_INDEX_BYTES, room))
-                except ObjectNotFoundError:
-                    continue  # deleted since it was listed
-                except IntegrityError as e:
-                    if room < MAX_INDEX_BYTES and self.backend.info(key).size <= MAX_INDEX_BYTES:
-                        raise IntegrityError(key, f"the store's pack indexes exceed {MAX_REMOTE_INDEXES} bytes "
-                                             "in all") from None
-                    self._skip(name, key, e.reason)
-                    continue
-                try:
-                    n = check_index(name, data)
-                    ids = [data[p : p + 32] for p in range(12, 12 + n * ENTRY.size, ENTRY.size)]
-                    if not all(map(operator.lt, ids, islice(ids, 1, None))):
-                        raise IntegrityError(name, "pack index is not sorted")
-                except IntegrityError as e:
-                    self._skip(name, key, e.reason)
-                    continue
-                self._add_pack(name, data, n, checked=True)
-                self._remote_bytes += len(data)
-                known.add(name)
             self._loaded = True
+
+    def adopt_packs(self, names: Iterable[str]) -> None:
+        """Load the indexes of packs named by whoever published them (a worker returning a
+        step's outputs), each checked as ``refresh`` checks it, without listing the store:
+        a listing grows with the store, and a client would pay for one per step. A name
+        that is no pack's is ignored (``has`` then says what is missing)."""
+        with self._lock:
+            if not self._loaded:
+                self.refresh()
+                return
+            known = set(self._names)
+            for name in names:
+                key = idx_key(name) if isinstance(name, str) and len(name) == 64 else None
+                if key is None or name_of_idx_key(key) != name or name in known or name in self._bad:
+                    continue
+                if self._take(name, key):
+                    known.add(name)
+
+    def _take(self, name: str, key: str) -> bool:
+        """Load pack ``name``'s index (key ``key``) as the last pack; False if it is gone
+        or (a remote's) refused."""
+        if self.backend.local:  # damage here is the user's to know about: it raises
+            try:
+                data = self.backend.get_mapped(key)  # a large one is not read whole
+            except ObjectNotFoundError:
+                return False  # repacked (or collected) since it was listed
+            self._add_pack(name, data, index_count(name, data), checked=False)
+            return True
+        # a remote's indexes are refused, not held, past what zcas could write; a bad
+        # one is skipped (and remembered), so one junk key cannot break every lookup
+        room = MAX_REMOTE_INDEXES - self._remote_bytes
+        try:
+            data = self.backend.get_bounded(key, min(MAX_INDEX_BYTES, room))
+        except ObjectNotFoundError:
+            return False  # deleted since it was listed
+        except IntegrityError as e:
+            if room < MAX_INDEX_BYTES and self.backend.info(key).size <= MAX_INDEX_BYTES:
+                raise IntegrityError(key, f"the store's pack indexes exceed {MAX_REMOTE_INDEXES} bytes "
+                                     "in all") from None
+            self._skip(name, key, e.reason)
+            return False
+        try:
+            n = check_index(name, data)
+            ids = [data[p : p + 32] for p in range(12, 12 + n * ENTRY.size, ENTRY.size)]
+            if not all(map(operator.lt, ids, islice(ids, 1, None))):
+                raise IntegrityError(name, "pack index is not sorted")
+        except IntegrityError as e:
+            self._skip(name, key, e.reason)
+            return False
+        self._add_pack(name, data, n, checked=True)
+        self._remote_bytes += len(data)
+        return True
 
     def _skip(self, name: str, key: str, reason: str) -> None:
         self._bad.add(name)

@@ -23,7 +23,7 @@ from typing import IO, Any, NamedTuple, Protocol
 
 from zcas._version import __version__
 from zcas.cas import codec
-from zcas.cas.errors import StoreError, ZcasError
+from zcas.cas.errors import ObjectNotFoundError, StoreError, ZcasError
 from zcas.cas.oid import hash_bytes
 from zcas.cas.statcache import StatCache
 from zcas.lineage import serde
@@ -332,10 +332,12 @@ class Core:
             return kind.result(self, plan, done, rid)
         for hook in self.on_outputs:  # (the next steps' keys can be asked for while this one is recorded)
             hook(plan.name, done.outputs)
-        if done.found:
-            plan = plan._replace(fields={**plan.fields, **done.found})
+        found = dict(done.found or {})
+        packs = found.pop("packs", None)  # what the task published: not a record field
+        if found:
+            plan = plan._replace(fields={**plan.fields, **found})
         if remote:
-            self.db.refresh()  # the worker published the outputs
+            self._published(kind, plan, done, packs, token)
         if self.db is not self.repo.db:
             self.db.flush()  # published on the stack's store before a record names them
         rid = self.record(self._run(plan, kind, "ran", done.started, done.ended, done.outputs, done.materializers, 0),
@@ -344,6 +346,30 @@ class Core:
         where = f", on {self._executor.name}" if remote and self._executor else ""
         self.say(f"ran: {plan.name} ({dur:.3f}s, run {rid[:12]}{where})")
         return kind.result(self, plan, done, rid)
+
+    def _published(self, kind: StepKind, plan: Plan, done: Done, packs: list[str] | None, token: Any) -> None:
+        """Every id a task returned is in the store before a record names it: the packs it
+        says it published are loaded (not a listing of the whole store, which grows with
+        it), the store listed only if one is still missing, and a task whose ids are
+        not there after all (its writes lost) fails in one line, recorded as nothing."""
+        wanted = [bytes.fromhex(o) for o in (*done.outputs.values(), *((done.found or {}).get("log") or {}).values())]
+        if packs is not None:
+            self.db.adopt_packs(packs)
+        else:
+            self.db.refresh()
+
+        def held(oid: bytes) -> bool:  # (a copy, the worker's fresh one of an id found damaged here too)
+            try:
+                self.db.entry(oid)  # looks again (a listing) only for an id still missing
+                return True
+            except ObjectNotFoundError:
+                return False
+
+        missing = [o for o in wanted if not held(o)]
+        if missing:
+            kind.undo(self, token)
+            raise StoreError(0, f"step {plan.name}: the worker returned {missing[0].hex()[:12]} but the store does not "
+                                "hold it (its writes were lost): nothing recorded, run it again")
 
     def wait_all(self) -> None:
         """Every step handed to a runner has finished and is recorded (or raised)."""

@@ -151,7 +151,7 @@ def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: st
         except StoreError as e:
             db.abort()
             raise _failed(name, e) from None
-    return code, err, ids, {}, started, ended, False, None, found
+    return code, err, ids, {}, started, ended, False, None, {**found, "packs": db.published}
 
 
 _cwd = threading.Lock()  # the working folder is the process's: one Python step at a time has it

@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from zcas.cas.backend import Backend
 from zcas.cas.db import ObjectDB
 from zcas.cas.ingest import Ingester
 from zcas.cas.local import LocalBackend
@@ -32,26 +33,46 @@ from .metrics import from_result as metrics_of
 from .metrics import read_files as read_metrics
 from .values import load_value, store_value
 
-_stores: dict[tuple[tuple[str, Any], ...], ObjectDB] = {}
+_backends: dict[tuple[tuple[str, Any], ...], tuple[Backend, str | None]] = {}
 _lock = threading.Lock()
 
 
-def open_store(spec: dict[str, Any]) -> ObjectDB:
-    """The ObjectDB a spec names, opened once per worker process."""
+class TaskDB(ObjectDB):
+    """One task's ObjectDB, naming the packs it publishes (``published``): the client loads
+    those indexes alone (``ObjectDB.adopt_packs``) instead of listing the whole store."""
+
+    def __init__(self, backend: Backend, tmp_dir: str | None = None):
+        super().__init__(backend, tmp_dir=tmp_dir)
+        self.published: list[str] = []
+
+    def flush(self) -> str | None:
+        name = super().flush()
+        if name is not None:
+            self.published.append(name)
+        return name
+
+
+def open_store(spec: dict[str, Any]) -> TaskDB:
+    """The ObjectDB a spec names, new for each task over a backend (and a worker's cache)
+    opened once per process. Tasks of one process never share a writer: one task's store
+    failure (its flush aborts the pack being written) or ``abort`` would drop another's
+    outputs, which would then return ids the store does not hold. And each task lists the
+    store afresh, so an object ``gc --remote`` removed since the last task is written
+    again rather than taken as present."""
     key = tuple(sorted(spec.items()))
     with _lock:
-        db = _stores.get(key)
-        if db is None:
+        opened = _backends.get(key)
+        if opened is None:
             if spec.get("url"):
-                backend = ObstoreBackend(spec["url"], spec.get("endpoint"), spec.get("region"), spec.get("allow_http"))
+                remote = ObstoreBackend(spec["url"], spec.get("endpoint"), spec.get("region"), spec.get("allow_http"))
                 if spec.get("worker"):  # shares nothing with the client: reads cached on its own disk
-                    db = workercache.open_db(backend)
+                    opened = workercache.open_backend(remote)
                 else:
-                    db = ObjectDB(backend, tmp_dir=spec.get("tmp"))
+                    opened = (remote, spec.get("tmp"))
             else:
-                db = ObjectDB(LocalBackend(spec["objects"]))
-            _stores[key] = db
-    return db
+                opened = (LocalBackend(spec["objects"]), None)
+            _backends[key] = opened
+    return TaskDB(*opened)
 
 
 class ArtifactRef(tuple):
@@ -95,7 +116,7 @@ def python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: dict[str
         outputs[name], tags[name] = store_value(db, StatCache(None) if paths else None, v, allow_pickle)
     db.flush()  # published before the client records a run naming these ids
     found = files_found(seen, root, None, name, values) if root and seen is not None else {}
-    found.update(metrics=reported, series=series_of(logged), log=log)
+    found.update(metrics=reported, series=series_of(logged), log=log, packs=db.published)
     return 0, "", outputs, tags, started, ended, multi, None, found
 
 
@@ -146,11 +167,11 @@ def command_task(spec: dict[str, Any], root: str, argv: list[str], cwd: str, env
     code, err, found = check_command(root, code, err, outputs, metrics, log)
     if code != 0:
         db.flush()
-        return code, err, {}, {}, started, ended, False, None, found
+        return code, err, {}, {}, started, ended, False, None, {**found, "packs": db.published}
     ing = Ingester(db, StatCache(None))
     ids = {o: ing.add(os.path.join(root, o))[0].hex() for o in outputs}
     db.flush()
-    return 0, "", ids, {}, started, ended, False, None, found
+    return 0, "", ids, {}, started, ended, False, None, {**found, "packs": db.published}
 
 
 def check_command(root: str, code: int, err: str, outputs: list[str], metrics: tuple[str, ...],

@@ -354,19 +354,28 @@ def _folder() -> str:
         return tempfile.mkdtemp(prefix="zcas-worker-cache-")
 
 
-def open_db(remote: Backend) -> ObjectDB:
-    """The store as a worker reads it: through a bounded cache on the worker's disk (see
-    the module doc); packs the worker writes are built in the cache's folder."""
+def open_backend(remote: Backend) -> tuple[Backend, str]:
+    """The store as a worker reads it, through a bounded cache on the worker's disk (see
+    the module doc), and the folder its tasks build packs in; opened once per process,
+    shared by every task's ObjectDB."""
     limit = parse_size(os.environ.get("ZCAS_WORKER_CACHE", str(DEFAULT_BYTES)))
     counted = Counting(remote)
     if limit <= 0:
         _opened.append((counted, None, None))
-        return ObjectDB(counted, tmp_dir=tempfile.mkdtemp(prefix="zcas-worker-"))
+        return counted, tempfile.mkdtemp(prefix="zcas-worker-")
     folder = _folder()
     local = BoundedDir(folder, limit)
     caching = BlockCaching(counted, local)
     _opened.append((counted, caching, local))
-    return ObjectDB(caching, tmp_dir=local.tmp_dir())
+    tmp = local.tmp_dir()
+    assert tmp is not None
+    return caching, tmp
+
+
+def open_db(remote: Backend) -> ObjectDB:
+    """An ObjectDB over ``open_backend`` (tests and tools; tasks open one each)."""
+    backend, tmp = open_backend(remote)
+    return ObjectDB(backend, tmp_dir=tmp)
 
 
 def stats() -> dict[str, int]:

@@ -4,13 +4,18 @@ after its defect; without a cluster (a stand-in for Dask runs the real tasks on 
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
-from zcas.cas.errors import UsageError
+from zcas.cas.db import ObjectDB
+from zcas.cas.errors import StoreError, UsageError
+from zcas.cas.local import LocalBackend
 from zcas.cas.oid import hash_bytes
+from zcas.runners import scratch, tasks
 from zcas.runners.command import run_command
 from zcas.runners.instore import no_checkout
+from zcas.runners.scratch import StoreFailed, store_command_task
 
 from .test_distributed_units import _spec, through_stack
 
@@ -122,3 +127,108 @@ def test_no_checkout_refuses_an_input_inside_an_output_folder_that_the_folder_do
             run_command(c, b)
         c.close()
     assert fake.submitted == 1
+
+
+def _worker(tmp_path, monkeypatch) -> dict:
+    monkeypatch.setenv("ZCAS_WORKER_CACHE_DIR", str(tmp_path / "wcache"))
+    monkeypatch.setattr(scratch, "_base", lambda: str(tmp_path / "worker"))
+    (tmp_path / "worker").mkdir()
+    return {"url": f"file://{tmp_path / 'store'}", "worker": True}
+
+
+def _in_store(tmp_path, oid_hex: str) -> bool:
+    return ObjectDB(LocalBackend(str(tmp_path / "store"))).has(bytes.fromhex(oid_hex))
+
+
+def test_one_tasks_store_failure_does_not_drop_another_tasks_finished_outputs(tmp_path, monkeypatch):
+    spec = _worker(tmp_path, monkeypatch)
+    a_ingested, b_done = threading.Event(), threading.Event()
+    real_ing = scratch.Ingester
+
+    class Ing(real_ing):  # A's output ingested (pending), then B fails before A publishes
+        def add(self, path, *a, **k):
+            r = real_ing.add(self, path, *a, **k)
+            if path.endswith("a.txt"):
+                a_ingested.set()
+                b_done.wait(10)
+            return r
+
+    monkeypatch.setattr(scratch, "Ingester", Ing)
+    backend = type(tasks.open_store(spec).backend)
+    real_put_file = backend.put_file
+
+    def put_file(self, key, path):
+        if threading.current_thread().name == "B":
+            a_ingested.wait(10)
+            raise StoreError(0, "connection reset")  # B's upload fails: its flush aborts its pack
+        return real_put_file(self, key, path)
+
+    monkeypatch.setattr(backend, "put_file", put_file)
+    failed = {}
+
+    def run_b():
+        try:
+            store_command_task(spec, "b", ["sh", "-c", "echo b > b.txt"], "", {}, {}, ["b.txt"], [])
+        except StoreFailed as e:
+            failed["b"] = str(e)
+        finally:
+            b_done.set()
+
+    tb = threading.Thread(target=run_b, name="B")
+    tb.start()
+    code, _, ids, *_, found = store_command_task(spec, "a", ["sh", "-c", "echo unique-a > a.txt"], "", {}, {},
+                                                 ["a.txt"], [])
+    tb.join()
+    assert "connection reset" in failed["b"] and code == 0
+    assert _in_store(tmp_path, ids["a.txt"]) and found["packs"]
+
+
+def test_a_long_lived_worker_writes_again_an_output_gc_removed_between_tasks(tmp_path, monkeypatch):
+    spec = _worker(tmp_path, monkeypatch)
+    cmd = ["sh", "-c", "echo the-same-output > o.txt"]
+    _, _, ids1, *_ = store_command_task(spec, "s", cmd, "", {}, {}, ["o.txt"], [])
+    for f in os.listdir(tmp_path / "store" / "packs"):  # gc --remote collected it (its run forgotten)
+        os.unlink(tmp_path / "store" / "packs" / f)
+    code, _, ids2, *_ = store_command_task(spec, "s", cmd, "", {}, {}, ["o.txt"], [])  # same worker process
+    assert code == 0 and ids2 == ids1 and _in_store(tmp_path, ids2["o.txt"])
+
+
+def test_the_client_records_nothing_when_a_worker_returns_ids_the_store_does_not_hold(through):
+    repo, fake, core = through
+    _write(repo.root, "out.txt", b"mine\n")
+    real = fake.pool.submit
+
+    def submit(fn, *args):
+        def lost(*a):  # the task "succeeds" but its writes never reached the store
+            code, err, ids, *rest = fn(*a)
+            return (code, err, {k: "ab" * 32 for k in ids}, *rest)
+
+        return real(lost, *args)
+
+    fake.pool.submit = submit
+    c = core()
+    with pytest.raises(StoreError, match=r"^step s: the worker returned abababababab but the store does not hold it"):
+        run_command(c, _spec("s", "echo new > out.txt", [], ["out.txt"]))
+    c.close()
+    assert repo.lineage.graph.last_run("s") is None
+    assert _read(repo.root, "out.txt") == b"mine\n"  # what was set aside is back
+
+
+def test_the_client_loads_only_the_packs_a_step_published_not_a_listing_of_the_store(through):
+    repo, _, core = through
+    _write(repo.root, "in.txt", b"abc\n")
+    c = core()
+    assert run_command(c, _spec("warm", "cp in.txt w.txt", ["in.txt"], ["w.txt"])).status == "ran"
+    backend = c.db.backend
+    listed = []
+    real = backend.list
+
+    def counting(prefix=""):
+        listed.append(prefix)
+        return real(prefix)
+
+    backend.list = counting
+    r = run_command(c, _spec("s", "tr a-z A-Z < in.txt > out.txt", ["in.txt"], ["out.txt"]))
+    c.close()
+    assert r.status == "ran" and _read(repo.root, "out.txt") == b"ABC\n"
+    assert listed == []
