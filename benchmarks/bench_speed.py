@@ -57,7 +57,9 @@ def timed(cmd, cwd=None, env=ENV) -> Secs:
     subprocess.run(["sync"], check=True)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if p.returncode:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed ({p.returncode}): {p.stderr.decode(errors='replace')[-2000:]}")
     out = Secs(time.perf_counter() - t)
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out.cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
@@ -288,6 +290,8 @@ def readd_vs_git(name: str, src: str, work: str, rounds: int, old: dict | None) 
         lo = load()
         gits.append(timed(["git", "status", "--porcelain"], cwd=g, env=os.environ))
         mine.append(timed(ZCAS + ["add", "data"], cwd=repo))
+        bare, helps = timed([sys.executable, "-c", "pass"]), timed(ZCAS + ["--help"])
+        note(f"round {i + 1}: a bare Python process {bare}, zcas --help {helps} (the start any zcas command pays)")
         extra = ""
         if old is not None:
             olds.append(timed(old["cmd"] + ["add", "data"], cwd=orepo, env=old["env"]))
@@ -310,12 +314,11 @@ def bench_small100k(d: dict, work: str, rounds: int, old: dict | None) -> None:
         os.rename(src + ".tmp", src)
     warm(src)
     mine, cps, olds = [], [], []
-    out = os.path.join(work, "cp100k")
     for i in range(rounds):
         lo = load()
-        shutil.rmtree(out, ignore_errors=True)
+        out = os.path.join(work, f"cp100k-{i}")  # a fresh name: never copied into a leftover
         cps.append(timed(["cp", "-r", src, out]))
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out)
         repo = fresh_repo(os.path.join(work, "in100k"))
         mine.append(timed(ZCAS + ["add", src], cwd=repo))
         extra = ""
@@ -327,7 +330,7 @@ def bench_small100k(d: dict, work: str, rounds: int, old: dict | None) -> None:
     row("ingest 100k small files vs cp -r", mine, cps, "cp -r", "<= 0.5x")
     if olds:
         row("ingest 100k small files, before", olds, cps, "cp -r", "")
-    for p in (out, os.path.join(work, "in100k"), os.path.join(work, "in100k-old")):
+    for p in (os.path.join(work, "in100k"), os.path.join(work, "in100k-old")):
         shutil.rmtree(p, ignore_errors=True)
     readd_vs_git("100k", src, work, rounds, old)
 

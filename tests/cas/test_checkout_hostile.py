@@ -364,12 +364,15 @@ def test_attack_symlink_whose_target_is_a_large_file(repo, tmp_path):
 def test_attack_dedup_bomb_refused_before_filling_the_disk(repo, tmp_path):
     """A manifest naming one chunk over and over stands for a file far larger than its
     bytes: checkout compares what it would write with the free space before writing."""
-    chunk = repo.db.put(codec.KIND_BLOB, bytes(100_000))
+    size = codec.MAX_SIZE[codec.KIND_BLOB]
+    chunk = repo.db.put(codec.KIND_BLOB, bytes(size))
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    n = free // 100_000 + 10
-    man = encode_manifest(n * 100_000, [(chunk, 100_000)] * n)
+    # twice the free space: on a shared disk others free space meanwhile, and a file that
+    # fitted would be written for real
+    n = 2 * free // size + 10
+    man = encode_manifest(n * size, [(chunk, size)] * n)
     fid = hash_bytes(b"a file of zeros larger than this disk")
-    repo.db.put_record(fid, codec.KIND_CHUNKED, n * 100_000, codec.encode(codec.KIND_CHUNKED, man))
+    repo.db.put_record(fid, codec.KIND_CHUNKED, n * size, codec.encode(codec.KIND_CHUNKED, man))
     tree = repo.db.put(codec.KIND_TREE, encode_tree([TreeEntry(b"zeros", MODE_FILE, fid)]))
     from zcas.cas.errors import StoreError
 
