@@ -1,13 +1,15 @@
 """Python API benchmarks (issue 5): step chains and large values, cold and warm.
 
-Run:  python benchmarks/bench_python.py [--rounds N] [--big-only] [--baseline REV]
+Run:  python benchmarks/bench_python.py [--rounds N] [--big-only] [--baseline REV ...]
 
 Each figure is the wall time of a whole Python process running the pipeline (as a user
 re-running a script sees it), with joblib.Memory in the same run where it is installed
 (`pip install joblib`). Cold runs record every run durably (fsynced packs and LMDB).
 
 The 50 MB pipeline (issue 18) is timed in alternating rounds against the same code without
-zcas (and, with ``--baseline REV``, zcas as it was at REV, extracted as bench_core does),
+zcas (and, with ``--baseline REV``, zcas as it was at REV, extracted as bench_core does;
+the option may be given more than once, and ``HEAD`` times what is committed without the
+uncommitted edits of the working tree),
 and beside it the floor of storing its values in zcas's format: making their stored bytes,
 and hashing and compressing those on every core, nothing written.
 """
@@ -182,17 +184,17 @@ def chains() -> None:
             print(f"{f'chain of {n} steps, warm':<40} {warm:8.3f}s")
 
 
-def big(rounds: int, baseline: str | None) -> None:
+def big(rounds: int, baselines: list[str]) -> None:
     """3 steps passing 50 MB, cold, against the same code without zcas (issue 18: <= 1.3x),
     in alternating rounds so a busy machine's drift hits every side alike; with
-    ``baseline``, zcas as it was at that revision too, in the same rounds."""
+    ``baselines``, zcas as it was at each of those revisions too, in the same rounds."""
     py = sys.executable
     sides: dict[str, tuple[list[str], dict]] = {"now": ([py], ENV)}
     with tempfile.TemporaryDirectory(prefix="zcas-bench-py-") as base:
-        if baseline:
+        for i, rev in enumerate(baselines):
             from bench_core import extract
 
-            sides[baseline] = ([py], extract(baseline, os.path.join(base, "baseline"))[1])
+            sides[rev] = ([py], extract(rev, os.path.join(base, f"baseline-{i}"))[1])
         with open(os.path.join(base, "plain.py"), "w") as f:
             f.write(textwrap.dedent(PLAIN))
         got: dict[str, list[float]] = {"plain": [], "plain cpu": [], "floor": [], "save": []}
@@ -234,7 +236,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of the 50 MB pipeline")
     ap.add_argument("--big-only", action="store_true", help="only the 50 MB pipeline")
-    ap.add_argument("--baseline", metavar="REV", help="also time zcas as it was at REV (50 MB pipeline)")
+    ap.add_argument("--baseline", metavar="REV", action="append", default=[],
+                    help="also time zcas as it was at REV (50 MB pipeline); may be repeated")
     a = ap.parse_args()
     if not a.big_only:
         chains()
