@@ -213,7 +213,8 @@ class Command:
             core.db.flush()  # the inputs the client stored, published before a worker asks for them
             return store_command_task, (instore.worker_spec(core), self.spec.name, plan.fields["cmd"], self.spec.cwd,
                                         _env_added(self.spec), plan.fields["inputs"], list(self.spec.outputs),
-                                        sorted(core.db.damaged), self.spec.metrics)
+                                        sorted(core.db.damaged), self.spec.metrics,
+                                        instore.input_modes(core, list(plan.fields["inputs"])))
         return command_task, (core.task_spec, core.repo.root, plan.fields["cmd"], self.spec.cwd, _env(self.spec),
                               list(self.spec.outputs), sorted(core.db.damaged), self.spec.metrics)
 

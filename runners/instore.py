@@ -11,6 +11,8 @@ file, and whether executed steps' and hits' outputs are written into the working
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import threading
 import weakref
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from zcas.cas.checkout import read_tree
 from zcas.cas.errors import UsageError, ZcasError
+from zcas.cas.tree import MODE_EXEC, MODE_LINK, MODES
 
 from .artifacts import current_id, restore
 from .aside import keep
@@ -122,6 +125,12 @@ def known_ids(core: Core, paths: list[str], step: str = "") -> dict[str, bytes]:
 def _inside(core: Core, tree: bytes, rel: str) -> bytes | None:
     """The id of ``rel`` inside the folder ``tree``; None if it is not there (or the
     listing cannot be read: nothing is guessed)."""
+    found = _entry_inside(core, tree, rel)
+    return None if found is None else found.oid
+
+
+def _entry_inside(core: Core, tree: bytes, rel: str) -> Any:
+    entry = None
     oid = tree
     for part in rel.split("/"):
         try:
@@ -131,8 +140,42 @@ def _inside(core: Core, tree: bytes, rel: str) -> bytes | None:
         match = [e for e in entries if e.name == part.encode()]
         if not match:
             return None
-        oid = match[0].oid
-    return oid
+        entry = match[0]
+        oid = entry.oid
+    return entry
+
+
+def input_modes(core: Core, paths: list[str]) -> dict[str, str]:
+    """How each input that is not a plain file or folder is checked out on a worker
+    (``exec`` or ``link``): only ids travel, and an id says nothing of the executable bit,
+    nor whether its bytes are a link's target (an executable script run as ``./run.sh``
+    would fail with 126; a link read as a file holding its target's name, under the key a
+    local run of the link has). From the working tree, or from the folder an output left
+    in the store holds it in (an output itself left there goes as a plain file)."""
+    h = held(core)
+    with h.lock:
+        ids = dict(h.ids)
+    out: dict[str, str] = {}
+    for p in paths:
+        if p == ".":
+            continue
+        above = next((k for k in ids if p.startswith(k + "/")), None)
+        if above is not None:
+            e = _entry_inside(core, ids[above], p[len(above) + 1:])
+            if e is not None and e.mode in (MODE_EXEC, MODE_LINK):
+                out[p] = MODES[e.mode]
+            continue
+        if p in ids:
+            continue
+        try:
+            st = os.lstat(core.abspath(p))
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            out[p] = "link"
+        elif stat.S_ISREG(st.st_mode) and st.st_mode & 0o100:  # the bit Ingester reads as exec
+            out[p] = "exec"
+    return out
 
 
 def place(core: Core, outputs: dict[str, str], write: bool = True) -> None:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from zcas.cas import codec
 from zcas.cas.checkout import checkout
 from zcas.cas.errors import StoreError, UsageError, ZcasError
 from zcas.cas.ingest import Ingester
@@ -96,13 +97,39 @@ def scratch() -> Iterator[str]:
         _rmtree(top)
 
 
-def materialise(db: Any, root: str, inputs: dict[str, str]) -> None:
+def materialise(db: Any, root: str, inputs: dict[str, str], modes: dict[str, str] | None = None) -> None:
     """Check out each input (path -> id) below ``root``, verified, refusing any path that
-    would land outside it."""
+    would land outside it. ``modes``: inputs that are executable files or links (an id
+    alone says neither); a link is made only if it points inside the scratch folder."""
+    modes = modes or {}
     for rel, oid_hex in inputs.items():
         dest = root if rel == "." else os.path.join(root, *safe_rel(rel, "input path").split("/"))  # "." : the whole tree
         os.makedirs(os.path.dirname(dest), exist_ok=True)
+        mode = modes.get(rel)
+        if mode == "link":
+            _link(db, root, rel, dest, bytes.fromhex(oid_hex))
+            continue
         checkout(db, bytes.fromhex(oid_hex), dest, force=True)
+        if mode == "exec":
+            st = os.stat(dest)
+            os.chmod(dest, st.st_mode | (st.st_mode & 0o444) >> 2)  # x where r, as git does
+
+
+def _link(db: Any, root: str, rel: str, dest: str, oid: bytes) -> None:
+    """A link input, recreated; its target must resolve inside the scratch folder (a
+    relative path, no way out through ``..``), else it is refused in one line."""
+    e = db.entry(oid)
+    target = db.get_bytes(oid) if e.kind == codec.KIND_BLOB and e.size <= 4096 else b""
+    text = os.fsdecode(target)
+    where = posixpath.normpath(posixpath.join(posixpath.dirname(rel), text)) if text else ""
+    if (not text or "\0" in text or text.startswith("/") or where == ".." or where.startswith("../")
+            or any(is_reserved_name(p.encode()) for p in where.split("/"))):
+        raise UsageError(f"refusing input {rel}: a link to {text!r}, which is not inside the repository")
+    if os.path.isdir(dest) and not os.path.islink(dest):
+        _rmtree(dest)
+    elif os.path.lexists(dest):
+        os.unlink(dest)
+    os.symlink(text, dest)
 
 
 def _failed(name: str, e: BaseException) -> StoreFailed:
@@ -112,10 +139,10 @@ def _failed(name: str, e: BaseException) -> StoreFailed:
 
 def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: str, env: dict[str, str | None],
                        inputs: dict[str, str], outputs: list[str], damaged: list[bytes],
-                       metrics: tuple[str, ...] = ()) -> tuple[Any, ...]:
+                       metrics: tuple[str, ...] = (), modes: dict[str, str] | None = None) -> tuple[Any, ...]:
     """Run a command in a scratch folder holding its inputs; a ``core.Done``'s fields.
     ``env``: what the command's environment adds to the worker's (its params and declared
-    variables; None removes one)."""
+    variables; None removes one). ``modes``: inputs that are executables or links."""
     cwd = "" if cwd == "." else safe_rel(cwd, "working folder", empty=True)
     for o in (*outputs, *metrics):
         safe_rel(o, "output path")
@@ -123,7 +150,7 @@ def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: st
     db.mark_damaged(damaged)
     with scratch() as root:
         try:
-            materialise(db, root, inputs)
+            materialise(db, root, inputs, modes)
         except StoreError as e:
             raise _failed(name, e) from None
         where = os.path.join(root, *cwd.split("/")) if cwd else root

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from zcas.cas import codec
 from zcas.cas.db import ObjectDB
 from zcas.cas.errors import StoreError, UsageError
 from zcas.cas.local import LocalBackend
@@ -232,3 +233,38 @@ def test_the_client_loads_only_the_packs_a_step_published_not_a_listing_of_the_s
     c.close()
     assert r.status == "ran" and _read(repo.root, "out.txt") == b"ABC\n"
     assert listed == []
+
+
+def test_an_executable_script_input_keeps_its_mode_on_a_worker(through):
+    from zcas.runners.spec import StepSpec
+
+    repo, fake, core = through
+    _write(repo.root, "run.sh", b"#!/bin/sh\necho hi > out.txt\n")
+    os.chmod(os.path.join(repo.root, "run.sh"), 0o755)
+    c = core()
+    r = run_command(c, StepSpec(name="s", cmd=("./run.sh",), inputs=(), outputs=("out.txt",), params={}, env=(),
+                                cwd=""))
+    c.close()
+    assert (r.status, r.reason) == ("ran", "") and fake.submitted == 1
+    assert _read(repo.root, "out.txt") == b"hi\n"
+
+
+def test_a_symlink_input_is_a_link_on_a_worker_and_one_pointing_out_of_the_scratch_is_refused(through, tmp_path):
+    repo, fake, core = through
+    _write(repo.root, "real.txt", b"the data\n")
+    os.symlink("real.txt", os.path.join(repo.root, "lnk"))
+    c = core()
+    r = run_command(c, _spec("s", "test -L lnk && cat lnk > out.txt", ["lnk", "real.txt"], ["out.txt"]))
+    c.close()
+    assert r.status == "ran" and _read(repo.root, "out.txt") == b"the data\n"
+    worker = tmp_path / "w"
+    worker.mkdir()
+    db = ObjectDB(LocalBackend(str(tmp_path / "objs")))
+    for target in (b"../../secret", b"/etc/passwd", b"sub/../../x", b".zcas/objects"):
+        oid = db.put(codec.KIND_BLOB, target)
+        with pytest.raises(UsageError, match="refusing input l: a link to"):
+            scratch.materialise(db, str(worker), {"l": oid.hex()}, {"l": "link"})
+        assert not os.path.lexists(worker / "l")
+    ok = db.put(codec.KIND_BLOB, b"sub/../real.txt")
+    scratch.materialise(db, str(worker), {"d/l": ok.hex()}, {"d/l": "link"})
+    assert os.readlink(worker / "d" / "l") == "sub/../real.txt"
