@@ -6,7 +6,7 @@ from __future__ import annotations
 import marshal
 
 from zcas.lineage import experiments as ex
-from zcas.lineage.graph import EXPS_MARK, flat, step_key
+from zcas.lineage.graph import flat, step_key
 from zcas.lineage.records import Run
 from zcas.lineage.store import Lineage
 
