@@ -30,11 +30,12 @@ from typing import Any
 
 from zcas.cas import codec
 from zcas.cas.checkout import checkout
-from zcas.cas.errors import StoreError, UsageError, ZcasError
+from zcas.cas.errors import IntegrityError, StoreError, UsageError, ZcasError
 from zcas.cas.ingest import Ingester
 from zcas.cas.statcache import StatCache
 from zcas.cas.tree import is_reserved_name
 
+from . import workercache
 from .capture import Logs, run_captured
 from .tasks import check_command, open_store, python_task
 
@@ -150,7 +151,14 @@ def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: st
     db.mark_damaged(damaged)
     with scratch() as root:
         try:
-            materialise(db, root, inputs, modes)
+            try:
+                materialise(db, root, inputs, modes)
+            except IntegrityError as e:  # read again once, past what this worker cached
+                if not workercache.forget(db, e.oid):
+                    raise
+                db = open_store(spec)
+                db.mark_damaged(damaged)
+                materialise(db, root, inputs, modes)
         except StoreError as e:
             raise _failed(name, e) from None
         where = os.path.join(root, *cwd.split("/")) if cwd else root
@@ -223,6 +231,8 @@ def store_python_task(spec: dict[str, Any], fn: Any, args: list[Any], kwargs: di
             return python_task(spec, fn, args, kwargs, allow_pickle, multiple, damaged, None, name,
                                zdir=os.path.join(os.path.dirname(root), "zdir"), paths=True)
         except StoreError as e:
+            if isinstance(e, IntegrityError):  # Dask's retry reads the store again, not this cache
+                workercache.forget(open_store(spec), e.oid)
             raise _failed(name, e) from None
         finally:
             os.chdir(before)

@@ -17,20 +17,24 @@ system's temporary folder.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import stat
 import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+from zcas.cas import codec
 from zcas.cas.backend import PIECE, Backend, KeyInfo, _List, check_key
 from zcas.cas.cache import CachingBackend
 from zcas.cas.db import ObjectDB
-from zcas.cas.errors import ObjectNotFoundError, UsageError
+from zcas.cas.errors import ObjectNotFoundError, StoreError, UsageError, ZcasError
 from zcas.cas.oid import hash_bytes
-from zcas.cas.pack import PREFIX
+from zcas.cas.pack import PREFIX, pack_key
 
 DEFAULT_BYTES = 2 << 30  # 2 GiB: ten 200 MB inputs, small next to a worker's scratch disk
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
@@ -47,21 +51,37 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+MARKER = "ZCAS-WORKER-CACHE"  # in a folder this module made: only there is anything adopted
+_KEY = re.compile(r"cache/[0-9a-f]{16}/[0-9a-f]{64}/(idx|b[0-9]+|[0-9]+-[0-9]+)")  # what CachingBackend writes
+
+
 class BoundedDir(Backend):
     """Keys as files below ``root``, at most ``limit`` bytes of them: putting one past the
     bound evicts the least recently read or written. A value larger than the bound is not
-    kept (``put`` answers False). One process owns a folder; files found there at start
-    (a restarted worker's) are adopted, oldest first in line for eviction."""
+    kept (``put`` answers False). One process owns a folder (``_folder`` gives each worker
+    process one of its own). At start, files of a restarted worker's are adopted, oldest
+    first in line for eviction, only in a folder bearing ``MARKER`` and only names that are
+    cache keys: a folder holding anything else is someone's, and nothing of theirs is
+    counted or removed. Temporary files a killed worker left are removed."""
 
     def __init__(self, root: str, limit: int):
-        self.root = root
+        self.root = os.path.abspath(root)
         self.limit = limit
         self._sizes: OrderedDict[str, int] = OrderedDict()  # key -> size, least recently used first
         self.used = 0
         self.evicted = 0  # keys removed to stay under the bound (tests and benchmarks look)
         self._lock = threading.Lock()
-        os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
-        self._adopt()
+        tmp = os.path.join(self.root, "tmp")
+        os.makedirs(tmp, exist_ok=True)
+        marker = os.path.join(self.root, MARKER)
+        if os.path.exists(marker):
+            for name in os.listdir(tmp):  # half-written values and packs of a killed worker
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(tmp, name))
+            self._adopt()
+        elif not set(os.listdir(self.root)) - {"tmp", "lock"}:  # a new folder: ours from now on
+            with open(marker, "w") as f:
+                f.write("zcas worker cache: files below are removed to stay under its bound\n")
 
     def __repr__(self) -> str:
         return f"BoundedDir({self.root!r}, {self.limit})"
@@ -73,11 +93,15 @@ class BoundedDir(Backend):
                 dirnames.remove("tmp")
             for f in files:
                 path = os.path.join(dirpath, f)
+                key = os.path.relpath(path, self.root).replace(os.sep, "/")
+                if not _KEY.fullmatch(key):
+                    continue
                 try:
-                    st = os.stat(path)
+                    st = os.lstat(path)
                 except OSError:
                     continue
-                found.append((st.st_mtime, os.path.relpath(path, self.root).replace(os.sep, "/"), st.st_size))
+                if stat.S_ISREG(st.st_mode):
+                    found.append((st.st_mtime, key, st.st_size))
         for _, key, size in sorted(found):
             self._sizes[key] = size
             self.used += size
@@ -126,7 +150,11 @@ class BoundedDir(Backend):
             fd, tmp = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"))
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)  # a reader sees the whole value or none (and checks it anyway)
+            with self._lock:  # evicted while it was written: never on disk uncounted
+                if self._sizes.get(key) != len(data):
+                    os.unlink(tmp)
+                    return False
+                os.replace(tmp, path)  # a reader sees the whole value or none (and checks it anyway)
         except BaseException as e:
             with self._lock:
                 if self._sizes.pop(key, None) is not None:
@@ -296,7 +324,7 @@ class BlockCaching(CachingBackend):
             try:
                 data = self._disk_block(name, n)
                 if data is None:
-                    data = self.remote.get_range(key, n * self.block, self.block)
+                    data = self._fetch(key, n)
                     self._keep(self._block_key(name, n), data + hash_bytes(data))
                 self._remember(at, data)
                 return data
@@ -304,6 +332,39 @@ class BlockCaching(CachingBackend):
                 with self._mem_lock:
                     del self._flights[at]
                 flight.set()
+
+    def _fetch(self, key: str, n: int) -> bytes:
+        """Block ``n`` from the store. A short one is the pack's end only if the pack ends
+        there: a read cut short (a dropped connection read as its end) is not kept, or its
+        own hash would vouch for it to every later task of this worker and the next."""
+        data = self.remote.get_range(key, n * self.block, self.block)
+        if len(data) < self.block:
+            size = self.remote.info(key).size
+            if n * self.block + len(data) != min(size, (n + 1) * self.block):
+                raise StoreError(0, f"{key}: {len(data)} bytes read at {n * self.block}, of a pack of {size}")
+        return data
+
+    def forget(self, key: str | None = None, start: int = 0, length: int = 0) -> None:
+        """Drop the cached blocks covering ``length`` bytes at ``start`` of pack ``key``
+        (None: every block): what they hold failed verification above, so they were the
+        store's bytes damaged in transit, or the store's own damage; either way they are
+        read again, never served from here."""
+        with self._mem_lock:
+            if key is None:
+                self._mem.clear()
+            else:
+                name = _pack_name(key)
+                for n in range(start // self.block, max(start + length - 1, start) // self.block + 1):
+                    self._mem.pop((name or "", n), None)
+        if key is None:
+            for ckey in list(self.cache.list(self.prefix)):
+                if "/b" in ckey:
+                    self.cache.delete(ckey)
+            return
+        name = _pack_name(key)
+        if name is not None:
+            for n in range(start // self.block, max(start + length - 1, start) // self.block + 1):
+                self.cache.delete(self._block_key(name, n))
 
     def _block_key(self, name: str, n: int) -> str:
         return f"{self.prefix}{name}/b{n}"
@@ -342,16 +403,56 @@ class BlockCaching(CachingBackend):
 _opened: list[tuple[Counting, CachingBackend | None, BoundedDir | None]] = []
 
 
-def _folder() -> str:
-    where = os.environ.get("ZCAS_WORKER_CACHE_DIR")
-    if where:
-        return where
-    try:
-        from distributed import get_worker
+_claims: list[int] = []  # descriptors holding this process's cache folder (never closed)
 
-        return os.path.join(get_worker().local_directory, "zcas-cache")
-    except (ImportError, ValueError):  # not on a dask worker (a test, a thread)
-        return tempfile.mkdtemp(prefix="zcas-worker-cache-")
+
+def _folder() -> str:
+    """This process's cache folder: ``zcas-worker-cache/pN`` below ``ZCAS_WORKER_CACHE_DIR``
+    (made absolute once: a Python step changes the working folder), else below the Dask
+    worker's local directory, else a new temporary folder. Each process holds a lock on
+    the first slot no other holds, so the processes of ``dask worker --nworkers N`` sharing
+    one folder each keep their own bound (N of them in all) and never evict each other's
+    files, and a restarted worker takes over a free slot's cache."""
+    where = os.environ.get("ZCAS_WORKER_CACHE_DIR")
+    if not where:
+        try:
+            from distributed import get_worker
+
+            where = get_worker().local_directory
+        except (ImportError, ValueError):  # not on a dask worker (a test, a thread)
+            return tempfile.mkdtemp(prefix="zcas-worker-cache-")
+    top = os.path.join(os.path.abspath(where), "zcas-worker-cache")
+    for n in range(4096):
+        slot = os.path.join(top, f"p{n}")
+        os.makedirs(slot, exist_ok=True)
+        fd = os.open(os.path.join(slot, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _claims.append(fd)
+        return slot
+    raise UsageError(f"ZCAS_WORKER_CACHE_DIR: no free cache folder in {top} (4096 processes hold one)")
+
+
+def forget(db: ObjectDB, oid: str | bytes) -> bool:
+    """After an object failed verification on a worker, drop the cached blocks it was
+    read from (all of them when it cannot be placed, or is a large file whose chunks may
+    be in any pack: rare, and a download is all it costs), so a retry reads the store again;
+    False if there is no block cache to blame."""
+    caching = db.backend
+    if not isinstance(caching, BlockCaching):
+        return False
+    try:
+        e = db.entry(bytes.fromhex(oid) if isinstance(oid, str) else oid)
+    except (ValueError, ZcasError):  # a pack or index named, not an object
+        e = None
+    if e is None or not e.pack or e.kind == codec.KIND_CHUNKED:  # a file's chunks may be in any pack
+        caching.forget()
+    else:
+        caching.forget(pack_key(e.pack), e.offset, e.length)
+    return True
 
 
 def open_backend(remote: Backend) -> tuple[Backend, str]:

@@ -13,10 +13,11 @@ from zcas.cas.db import ObjectDB
 from zcas.cas.errors import StoreError, UsageError
 from zcas.cas.local import LocalBackend
 from zcas.cas.oid import hash_bytes
-from zcas.runners import scratch, tasks
+from zcas.runners import scratch, tasks, workercache
 from zcas.runners.command import run_command
 from zcas.runners.instore import no_checkout
 from zcas.runners.scratch import StoreFailed, store_command_task
+from zcas.runners.workercache import BlockCaching, BoundedDir, Counting
 
 from .test_distributed_units import _spec, through_stack
 
@@ -268,3 +269,109 @@ def test_a_symlink_input_is_a_link_on_a_worker_and_one_pointing_out_of_the_scrat
     ok = db.put(codec.KIND_BLOB, b"sub/../real.txt")
     scratch.materialise(db, str(worker), {"d/l": ok.hex()}, {"d/l": "link"})
     assert os.readlink(worker / "d" / "l") == "sub/../real.txt"
+
+
+def _disk(root) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_the_worker_cache_never_adopts_counts_or_removes_files_it_did_not_write(tmp_path, monkeypatch):
+    data = tmp_path / "data"  # ZCAS_WORKER_CACHE_DIR=/mnt/ssd: a disk holding other things
+    (data / "results").mkdir(parents=True)
+    for i in range(5):
+        (data / "results" / f"run{i}.csv").write_bytes(b"x" * 1000)
+    (data / "my notes.txt").write_bytes(b"x" * 1000)  # a name no cache key has
+    monkeypatch.setenv("ZCAS_WORKER_CACHE_DIR", str(data))
+    monkeypatch.setenv("ZCAS_WORKER_CACHE", "2500")
+    backend, _ = workercache.open_backend(LocalBackend(str(tmp_path / "store")))
+    assert len(os.listdir(data / "results")) == 5 and (data / "my notes.txt").exists()
+    assert backend.cache.used == 0 and backend.cache.root.startswith(str(data / "zcas-worker-cache") + "/")
+    # a marked folder of ours, holding a stray file: only cache keys are adopted
+    (tmp_path / "c").mkdir()
+    d = BoundedDir(str(tmp_path / "c"), 100)
+    d.put("cache/0123456789abcdef/" + "a" * 64 + "/b0", b"y" * 40)
+    (tmp_path / "c" / "notes with space.txt").write_bytes(b"z" * 90)
+    again = BoundedDir(str(tmp_path / "c"), 100)
+    assert again.used == 40 and (tmp_path / "c" / "notes with space.txt").exists()
+
+
+def test_worker_processes_sharing_a_cache_dir_each_hold_a_folder_of_their_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZCAS_WORKER_CACHE_DIR", "rel")  # relative: resolved once, a step's chdir does not move it
+    first, second = workercache._folder(), workercache._folder()  # two processes' claims (two open locks)
+    assert first != second and os.path.isabs(first) and first.startswith(str(tmp_path / "rel") + "/")
+    (tmp_path / "c" / "tmp").mkdir(parents=True)
+    BoundedDir(str(tmp_path / "c"), 100)
+    (tmp_path / "c" / "tmp" / "pack-half-built").write_bytes(b"p" * 500)  # a killed worker's
+    BoundedDir(str(tmp_path / "c"), 100)
+    assert os.listdir(tmp_path / "c" / "tmp") == []
+
+
+def test_a_key_evicted_while_it_is_written_is_not_left_on_disk_uncounted(tmp_path, monkeypatch):
+    d = BoundedDir(str(tmp_path / "c"), 100)
+    reserved, evicted = threading.Event(), threading.Event()
+    real = workercache.tempfile.mkstemp
+
+    def mkstemp(*a, **k):
+        if threading.current_thread().name == "slow":
+            reserved.set()
+            evicted.wait(5)  # another task's put runs meanwhile
+        return real(*a, **k)
+
+    monkeypatch.setattr(workercache.tempfile, "mkstemp", mkstemp)
+    t = threading.Thread(target=d.put, args=("k/a", b"a" * 80), name="slow")
+    t.start()
+    reserved.wait(5)
+    d.put("k/b", b"b" * 80)  # evicts k/a, whose file is not written yet
+    evicted.set()
+    t.join()
+    for i in range(5):
+        d.put(f"k/c{i}", bytes([i]) * 80)
+    assert _disk(d.root) - os.path.getsize(os.path.join(d.root, workercache.MARKER)) <= d.limit
+
+
+class ShortOnce(LocalBackend):
+    """A store whose first answer for a pack range is cut short (a dropped connection read as EOF)."""
+
+    cut = 1
+
+    def get_range(self, key, start, length):
+        data = super().get_range(key, start, length)
+        if ShortOnce.cut and key.endswith(".pack"):
+            ShortOnce.cut -= 1
+            return data[: len(data) // 2]
+        return data
+
+
+def test_a_short_read_is_not_cached_as_a_block_poisoning_the_worker(tmp_path):
+    writer = ObjectDB(LocalBackend(str(tmp_path / "remote")))
+    data = os.urandom(50_000)
+    oid = writer.put(codec.KIND_BLOB, data)
+    writer.flush()
+    remote = Counting(ShortOnce(str(tmp_path / "remote")))
+    cache = BoundedDir(str(tmp_path / "cache"), 64 << 20)
+    caching = BlockCaching(remote, cache)
+    with pytest.raises(StoreError):
+        ObjectDB(caching, tmp_dir=cache.tmp_dir()).get_bytes(oid)  # the blip: refused
+    assert ObjectDB(caching, tmp_dir=cache.tmp_dir()).get_bytes(oid) == data  # a later task of the worker
+    assert ObjectDB(BlockCaching(remote, cache), tmp_dir=cache.tmp_dir()).get_bytes(oid) == data  # a restart
+
+
+def test_a_damaged_block_that_matches_its_own_hash_is_dropped_and_read_again(tmp_path, monkeypatch):
+    spec = _worker(tmp_path, monkeypatch)
+    writer = ObjectDB(LocalBackend(str(tmp_path / "store")))
+    oid = writer.put(codec.KIND_BLOB, os.urandom(5000))
+    writer.flush()
+    cmd = ["sh", "-c", "cat in.bin > out.bin"]
+    assert store_command_task(spec, "s", cmd, "", {}, {"in.bin": oid.hex()}, ["out.bin"], [])[0] == 0
+    caching = tasks.open_store(spec).backend
+    [block] = [k for k in caching.cache.list() if "/b" in k]
+    path = os.path.join(caching.cache.root, *block.split("/"))
+    with open(path, "rb") as f:
+        body = bytearray(f.read()[:-32])
+    body[100:116] = b"\0" * 16  # damaged in transit, then cached with its own (matching) hash
+    with open(path, "wb") as f:
+        f.write(bytes(body) + hash_bytes(bytes(body)))
+    caching._mem.clear()  # a restarted worker: nothing in memory
+    code, _, ids, *_ = store_command_task(spec, "s", cmd, "", {}, {"in.bin": oid.hex()}, ["out.bin"], [])
+    assert code == 0 and ids["out.bin"] == oid.hex()
