@@ -358,7 +358,7 @@ class BlockCaching(CachingBackend):
                     self._mem.pop((name or "", n), None)
         if key is None:
             for ckey in list(self.cache.list(self.prefix)):
-                if "/b" in ckey:
+                if ckey.rsplit("/", 1)[1].startswith("b"):  # blocks, not indexes
                     self.cache.delete(ckey)
             return
         name = _pack_name(key)

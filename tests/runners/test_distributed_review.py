@@ -365,7 +365,7 @@ def test_a_damaged_block_that_matches_its_own_hash_is_dropped_and_read_again(tmp
     cmd = ["sh", "-c", "cat in.bin > out.bin"]
     assert store_command_task(spec, "s", cmd, "", {}, {"in.bin": oid.hex()}, ["out.bin"], [])[0] == 0
     caching = tasks.open_store(spec).backend
-    [block] = [k for k in caching.cache.list() if "/b" in k]
+    [block] = [k for k in caching.cache.list() if k.rsplit("/", 1)[1].startswith("b")]
     path = os.path.join(caching.cache.root, *block.split("/"))
     with open(path, "rb") as f:
         body = bytearray(f.read()[:-32])
