@@ -1,6 +1,6 @@
-"""``zcas log`` as history grows: its default view is bounded (the newest 100 runs, with a
-note when there are more), and a step's runs come from their own index (the same runs, in
-the same order, as filtering every run by step)."""
+"""``zcas log`` as history grows: its default text view is bounded (the newest 100 runs,
+with a note when there are more; --json and OpenLineage list every run), and a step's runs
+come from their own index (the same runs, in the same order, as filtering every run by step)."""
 
 from __future__ import annotations
 
@@ -48,8 +48,12 @@ def test_log_shows_the_newest_100_runs_and_says_there_are_more(many):
     assert r.code == 0
     assert _ids(r.out) == [rid[:12] for rid, _ in every[:100]]
     assert "newest 100 runs shown" in r.err and "-n 0" in r.err
-    js = run_zcas("log", "--json", cwd=root)
-    assert [x["id"] for x in json.loads(js.out)] == [rid for rid, _ in every[:100]]
+    js = run_zcas("log", "--json", cwd=root)  # a script's view: every run, unless it asks for fewer
+    assert [x["id"] for x in json.loads(js.out)] == [rid for rid, _ in every] and js.err == ""
+    js = run_zcas("log", "--json", "-n", "5", cwd=root)
+    assert [x["id"] for x in json.loads(js.out)] == [rid for rid, _ in every[:5]]
+    ol = run_zcas("log", "--format", "openlineage", cwd=root)
+    assert ol.code == 0 and ol.err == "" and len(ol.out.strip().splitlines()) >= 130
     r = run_zcas("log", "-n", "0", cwd=root)
     assert _ids(r.out) == [rid[:12] for rid, _ in every] and r.err == ""
     r = run_zcas("log", "-n", "7", cwd=root)

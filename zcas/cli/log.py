@@ -110,7 +110,10 @@ def log(c: Ctx, target: str | None, limit: int | None, since: str | None, step: 
     from zcas.lineage import export
 
     fmt = "json" if as_json else fmt
-    bounded = limit is None and target is None and since is None and not versions and emit_url is None
+    # Only the text listing is cut to the newest runs (a person reads it; a line says so): a
+    # script reading --json or OpenLineage gets every run unless it asks for fewer.
+    bounded = (limit is None and target is None and since is None and not versions and emit_url is None
+               and fmt == "text")
     limit = (DEFAULT_RUNS if bounded else None) if limit is None else (limit or None)
     if emit_url is not None:
         from zcas.cas.errors import UsageError
