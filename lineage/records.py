@@ -255,6 +255,7 @@ def _in(options: tuple[str, ...]) -> Validator:
 
 
 MAX_SERIES = 1000  # series in one run
+MAX_RUN_POINTS = 200_000  # points over every series of one run (what a step may log, runners.metrics)
 
 
 def _series_map(inst: object, attr: attrs.Attribute[Any], v: Any) -> None:
@@ -262,9 +263,13 @@ def _series_map(inst: object, attr: attrs.Attribute[Any], v: Any) -> None:
         _fail(attr.name, f"must be a map, not {type(v).__name__}", v)
     if len(v) > MAX_SERIES:
         _fail(attr.name, f"has more than {MAX_SERIES} entries", show=False)
+    total = 0
     for k, x in v.items():
         check_metric_name(f"{attr.name} key", k)
         check_series(f"{attr.name}[{_show(k)}]", x)
+        total += len(x)
+        if total > MAX_RUN_POINTS:  # a record from elsewhere holds no more than a step could log
+            _fail(attr.name, f"holds more than {MAX_RUN_POINTS} points in all", show=False)
 
 
 @attrs.frozen(kw_only=True)

@@ -30,6 +30,7 @@ from zcas.lineage.records import (
     MAX_ENTRIES,
     MAX_NS,
     MAX_POINTS,
+    MAX_RUN_POINTS,
     MAX_SERIES,
     RecordError,
     check_metric,
@@ -205,7 +206,7 @@ def read_files(root: str, rels: list[str] | tuple[str, ...]) -> dict[str, int | 
 
 # -- zcas.log_metric: metrics a Python step reports while it runs ------------------------------
 
-MAX_POINTS_PER_RUN = 200_000  # points over every series of one run: a record stays well under its size limit
+MAX_POINTS_PER_RUN = MAX_RUN_POINTS  # points over every series of one run: a record stays well under its size limit
 
 
 class Logged(dict[str, int | float]):

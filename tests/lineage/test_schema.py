@@ -82,3 +82,15 @@ def test_a_series_of_too_many_points_is_refused():
 
     with pytest.raises(RecordError, match="1 to"):
         _run(series={"loss": [[i, 0.0] for i in range(MAX_POINTS + 1)]})
+
+
+def test_a_record_with_more_points_in_all_than_a_step_may_log_is_refused():
+    """A hostile remote record may not carry more than what runners.metrics lets a run log."""
+    from zcas.lineage.records import MAX_POINTS, MAX_RUN_POINTS, RecordError
+    from zcas.runners.metrics import MAX_POINTS_PER_RUN
+
+    assert MAX_RUN_POINTS == MAX_POINTS_PER_RUN
+    full = [[i, 0.0] for i in range(MAX_POINTS)]
+    _run(series={"a": full, "b": full})  # exactly the limit: fine
+    with pytest.raises(RecordError, match="points in all"):
+        _run(series={"a": full, "b": full, "c": [[0, 0.0]]})
