@@ -75,15 +75,26 @@ def _base() -> str:
 
 
 def _rmtree(path: str) -> None:
-    def again(fn: Any, p: str, _: Any) -> None:  # a step may leave read-only folders behind
-        try:
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            os.chmod(p, stat.S_IRWXU)
-            fn(p)
-        except OSError:
-            pass
+    shutil.rmtree(path, onerror=_again)
 
-    shutil.rmtree(path, onerror=again)
+
+def _again(fn: Any, p: str, _: Any) -> None:
+    """What ``rmtree`` could not remove, made writable and removed: a step may leave
+    read-only or unreadable (mode 000) folders behind. Nothing is chmod'ed through a link
+    (chmod follows links: a link to a file outside would have had that file's mode changed);
+    a folder is emptied by ``rmtree`` again once it can be read."""
+    try:
+        parent = os.path.dirname(p)
+        if not os.path.islink(parent):
+            os.chmod(parent, stat.S_IRWXU)
+        st = os.lstat(p)
+        if stat.S_ISDIR(st.st_mode):
+            os.chmod(p, stat.S_IRWXU)
+            shutil.rmtree(p, onerror=_again)
+        else:
+            fn(p)
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager
@@ -135,7 +146,15 @@ def _link(db: Any, root: str, rel: str, dest: str, oid: bytes) -> None:
 
 def _failed(name: str, e: BaseException) -> StoreFailed:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if not isinstance(e, StoreError):  # the worker's own disk (full, say): not the step's failure either
+        return StoreFailed(0, f"step {name}: worker {socket.gethostname()} failed: {text}")
     return StoreFailed(0, f"step {name}: the store failed on worker {socket.gethostname()}: {text}")
+
+
+def _worker_error(e: BaseException) -> bool:
+    """A failure of the worker or the store, not of the step: an OS error of zcas's own
+    work (checking out, spilling logs, building packs), never a refusal (ZcasError)."""
+    return isinstance(e, StoreError) or (isinstance(e, OSError) and not isinstance(e, ZcasError))
 
 
 def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: str, env: dict[str, str | None],
@@ -147,20 +166,28 @@ def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: st
     cwd = "" if cwd == "." else safe_rel(cwd, "working folder", empty=True)
     for o in (*outputs, *metrics):
         safe_rel(o, "output path")
+    try:
+        return _command_in_scratch(spec, name, argv, cwd, env, inputs, outputs, damaged, metrics, modes)
+    except OSError as e:
+        if _worker_error(e):
+            raise _failed(name, e) from None
+        raise
+
+
+def _command_in_scratch(spec: dict[str, Any], name: str, argv: list[str], cwd: str, env: dict[str, str | None],
+                        inputs: dict[str, str], outputs: list[str], damaged: list[bytes], metrics: tuple[str, ...],
+                        modes: dict[str, str] | None) -> tuple[Any, ...]:
     db = open_store(spec)
     db.mark_damaged(damaged)
     with scratch() as root:
         try:
-            try:
-                materialise(db, root, inputs, modes)
-            except IntegrityError as e:  # read again once, past what this worker cached
-                if not workercache.forget(db, e.oid):
-                    raise
-                db = open_store(spec)
-                db.mark_damaged(damaged)
-                materialise(db, root, inputs, modes)
-        except StoreError as e:
-            raise _failed(name, e) from None
+            materialise(db, root, inputs, modes)
+        except IntegrityError as e:  # read again once, past what this worker cached
+            if not workercache.forget(db, e.oid):
+                raise
+            db = open_store(spec)
+            db.mark_damaged(damaged)
+            materialise(db, root, inputs, modes)
         where = os.path.join(root, *cwd.split("/")) if cwd else root
         os.makedirs(where, exist_ok=True)
         for o in outputs:  # as in a working tree, where an output's folder is usually there already
@@ -183,9 +210,9 @@ def store_command_task(spec: dict[str, Any], name: str, argv: list[str], cwd: st
                 ing = Ingester(db, StatCache(None))
                 ids = {o: ing.add(os.path.join(root, *o.split("/")))[0].hex() for o in outputs}
             db.flush()  # published before the client records a run naming these ids
-        except StoreError as e:
+        except BaseException:
             db.abort()
-            raise _failed(name, e) from None
+            raise
     return code, err, ids, {}, started, ended, False, None, {**found, "packs": db.published}
 
 

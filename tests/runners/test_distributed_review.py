@@ -375,3 +375,32 @@ def test_a_damaged_block_that_matches_its_own_hash_is_dropped_and_read_again(tmp
     caching._mem.clear()  # a restarted worker: nothing in memory
     code, _, ids, *_ = store_command_task(spec, "s", cmd, "", {}, {"in.bin": oid.hex()}, ["out.bin"], [])
     assert code == 0 and ids["out.bin"] == oid.hex()
+
+
+def test_scratch_cleanup_never_chmods_through_a_link_and_removes_an_unreadable_folder(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("mine")
+    os.chmod(outside, 0o640)
+    top = tmp_path / "scratch"
+    (top / "locked" / "deep").mkdir(parents=True)
+    (top / "locked" / "deep" / "f").write_text("x")
+    os.symlink(outside, top / "lnk")
+    scratch._again(os.unlink, str(top / "lnk"), None)  # as rmtree calls it when unlinking failed
+    assert oct(os.stat(outside).st_mode & 0o777) == oct(0o640) and not os.path.lexists(top / "lnk")
+    os.chmod(top / "locked", 0)
+    scratch._again(os.scandir, str(top / "locked"), None)  # a mode-000 folder rmtree could not list
+    assert not (top / "locked").exists()
+
+
+def test_a_worker_disk_failure_is_not_recorded_as_the_steps_failure(tmp_path, monkeypatch):
+    import errno
+
+    spec = _worker(tmp_path, monkeypatch)
+
+    def full(self, db):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(scratch.Logs, "store", full)
+    with pytest.raises(StoreFailed, match=r"^step s: worker .* failed: \[Errno 28\] No space left on device$"):
+        store_command_task(spec, "s", ["sh", "-c", "echo hi; echo x > o.txt"], "", {}, {}, ["o.txt"], [])
+    assert os.listdir(tmp_path / "worker") == []
