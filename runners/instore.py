@@ -3,9 +3,9 @@
 When a stack keeps its objects in object storage and runs on Dask, a worker shares nothing
 with the client but the store: each step's inputs go to it as ids and its outputs come back
 as ids. The client still plans, looks up and records every step; what it must remember is
-which paths this run has produced that the working tree may not hold (yet, or at all with
-``--no-checkout``), so a downstream step is planned from their ids, never from a stale
-file, and whether executed steps' and hits' outputs are written into the working tree.
+whether executed steps' and hits' outputs are written into the working tree and, when they
+are not (``--no-checkout``), which paths this run has produced, so a downstream step is
+planned from their ids, never from a stale file (and refused when they cannot name it).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ so a long-lived worker never fills its disk.
 
 The bound is the worker's to set, since the disk is the worker's: ``ZCAS_WORKER_CACHE``
 (bytes, or with a unit: ``500MB``, ``4GiB``; ``0`` turns the cache off) in the worker's
-environment, default ``DEFAULT_BYTES``. The folder is ``ZCAS_WORKER_CACHE_DIR`` if set, else
-one inside the Dask worker's local directory (removed with the worker), else one in the
-system's temporary folder.
+environment, default ``DEFAULT_BYTES``, per worker process. The folder is a slot of this
+process's own (``_folder``) below ``ZCAS_WORKER_CACHE_DIR`` if set, else below the Dask
+worker's local directory (removed with the worker), else a new one in the system's
+temporary folder; nothing in it but cache keys is ever counted or removed.
 """
 
 from __future__ import annotations
