@@ -31,6 +31,7 @@ _LISTINGS = frozenset({"os.listdir", "os.scandir"})  # glob, os.walk and pathlib
 _LISTED = "<listed>"  # the mode of a folder listed, not a file opened
 _FOLD = 16384  # events kept as they came before they are folded into the distinct ones
 _FIRST, _MODE, _FLAGS = itemgetter(0), itemgetter(1), itemgetter(2)
+_NOWHERE = "<no working directory>"  # os.getcwd failed (the folder was removed): relative opens name no file
 # In the paths of many events joined with NUL: a "." or "//" segment, a trailing slash, and
 # a code file's name (each found by one search over them all).
 _ODD_NEXT = re.compile("/[./\0]")
@@ -62,7 +63,9 @@ class Recorder:
         self.lock = threading.Lock()  # one fold at a time
         # working directory -> (distinct events folded, events appended since)
         self.by_cwd: dict[str, tuple[set[tuple], list[tuple]]] = {}
-        self.opened: list[tuple] = self._at(self.cwd)
+        # The list of the working directory in use; None after a chdir event, until the
+        # next event asks the system where the process now is (``settle``).
+        self.opened: list[tuple] | None = self._at(self.cwd)
         self._sorted: tuple[set[str], set[str]] | None = None
 
     def _at(self, cwd: str) -> list[tuple]:
@@ -76,33 +79,65 @@ class Recorder:
         self.cwd = cwd
         self.opened = self._at(cwd)
 
-    def add(self, args: tuple) -> None:
-        self.opened.append(args)
-        if len(self.opened) > _FOLD:
-            self.fold()
+    def moved(self) -> None:
+        """The process may have changed folder: the next event reads where it is.
 
-    def fold(self) -> None:
+        The ``os.chdir`` audit event comes before the call, which may then fail (the
+        folder is missing), and ``os.fchdir`` raises it with a file descriptor, not a path:
+        taking the event's argument as the new folder sent later relative opens to the
+        wrong path, and the file really read was never an input (a stale hit when it
+        changed). One ``os.getcwd`` at the next open, once the call is over, is right
+        whatever the call was and however it ended."""
+        self.opened = None
+
+    def settle(self) -> list[tuple]:
+        """The list of the folder the process is in now (after ``moved``)."""
+        try:
+            cwd = os.getcwd()
+        except Exception:  # noqa: BLE001 - removed meanwhile: relative opens there name no file of ours
+            cwd = _NOWHERE
+        self.cwd = cwd
+        opened = self.opened = self._at(cwd)
+        return opened
+
+    def add(self, args: tuple) -> None:
+        opened = self.opened
+        if opened is None:
+            opened = self.settle()
+        opened.append(args)
+        if len(opened) > _FOLD:
+            self.fold(wait=False)
+
+    def fold(self, wait: bool = True) -> None:
         """Move the events appended so far into the sets of distinct ones. A list keeps
         what other threads append meanwhile (and an old directory's list is kept too, for a
-        thread that appends to it after a chdir): only what was folded is removed."""
-        with self.lock:
+        thread that appends to it after a chdir): only what was folded is removed.
+
+        The hook folds with ``wait`` False: if the lock is taken, it leaves the events for
+        a later fold. The thread holding it may be this very one (a signal handler, or the
+        ``repr`` of an odd event, that opens a file while it folds), and waiting for itself
+        would hang the step for ever."""
+        if not self.lock.acquire(blocking=wait):
+            return
+        try:
             for seen, buf in list(self.by_cwd.values()):
                 n = len(buf)
-                if not n:
-                    continue
-                head = buf[:n]
-                try:
-                    seen.update(head)
-                except Exception:  # noqa: BLE001 - something unhashable (a C extension's own object)
-                    for args in head:
-                        try:
-                            seen.add(args)
-                        except Exception:  # noqa: BLE001 - kept as text; the hook calls this: never raise
+                if n:
+                    head = buf[:n]
+                    try:
+                        seen.update(head)
+                    except Exception:  # noqa: BLE001 - something unhashable (a C extension's own object)
+                        for args in head:
                             try:
-                                seen.add(tuple(map(_plain, args)))
-                            except Exception:  # noqa: BLE001
-                                pass
-                del buf[:n]
+                                seen.add(args)
+                            except Exception:  # noqa: BLE001 - kept as text; the hook calls this: never raise
+                                try:
+                                    seen.add(tuple(map(_plain, args)))
+                                except Exception:  # noqa: BLE001
+                                    pass
+                    del buf[:n]
+        finally:
+            self.lock.release()
 
     @property
     def raw(self) -> set[tuple]:
@@ -221,21 +256,24 @@ class Recorder:
             if _odd(rel) and not _SKIP_DIRS.isdisjoint(rel.split("/")):
                 continue
             key = mode if mode.__class__ is str else (flags,)
-            write = written.get(key)
-            if write is None:
-                write = written[key] = _writes(mode, flags)
+            try:
+                write = written.get(key)
+                if write is None:
+                    write = written[key] = _writes(mode, flags)
+            except TypeError:  # flags that cannot be a key (an event a C extension raised): no memo
+                write = _writes(mode, flags)
             (writes if write else reads).add(rel)
 
     def _classify(self, path: object, cwd: str) -> str | None:
         """The repository-relative path of an open that is not a plain one."""
         if isinstance(path, int):
             return None  # an open file descriptor: its path was seen when it was opened
-        if not isinstance(path, (str, bytes)):
-            path = repr(path)  # not a path the interpreter made: taken as its text
         try:
+            if not isinstance(path, (str, bytes)):
+                path = repr(path)  # not a path the interpreter made: taken as its text
             p = os.fsdecode(path)
             return self._rel(os.path.normpath(os.path.join(cwd, p)))
-        except (TypeError, ValueError):  # a path that is not one (NUL): no file
+        except Exception:  # noqa: BLE001 - not a path (NUL), or a repr that fails: no file
             return None
 
     def _rel(self, p: str) -> str | None:
@@ -299,9 +337,11 @@ def _hook(event: str, args: tuple) -> None:
             if rec is None:
                 return
         opened = rec.opened
+        if opened is None:  # after a chdir: where the process is now
+            opened = rec.settle()
         opened.append(args)  # the event's own tuple: nothing made, nothing hashed
         if len(opened) > _FOLD:
-            rec.fold()
+            rec.fold(wait=False)
     elif event in _LISTINGS and _active:
         rec = _recorder()
         path = args[0] if args and args[0] is not None else "."
@@ -309,21 +349,24 @@ def _hook(event: str, args: tuple) -> None:
             return
         if "importlib" in sys._getframe(1).f_code.co_filename:
             return  # the import system filling its caches (or importlib.metadata scanning sys.path)
-        rec.add((_plain(path), _LISTED, 0))
+        try:
+            rec.add((_plain(path), _LISTED, 0))
+        except Exception:  # noqa: BLE001 - a repr that fails: the hook must never fail the call it watches
+            pass
     elif event == "sqlite3.connect" and _active:
         rec = _recorder()
         path = args[0] if args else None
         if rec is not None and isinstance(path, (str, bytes, os.PathLike)):
-            p = os.fsdecode(path)
+            try:
+                p = os.fsdecode(path)
+            except Exception:  # noqa: BLE001 - a path-like that is none: sqlite3 says so itself
+                return
             if p.startswith("file:"):  # a URI (uri=True): its path, without the query
                 p = p[5:].partition("?")[0]
             rec.add((p, "r", 0))  # a database read: its file's content is an input
-    elif event == "os.chdir" and _active:
-        for rec in list(_active):  # the new directory applies to opens from here on
-            try:
-                rec.chdir(os.path.abspath(os.fsdecode(args[0])))
-            except Exception:  # noqa: BLE001 - an audit hook must never fail the call it watches
-                pass
+    elif event == "os.chdir" and _active:  # os.chdir and os.fchdir, before the call
+        for rec in list(_active):
+            rec.moved()
 
 
 def _install() -> None:

@@ -119,3 +119,116 @@ def test_events_of_another_shape_never_fail_the_open_and_count_when_they_name_a_
             fileaudit._hook("open", ("sub/c.txt", {"odd": "mode"}, 0))
         fileaudit._hook("open", ("data/a.csv", "r", 0))
     assert rec.reads == {"data/a.csv", "sub/c.txt"}
+
+
+def test_a_chdir_that_fails_leaves_later_opens_in_the_folder_the_process_is_in(tree):
+    """The ``os.chdir`` event comes before the call: a call that then failed moved the
+    recorder to the folder it named, and ``data/a.csv`` read after it was taken for
+    ``missing/data/a.csv`` (never an input: a stale hit once it changed)."""
+    with fileaudit.recording(str(tree)) as rec:
+        with pytest.raises(FileNotFoundError):
+            os.chdir("missing")
+        open("data/a.csv").close()
+        with pytest.raises(NotADirectoryError):
+            os.chdir(tree / "data" / "b.csv")
+        open("sub/c.txt").close()
+    assert rec.reads == {"data/a.csv", "sub/c.txt"}
+
+
+def test_an_fchdir_moves_later_opens_to_its_folder(tree):
+    """``os.fchdir`` raises the ``os.chdir`` event with a file descriptor: the recorder
+    kept the old folder, and ``c.txt`` read in ``sub`` was taken for ``c.txt`` at the root."""
+    fd = os.open(tree / "sub", os.O_RDONLY)
+    try:
+        with fileaudit.recording(str(tree)) as rec:
+            os.fchdir(fd)
+            open("c.txt").close()
+            os.chdir("..")
+            open("data/a.csv").close()
+    finally:
+        os.close(fd)
+    assert rec.reads - {"sub"} == {"sub/c.txt", "data/a.csv"}
+
+
+def test_opens_after_the_folder_is_removed_name_no_file(tree):
+    (tree / "gone").mkdir()
+    with fileaudit.recording(str(tree)) as rec:
+        os.chdir("gone")
+        os.rmdir(tree / "gone")
+        with pytest.raises(FileNotFoundError):
+            open("x.txt")
+        open(tree / "data" / "a.csv").close()
+    assert rec.reads == {"data/a.csv"}
+
+
+def test_events_whose_flags_cannot_be_a_key_are_sorted_not_an_error(tree):
+    """Events a C extension might raise, sorted before any fold (one by one, as their mode
+    is not a string): the memo of which flags write took the flags as a dict key and the
+    step failed with a TypeError after it ran."""
+    with fileaudit.recording(str(tree)) as rec:
+        fileaudit._hook("open", ("data/a.csv", None, [1]))
+        fileaudit._hook("open", ("sub/c.txt", {"x": 1}, [0]))
+        fileaudit._hook("open", ("data/b.csv", None, {"flags": os.O_WRONLY}))
+    assert rec.reads == {"data/a.csv", "sub/c.txt", "data/b.csv"} and rec.writes == set()
+
+
+class _OpensWhenShown:
+    """An event argument that cannot be hashed, whose text is made by opening a file."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, path):
+        self.path = path
+
+    def __repr__(self):
+        with open(self.path) as f:
+            return f.read()
+
+
+def test_a_fold_entered_again_by_its_own_thread_does_not_hang(tree):
+    """A fold keeps unhashable events as their text (``repr``), under the recorder's lock;
+    a ``repr`` (or a signal handler) that opens a file there made the hook fold again in
+    the same thread, waiting for the lock it held: the step hung for ever."""
+    done = threading.Event()
+    got: list = []
+
+    def step():
+        with fileaudit.recording(str(tree)) as rec:
+            fileaudit._hook("open", (_OpensWhenShown(str(tree / "data" / "a.csv")), "r", 0))
+            for _ in range(fileaudit._FOLD):
+                fileaudit._hook("open", ("sub/c.txt", "r", 0))
+            open("data/b.csv").close()  # opened while the fold is under way
+        got.append(rec.reads)
+        done.set()
+
+    t = threading.Thread(target=step, daemon=True)  # hung, it must not hold the test run
+    t.start()
+    t.join(60)
+    assert done.is_set(), "the hook waited for a lock its own thread held"
+    assert {"sub/c.txt", "data/a.csv", "data/b.csv"} <= got[0]
+
+
+def test_a_file_read_after_a_failed_chdir_is_an_input_of_its_step(repo_dir, monkeypatch):
+    """End to end: the file really read must key the step, or editing it gives a stale hit."""
+    import zcas
+
+    monkeypatch.chdir(repo_dir)
+    monkeypatch.delenv("ZCAS_DIR", raising=False)
+    (repo_dir / "data.txt").write_text("one")
+
+    @zcas.step
+    def read() -> str:
+        try:
+            os.chdir("missing_dir")
+        except OSError:
+            pass
+        with open("data.txt") as f:
+            return f.read()
+
+    @zcas.pipeline
+    def pipe():
+        return read()
+
+    assert pipe().load() == "one"
+    (repo_dir / "data.txt").write_text("two")
+    assert pipe().load() == "two"
