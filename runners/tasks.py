@@ -22,6 +22,7 @@ from zcas.cas.db import ObjectDB
 from zcas.cas.ingest import Ingester
 from zcas.cas.local import LocalBackend
 from zcas.cas.objstore import ObstoreBackend
+from zcas.cas.pack import PREFIX, PackWriter, name_of_idx_key
 from zcas.cas.statcache import StatCache
 
 from . import workercache
@@ -33,17 +34,46 @@ from .metrics import from_result as metrics_of
 from .metrics import read_files as read_metrics
 from .values import load_value, store_value
 
-_backends: dict[tuple[tuple[str, Any], ...], tuple[Backend, str | None]] = {}
 _lock = threading.Lock()
 
 
+RELIST_AFTER = 2.0  # seconds: a task starting later than this after the last listing lists the store again
+
+
 class TaskDB(ObjectDB):
-    """One task's ObjectDB, naming the packs it publishes (``published``): the client loads
-    those indexes alone (``ObjectDB.adopt_packs``) instead of listing the whole store."""
+    """The ObjectDB a process's tasks share: one index (loaded once, not per task: a store's
+    listing and indexes grow with it, and a worker would pay for them on every step), and
+    a pack writer of each thread's own (a task runs on one thread). One task's store
+    failure (its flush aborts its pack) or ``abort`` drops only its own pending objects,
+    never another's finished outputs, and no task takes another's unpublished objects as
+    stored. ``begin`` readies it for a task: the packs it publishes are named
+    (``published``: the client loads those indexes alone, ``ObjectDB.adopt_packs``), and
+    the store is listed again if the last listing is older than ``RELIST_AFTER``, the
+    index reloaded when a pack it knew has gone (``gc --remote`` removed unreferenced
+    objects between runs: they are written again, not taken as present). Objects removed
+    under a running fan-out are caught by the client, which checks every id a task returns
+    (the step fails in one line; its rerun lists again)."""
 
     def __init__(self, backend: Backend, tmp_dir: str | None = None):
+        self._mine = threading.local()
         super().__init__(backend, tmp_dir=tmp_dir)
-        self.published: list[str] = []
+        self._listed = 0.0
+
+    @property
+    def _writer(self) -> PackWriter | None:
+        return getattr(self._mine, "writer", None)
+
+    @_writer.setter
+    def _writer(self, w: PackWriter | None) -> None:
+        self._mine.writer = w
+
+    @property
+    def published(self) -> list[str]:
+        """Packs this thread's task published (since ``begin``)."""
+        got = getattr(self._mine, "published", None)
+        if got is None:
+            got = self._mine.published = []
+        return got
 
     def flush(self) -> str | None:
         name = super().flush()
@@ -51,28 +81,41 @@ class TaskDB(ObjectDB):
             self.published.append(name)
         return name
 
+    def begin(self) -> TaskDB:
+        self.abort()  # what a task of this thread left unpublished (it raised) is not this one's
+        self._mine.published = []
+        with self._lock:
+            if time.monotonic() - self._listed < RELIST_AFTER:
+                return self
+            listed = {n for n in map(name_of_idx_key, self.backend.list(PREFIX)) if n is not None}
+            self._listed = time.monotonic()
+            if self._loaded and set(self._names) - listed:
+                self.reload()
+            elif self._loaded:
+                self.adopt_packs(sorted(listed - set(self._names)))
+        return self
+
+
+_stores: dict[tuple[tuple[str, Any], ...], TaskDB] = {}
+
 
 def open_store(spec: dict[str, Any]) -> TaskDB:
-    """The ObjectDB a spec names, new for each task over a backend (and a worker's cache)
-    opened once per process. Tasks of one process never share a writer: one task's store
-    failure (its flush aborts the pack being written) or ``abort`` would drop another's
-    outputs, which would then return ids the store does not hold. And each task lists the
-    store afresh, so an object ``gc --remote`` removed since the last task is written
-    again rather than taken as present."""
+    """The ObjectDB a spec names, opened once per process (a worker's behind its cache),
+    ready for a new task (``TaskDB.begin``)."""
     key = tuple(sorted(spec.items()))
     with _lock:
-        opened = _backends.get(key)
-        if opened is None:
+        db = _stores.get(key)
+        if db is None:
             if spec.get("url"):
                 remote = ObstoreBackend(spec["url"], spec.get("endpoint"), spec.get("region"), spec.get("allow_http"))
                 if spec.get("worker"):  # shares nothing with the client: reads cached on its own disk
-                    opened = workercache.open_backend(remote)
+                    db = TaskDB(*workercache.open_backend(remote))
                 else:
-                    opened = (remote, spec.get("tmp"))
+                    db = TaskDB(remote, spec.get("tmp"))
             else:
-                opened = (LocalBackend(spec["objects"]), None)
-            _backends[key] = opened
-    return TaskDB(*opened)
+                db = TaskDB(LocalBackend(spec["objects"]))
+            _stores[key] = db
+    return db.begin()
 
 
 class ArtifactRef(tuple):

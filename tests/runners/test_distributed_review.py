@@ -187,6 +187,7 @@ def test_one_tasks_store_failure_does_not_drop_another_tasks_finished_outputs(tm
 
 def test_a_long_lived_worker_writes_again_an_output_gc_removed_between_tasks(tmp_path, monkeypatch):
     spec = _worker(tmp_path, monkeypatch)
+    monkeypatch.setattr(tasks, "RELIST_AFTER", 0.0)  # the next task starts later than that after the listing
     cmd = ["sh", "-c", "echo the-same-output > o.txt"]
     _, _, ids1, *_ = store_command_task(spec, "s", cmd, "", {}, {}, ["o.txt"], [])
     for f in os.listdir(tmp_path / "store" / "packs"):  # gc --remote collected it (its run forgotten)
