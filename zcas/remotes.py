@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from zcas.lineage.store import Lineage
 
 Progress = Callable[[int, int], None] | None
+AHEAD_FETCHES = 2  # fetches of outputs asked ahead under way at once
+AHEAD_BATCH = 16  # steps' outputs per fetch asked ahead
 
 
 def _warn(line: str) -> None:
@@ -178,6 +180,8 @@ class Remote:
         self._fetching: dict[bytes, Future[Any]] = {}
         self._ahead_lock = threading.Lock()
         self._ahead_pool: ThreadPoolExecutor | None = None
+        self._queued: list[tuple[list[bytes], Future[Any]]] = []  # asked ahead, fetched by the next _drain
+        self._draining = 0  # threads fetching what was asked ahead
 
     def lookup_failed(self, e: Exception) -> None:
         """A cache lookup on the remote failed (offline, server down, refused): lookups are
@@ -428,14 +432,36 @@ class Remote:
 
     def prefetch(self, oids: list[bytes]) -> None:
         """Start fetching ``oids`` in the background (a hit found ahead will want them);
-        ``fetch`` of any of them waits for it rather than asking twice."""
+        ``fetch`` of any of them waits for it rather than asking twice. What is asked while
+        fetches are under way is fetched a few steps' worth at a time, in the order asked
+        (a chain's first steps first), on up to ``AHEAD_FETCHES`` threads."""
         with self._ahead_lock:
             todo = [o for o in oids if o not in self._fetching]
             if not todo:
                 return
-            f = self._pool().submit(self._fetch, todo)
+            f: Future[Any] = Future()
             for o in todo:
                 self._fetching[o] = f
+            self._queued.append((todo, f))
+            if self._draining < AHEAD_FETCHES:
+                self._draining += 1
+                self._pool().submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._ahead_lock:
+                batch, self._queued = self._queued[:AHEAD_BATCH], self._queued[AHEAD_BATCH:]
+                if not batch:
+                    self._draining -= 1
+                    return
+            try:
+                self._fetch([o for todo, _ in batch for o in todo])
+            except BaseException as e:  # each step that wants one of them fetches it itself
+                for _, f in batch:
+                    f.set_exception(e)
+            else:
+                for _, f in batch:
+                    f.set_result(None)
 
     def stop_ahead(self) -> None:
         """Drop what was asked ahead and not started; wait for what was (nothing is written
@@ -444,6 +470,10 @@ class Remote:
             pool, self._ahead_pool = self._ahead_pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        with self._ahead_lock:
+            batch, self._queued, self._draining = self._queued, [], 0
+        for _, f in batch:  # never fetched: whoever waits on one fetches for itself
+            f.set_exception(ZcasError("fetch ahead stopped"))
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._ahead_pool is None:
