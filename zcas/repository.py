@@ -35,7 +35,7 @@ from zcas.runners import executors
 from zcas.runners.core import Core, user_name
 from zcas.runners.executors import Executor
 from zcas.runners.python import Artifact
-from zcas.runners.values import load_value, store_value
+from zcas.runners.values import load_value, store_value_kept
 
 from .config import Config
 
@@ -207,13 +207,15 @@ class Repository:
         now = time.time_ns()
         with RepoLock(self.cas.zdir).shared():
             # a path was handled above: a value needs no stat cache (not read from disk)
-            oid_hex, tag = store_value(db, StatCache(None), x, pickle)
+            oid_hex, tag, kept = store_value_kept(db, StatCache(None), x, pickle)
             if db is not self.cas.db:
                 db.flush()  # on the stack's store before a record names it
             self.lineage.record_run(Run(step="zcas.put", kind="python", status="ran", outputs={"value": oid_hex},
                                         materializers={"value": tag}, started_ns=now, ended_ns=now,
                                         host=socket.gethostname(), user=user_name(), zcas_version=__version__))
-        return Artifact(oid_hex, tag, self, x, allow_pickle=pickle)
+        # Loads decode the stored bytes, never hand back ``x``: a step given this artifact must
+        # get what its key names (x's owner may change it; a dict's keys come back sorted).
+        return Artifact(oid_hex, tag, self, allow_pickle=pickle, data=kept)
 
     def get(self, ref: str, *, allow_pickle: bool = False) -> Any:
         """The value of an id, prefix or tag: as it was put (value, bytes) or a checked-out path.

@@ -137,3 +137,24 @@ def test_bytes_in_hand_still_need_the_pickle_opt_in():
     with pytest.raises(zcas.ZcasError, match="refusing to unpickle"):
         Artifact("00" * 32, "pickle@1", data=data).load()
     assert Artifact("00" * 32, "pickle@1", data=data, allow_pickle=True).load() == Box(1)
+
+
+def test_a_put_value_loads_as_stored_not_as_the_object_put(here):
+    """``Repository.put`` kept the object in hand as the artifact's value: a step given the
+    artifact got that object (changed since by its owner, its dict keys unsorted, a numpy
+    scalar) under a key naming the stored value."""
+    repo = zcas.Repository(here)
+    d = {"b": [1], "a": np.float64(0.5)}
+    put = repo.put(d)
+    d["b"].append(2)
+
+    @zcas.step
+    def look(x: dict) -> list:
+        return [list(x), x["b"], type(x["a"]).__name__]
+
+    @zcas.pipeline
+    def pipe(x):
+        return look(x)
+
+    assert pipe(x=put).load() == [["a", "b"], [1], "float"]
+    assert put.load() == {"a": 0.5, "b": [1]} and list(put.load()) == ["a", "b"]
