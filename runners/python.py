@@ -31,7 +31,7 @@ from .metrics import collecting, series_of
 from .metrics import from_result as metrics_of
 from .scratch import store_python_task
 from .tasks import ArtifactRef, files_found, python_task
-from .values import check_loadable, load_kept, load_value, store_value_kept
+from .values import check_loadable, fetch_stored, immutable, load_value, store_value_kept
 
 KEY_SCHEMA = "zcas-pykey-1"
 
@@ -53,11 +53,15 @@ class StepDef(Protocol):
 class Loader(Protocol):
     """Whatever can load an artifact's value: the core, or the repository façade."""
 
-    def load(self, a: Artifact) -> Any: ...
+    def load(self, a: Artifact) -> Any:
+        """The value (a path: checked out)."""
+
+    def fetch(self, a: Artifact) -> bytes:
+        """The stored bytes of a value that is not a path, read and verified."""
 
 
 class Artifact:
-    """A value in the store: its id and materializer; ``load()`` fetches it (once).
+    """A value in the store: its id and materializer; ``load()`` gives the value.
 
     An artifact a runner is still computing waits for it when its id or value is needed.
     One this process just stored keeps the stored bytes and decodes those (``data``): the
@@ -66,19 +70,26 @@ class Artifact:
     or write flag, a Path to the working tree rather than to the stored copy, an object
     the step still holds and changes), and a step downstream must see on its first run
     what it sees on every later one.
+
+    Each ``load()`` decodes a value of its own from the stored bytes (read once, then
+    kept): one artifact goes to every step it is passed to, and a step that changed its
+    input in place (``xs.append``, ``a += 1``) changed it for the other steps and for the
+    caller, whose results were then cached under the id of a value they never had. Only
+    a value nobody can change (a number, str, bytes, a tuple of those) or a checked-out
+    path is decoded once and shared.
     """
 
     __slots__ = ("_id", "_mat", "_value", "_data", "_loader", "_pending", "_index", "allow_pickle")
     _MISSING = object()
 
-    def __init__(self, oid: str | None, materializer: str | None, loader: Loader | None = None, value: Any = _MISSING,
+    def __init__(self, oid: str | None, materializer: str | None, loader: Loader | None = None,
                  pending: Pending | None = None, index: int | None = None, allow_pickle: bool = False,
                  data: bytes | None = None):
         self._id = oid
-        self._data = data  # the stored bytes, when this process has just stored them
+        self._data = data  # the stored bytes: just stored by this process, or read once
         self._mat = materializer
         self._loader = loader
-        self._value = value
+        self._value: Any = Artifact._MISSING  # a value every load can share (immutable, or a path)
         self._pending = pending
         self._index = index
         # Loading a pickle runs code: only for values of a step that opted in (pickle=True)
@@ -128,15 +139,22 @@ class Artifact:
         return hash(self.id)
 
     def load(self) -> Any:
-        """The value (a path comes back as a checked-out copy), loaded once."""
-        if self._value is Artifact._MISSING:
-            if self._data is not None:
-                self._value = load_kept(self.materializer, self._data, self.allow_pickle)
-                self._data = None
-            else:
-                assert self._loader is not None
+        """The value, decoded afresh for each call unless nobody can change it (a path
+        comes back as a checked-out copy, the same for every call)."""
+        if self._value is not Artifact._MISSING:
+            return self._value
+        m = check_loadable(self.materializer, self.allow_pickle, self.id[:12])  # pickle: only with the opt-in
+        data = self._data
+        if data is None:
+            assert self._loader is not None
+            if m is mats.PATH:
                 self._value = self._loader.load(self)
-        return self._value
+                return self._value
+            data = self._data = self._loader.fetch(self)
+        value = m.load(data)
+        if immutable(value):
+            self._value, self._data = value, None
+        return value
 
 
 class CoreLoader:
@@ -147,6 +165,9 @@ class CoreLoader:
 
     def load(self, a: Artifact) -> Any:
         return load_value(self.core.db, self.core.repo.zdir, a.id, a.materializer, a.allow_pickle)
+
+    def fetch(self, a: Artifact) -> bytes:
+        return fetch_stored(self.core.db, a.id, a.materializer, a.allow_pickle)
 
 
 def lookup_run(lineage: Any, rid_hex: str) -> dict | None:
@@ -285,6 +306,7 @@ class PythonCall:
 
     def here(self, core: Core, plan: Plan) -> Done:
         step = self.step
+        # Each argument a value of its own (Artifact.load): the step may change it in place.
         call_args, call_kwargs = _call_args(step, self.bound, lambda x: x.load() if isinstance(x, Artifact) else x)
         started = time.time_ns()
         logs = Logs()

@@ -51,6 +51,29 @@ def load_value(db: Any, zdir: str | None, oid_hex: str, tag: str, allow_pickle: 
     return m.load(db.get_bytes(oid))
 
 
+def fetch_stored(db: Any, oid_hex: str, tag: str, allow_pickle: bool) -> bytes:
+    """The stored bytes of a value that is not a path (read and verified), for its
+    materializer to decode: an artifact keeps them and decodes a value of its own for each
+    consumer.
+    A pickle is refused before it is read, unless the caller allows it."""
+    check_loadable(tag, allow_pickle, oid_hex[:12])
+    return db.get_bytes(bytes.fromhex(oid_hex))
+
+
+_IMMUTABLE = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def immutable(value: Any, depth: int = 0) -> bool:
+    """Whether nobody can change ``value`` in place (None, a number, str, bytes, a tuple of
+    those): then one decoded object can go to every consumer, as no step can change what
+    another one sees. Anything else (a list, a dict, an array, a frame, a user's class) is
+    decoded for each one."""
+    tp = type(value)
+    if tp in _IMMUTABLE:
+        return True
+    return tp is tuple and depth < 100 and all(immutable(x, depth + 1) for x in value)
+
+
 def clear_checkouts(zdir: str, dry_run: bool = False) -> int:
     """Remove the copies ``load_value`` checked out for path artifacts (and any a crash left
     half-made); the number removed. They are caches of stored trees, made again on the next
@@ -82,9 +105,11 @@ def store_value_kept(db: Any, statcache: Any, value: Any, allow_pickle: bool) ->
     """``store_value``, and the bytes stored when they are an immutable ``bytes`` object
     (None for a path, or a materializer that gave a buffer someone could still change).
 
-    ``load_kept`` decodes those bytes into exactly what loading the id back would give: the
+    Decoding those bytes gives exactly what loading the id back would give: the
     store holds these very bytes (the id is their hash, and a read is verified against
-    it), so decoding them here skips a read, a decompression and a hash, nothing else."""
+    it), so decoding them here skips a read, a decompression and a hash, nothing else. The
+    value in hand is never handed on instead: what it was returned as and what loading
+    gives can differ (a dict's key order, a numpy scalar), and its owner may change it."""
     m = mats.for_value(value, allow_pickle)
     if m is mats.PATH:
         if statcache is None:
@@ -101,11 +126,3 @@ def store_value_kept(db: Any, statcache: Any, value: Any, allow_pickle: bool) ->
     oid = store_buffer(db, data)
     return oid.hex(), m.tag, data if type(data) is bytes else None
 
-
-def load_kept(tag: str, data: bytes, allow_pickle: bool) -> Any:
-    """The value ``store_value_kept`` stored as ``data`` with materializer ``tag``, decoded
-    from the bytes in hand (pickle still only with ``allow_pickle``)."""
-    m = check_loadable(tag, allow_pickle, "a value")
-    if m is mats.PATH:
-        raise TypeError("a path is loaded by checking it out, not from bytes")
-    return m.load(data)

@@ -35,7 +35,7 @@ from zcas.runners import executors
 from zcas.runners.core import Core, user_name
 from zcas.runners.executors import Executor
 from zcas.runners.python import Artifact
-from zcas.runners.values import load_value, store_value_kept
+from zcas.runners.values import fetch_stored, load_value, store_value_kept
 
 from .config import Config
 
@@ -187,6 +187,10 @@ class Repository:
     def load(self, a: Artifact) -> Any:
         """An artifact's value, from the active stack's store (what ``Artifact.load`` calls)."""
         return load_value(self.store()[0], self.cas.zdir, a.id, a.materializer, a.allow_pickle)
+
+    def fetch(self, a: Artifact) -> bytes:
+        """An artifact's stored bytes, verified (``Artifact.load`` decodes a value from them)."""
+        return fetch_stored(self.store()[0], a.id, a.materializer, a.allow_pickle)
 
     def put(self, x: Any, *, pickle: bool = False) -> Artifact:
         """Store a path (file or folder, its version recorded), bytes, or a Python value.

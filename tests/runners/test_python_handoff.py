@@ -139,6 +139,79 @@ def test_bytes_in_hand_still_need_the_pickle_opt_in():
     assert Artifact("00" * 32, "pickle@1", data=data, allow_pickle=True).load() == Box(1)
 
 
+def test_a_value_passed_to_several_steps_is_each_ones_own(here):
+    """One artifact goes to every step it is passed to: ``load()`` handed each the same
+    object, so ``grow`` changing its list changed ``count``'s and the caller's, and
+    ``count``'s 4 was cached under the id of [1, 2, 3] (every later run a hit giving 4)."""
+
+    @zcas.step
+    def make() -> list:
+        return [1, 2, 3]
+
+    @zcas.step
+    def grow(xs: list) -> int:
+        xs.append(99)
+        return len(xs)
+
+    @zcas.step
+    def count(xs: list) -> int:
+        return len(xs)
+
+    @zcas.step
+    def both(a: list, b: list) -> list:
+        a.append(0)
+        return [len(a), len(b)]
+
+    @zcas.pipeline
+    def pipe():
+        m = make()
+        return m, grow(m), count(m), both(m, m)
+
+    for _ in range(2):  # the first run (values decoded from the bytes just stored), then all hits
+        m, g, c, b = pipe().output
+        assert (m.load(), g.load(), c.load(), b.load()) == ([1, 2, 3], 4, 3, [4, 3])
+        m.load().append(5)  # the caller's copy too is its own
+        assert m.load() == [1, 2, 3] == zcas.Repository(here).get(m.id)
+
+
+def test_an_array_passed_to_several_steps_is_each_ones_own(here):
+    @zcas.step
+    def make() -> np.ndarray:
+        return np.zeros(4)
+
+    @zcas.step
+    def bump(a: np.ndarray) -> float:
+        a += 1
+        return float(a.sum())
+
+    @zcas.step
+    def total(a: np.ndarray) -> float:
+        return float(a.sum())
+
+    @zcas.pipeline
+    def pipe():
+        m = make()
+        return bump(m), total(m), m
+
+    for _ in range(2):
+        b, t, m = pipe().output
+        assert (b.load(), t.load(), m.load().tolist()) == (4.0, 0.0, [0.0] * 4)
+
+
+def test_an_immutable_value_is_decoded_once_and_shared(here):
+    @zcas.step
+    def make() -> bytes:
+        return b"x" * 100
+
+    @zcas.pipeline
+    def pipe():
+        return make()
+
+    for _ in range(2):
+        a = pipe().output
+        assert a.load() is a.load() == b"x" * 100
+
+
 def test_a_put_value_loads_as_stored_not_as_the_object_put(here):
     """``Repository.put`` kept the object in hand as the artifact's value: a step given the
     artifact got that object (changed since by its owner, its dict keys unsorted, a numpy
