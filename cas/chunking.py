@@ -287,12 +287,16 @@ def write_chunked(db: ObjectDB, oid: bytes, manifest: bytes, fd: int) -> None:
     window: deque[Future] = deque()
     limit = 2 * (os.cpu_count() or 2) + 2  # runs decoded ahead of the hash: ~2.5 MiB each
     failed = False
-    for part in parts:
-        window.append(pool().submit(_write_run, db, oid, part, fd))
-        if len(window) > limit:
+    try:
+        for part in parts:
+            window.append(pool().submit(_write_run, db, oid, part, fd))
+            if len(window) > limit:
+                failed = _hash_next(window, h) or failed
+        while window:
             failed = _hash_next(window, h) or failed
-    while window:
-        failed = _hash_next(window, h) or failed
+    except BaseException:
+        _settle(list(window))  # no worker may write into ``fd`` once the caller closes it
+        raise
     if not failed and h.digest() == oid:
         return
 
@@ -307,16 +311,28 @@ def write_chunked(db: ObjectDB, oid: bytes, manifest: bytes, fd: int) -> None:
             os.pwrite(fd, data, at)
 
     futs = [pool().submit(repair, part) for part in parts]
-    errors = []
+    errors: list[BaseException] = []
     for f in futs:
         try:
             f.result()
-        except IntegrityError as e:
+        except BaseException as e:  # every run ends before anything is raised
             errors.append(e)
     if errors:
-        raise errors[0]
+        raise next((e for e in errors if not isinstance(e, IntegrityError)), errors[0])
     if _file_hash(fd, total) != oid:
         raise IntegrityError(oid, "reassembled content hash mismatch")
+
+
+def _settle(futs: list) -> None:
+    """Cancel what has not started and wait for the rest, whatever it raises."""
+    for f in futs:
+        f.cancel()
+    for f in futs:
+        if not f.cancelled():
+            try:
+                f.result()
+            except BaseException:
+                pass
 
 
 def _hash_next(window: deque, h) -> bool:

@@ -218,3 +218,35 @@ def test_a_file_that_grows_while_read_empties_the_shared_buffers(tmp_path):
     finally:
         os.close(fd)
     assert len(bufs) == 4
+
+
+def test_a_write_error_stops_every_worker_before_checkout_returns(tmp_path, monkeypatch):
+    """A failed write (a full disk) propagates only once no worker can write into the file
+    descriptor any more: the caller closes it, and its number may name another file next."""
+    import threading
+    import time
+
+    from zcas.cas import chunking
+
+    data = os.urandom(24 << 20)  # ~600 chunks: runs still queued when the second one fails
+    root, oid, _ = _stored(tmp_path, data)
+    db = ObjectDB(LocalBackend(root))
+    real = chunking._pwrite_all
+    calls = []
+    lock = threading.Lock()
+
+    def failing(fd, bufs, at):
+        with lock:
+            calls.append(at)
+            n = len(calls)
+        if n == 2:
+            raise OSError(28, "No space left on device")
+        time.sleep(0.01)
+        real(fd, bufs, at)
+
+    monkeypatch.setattr(chunking, "_pwrite_all", failing)
+    with pytest.raises(OSError, match="No space"):
+        _checkout(db, oid, str(tmp_path / "out"))
+    seen = len(calls)
+    time.sleep(0.2)
+    assert len(calls) == seen  # nothing still running wrote after the error came out
