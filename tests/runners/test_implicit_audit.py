@@ -232,3 +232,23 @@ def test_a_file_read_after_a_failed_chdir_is_an_input_of_its_step(repo_dir, monk
     assert pipe().load() == "one"
     (repo_dir / "data.txt").write_text("two")
     assert pipe().load() == "two"
+
+
+class _NoText:
+    def __repr__(self):
+        raise RuntimeError("no text")
+
+
+class _NoPath(os.PathLike):
+    def __fspath__(self):
+        raise RuntimeError("no path")
+
+
+def test_odd_objects_in_listing_and_database_events_never_raise_into_the_call(tree):
+    """The hook raises into the code whose call raised the event: an object whose text or
+    path cannot be made failed the user's listing or ``sqlite3.connect``."""
+    with fileaudit.recording(str(tree)) as rec:
+        fileaudit._hook("os.listdir", (_NoText(),))
+        fileaudit._hook("sqlite3.connect", (_NoPath(),))
+        fileaudit._hook("os.scandir", ("data",))
+    assert rec.reads == {"data/"}
