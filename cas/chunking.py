@@ -263,16 +263,15 @@ def assemble(db: ObjectDB, oid: bytes, manifest: bytes) -> bytes:
 
 
 def write_chunked(db: ObjectDB, oid: bytes, manifest: bytes, fd: int) -> None:
-    """Write a large file into ``fd`` (opened read-write) on all cores, verifying it.
+    """Write a large file into ``fd`` (opened read-write) on all cores, then verify it.
 
     Workers take runs of consecutive chunks: their records are read a span at a time
-    (``ObjectDB.read_records``), checked against the index and manifest, inflated and
-    written with one ``pwritev``; this thread hashes the decoded chunks in file order as
-    the runs come back, so the whole-file hash (which covers every byte, so chunks are not
-    hashed one by one) costs no second pass over the written file. Only on a mismatch is
-    each chunk read again through ``db.get``, which verifies it (and, when a copy is
-    damaged, finds another copy that verifies) and rewritten; then the file is hashed
-    again, and a chunk with no good copy is named.
+    (``ObjectDB.read_records``), checked against the index and the manifest, inflated and
+    written with one ``pwritev``. Chunks are not hashed one by one: the whole-file hash of
+    what was written, checked at the end, covers every byte. Only on a mismatch is each
+    chunk read again through ``db.get``, which verifies it (and, when a copy is damaged,
+    finds another copy that verifies) and rewritten; then the whole is hashed again, and a
+    chunk with no good copy is named.
     """
     total, items = decode_manifest(oid, manifest)
     check_total(db, oid, total)
@@ -283,22 +282,6 @@ def write_chunked(db: ObjectDB, oid: bytes, manifest: bytes, fd: int) -> None:
         placed.append((coid, n, pos))
         pos += n
     parts = [placed[i : i + _BATCH] for i in range(0, len(placed), _BATCH)]
-    h = hasher()
-    window: deque[Future] = deque()
-    limit = 2 * (os.cpu_count() or 2) + 2  # runs decoded ahead of the hash: ~2.5 MiB each
-    failed = False
-    try:
-        for part in parts:
-            window.append(pool().submit(_write_run, db, oid, part, fd))
-            if len(window) > limit:
-                failed = _hash_next(window, h) or failed
-        while window:
-            failed = _hash_next(window, h) or failed
-    except BaseException:
-        _settle(list(window))  # no worker may write into ``fd`` once the caller closes it
-        raise
-    if not failed and h.digest() == oid:
-        return
 
     def repair(part):
         for coid, n, at in part:
@@ -310,48 +293,34 @@ def write_chunked(db: ObjectDB, oid: bytes, manifest: bytes, fd: int) -> None:
                 raise IntegrityError(coid, "chunk differs from the manifest")
             os.pwrite(fd, data, at)
 
-    futs = [pool().submit(repair, part) for part in parts]
-    errors: list[BaseException] = []
-    for f in futs:
-        try:
-            f.result()
-        except BaseException as e:  # every run ends before anything is raised
-            errors.append(e)
-    if errors:
-        raise next((e for e in errors if not isinstance(e, IntegrityError)), errors[0])
-    if _file_hash(fd, total) != oid:
-        raise IntegrityError(oid, "reassembled content hash mismatch")
-
-
-def _settle(futs: list) -> None:
-    """Cancel what has not started and wait for the rest, whatever it raises."""
-    for f in futs:
-        f.cancel()
-    for f in futs:
-        if not f.cancelled():
+    for fn in (_write_run, repair):
+        futs = [pool().submit(fn, db, oid, part, fd) if fn is _write_run else pool().submit(fn, part) for part in parts]
+        errors: list[BaseException] = []
+        for f in futs:  # every run ends before anything is raised: none may write into a closed fd
+            if f.cancelled():
+                continue
             try:
                 f.result()
-            except BaseException:
-                pass
-
-
-def _hash_next(window: deque, h) -> bool:
-    """Hash the oldest run's chunks; True if that run failed (the repair pass follows)."""
-    try:
-        datas = window.popleft().result()
-    except IntegrityError:
-        return True
-    for data in datas:
-        h.update(data)
-    return False
+            except BaseException as e:
+                errors.append(e)
+                if not isinstance(e, IntegrityError):  # a failed write: what has not started never will
+                    for g in futs:
+                        g.cancel()
+        other = next((e for e in errors if not isinstance(e, IntegrityError)), None)
+        if other is not None:
+            raise other
+        if errors and fn is repair:
+            raise errors[0]
+        if not errors and _file_hash(fd, total) == oid:
+            return
+    raise IntegrityError(oid, "reassembled content hash mismatch")
 
 
 _spans = threading.local()  # each worker's read buffer for runs of records (reused: no fresh pages)
 
 
-def _write_run(db: ObjectDB, oid: bytes, part: list[tuple[bytes, int, int]], fd: int) -> list:
-    """Read, check, inflate and write consecutive chunks; their bytes, in order (never
-    views into the worker's read buffer, which its next run overwrites)."""
+def _write_run(db: ObjectDB, oid: bytes, part: list[tuple[bytes, int, int]], fd: int) -> None:
+    """Read, check, inflate and write consecutive chunks (the caller hashes the file)."""
     try:
         ents = [db.entry(coid) for coid, _, _ in part]
         need = sum(e.length for e in ents)
@@ -363,7 +332,6 @@ def _write_run(db: ObjectDB, oid: bytes, part: list[tuple[bytes, int, int]], fd:
         raise IntegrityError(oid, f"chunk {e.oid} listed in its manifest is missing") from None
     datas = [_chunk_payload(coid, rec, e, n) for (coid, n, _), e, rec in zip(part, ents, records, strict=True)]
     _pwrite_all(fd, datas, part[0][2])
-    return datas
 
 
 def _chunk_payload(coid: bytes, record, e, n: int) -> bytes:
