@@ -35,12 +35,18 @@ def _entries(url: str) -> dict[str, tuple[str, dict]]:
             for _, rec, raw, _ in [actions.decode(key, actions.get(b, key))]}
 
 
-def test_a_chain_of_remote_hits_is_one_request_for_its_entries_and_restores_the_producers_outputs(tmp_path):
+def _pushed(tmp_path, first: str = ""):
+    """A chain run in repository ``a`` and pushed to a file:// remote: (url, a, entries)."""
     url = f"file://{tmp_path / 'remote'}"
     a = _repo(tmp_path / "a", url)
-    _chain(a)
+    _chain(a, first)
     assert run_zcas("run", cwd=a).code == 0
     assert run_zcas("push", cwd=a).code == 0
+    return url, a, _entries(url)
+
+
+def test_a_chain_of_remote_hits_is_one_request_for_its_entries_and_restores_the_producers_outputs(tmp_path):
+    url, a, entries = _pushed(tmp_path)
     b = _repo(tmp_path / "b", url)
     _chain(b)
     r, requests = _counted(tmp_path, "run", cwd=b)
@@ -49,7 +55,6 @@ def test_a_chain_of_remote_hits_is_one_request_for_its_entries_and_restores_the_
     for i in range(STEPS):
         assert (b / f"o{i}.bin").read_bytes() == (a / f"o{i}.bin").read_bytes()
     asked = [k for m, k in requests if m == "get_bounded" and k.startswith("ac/")]
-    entries = _entries(url)
     assert asked == [actions.entry_key(entries["s0"][0])], asked  # s0's entry carries the others'
     assert not any(m == "list" for m, _ in requests), requests  # no pack index loaded
 
@@ -71,13 +76,8 @@ def test_an_entry_carries_the_runs_pushed_downstream_of_it():
 def test_attack_hostile_carried_entries_are_dropped_and_each_key_asked_for_itself(tmp_path):
     """Carried entries that do not check (another key's run, not a run, bad key, not a list
     item, a failed run) are dropped one by one; the chain still hits, asking each key."""
-    url = f"file://{tmp_path / 'remote'}"
-    a = _repo(tmp_path / "a", url)
-    _chain(a)
-    assert run_zcas("run", cwd=a).code == 0
-    assert run_zcas("push", cwd=a).code == 0
+    url, a, entries = _pushed(tmp_path)
     b_end = ObstoreBackend(url)
-    entries = _entries(url)
     k0, rec0 = entries["s0"]
     found = actions.decode_all(k0, actions.get(b_end, k0))
     assert [t[2]["step"] for t in found.then] == [f"s{i}" for i in range(1, STEPS)]
@@ -104,13 +104,8 @@ def test_remote_gc_drops_carried_entries_of_runs_it_forgets(tmp_path):
     from zcas.remotegc import RemoteGcReport, _tidy_actions
     from zcas.repository import Repository
 
-    url = f"file://{tmp_path / 'remote'}"
-    a = _repo(tmp_path / "a", url)
-    _chain(a)
-    assert run_zcas("run", cwd=a).code == 0
-    assert run_zcas("push", cwd=a).code == 0
+    url, a, entries = _pushed(tmp_path)
     b_end = ObstoreBackend(url)
-    entries = _entries(url)
     k0 = entries["s0"][0]
     ids = {step: actions.decode_all(k, actions.get(b_end, k)).run_id for step, (k, _) in entries.items()}
     keep = {rid: b"" for step, rid in ids.items() if step != "s3"}  # s3's run forgotten
@@ -133,13 +128,8 @@ def test_attack_hostile_entry_for_a_guessed_key_is_never_used(tmp_path):
     entry for the key s1 would have with that output, naming other bytes. The lookahead asks
     for that key and fetches those bytes; s0 cannot be restored, so it reruns, s1's real key
     differs, and s1 runs on what s0 made: the guess decides nothing."""
-    url = f"file://{tmp_path / 'remote'}"
-    a = _repo(tmp_path / "a", url)
-    _chain(a, first="sleep 1; ")  # (time for the guesses ahead of s0 when it reruns below)
-    assert run_zcas("run", cwd=a).code == 0
-    assert run_zcas("push", cwd=a).code == 0
+    url, a, entries = _pushed(tmp_path, first="sleep 1; ")  # (time for the guesses ahead of s0 when it reruns below)
     b_end = ObstoreBackend(url)
-    entries = _entries(url)
     ghost = "ab" * 32  # an id the remote does not hold
     k0, rec0 = entries["s0"]
     lie0 = serde.canonical(dict(rec0, outputs={"o0.bin": ghost}))
