@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen  # noqa: E402
 
-from common import ENV, ZCAS  # noqa: E402
+from common import ENV, ZCAS, warm  # noqa: E402
 ROWS: list[tuple[str, str, str, str]] = []
 
 
@@ -37,15 +37,6 @@ def best(n: int, f) -> float:
 def report(name: str, value: str, baseline: str, ratio: str) -> None:
     ROWS.append((name, value, baseline, ratio))
     print(f"{name:<44} {value:>12}   {baseline:<34} {ratio}", flush=True)
-
-
-def warm(path: str) -> None:
-    """Read every file once so zcas and its baselines all start from a warm page cache."""
-    for dirpath, _, files in os.walk(path):
-        for n in files:
-            with open(os.path.join(dirpath, n), "rb") as f:
-                while f.read(1 << 24):
-                    pass
 
 
 def stored_bytes(repo: str) -> int:

@@ -36,7 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen  # noqa: E402
-from common import ENV, ZCAS  # noqa: E402
+from common import ENV, ZCAS, warm  # noqa: E402
 
 
 def load() -> float:
@@ -75,14 +75,6 @@ def row(name: str, mine: list[float], base: list[float], base_name: str, target:
 
 def note(text: str) -> None:
     print(f"  {text}", flush=True)
-
-
-def warm(path: str) -> None:
-    for dirpath, _, files in os.walk(path):
-        for n in files:
-            with open(os.path.join(dirpath, n), "rb") as f:
-                while f.read(1 << 24):
-                    pass
 
 
 def fresh_repo(path: str, zcas=ZCAS, env=ENV) -> str:
