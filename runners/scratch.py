@@ -114,17 +114,30 @@ def materialise(db: Any, root: str, inputs: dict[str, str], modes: dict[str, str
     would land outside it. ``modes``: inputs that are executable files or links (an id
     alone says neither); a link is made only if it points inside the scratch folder."""
     modes = modes or {}
+    real_root = os.path.realpath(root)
     for rel, oid_hex in inputs.items():
         dest = root if rel == "." else os.path.join(root, *safe_rel(rel, "input path").split("/"))  # "." : the whole tree
+        if dest != root and not _within(real_root, os.path.dirname(dest)):  # through a link input made before it
+            raise UsageError(f"refusing input {rel}: its folder is a link out of the repository")
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         mode = modes.get(rel)
         if mode == "link":
             _link(db, root, rel, dest, bytes.fromhex(oid_hex))
+            if not _within(real_root, dest):  # links through links: the text looked inside, the path is not
+                os.unlink(dest)
+                raise UsageError(f"refusing input {rel}: a link that resolves out of the repository")
             continue
         checkout(db, bytes.fromhex(oid_hex), dest, force=True)
         if mode == "exec":
             st = os.stat(dest)
             os.chmod(dest, st.st_mode | (st.st_mode & 0o444) >> 2)  # x where r, as git does
+
+
+def _within(real_root: str, path: str) -> bool:
+    """Whether ``path``, every link on the way followed (as far as it exists), lies in the
+    folder whose real path is ``real_root``."""
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root + os.sep)
 
 
 def _link(db: Any, root: str, rel: str, dest: str, oid: bytes) -> None:
