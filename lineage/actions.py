@@ -95,7 +95,13 @@ def decode_all(cache_key: str, data: bytes) -> Found:
     from zcas.cas.errors import ZcasError
 
     try:
-        kind, payload = codec.decode(entry_key(cache_key), data)
+        kind, how, raw_size = codec.read_header(entry_key(cache_key), data)
+    except ZcasError as e:
+        raise RecordError(f"action cache entry does not decode: {e}") from None
+    if raw_size > MAX_ENTRY:  # (a small object may claim to inflate to far more)
+        raise RecordError(f"action cache entry inflates to {raw_size} bytes, over {MAX_ENTRY}")
+    try:
+        payload = codec.decode_body(entry_key(cache_key), how, raw_size, data)
     except ZcasError as e:
         raise RecordError(f"action cache entry does not decode: {e}") from None
     if kind != codec.KIND_RECORD:
@@ -124,11 +130,15 @@ def _then(items: object, cache_key: str) -> list[tuple[str, bytes, dict[str, Any
     out: list[tuple[str, bytes, dict[str, Any], bytes, dict[bytes, Entry]]] = []
     if not isinstance(items, list):
         return out
+    size = 0
     for item in items[:MAX_THEN]:
         if not (isinstance(item, dict) and isinstance(item.get("key"), str) and _HEX64.fullmatch(item["key"])
                 and item["key"] != cache_key and isinstance(item.get("run"), str)):
             continue
         raw = item["run"].encode("utf-8")
+        size += len(raw)
+        if size > THEN_BYTES:  # what a push writes, at most: the rest is not kept
+            break
         try:
             rec = _checked(item["key"], raw)
         except RecordError:

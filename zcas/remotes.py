@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None] | None
 AHEAD_FETCHES = 2  # fetches of outputs asked ahead under way at once
 AHEAD_BATCH = 16  # steps' outputs per fetch asked ahead
+CARRIED_BYTES = 16 << 20  # run records carried in entries (actions ``then``) a command keeps, in all
 
 
 def _warn(line: str) -> None:
@@ -182,6 +183,8 @@ class Remote:
         self._ahead_pool: ThreadPoolExecutor | None = None
         self._queued: list[tuple[list[bytes], Future[Any]]] = []  # asked ahead, fetched by the next _drain
         self._draining = 0  # threads fetching what was asked ahead
+        self._stopping = False
+        self._carried = 0  # bytes of carried run records kept in _asked
 
     def lookup_failed(self, e: Exception) -> None:
         """A cache lookup on the remote failed (offline, server down, refused): lookups are
@@ -437,7 +440,7 @@ class Remote:
         (a chain's first steps first), on up to ``AHEAD_FETCHES`` threads."""
         with self._ahead_lock:
             todo = [o for o in oids if o not in self._fetching]
-            if not todo:
+            if not todo or self._stopping:
                 return
             f: Future[Any] = Future()
             for o in todo:
@@ -451,22 +454,32 @@ class Remote:
         while True:
             with self._ahead_lock:
                 batch, self._queued = self._queued[:AHEAD_BATCH], self._queued[AHEAD_BATCH:]
-                if not batch:
+                if not batch or self._stopping:  # (stop_ahead fails what is left)
                     self._draining -= 1
                     return
             try:
                 self._fetch([o for todo, _ in batch for o in todo])
-            except BaseException as e:  # each step that wants one of them fetches it itself
+            except Exception:  # one bad guess must not spoil the others: each alone, once
+                for todo, f in batch:
+                    try:
+                        self._fetch(todo)
+                    except BaseException as e:  # the step that wants it fetches it itself
+                        f.set_exception(e)
+                    else:
+                        f.set_result(None)
+            except BaseException as e:
                 for _, f in batch:
                     f.set_exception(e)
+                raise
             else:
                 for _, f in batch:
                     f.set_result(None)
 
     def stop_ahead(self) -> None:
-        """Drop what was asked ahead and not started; wait for what was (nothing is written
-        into the local store after this returns)."""
+        """Drop what was asked ahead and not started; wait for the fetches under way
+        (nothing is written into the local store after this returns)."""
         with self._ahead_lock:
+            self._stopping = True
             pool, self._ahead_pool = self._ahead_pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -495,11 +508,15 @@ class Remote:
         with self._ahead_lock:  # the entries of the runs downstream: lookups of those keys are answered
             for then_key, rid, rec, raw, where in found.then:
                 k = bytes.fromhex(then_key)
-                if k not in self._asked:
-                    f: Future[Any] = Future()
-                    f.set_result((rid, rec, raw))
-                    self._asked[k] = f
-                    self._where_hints.update(where)
+                if k in self._asked:
+                    continue
+                self._carried += len(raw)
+                if self._carried > CARRIED_BYTES:  # kept for the whole command: bounded, whatever entries say
+                    break
+                f: Future[Any] = Future()
+                f.set_result((rid, rec, raw))
+                self._asked[k] = f
+                self._where_hints.update(where)
         return found.run_id, found.record, found.raw
 
     def sync_lineage(self, full: bool = False) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import collections
 import json
 
+import pytest
+
 from tests.conftest import run_zcas
 from tests.runners.test_action_cache import _counted, _repo
 from zcas.cas import codec
@@ -232,3 +234,62 @@ def test_a_python_pipelines_chain_of_remote_hits_is_one_request_for_its_entries(
 
     assert outputs(b)["flow.three"] == outputs(a)["flow.three"]
     assert [m for m, k in requests if k.startswith("ac/")] == ["get_bounded"], requests
+
+
+def test_attack_carried_entries_past_their_byte_bound_and_entries_inflating_past_theirs_are_not_kept(tmp_path):
+    """A small entry may not make a command hold more than what a push writes: carried
+    records past THEN_BYTES are dropped, and an entry claiming to inflate past MAX_ENTRY is
+    no entry (refused before it is inflated)."""
+    url, _, entries = _pushed(tmp_path)
+    k0, rec0 = entries["s0"]
+    big = [actions.Then(k, serde.canonical(dict(rec, params={"pad": "x" * (actions.THEN_BYTES // 3)})), {})
+           for step, (k, rec) in sorted(entries.items()) if step != "s0"]
+    data = actions.encode(serde.canonical(rec0), {}, big)
+    kept = actions.decode_all(k0, data).then
+    assert 0 < len(kept) < len(big) and sum(len(t[3]) for t in kept) <= actions.THEN_BYTES
+    bomb = codec.encode(codec.KIND_RECORD, b"\0" * (actions.MAX_ENTRY + 1))
+    assert len(bomb) < 1 << 20  # small on the remote
+    with pytest.raises(serde.RecordError, match="inflates to"):
+        actions.decode_all(k0, bomb)
+
+
+def test_a_remote_keeps_carried_records_up_to_a_bound_for_the_whole_command(tmp_path, monkeypatch):
+    from zcas import remotes
+    from zcas.repository import Repository
+
+    url, a, entries = _pushed(tmp_path)
+    k0, _ = entries["s0"]
+    monkeypatch.setattr(remotes, "CARRIED_BYTES", 2 * len(json.dumps(entries["s1"][1])))
+    rem = Repository(_repo(tmp_path / "b", url)).remote_for()
+    assert rem.lookup(bytes.fromhex(k0)) is not None
+    assert 1 <= len(rem._asked) - 1 <= 2  # s0's own answer, and as many carried as fit
+
+
+def test_stopping_what_was_asked_ahead_drops_the_fetches_not_started(tmp_path, monkeypatch):
+    """The end of a run (or an interrupt) waits for the fetches under way, not for every
+    output guessed ahead; whoever waited on a dropped one is told, never left waiting."""
+    import threading
+    import time
+
+    from zcas.repository import Repository
+
+    url = f"file://{tmp_path / 'remote'}"
+    rem = Repository(_repo(tmp_path / "b", url)).remote_for()
+    fetched: list[bytes] = []
+    started = threading.Event()
+
+    def slow(oids, hints=True):
+        started.set()
+        time.sleep(0.3)
+        fetched.extend(oids)
+        return len(oids)
+
+    monkeypatch.setattr(rem, "_fetch", slow)
+    for i in range(100):
+        rem.prefetch([i.to_bytes(32, "big")])
+    assert started.wait(5)
+    t = time.perf_counter()
+    rem.stop_ahead()
+    assert time.perf_counter() - t < 1.5 and len(fetched) <= 2 * 16  # the batches under way, no more
+    waiting = rem._fetching[(99).to_bytes(32, "big")]
+    assert waiting.done() and waiting.exception() is not None
