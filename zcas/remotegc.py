@@ -174,8 +174,28 @@ def _write_actions(remote: Remote, keep: dict[bytes, tuple[bytes, dict]], entrie
         outputs = artifact_ids({"outputs": d.get("outputs")})
         if not all(remote.db.has(o) for o in outputs):
             continue  # (pushed with named objects only: a lookup would find nothing to fetch)
+        then: list[actions.Then] = []
         if key in entries:
+            then = _carried(remote, key, keep)
             remote.backend.delete(actions.entry_key(key))
         where = actions.locate(remote.db, outputs)
-        if actions.put(remote.backend, key, data, where):
+        if actions.put(remote.backend, key, data, where, then):
             entries[key] = set()
+
+
+def _carried(remote: Remote, key: str, keep: dict[bytes, tuple[bytes, dict]]) -> list[actions.Then]:
+    """The entries ``key``'s entry carries, of kept runs, with fresh hints (an entry
+    rewritten for its own hints keeps what makes a chain of hits one GET)."""
+    try:
+        data = actions.get(remote.backend, key)
+        found = actions.decode_all(key, data) if data is not None else None
+    except RemoteError:
+        raise
+    except ZcasError:
+        return []
+    out = []
+    for k, rid, rec, raw, _ in found.then if found is not None else ():
+        if rid in keep:
+            outs = artifact_ids({"outputs": rec.get("outputs")})
+            out.append(actions.Then(k, raw, dict(list(actions.locate(remote.db, outs).items())[:actions.THEN_WHERE])))
+    return out

@@ -293,3 +293,23 @@ def test_stopping_what_was_asked_ahead_drops_the_fetches_not_started(tmp_path, m
     assert time.perf_counter() - t < 1.5 and len(fetched) <= 2 * 16  # the batches under way, no more
     waiting = rem._fetching[(99).to_bytes(32, "big")]
     assert waiting.done() and waiting.exception() is not None
+
+
+def test_an_entry_remote_gc_rewrites_for_its_hints_keeps_what_it_carries(tmp_path):
+    """After a gc --remote moved a run's outputs, its entry is written again with fresh
+    hints, and still carries the entries of the kept runs downstream (with fresh hints too)."""
+    from zcas.remotegc import _write_actions
+    from zcas.repository import Repository
+
+    url, a, entries = _pushed(tmp_path)
+    b_end = ObstoreBackend(url)
+    k0 = entries["s0"][0]
+    found = actions.decode_all(k0, actions.get(b_end, k0))
+    assert len(found.then) == STEPS - 1
+    decoded = {k: actions.decode_all(k, actions.get(b_end, k)) for k, _ in entries.values()}
+    keep = {f.run_id: (f.raw, f.record) for k, f in decoded.items() if f.record["step"] != "s3"}
+    packs = {k: {e.pack for e in f.where.values()} for k, f in decoded.items()}
+    _write_actions(Repository(a).remote_for(), keep, packs, removed={e.pack for e in found.where.values()})
+    after = actions.decode_all(k0, actions.get(b_end, k0))
+    assert [t[2]["step"] for t in after.then] == ["s1", "s2", "s4", "s5"]  # s3's run forgotten meanwhile
+    assert all(t[4] for t in after.then)  # each with where its outputs are now
