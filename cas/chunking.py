@@ -293,8 +293,8 @@ def write_chunked(db: ObjectDB, oid: bytes, manifest: bytes, fd: int) -> None:
                 raise IntegrityError(coid, "chunk differs from the manifest")
             os.pwrite(fd, data, at)
 
-    for fn in (_write_run, repair):
-        futs = [pool().submit(fn, db, oid, part, fd) if fn is _write_run else pool().submit(fn, part) for part in parts]
+    for careful in (False, True):
+        futs = [pool().submit(repair, part) if careful else pool().submit(_write_run, db, oid, part, fd) for part in parts]
         errors: list[BaseException] = []
         for f in futs:  # every run ends before anything is raised: none may write into a closed fd
             if f.cancelled():
@@ -309,7 +309,7 @@ def write_chunked(db: ObjectDB, oid: bytes, manifest: bytes, fd: int) -> None:
         other = next((e for e in errors if not isinstance(e, IntegrityError)), None)
         if other is not None:
             raise other
-        if errors and fn is repair:
+        if errors and careful:
             raise errors[0]
         if not errors and _file_hash(fd, total) == oid:
             return
