@@ -17,6 +17,7 @@ the remote is first asked (a pipeline of local hits never pays for it).
 
 from __future__ import annotations
 
+import posixpath
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from zcas.cas.errors import ZcasError
 
 from .command import Command, plan
-from .spec import StepSpec
+from .spec import StepSpec, parents
 
 THREADS = 4  # chains followed at once (each one request in flight at a time)
 
@@ -37,13 +38,13 @@ class LookAhead:
         self._pool: ThreadPoolExecutor | None = None
         self._remote: Any = None
         made_by = {out: name for name in order for out in steps[name].outputs}
-        outputs_within = {"/".join(o.split("/")[:i]) for o in made_by for i in range(1, o.count("/") + 1)}
+        outputs_within = {d for o in made_by for d in parents(posixpath.dirname(o))}
         self._made_by = made_by  # output path -> the step making it
         self._ups: dict[str, set[str]] = {}  # the steps that can be guessed -> the steps they wait on
         self._downs: dict[str, list[str]] = {n: [] for n in order}
         for name in order:
             ins = steps[name].inputs
-            if any(p in outputs_within or any(d in made_by for d in _parents(p)) for p in ins):
+            if any(p in outputs_within or any(d in made_by for d in parents(posixpath.dirname(p))) for p in ins):
                 continue  # a path inside a folder output, or a folder around one: not in any record
             ups = {made_by[p] for p in ins if p in made_by and made_by[p] != name}
             self._ups[name] = ups
@@ -142,11 +143,6 @@ class LookAhead:
         if ids and not self._stop.is_set():
             self._remote.prefetch(list(ids.values()))
         return ids
-
-
-def _parents(p: str) -> list[str]:
-    parts = p.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _outputs(spec: StepSpec, rec: dict | None) -> dict[str, bytes] | None:

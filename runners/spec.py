@@ -209,7 +209,7 @@ def from_table(name: str, body: Any, where: str, check_name: bool = True) -> Ste
     )
 
 
-def _parents(path: str) -> Iterator[str]:
+def parents(path: str) -> Iterator[str]:
     """The path itself, then each folder above it."""
     while path:
         yield path
@@ -228,12 +228,12 @@ def graph(steps: dict[str, StepSpec]) -> dict[str, set[str]]:
             if o in owner and owner[o] != s.name:
                 raise SpecError(f"{FILE}: steps {owner[o]!r} and {s.name!r} both write {o!r}")
             owner[o] = s.name
-            for parent in _parents(posixpath.dirname(o)):
+            for parent in parents(posixpath.dirname(o)):
                 below.setdefault(parent, set()).add(s.name)
     deps: dict[str, set[str]] = {name: set() for name in steps}
     for s in steps.values():
         for i in s.inputs:
-            found = {owner[p] for p in _parents(i) if p in owner} | below.get(i, set())
+            found = {owner[p] for p in parents(i) if p in owner} | below.get(i, set())
             deps[s.name].update(found - {s.name})
     _check_acyclic(deps)
     return deps
