@@ -57,7 +57,8 @@ def entry_key(cache_key: str) -> str:
 
 
 class Then(NamedTuple):
-    """The entry of a run downstream, carried in another's entry (``then``)."""
+    """The entry of a run downstream, carried in another's entry (``then``; its first
+    ``THEN_WHERE`` hints are written)."""
 
     key: str
     record: bytes
@@ -79,7 +80,8 @@ def _hints(where: dict[bytes, Entry]) -> dict[str, list]:
 def encode(record: bytes, where: dict[bytes, Entry], then: list[Then] | tuple[Then, ...] = ()) -> bytes:
     body: dict[str, Any] = {"v": 1, "run": record.decode("utf-8"), "where": _hints(where)}
     if then:
-        body["then"] = [{"key": t.key, "run": t.record.decode("utf-8"), "where": _hints(t.where)} for t in then]
+        body["then"] = [{"key": t.key, "run": t.record.decode("utf-8"),
+                         "where": _hints(dict(list(t.where.items())[:THEN_WHERE]))} for t in then]
     return codec.encode(codec.KIND_RECORD, json.dumps(body, separators=(",", ":")).encode())
 
 

@@ -197,5 +197,5 @@ def _carried(remote: Remote, key: str, keep: dict[bytes, tuple[bytes, dict]]) ->
     for k, rid, rec, raw, _ in found.then if found is not None else ():
         if rid in keep:
             outs = artifact_ids({"outputs": rec.get("outputs")})
-            out.append(actions.Then(k, raw, dict(list(actions.locate(remote.db, outs).items())[:actions.THEN_WHERE])))
+            out.append(actions.Then(k, raw, actions.locate(remote.db, outs)))
     return out

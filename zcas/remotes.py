@@ -267,7 +267,7 @@ class Remote:
                 size += len(data)
                 if size > actions.THEN_BYTES:
                     break
-                then.append(actions.Then(key, data, dict(list(where.items())[:actions.THEN_WHERE])))
+                then.append(actions.Then(key, data, where))
             thens.append(then)
         with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="zcas-ac") as ex:
             return sum(ex.map(lambda j, t: actions.put(self.backend, j[0], j[1], j[2], t), jobs, thens))
